@@ -1,0 +1,415 @@
+//! The [`Bus`] trait and the types both implementations share.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use concierto_proto::v1::DeadLetter;
+use futures::Stream;
+
+use crate::error::Result;
+use crate::message::{Message, Outgoing};
+
+/// Where a stream's messages go once consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// A message is removed once a consumer acknowledges (or terminates) it:
+    /// each task is done once.
+    WorkQueue,
+    /// Messages stay until the stream's limits remove them.
+    Limits,
+}
+
+/// A durable stream: which subjects it stores and its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSpec {
+    /// Logical name (`TASKS`); implementations may qualify it with the prefix.
+    pub name: String,
+    /// Subjects it stores, without the prefix; wildcards allowed.
+    pub subjects: Vec<String>,
+    /// Retention policy.
+    pub retention: Retention,
+    /// Oldest message kept; zero for no limit.
+    pub max_age: Duration,
+    /// Most messages kept; zero for no limit.
+    pub max_msgs: u64,
+    /// Most bytes kept; zero for no limit.
+    pub max_bytes: u64,
+    /// Window in which a repeated message id is stored once.
+    pub duplicate_window: Duration,
+}
+
+impl StreamSpec {
+    /// A stream with no limits and a two-minute duplicate window.
+    pub fn new(name: impl Into<String>, subjects: &[&str], retention: Retention) -> Self {
+        StreamSpec {
+            name: name.into(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            retention,
+            max_age: Duration::ZERO,
+            max_msgs: 0,
+            max_bytes: 0,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A durable consumer of a stream, shared by every handle opened with the same
+/// name: that is how replicas of an agent role share its work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerSpec {
+    /// Durable name (e.g. the role, `content-creator`).
+    pub durable: String,
+    /// Which of the stream's subjects it takes, without the prefix.
+    pub filter: String,
+    /// How long a delivered message may stay unacknowledged before it is
+    /// delivered again.
+    pub ack_wait: Duration,
+    /// Deliveries after which a message is dead-lettered instead of delivered.
+    pub max_deliver: u64,
+    /// Most unacknowledged messages at once across all handles; zero for the
+    /// implementation's default.
+    pub max_ack_pending: u64,
+}
+
+impl ConsumerSpec {
+    /// A consumer with a 30 s `ack_wait` and 5 deliveries at most.
+    pub fn new(durable: impl Into<String>, filter: impl Into<String>) -> Self {
+        ConsumerSpec {
+            durable: durable.into(),
+            filter: filter.into(),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            max_ack_pending: 0,
+        }
+    }
+}
+
+/// What a durable publish stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAck {
+    /// The stream's (logical) name.
+    pub stream: String,
+    /// Sequence of the stored message (of the first copy, for a duplicate).
+    pub sequence: u64,
+    /// True when the message id had been seen within the duplicate window: the
+    /// message was not stored again.
+    pub duplicate: bool,
+}
+
+/// Receives dead letters. Both implementations have one; subscriptions and
+/// consumers keep a handle to it so that nothing they give up on is lost.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Publishes `letter` on `dlq.<letter.subject>`, durably when a stream
+    /// stores that subject.
+    async fn dead_letter(&self, letter: DeadLetter) -> Result<()>;
+}
+
+/// The message bus: core subjects for events and request/reply, durable streams
+/// and shared consumers for work that must survive a crash.
+///
+/// Subjects are given without the studio's prefix; implementations add it.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes a message to every subscriber of `subject` (at most once).
+    async fn publish(&self, subject: &str, msg: Outgoing) -> Result<()>;
+
+    /// Subscribes to `subject` (wildcards allowed).
+    async fn subscribe(&self, subject: &str) -> Result<Subscription>;
+
+    /// Subscribes as a member of queue group `group`: each message goes to one
+    /// member of the group.
+    async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription>;
+
+    /// Sends a request and waits for the first reply. Fails fast with
+    /// `NoResponders` when nobody listens, and with `Timeout` after `timeout`.
+    async fn request(&self, subject: &str, msg: Outgoing, timeout: Duration) -> Result<Message>;
+
+    /// Answers a request: `reply` is the request's `Message::reply`.
+    async fn respond(&self, reply: &str, msg: Outgoing) -> Result<()>;
+
+    /// Creates the stream, or brings an existing one to `spec`. Idempotent.
+    async fn ensure_stream(&self, spec: &StreamSpec) -> Result<()>;
+
+    /// Stores a message in the stream that covers `subject` and waits for the
+    /// store to acknowledge it. A message whose `Nats-Msg-Id` was seen within the
+    /// duplicate window is acknowledged as a duplicate and not stored again.
+    /// Core subscribers of `subject` receive it too.
+    async fn publish_durable(&self, subject: &str, msg: Outgoing) -> Result<PublishAck>;
+
+    /// Creates (idempotently) a durable consumer on `stream` and opens a handle
+    /// on it. Handles opened with the same durable name share its messages.
+    async fn consumer(&self, stream: &str, spec: &ConsumerSpec) -> Result<Consumer>;
+
+    /// Where dead letters go.
+    fn dead_letters(&self) -> Arc<dyn DeadLetters>;
+
+    /// Waits until everything published so far has reached the server.
+    async fn flush(&self) -> Result<()>;
+
+    /// The subject prefix (`concierto.` by default).
+    fn prefix(&self) -> &str;
+}
+
+/// A stream of messages on a subscription. Ends when the bus closes.
+pub struct Subscription {
+    pub(crate) inner: Pin<Box<dyn Stream<Item = Message> + Send>>,
+    pub(crate) subject: String,
+    pub(crate) dead_letters: Arc<dyn DeadLetters>,
+}
+
+impl Subscription {
+    /// The subject (filter) it was opened with.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The next message, or `None` when the subscription ended.
+    pub async fn next(&mut self) -> Option<Message> {
+        futures::StreamExt::next(&mut self.inner).await
+    }
+
+    /// The dead-letter sink of the bus this came from.
+    pub fn dead_letters(&self) -> Arc<dyn DeadLetters> {
+        self.dead_letters.clone()
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Message;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done: never deliver it again.
+    Ack,
+    /// Not done: deliver it again, after the delay if given.
+    Nak(Option<Duration>),
+    /// Still working: restart the `ack_wait` clock.
+    InProgress,
+    /// Never deliver it again, without success.
+    Term,
+}
+
+/// Implementation side of a delivery's acknowledgement.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Settles the delivery.
+    async fn settle(&self, how: Settle) -> Result<()>;
+}
+
+/// Implementation side of a consumer handle.
+#[async_trait]
+pub trait RawConsumer: Send + Sync {
+    /// Up to `max` messages: returns as soon as at least one is there, or empty
+    /// after `wait`.
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<RawDelivery>>;
+}
+
+/// What an implementation's consumer hands out.
+pub struct RawDelivery {
+    /// The message.
+    pub message: Message,
+    /// Deliveries so far, this one included.
+    pub delivered: u64,
+    /// Sequence in the stream.
+    pub stream_seq: u64,
+    /// How to settle it.
+    pub acker: Box<dyn Acker>,
+}
+
+/// A message from a durable consumer, to be settled exactly once.
+pub struct Delivery {
+    /// The message.
+    pub message: Message,
+    /// How many times it has been delivered, this time included (1 the first time).
+    pub delivered: u64,
+    /// Its sequence in the stream.
+    pub stream_seq: u64,
+    acker: Box<dyn Acker>,
+    consumer: Arc<str>,
+    dead_letters: Arc<dyn DeadLetters>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("subject", &self.message.subject)
+            .field("delivered", &self.delivered)
+            .field("stream_seq", &self.stream_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    /// Done with it: it is not delivered again.
+    pub async fn ack(self) -> Result<()> {
+        self.acker.settle(Settle::Ack).await
+    }
+
+    /// Hands it back to be delivered again, after `delay` if given.
+    pub async fn nak(self, delay: Option<Duration>) -> Result<()> {
+        self.acker.settle(Settle::Nak(delay)).await
+    }
+
+    /// Still working on it: restarts its `ack_wait`.
+    pub async fn in_progress(&self) -> Result<()> {
+        self.acker.settle(Settle::InProgress).await
+    }
+
+    /// Gives up on it for good: it goes to the dead-letter subject with `reason`
+    /// and is never delivered again.
+    pub async fn term(self, reason: impl Into<String>) -> Result<()> {
+        self.term_as(reason.into(), "").await
+    }
+
+    /// Like [`Delivery::term`], naming the type the payload was expected to be.
+    pub(crate) async fn term_as(self, reason: String, expected_type: &str) -> Result<()> {
+        let letter = dead_letter_for(
+            &self.message,
+            reason,
+            self.delivered,
+            &self.consumer,
+            expected_type,
+        );
+        self.dead_letters.dead_letter(letter).await?;
+        self.acker.settle(Settle::Term).await
+    }
+}
+
+/// A handle on a durable consumer. Deliveries that have exhausted the consumer's
+/// `max_deliver` are dead-lettered here and never handed out.
+pub struct Consumer {
+    raw: Box<dyn RawConsumer>,
+    durable: Arc<str>,
+    spec: ConsumerSpec,
+    stream: String,
+    dead_letters: Arc<dyn DeadLetters>,
+}
+
+impl fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("stream", &self.stream)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Wraps an implementation's consumer.
+    pub fn new(
+        raw: Box<dyn RawConsumer>,
+        stream: impl Into<String>,
+        spec: ConsumerSpec,
+        dead_letters: Arc<dyn DeadLetters>,
+    ) -> Self {
+        Consumer {
+            raw,
+            durable: Arc::from(spec.durable.as_str()),
+            spec,
+            stream: stream.into(),
+            dead_letters,
+        }
+    }
+
+    /// The consumer's settings.
+    pub fn spec(&self) -> &ConsumerSpec {
+        &self.spec
+    }
+
+    /// Up to `max` deliveries: returns as soon as at least one is there, or an
+    /// empty list after `wait`.
+    pub async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let got = self.raw.fetch(max.max(1), left).await?;
+            let mut live = Vec::with_capacity(got.len());
+            for raw in got {
+                let d = Delivery {
+                    message: raw.message,
+                    delivered: raw.delivered,
+                    stream_seq: raw.stream_seq,
+                    acker: raw.acker,
+                    consumer: self.durable.clone(),
+                    dead_letters: self.dead_letters.clone(),
+                };
+                if self.spec.max_deliver > 0 && d.delivered > self.spec.max_deliver {
+                    let reason = format!(
+                        "max_deliver exhausted: delivered {} times to consumer {} without success",
+                        d.delivered - 1,
+                        self.spec.durable
+                    );
+                    tracing::warn!(subject = %d.message.subject, %reason, "dead-lettering");
+                    d.term(reason).await?;
+                } else {
+                    live.push(d);
+                }
+            }
+            if !live.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(live);
+            }
+        }
+    }
+}
+
+/// Builds the dead letter for a message.
+pub fn dead_letter_for(
+    msg: &Message,
+    reason: String,
+    deliveries: u64,
+    consumer: &str,
+    expected_type: &str,
+) -> DeadLetter {
+    DeadLetter {
+        subject: msg.subject.clone(),
+        reason,
+        payload: msg.payload.to_vec(),
+        headers: msg
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        deliveries,
+        consumer: consumer.to_string(),
+        expected_type: expected_type.to_string(),
+        dead_lettered_at: Some(concierto_proto::time::now()),
+    }
+}
+
+/// The dead-letter subject for `subject`.
+pub fn dead_letter_subject(subject: &str) -> String {
+    format!("{DEAD_LETTER_PREFIX}.{subject}")
+}
+
+/// Dead letters are published under `dlq.` + the original subject.
+pub const DEAD_LETTER_PREFIX: &str = "dlq";
+
+/// Encodes a dead letter as an outgoing message.
+pub(crate) fn dead_letter_message(letter: &DeadLetter) -> (String, Outgoing) {
+    use prost::{Message as _, Name};
+    let subject = dead_letter_subject(&letter.subject);
+    let out = Outgoing::new(Bytes::from(letter.encode_to_vec())).header(
+        crate::message::CONTENT_TYPE,
+        crate::message::protobuf_content_type(&DeadLetter::full_name()),
+    );
+    (subject, out)
+}

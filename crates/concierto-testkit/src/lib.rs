@@ -1,0 +1,205 @@
+//! Test support shared by every crate's tests and benchmarks.
+//!
+//! [`NatsServer`] starts a real `nats-server` with JetStream on a free port, its
+//! store in a temporary directory, waits until it accepts clients, and kills it
+//! and removes the store when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why a server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum TestkitError {
+    /// No nats-server binary was found.
+    #[error(
+        "nats-server not found (looked at $NATS_SERVER_BIN, PATH and /usr/sbin/nats-server); \
+         install it: `apt-get install nats-server` on Debian/Ubuntu, `brew install nats-server` on macOS"
+    )]
+    NoBinary,
+    /// The operating system refused something.
+    #[error("{0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
+    /// The server did not accept clients in time.
+    #[error("nats-server on port {port} was not ready after {waited:?}; its log: {log}")]
+    NotReady {
+        /// The port it was started on.
+        port: u16,
+        /// How long we waited.
+        waited: Duration,
+        /// The tail of its log.
+        log: String,
+    },
+}
+
+/// A running `nats-server` with JetStream, stopped and cleaned up on drop.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts a server on a free loopback port with JetStream and a fresh store.
+    pub fn start() -> Result<Self, TestkitError> {
+        let bin = find_binary().ok_or(TestkitError::NoBinary)?;
+        let dir = tempfile::Builder::new()
+            .prefix("concierto-nats-")
+            .tempdir()
+            .map_err(|e| TestkitError::Io("creating the store directory", e))?;
+        let mut server = NatsServer {
+            child: None,
+            port: 0,
+            dir,
+            bin,
+        };
+        let mut last = None;
+        // A free port can be taken between our probe and the server's bind: retry.
+        for _ in 0..5 {
+            server.port = free_port()?;
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(TestkitError::NoBinary))
+    }
+
+    /// The client URL, `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store directory.
+    pub fn store_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the server (SIGKILL) without removing its store.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same store, as after a crash.
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        self.kill();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> Result<(), TestkitError> {
+        let log_path = self.dir.path().join("nats-server.log");
+        let store = self.dir.path().join("jetstream");
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-js")
+            .arg("-sd")
+            .arg(&store)
+            .arg("-l")
+            .arg(&log_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| TestkitError::Io("spawning nats-server", e))?;
+        self.child = Some(child);
+        let waited = Duration::from_secs(10);
+        let deadline = Instant::now() + waited;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_status)) = child.try_wait()
+            {
+                break;
+            }
+            if jetstream_ready(self.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: String = log.lines().rev().take(10).collect::<Vec<_>>().join(" | ");
+        Err(TestkitError::NotReady {
+            port: self.port,
+            waited,
+            log: tail,
+        })
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads the server's INFO line and checks that JetStream is on.
+fn jetstream_ready(port: u16) -> bool {
+    let Ok(stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok()
+        && line.starts_with("INFO")
+        && line.contains("\"jetstream\":true")
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16, TestkitError> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| TestkitError::Io("binding a probe socket", e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| TestkitError::Io("reading the probe socket's port", e))
+}
+
+fn find_binary() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+        return Some(PathBuf::from(bin));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let sbin = PathBuf::from("/usr/sbin/nats-server");
+        sbin.is_file().then_some(sbin)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_with_jetstream_and_stops_on_drop() {
+        let server = NatsServer::start().expect("nats-server starts");
+        let port = server.port();
+        assert!(jetstream_ready(port));
+        let store = server.store_dir().to_path_buf();
+        drop(server);
+        assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err());
+        assert!(!store.exists(), "store removed on drop");
+    }
+
+    #[test]
+    fn two_servers_get_two_ports() {
+        let a = NatsServer::start().expect("first");
+        let b = NatsServer::start().expect("second");
+        assert_ne!(a.port(), b.port());
+    }
+}
