@@ -541,7 +541,10 @@ impl RawConsumer for EmbeddedConsumer {
                     .get_mut(&self.stream)
                     .ok_or_else(|| BusError::NotFound(format!("stream {}", self.stream)))?;
                 let now = Instant::now();
-                (s.take(&self.durable, max, now), s.earliest_due(&self.durable))
+                (
+                    s.take(&self.durable, max, now),
+                    s.earliest_due(&self.durable),
+                )
             };
             if !taken.is_empty() {
                 return Ok(taken

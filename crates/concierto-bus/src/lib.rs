@@ -54,7 +54,11 @@ pub fn standard_streams(limits: &StreamLimits) -> Vec<StreamSpec> {
     };
     vec![
         with(StreamSpec::new("TASKS", &["task.>"], Retention::WorkQueue)),
-        with(StreamSpec::new("RESULTS", &["result.>"], Retention::WorkQueue)),
+        with(StreamSpec::new(
+            "RESULTS",
+            &["result.>"],
+            Retention::WorkQueue,
+        )),
         with(StreamSpec::new(
             "EVENTS",
             &["run.event.>", "event.>", "content.ingested.>"],

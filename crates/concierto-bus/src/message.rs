@@ -146,7 +146,9 @@ mod tests {
 
     #[test]
     fn outgoing_builder_sets_known_headers() {
-        let m = Outgoing::new("x").msg_id("id-1").traceparent("00-abc-def-01");
+        let m = Outgoing::new("x")
+            .msg_id("id-1")
+            .traceparent("00-abc-def-01");
         assert_eq!(m.headers.get(MSG_ID), Some("id-1"));
         assert_eq!(m.headers.get(TRACEPARENT), Some("00-abc-def-01"));
     }

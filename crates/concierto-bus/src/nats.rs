@@ -222,7 +222,12 @@ impl Bus for NatsBus {
         if !msg.headers.is_empty() {
             req = req.headers(to_header_map(&msg.headers));
         }
-        match self.inner.client.send_request(self.full(subject), req).await {
+        match self
+            .inner
+            .client
+            .send_request(self.full(subject), req)
+            .await
+        {
             Ok(m) => Ok(self.convert(m)),
             Err(e) => Err(match e.kind() {
                 async_nats::RequestErrorKind::NoResponders => {
@@ -250,7 +255,13 @@ impl Bus for NatsBus {
         for s in &spec.subjects {
             validate_filter(s)?;
         }
-        let limit = |n: u64| if n == 0 { -1 } else { i64::try_from(n).unwrap_or(i64::MAX) };
+        let limit = |n: u64| {
+            if n == 0 {
+                -1
+            } else {
+                i64::try_from(n).unwrap_or(i64::MAX)
+            }
+        };
         let config = stream::Config {
             name: self.stream_name(&spec.name),
             subjects: spec.subjects.iter().map(|s| self.full(s)).collect(),
@@ -267,7 +278,9 @@ impl Bus for NatsBus {
         };
         let probe = dead_letter_subject("probe");
         if spec.subjects.iter().any(|f| matches(f, &probe)) {
-            self.inner.durable_dead_letters.store(true, Ordering::Relaxed);
+            self.inner
+                .durable_dead_letters
+                .store(true, Ordering::Relaxed);
         }
         let js = &self.inner.js;
         match js.get_stream(&config.name).await {
@@ -385,7 +398,10 @@ impl NatsConsumer {
     fn raw(&self, m: jetstream::Message) -> Result<RawDelivery> {
         let (delivered, stream_seq) = {
             let info = m.info().map_err(BusError::transport)?;
-            (u64::try_from(info.delivered).unwrap_or(1), info.stream_sequence)
+            (
+                u64::try_from(info.delivered).unwrap_or(1),
+                info.stream_sequence,
+            )
         };
         let (msg, acker) = m.split();
         Ok(RawDelivery {

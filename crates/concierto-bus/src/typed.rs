@@ -81,7 +81,10 @@ pub trait BusExt: Bus {
     }
 
     /// Subscribes to protobuf messages of type `M`.
-    async fn subscribe_proto<M: ProtoMessage>(&self, subject: &str) -> Result<TypedSubscription<M>> {
+    async fn subscribe_proto<M: ProtoMessage>(
+        &self,
+        subject: &str,
+    ) -> Result<TypedSubscription<M>> {
         Ok(TypedSubscription::new(self.subscribe(subject).await?))
     }
 

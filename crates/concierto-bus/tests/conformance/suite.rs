@@ -60,7 +60,13 @@ pub async fn wildcards_route_as_nats_does(h: &impl Harness) {
     let mut exact = bus.subscribe("run.event.r1").await.unwrap();
     let mut mid = bus.subscribe("run.*.r2").await.unwrap();
     bus.flush().await.unwrap();
-    for s in ["run.event.r1", "run.event.r2", "run.start", "run.event.r1.step", "other.event.r1"] {
+    for s in [
+        "run.event.r1",
+        "run.event.r2",
+        "run.start",
+        "run.event.r1.step",
+        "other.event.r1",
+    ] {
         bus.publish(s, Outgoing::new(s.to_string())).await.unwrap();
     }
     bus.flush().await.unwrap();
@@ -71,7 +77,15 @@ pub async fn wildcards_route_as_nats_does(h: &impl Harness) {
     for _ in 0..4 {
         got.push(recv(&mut many).await.subject);
     }
-    assert_eq!(got, ["run.event.r1", "run.event.r2", "run.start", "run.event.r1.step"]);
+    assert_eq!(
+        got,
+        [
+            "run.event.r1",
+            "run.event.r2",
+            "run.start",
+            "run.event.r1.step"
+        ]
+    );
     quiet(&mut many).await;
     let m = recv(&mut exact).await;
     assert_eq!(m.subject, "run.event.r1");
@@ -109,7 +123,10 @@ pub async fn queue_group_members_share_messages(h: &impl Harness) {
         got_b += 1;
     }
     assert_eq!(got_a + got_b, n, "each message to exactly one member");
-    assert!(got_a > 0 && got_b > 0, "both members get work: {got_a}/{got_b}");
+    assert!(
+        got_a > 0 && got_b > 0,
+        "both members get work: {got_a}/{got_b}"
+    );
 }
 
 pub async fn request_gets_the_reply_with_headers(h: &impl Harness) {
@@ -162,7 +179,11 @@ pub async fn request_without_reply_times_out(h: &impl Harness) {
     let _silent = bus.subscribe("admin.silent").await.unwrap();
     bus.flush().await.unwrap();
     let err = bus
-        .request("admin.silent", Outgoing::new("?"), Duration::from_millis(200))
+        .request(
+            "admin.silent",
+            Outgoing::new("?"),
+            Duration::from_millis(200),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, BusError::Timeout { .. }), "{err}");
@@ -245,18 +266,34 @@ pub async fn handles_on_one_durable_share_its_work(h: &impl Harness) {
             c2.fetch_proto::<Task>(3, Duration::from_millis(300))
         );
         let (a, b) = (a.unwrap(), b.unwrap());
-        assert!(!a.is_empty() || !b.is_empty(), "work left: {}", n - seen.len());
+        assert!(
+            !a.is_empty() || !b.is_empty(),
+            "work left: {}",
+            n - seen.len()
+        );
         for (i, batch) in [a, b].into_iter().enumerate() {
             for (t, d) in batch {
                 assert_eq!(d.delivered, 1);
-                assert!(seen.insert(t.task_id.clone()), "{} delivered twice", t.task_id);
+                assert!(
+                    seen.insert(t.task_id.clone()),
+                    "{} delivered twice",
+                    t.task_id
+                );
                 from[i] += 1;
                 d.ack().await.unwrap();
             }
         }
     }
-    assert!(from[0] > 0 && from[1] > 0, "both handles got work: {from:?}");
-    assert!(c1.fetch(10, Duration::from_millis(200)).await.unwrap().is_empty());
+    assert!(
+        from[0] > 0 && from[1] > 0,
+        "both handles got work: {from:?}"
+    );
+    assert!(
+        c1.fetch(10, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn unacked_message_is_redelivered_after_ack_wait_when_its_consumer_dies(
@@ -291,7 +328,13 @@ pub async fn unacked_message_is_redelivered_after_ack_wait_when_its_consumer_die
     assert_eq!(t.task_id, "t1");
     assert_eq!(d.delivered, 2);
     d.ack().await.unwrap();
-    assert!(keeper.fetch(1, Duration::from_millis(1500)).await.unwrap().is_empty());
+    assert!(
+        keeper
+            .fetch(1, Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn nak_with_delay_redelivers_after_the_delay(h: &impl Harness) {
@@ -305,11 +348,21 @@ pub async fn nak_with_delay_redelivers_after_the_delay(h: &impl Harness) {
         .unwrap();
     let d = c.fetch(1, WAIT).await.unwrap().pop().unwrap();
     d.nak(Some(Duration::from_millis(800))).await.unwrap();
-    assert!(c.fetch(1, Duration::from_millis(300)).await.unwrap().is_empty());
+    assert!(
+        c.fetch(1, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let d = c.fetch(1, WAIT).await.unwrap().pop().expect("redelivered");
     assert_eq!(d.delivered, 2);
     d.nak(None).await.unwrap();
-    let d = c.fetch(1, WAIT).await.unwrap().pop().expect("redelivered at once");
+    let d = c
+        .fetch(1, WAIT)
+        .await
+        .unwrap()
+        .pop()
+        .expect("redelivered at once");
     assert_eq!(d.delivered, 3);
     d.ack().await.unwrap();
 }
@@ -330,8 +383,16 @@ pub async fn exhausting_max_deliver_dead_letters_the_message(h: &impl Harness) {
         assert_eq!(d.delivered, n);
         d.nak(None).await.unwrap();
     }
-    assert!(c.fetch(1, Duration::from_millis(500)).await.unwrap().is_empty());
-    let (letter, msg) = tokio::time::timeout(WAIT, dlq.next()).await.unwrap().unwrap();
+    assert!(
+        c.fetch(1, Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let (letter, msg) = tokio::time::timeout(WAIT, dlq.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(msg.subject, "dlq.task.ui-designer");
     assert_eq!(letter.subject, "task.ui-designer");
     assert!(letter.reason.contains("max_deliver"), "{}", letter.reason);
@@ -339,13 +400,21 @@ pub async fn exhausting_max_deliver_dead_letters_the_message(h: &impl Harness) {
     assert_eq!(letter.consumer, "ui-designer");
     let original: Task = prost::Message::decode(letter.payload.as_slice()).unwrap();
     assert_eq!(original.task_id, "poison");
-    assert!(c.fetch(1, Duration::from_millis(1500)).await.unwrap().is_empty());
+    assert!(
+        c.fetch(1, Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn duplicate_message_id_is_stored_and_delivered_once(h: &impl Harness) {
     let bus = h.bus().await;
     bus.ensure_stream(&tasks_stream()).await.unwrap();
-    let c = bus.consumer("TASKS", &consumer("content-creator")).await.unwrap();
+    let c = bus
+        .consumer("TASKS", &consumer("content-creator"))
+        .await
+        .unwrap();
     let first = bus
         .publish_durable_proto("task.content-creator", &task("t1"), "run-1/draft/1")
         .await
@@ -362,7 +431,12 @@ pub async fn duplicate_message_id_is_stored_and_delivered_once(h: &impl Harness)
     for d in got {
         d.ack().await.unwrap();
     }
-    assert!(c.fetch(10, Duration::from_millis(300)).await.unwrap().is_empty());
+    assert!(
+        c.fetch(10, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn malformed_payload_on_a_subscription_is_dead_lettered(h: &impl Harness) {
@@ -374,10 +448,21 @@ pub async fn malformed_payload_on_a_subscription_is_dead_lettered(h: &impl Harne
     bus.publish("events.task", Outgoing::new(garbage.clone()))
         .await
         .unwrap();
-    bus.publish_proto("events.task", &task("good")).await.unwrap();
-    let (t, _) = tokio::time::timeout(WAIT, tasks.next()).await.unwrap().unwrap();
-    assert_eq!(t.task_id, "good", "the subscriber skips the bad message and goes on");
-    let (letter, _) = tokio::time::timeout(WAIT, dlq.next()).await.unwrap().unwrap();
+    bus.publish_proto("events.task", &task("good"))
+        .await
+        .unwrap();
+    let (t, _) = tokio::time::timeout(WAIT, tasks.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        t.task_id, "good",
+        "the subscriber skips the bad message and goes on"
+    );
+    let (letter, _) = tokio::time::timeout(WAIT, dlq.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(letter.subject, "events.task");
     assert_eq!(letter.payload, garbage);
     assert_eq!(letter.expected_type, "concierto.v1.Task");
@@ -390,26 +475,43 @@ pub async fn malformed_payload_on_a_work_queue_is_dead_lettered_and_terminated(h
     bus.ensure_stream(&dlq_stream()).await.unwrap();
     let mut dlq = bus.subscribe_proto::<DeadLetter>("dlq.>").await.unwrap();
     bus.flush().await.unwrap();
-    let c = bus.consumer("TASKS", &consumer("brand-guardian")).await.unwrap();
-    let garbage = vec![0x0bu8, 0x0c];
-    bus.publish_durable("task.brand-guardian", Outgoing::new(garbage.clone()).traceparent("00-1-2-01"))
+    let c = bus
+        .consumer("TASKS", &consumer("brand-guardian"))
         .await
         .unwrap();
+    let garbage = vec![0x0bu8, 0x0c];
+    bus.publish_durable(
+        "task.brand-guardian",
+        Outgoing::new(garbage.clone()).traceparent("00-1-2-01"),
+    )
+    .await
+    .unwrap();
     bus.publish_durable_proto("task.brand-guardian", &task("good"), "good")
         .await
         .unwrap();
     let got = c.fetch_proto::<Task>(10, WAIT).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0.task_id, "good");
-    let (letter, _) = tokio::time::timeout(WAIT, dlq.next()).await.unwrap().unwrap();
+    let (letter, _) = tokio::time::timeout(WAIT, dlq.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(letter.payload, garbage);
     assert_eq!(letter.consumer, "brand-guardian");
-    assert_eq!(letter.headers.get(TRACEPARENT).map(String::as_str), Some("00-1-2-01"));
+    assert_eq!(
+        letter.headers.get(TRACEPARENT).map(String::as_str),
+        Some("00-1-2-01")
+    );
     for (_, d) in got {
         d.ack().await.unwrap();
     }
     // Terminated: never delivered again, even after ack_wait.
-    assert!(c.fetch(10, Duration::from_millis(1500)).await.unwrap().is_empty());
+    assert!(
+        c.fetch(10, Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn term_dead_letters_with_the_reason(h: &impl Harness) {
@@ -418,14 +520,27 @@ pub async fn term_dead_letters_with_the_reason(h: &impl Harness) {
     bus.ensure_stream(&dlq_stream()).await.unwrap();
     let mut dlq = bus.subscribe_proto::<DeadLetter>("dlq.>").await.unwrap();
     bus.flush().await.unwrap();
-    let c = bus.consumer("TASKS", &consumer("analytics-reporter")).await.unwrap();
+    let c = bus
+        .consumer("TASKS", &consumer("analytics-reporter"))
+        .await
+        .unwrap();
     bus.publish_durable_proto("task.analytics-reporter", &task("t9"), "t9")
         .await
         .unwrap();
     let d = c.fetch(1, WAIT).await.unwrap().pop().unwrap();
-    d.term("provider refused the request: 400 bad model").await.unwrap();
-    let (letter, _) = tokio::time::timeout(WAIT, dlq.next()).await.unwrap().unwrap();
+    d.term("provider refused the request: 400 bad model")
+        .await
+        .unwrap();
+    let (letter, _) = tokio::time::timeout(WAIT, dlq.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(letter.reason, "provider refused the request: 400 bad model");
     assert_eq!(letter.deliveries, 1);
-    assert!(c.fetch(1, Duration::from_millis(1500)).await.unwrap().is_empty());
+    assert!(
+        c.fetch(1, Duration::from_millis(1500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -1,0 +1,1547 @@
+//! Loading a studio: the YAML file (plus `CONCIERTO__SECTION__KEY` environment
+//! overrides) through the `config` crate, then one pass over the merged tree
+//! that parses every grammar, checks every reference, and reports every
+//! problem with its file, line and key path.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+use super::model::*;
+use super::problem::{Problem, Problems, Severity};
+use super::spans::{Spans, child, item};
+use super::walk::{Walker, describe};
+use crate::grammar::{
+    CycleTime, Improvement, Predicate, Schedule, Target, parse_duration, parse_timezone,
+};
+use crate::roles::{RoleDef, parse_role, role_files};
+
+/// What checking a studio found: the studio when it has no errors, and every
+/// problem (warnings too), errors first.
+#[derive(Debug)]
+pub struct Checked {
+    /// The studio, when there are no errors.
+    pub studio: Option<Studio>,
+    /// Every problem.
+    pub problems: Vec<Problem>,
+}
+
+/// Loads a studio, failing with every problem when there is any error.
+/// Warnings of a valid studio are logged.
+pub fn load(path: &Path) -> Result<Studio, Problems> {
+    load_with_env(path, std::env::vars())
+}
+
+/// [`load`] with explicit environment variables (for tests).
+pub fn load_with_env(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Studio, Problems> {
+    let checked = check_with_env(path, env);
+    match checked.studio {
+        Some(studio) => {
+            for p in &checked.problems {
+                tracing::warn!("{p}");
+            }
+            Ok(studio)
+        }
+        None => Err(Problems(checked.problems)),
+    }
+}
+
+/// Checks a studio and returns every problem.
+pub fn check(path: &Path) -> Checked {
+    check_with_env(path, std::env::vars())
+}
+
+/// [`check`] with explicit environment variables.
+pub fn check_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Checked {
+    let fail = |p: Problem| Checked {
+        studio: None,
+        problems: vec![p],
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return fail(Problem::error(
+                path,
+                None,
+                "",
+                format!("cannot read the studio file: {e}"),
+            ));
+        }
+    };
+    let spans = match Spans::index(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(Problem::error(
+                path,
+                Some(e.line),
+                "",
+                format!("not valid YAML (column {}): {}", e.col, e.message),
+            ));
+        }
+    };
+    if !spans.duplicates.is_empty() {
+        return Checked {
+            studio: None,
+            problems: spans
+                .duplicates
+                .iter()
+                .map(|(key, line)| {
+                    Problem::error(
+                        path,
+                        Some(*line),
+                        key.as_str(),
+                        "this key appears twice in the same map; keep one",
+                    )
+                })
+                .collect(),
+        };
+    }
+    let env: indexmap::IndexMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("CONCIERTO__"))
+        .collect();
+    let merged = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Yaml))
+        .add_source(
+            config::Environment::with_prefix("CONCIERTO")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize::<Value>());
+    let tree = match merged {
+        Ok(t) => t,
+        Err(e) => return fail(Problem::error(path, None, "", format!("cannot load: {e}"))),
+    };
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut w = Walker {
+        file: path,
+        spans: &spans,
+        problems: Vec::new(),
+    };
+    let studio = build(&mut w, &tree, path, &base_dir);
+    let mut problems = w.problems;
+    problems.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| (a.file != path).cmp(&(b.file != path)))
+            .then_with(|| a.file.cmp(&b.file))
+            .then_with(|| a.line.cmp(&b.line))
+    });
+    let ok = !problems.iter().any(|p| p.severity == Severity::Error);
+    Checked {
+        studio: ok.then_some(studio),
+        problems,
+    }
+}
+
+const TOP: &[&str] = &[
+    "studio",
+    "server",
+    "agents",
+    "reviewers",
+    "workflows",
+    "triggers",
+    "feedback_loops",
+    "content_sources",
+    "progress_metrics",
+];
+
+fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Studio {
+    let empty = Map::new();
+    let root = w.map(Some(tree), "").unwrap_or(&empty);
+    w.known_keys(root, "", TOP);
+    let studio = studio_section(w, root.get("studio"));
+    let server = server_section(w, root.get("server"));
+    let agents = agents_section(w, root.get("agents"), base_dir);
+    let roles = load_roles(w, &agents);
+    let reviewers = reviewers_section(w, root.get("reviewers"));
+    let feedback_loops = feedback_loops_section(w, root.get("feedback_loops"));
+    let workflows = workflows_section(w, root.get("workflows"));
+    let triggers = triggers_section(w, root.get("triggers"), studio.timezone, &workflows);
+    let content_sources = content_sources_section(w, root.get("content_sources"));
+    let progress_metrics = progress_metrics_section(w, root.get("progress_metrics"));
+    let s = Studio {
+        file: file.to_path_buf(),
+        base_dir: base_dir.to_path_buf(),
+        studio,
+        server,
+        triggers,
+        feedback_loops,
+        content_sources,
+        progress_metrics,
+        workflows,
+        agents,
+        roles,
+        reviewers,
+    };
+    check_references(w, &s);
+    s
+}
+
+fn studio_section(w: &mut Walker<'_>, v: Option<&Value>) -> StudioSection {
+    let mut out = StudioSection {
+        name: "Concierto Studio".into(),
+        timezone: chrono_tz::UTC,
+    };
+    let Some(m) = w.map(v, "studio") else {
+        return out;
+    };
+    w.known_keys(m, "studio", &["name", "timezone"]);
+    if let Some(n) = w.opt_string(m, "name", "studio") {
+        out.name = n;
+    }
+    if let Some(tz) = w.opt_string(m, "timezone", "studio") {
+        match parse_timezone(&tz) {
+            Ok(tz) => out.timezone = tz,
+            Err(e) => w.error("studio.timezone", format!("bad time zone: {e}")),
+        }
+    }
+    out
+}
+
+fn server_section(w: &mut Walker<'_>, v: Option<&Value>) -> ServerSection {
+    let p = "server";
+    let mut out = ServerSection {
+        data_dir: PathBuf::from("./data"),
+        nats_url: "nats://127.0.0.1:4222".into(),
+        subject_prefix: "concierto.".into(),
+        grpc_addr: "127.0.0.1:50051".into(),
+        http_addr: "127.0.0.1:8080".into(),
+        bus: BusSection {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            duplicate_window: Duration::from_secs(120),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: 0,
+            max_msgs: 0,
+        },
+    };
+    let Some(m) = w.map(v, p) else {
+        return out;
+    };
+    w.known_keys(
+        m,
+        p,
+        &[
+            "data_dir",
+            "nats_url",
+            "subject_prefix",
+            "grpc_addr",
+            "http_addr",
+            "bus",
+        ],
+    );
+    if let Some(s) = w.opt_string(m, "data_dir", p) {
+        out.data_dir = PathBuf::from(s);
+    }
+    if let Some(s) = w.opt_string(m, "nats_url", p) {
+        out.nats_url = s;
+    }
+    if let Some(s) = w.opt_string(m, "subject_prefix", p) {
+        let ok = s.is_empty()
+            || (s.ends_with('.')
+                && s.trim_end_matches('.').split('.').all(|t| {
+                    !t.is_empty()
+                        && t.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                }));
+        if ok {
+            out.subject_prefix = s;
+        } else {
+            w.error(
+                "server.subject_prefix",
+                format!("{s:?} must be empty or dot-separated tokens of letters, digits, `-`, `_` ending in `.` (e.g. `concierto.`)"),
+            );
+        }
+    }
+    for (key, slot) in [
+        ("grpc_addr", &mut out.grpc_addr),
+        ("http_addr", &mut out.http_addr),
+    ] {
+        if let Some(s) = w.opt_string(m, key, p) {
+            if s.parse::<std::net::SocketAddr>().is_err() {
+                w.error(
+                    &child(p, key),
+                    format!("{s:?} is not an address such as 127.0.0.1:8080"),
+                );
+            }
+            *slot = s;
+        }
+    }
+    if let Some(b) = w.map(m.get("bus"), "server.bus") {
+        let bp = "server.bus";
+        w.known_keys(
+            b,
+            bp,
+            &[
+                "ack_wait",
+                "max_deliver",
+                "duplicate_window",
+                "max_age",
+                "max_bytes",
+                "max_msgs",
+            ],
+        );
+        let d = out.bus.clone();
+        out.bus = BusSection {
+            ack_wait: w.duration(b, "ack_wait", bp, d.ack_wait),
+            max_deliver: w.count(b, "max_deliver", bp, d.max_deliver),
+            duplicate_window: w.duration(b, "duplicate_window", bp, d.duplicate_window),
+            max_age: w.duration(b, "max_age", bp, d.max_age),
+            max_bytes: w.count(b, "max_bytes", bp, d.max_bytes),
+            max_msgs: w.count(b, "max_msgs", bp, d.max_msgs),
+        };
+        if out.bus.max_deliver == 0 {
+            w.error("server.bus.max_deliver", "must be at least 1");
+        }
+        if out.bus.ack_wait.is_zero() {
+            w.error("server.bus.ack_wait", "must be longer than zero");
+        }
+    }
+    out
+}
+
+fn agents_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> AgentsSection {
+    let p = "agents";
+    let mut out = AgentsSection {
+        paths: vec![base_dir.join("agents")],
+        default_executor: "builtin".into(),
+        executors: IndexMap::new(),
+        roles: IndexMap::new(),
+    };
+    out.executors.insert("builtin".into(), builtin_executor());
+    let Some(m) = w.map(v, p) else {
+        return out;
+    };
+    w.known_keys(m, p, &["paths", "default_executor", "executors", "roles"]);
+    if m.contains_key("paths") {
+        out.paths = w
+            .strings(m, "paths", p, false)
+            .into_iter()
+            .map(|s| base_dir.join(s))
+            .collect();
+    }
+    if let Some(s) = w.opt_string(m, "default_executor", p) {
+        out.default_executor = s;
+    }
+    if let Some(execs) = w.map(m.get("executors"), "agents.executors") {
+        for (name, v) in execs {
+            let ep = child("agents.executors", name);
+            let Some(e) = w.map(Some(v), &ep) else {
+                continue;
+            };
+            w.known_keys(
+                e,
+                &ep,
+                &[
+                    "kind",
+                    "base_url",
+                    "model",
+                    "api_key_env",
+                    "command",
+                    "timeout",
+                ],
+            );
+            let kind = match w.string(e, "kind", &ep).as_deref() {
+                Some("builtin") => Some(ExecutorKind::Builtin),
+                Some("openai") => Some(ExecutorKind::OpenAi),
+                Some("anthropic") => Some(ExecutorKind::Anthropic),
+                Some("command") => Some(ExecutorKind::Command),
+                Some(other) => {
+                    w.error(
+                        &child(&ep, "kind"),
+                        format!("unknown executor kind {other:?}; expected builtin, openai, anthropic or command"),
+                    );
+                    None
+                }
+                None => None,
+            };
+            let command = w.strings(e, "command", &ep, kind == Some(ExecutorKind::Command));
+            if let Some(var) = e.get("api_key_env").and_then(Value::as_str)
+                && (var.is_empty() || var.contains(char::is_whitespace) || var.starts_with("sk-"))
+            {
+                w.error(
+                    &child(&ep, "api_key_env"),
+                    "names the environment variable that holds the key (e.g. OPENAI_API_KEY), never the key itself",
+                );
+            }
+            let timeout = e
+                .contains_key("timeout")
+                .then(|| w.duration(e, "timeout", &ep, Duration::from_secs(120)));
+            if let Some(kind) = kind {
+                out.executors.insert(
+                    name.clone(),
+                    ExecutorDef {
+                        name: name.clone(),
+                        kind,
+                        base_url: w.opt_string(e, "base_url", &ep),
+                        model: w.opt_string(e, "model", &ep),
+                        api_key_env: w.opt_string(e, "api_key_env", &ep),
+                        command,
+                        timeout,
+                    },
+                );
+            }
+        }
+    }
+    if let Some(roles) = w.map(m.get("roles"), "agents.roles") {
+        for (name, v) in roles {
+            let rp = child("agents.roles", name);
+            let Some(r) = w.map(Some(v), &rp) else {
+                continue;
+            };
+            w.known_keys(r, &rp, &["executor", "replicas", "max_in_flight"]);
+            let replicas = r
+                .contains_key("replicas")
+                .then(|| w.count(r, "replicas", &rp, 1));
+            let max_in_flight = r
+                .contains_key("max_in_flight")
+                .then(|| w.count(r, "max_in_flight", &rp, 1));
+            for (key, n) in [("replicas", replicas), ("max_in_flight", max_in_flight)] {
+                if n == Some(0) {
+                    w.error(&child(&rp, key), "must be at least 1");
+                }
+            }
+            out.roles.insert(
+                name.clone(),
+                RoleSettings {
+                    executor: w.opt_string(r, "executor", &rp),
+                    replicas: replicas.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                    max_in_flight: max_in_flight.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                },
+            );
+        }
+    }
+    out
+}
+
+fn builtin_executor() -> ExecutorDef {
+    ExecutorDef {
+        name: "builtin".into(),
+        kind: ExecutorKind::Builtin,
+        base_url: None,
+        model: None,
+        api_key_env: None,
+        command: Vec::new(),
+        timeout: None,
+    }
+}
+
+fn load_roles(w: &mut Walker<'_>, agents: &AgentsSection) -> IndexMap<String, RoleDef> {
+    let mut roles: IndexMap<String, RoleDef> = IndexMap::new();
+    for (i, dir) in agents.paths.iter().enumerate() {
+        let files = match role_files(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                w.error(
+                    &item("agents.paths", i),
+                    format!("cannot read role folder {}: {e}", dir.display()),
+                );
+                continue;
+            }
+        };
+        for f in files {
+            let text = match std::fs::read_to_string(&f) {
+                Ok(t) => t,
+                Err(e) => {
+                    w.problems
+                        .push(Problem::error(&f, None, "", format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            match parse_role(&f, &text) {
+                Ok(role) => {
+                    if let Some(first) = roles.get(&role.name) {
+                        w.problems.push(Problem::error(
+                            &role.file,
+                            Some(role.line),
+                            "name",
+                            format!(
+                                "role {:?} is also defined in {}",
+                                role.name,
+                                first.file.display()
+                            ),
+                        ));
+                    } else {
+                        roles.insert(role.name.clone(), role);
+                    }
+                }
+                Err(problems) => w.problems.extend(problems),
+            }
+        }
+    }
+    roles
+}
+
+fn reviewers_section(w: &mut Walker<'_>, v: Option<&Value>) -> IndexMap<String, Reviewer> {
+    let mut out = IndexMap::new();
+    let Some(m) = w.map(v, "reviewers") else {
+        return out;
+    };
+    for (id, v) in m {
+        let p = child("reviewers", id);
+        let Some(r) = w.map(Some(v), &p) else {
+            continue;
+        };
+        w.known_keys(
+            r,
+            &p,
+            &["name", "email", "slack", "token_sha256", "escalation"],
+        );
+        let token = w.opt_string(r, "token_sha256", &p);
+        if let Some(t) = &token
+            && (t.len() != 64 || !t.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            w.error(
+                &child(&p, "token_sha256"),
+                "must be the 64-hex-digit SHA-256 of the token (`printf %s TOKEN | sha256sum`), never the token",
+            );
+        }
+        out.insert(
+            id.clone(),
+            Reviewer {
+                id: id.clone(),
+                name: w.opt_string(r, "name", &p).unwrap_or_else(|| id.clone()),
+                email: w.opt_string(r, "email", &p),
+                slack: w.opt_string(r, "slack", &p),
+                token_sha256: token,
+                escalation: w.strings(r, "escalation", &p, false),
+            },
+        );
+    }
+    out
+}
+
+fn priority(w: &mut Walker<'_>, m: &Map<String, Value>, path: &str) -> Option<Priority> {
+    match w.opt_string(m, "priority", path).as_deref() {
+        None => None,
+        Some("normal") => Some(Priority::Normal),
+        Some("urgent") => Some(Priority::Urgent),
+        Some(other) => {
+            w.error(
+                &child(path, "priority"),
+                format!("unknown priority {other:?}; expected normal or urgent"),
+            );
+            None
+        }
+    }
+}
+
+fn workflows_section(w: &mut Walker<'_>, v: Option<&Value>) -> IndexMap<String, Workflow> {
+    let mut out = IndexMap::new();
+    let Some(m) = w.map(v, "workflows") else {
+        return out;
+    };
+    for (name, v) in m {
+        let p = child("workflows", name);
+        let Some(wf) = w.map(Some(v), &p) else {
+            continue;
+        };
+        w.known_keys(wf, &p, &["description", "priority", "steps", "on_failure"]);
+        let mut steps = Vec::new();
+        let sp = child(&p, "steps");
+        match wf.get("steps") {
+            Some(Value::Array(items)) if !items.is_empty() => {
+                for (i, s) in items.iter().enumerate() {
+                    let ip = item(&sp, i);
+                    if let Some(step) = step(w, Some(s), &ip, true) {
+                        steps.push((step, ip));
+                    }
+                }
+            }
+            Some(Value::Array(_)) | None | Some(Value::Null) => {
+                w.error(&p, "a workflow needs at least one step under `steps`")
+            }
+            Some(other) => w.error(
+                &sp,
+                format!("must be a list of steps, found {}", describe(other)),
+            ),
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for (s, ip) in &steps {
+            if seen.contains(&s.id) {
+                w.error(
+                    &child(ip, "id"),
+                    format!("step id {:?} is used twice in this workflow", s.id),
+                );
+            }
+            for (k, input) in s.inputs.iter().enumerate() {
+                if input != "trigger" && !seen.contains(input) {
+                    w.error(
+                        &item(&child(ip, "inputs"), k),
+                        format!("input {input:?} is neither `trigger` nor an earlier step of this workflow"),
+                    );
+                }
+            }
+            seen.push(s.id.clone());
+        }
+        let on_failure = wf
+            .get("on_failure")
+            .and_then(|f| step(w, Some(f), &child(&p, "on_failure"), false));
+        out.insert(
+            name.clone(),
+            Workflow {
+                name: name.clone(),
+                description: w.opt_string(wf, "description", &p).unwrap_or_default(),
+                priority: priority(w, wf, &p).unwrap_or(Priority::Normal),
+                steps: steps.into_iter().map(|(s, _)| s).collect(),
+                on_failure,
+            },
+        );
+    }
+    out
+}
+
+fn step(w: &mut Walker<'_>, v: Option<&Value>, p: &str, needs_id: bool) -> Option<Step> {
+    let m = w.map(v, p)?;
+    w.known_keys(
+        m,
+        p,
+        &[
+            "id", "role", "task", "inputs", "timeout", "retries", "review", "labels",
+        ],
+    );
+    let id = if needs_id {
+        w.string(m, "id", p)
+    } else {
+        Some(
+            w.opt_string(m, "id", p)
+                .unwrap_or_else(|| "on-failure".into()),
+        )
+    };
+    let role = w.string(m, "role", p);
+    let task = w.string(m, "task", p);
+    let inputs = w.strings(m, "inputs", p, false);
+    let timeout = w.duration(m, "timeout", p, Duration::from_secs(600));
+    let retries = w.count(m, "retries", p, 2);
+    let review = w.opt_string(m, "review", p);
+    let labels = w.strings(m, "labels", p, false);
+    Some(Step {
+        id: id?,
+        role: role?,
+        task: task?,
+        inputs,
+        timeout,
+        retries: u32::try_from(retries).unwrap_or(u32::MAX),
+        review,
+        labels,
+    })
+}
+
+fn workflow_ref(
+    w: &mut Walker<'_>,
+    t: &Map<String, Value>,
+    p: &str,
+    workflows: &IndexMap<String, Workflow>,
+) -> Option<String> {
+    let name = w.string(t, "workflow", p)?;
+    if !workflows.contains_key(&name) {
+        let hint = closest(&name, workflows.keys().map(String::as_str))
+            .map(|c| format!(" (did you mean {c:?}?)"))
+            .unwrap_or_default();
+        w.error(
+            &child(p, "workflow"),
+            format!("unknown workflow {name:?}{hint}: define it under `workflows`"),
+        );
+    }
+    Some(name)
+}
+
+fn triggers_section(
+    w: &mut Walker<'_>,
+    v: Option<&Value>,
+    studio_tz: chrono_tz::Tz,
+    workflows: &IndexMap<String, Workflow>,
+) -> Vec<Trigger> {
+    let mut out = Vec::new();
+    let Some(m) = w.map(v, "triggers") else {
+        return out;
+    };
+    w.known_keys(m, "triggers", &["scheduled", "event_based"]);
+    for (name, v, p) in w.named_list(m.get("scheduled"), "triggers.scheduled") {
+        let Some(t) = w.map(Some(v), &p) else {
+            continue;
+        };
+        w.known_keys(
+            t,
+            &p,
+            &[
+                "time", "cron", "interval", "timezone", "misfire", "agents", "workflow", "priority",
+            ],
+        );
+        let forms: Vec<&str> = ["time", "cron", "interval"]
+            .into_iter()
+            .filter(|k| t.contains_key(*k))
+            .collect();
+        let when = match forms.as_slice() {
+            [one] => {
+                let text = w.opt_string(t, one, &p).unwrap_or_default();
+                let kp = child(&p, one);
+                if *one == "interval" {
+                    match parse_duration(&text) {
+                        Ok(d) if d.is_zero() => {
+                            w.error(&kp, "an interval must be longer than zero");
+                            None
+                        }
+                        Ok(d) => Some(When::Interval(d)),
+                        Err(e) => {
+                            w.error(&kp, format!("bad interval: {e}"));
+                            None
+                        }
+                    }
+                } else {
+                    match Schedule::parse(&text) {
+                        Ok(s) => Some(When::Schedule(s)),
+                        Err(e) => {
+                            w.error(&kp, format!("bad schedule: {e}"));
+                            None
+                        }
+                    }
+                }
+            }
+            [] => {
+                w.error(
+                    &p,
+                    "a scheduled trigger needs one of `time`, `cron` or `interval`",
+                );
+                None
+            }
+            _ => {
+                w.error(&p, format!("give only one of {}", forms.join(", ")));
+                None
+            }
+        };
+        let timezone = match w.opt_string(t, "timezone", &p) {
+            None => studio_tz,
+            Some(s) => parse_timezone(&s).unwrap_or_else(|e| {
+                w.error(&child(&p, "timezone"), format!("bad time zone: {e}"));
+                studio_tz
+            }),
+        };
+        let misfire = misfire(w, t, &p);
+        let agents = w.strings(t, "agents", &p, false);
+        let workflow = workflow_ref(w, t, &p, workflows);
+        let priority = priority(w, t, &p);
+        if let (Some(when), Some(workflow)) = (when, workflow) {
+            out.push(Trigger {
+                name,
+                kind: TriggerKind::Scheduled {
+                    when,
+                    timezone,
+                    misfire,
+                },
+                agents,
+                workflow,
+                priority,
+            });
+        }
+    }
+    for (name, v, p) in w.named_list(m.get("event_based"), "triggers.event_based") {
+        let Some(t) = w.map(Some(v), &p) else {
+            continue;
+        };
+        w.known_keys(
+            t,
+            &p,
+            &["source", "metric", "agents", "workflow", "priority"],
+        );
+        let filter = match (t.contains_key("source"), t.contains_key("metric")) {
+            (true, false) => Some(EventFilter::NewContent {
+                sources: w.strings(t, "source", &p, true),
+            }),
+            (false, true) => {
+                let text = w.opt_string(t, "metric", &p).unwrap_or_default();
+                match Predicate::parse(&text) {
+                    Ok(pred) => Some(EventFilter::Threshold(pred)),
+                    Err(e) => {
+                        w.error(&child(&p, "metric"), format!("bad predicate: {e}"));
+                        None
+                    }
+                }
+            }
+            (true, true) => {
+                w.error(
+                    &p,
+                    "give either `source` (new content) or `metric` (a threshold), not both",
+                );
+                None
+            }
+            (false, false) => {
+                w.error(
+                    &p,
+                    "an event trigger needs `source: [...]` (new content) or `metric: \"name < value\"` (a threshold)",
+                );
+                None
+            }
+        };
+        let agents = w.strings(t, "agents", &p, false);
+        let workflow = workflow_ref(w, t, &p, workflows);
+        let priority = priority(w, t, &p);
+        if let (Some(filter), Some(workflow)) = (filter, workflow) {
+            out.push(Trigger {
+                name,
+                kind: TriggerKind::Event(filter),
+                agents,
+                workflow,
+                priority,
+            });
+        }
+    }
+    out
+}
+
+fn misfire(w: &mut Walker<'_>, t: &Map<String, Value>, p: &str) -> Misfire {
+    let mp = child(p, "misfire");
+    match t.get("misfire") {
+        None | Some(Value::Null) => Misfire::FireOnce,
+        Some(Value::String(s)) => match s.as_str() {
+            "skip" => Misfire::Skip,
+            "fire_once" => Misfire::FireOnce,
+            "fire_all" => Misfire::FireAll(10),
+            other => {
+                w.error(
+                    &mp,
+                    format!("unknown misfire policy {other:?}; expected skip, fire_once, fire_all or {{fire_all: N}}"),
+                );
+                Misfire::FireOnce
+            }
+        },
+        Some(Value::Object(o)) if o.len() == 1 && o.contains_key("fire_all") => {
+            let n = w.count(o, "fire_all", &mp, 10);
+            Misfire::FireAll(u32::try_from(n).unwrap_or(u32::MAX))
+        }
+        Some(other) => {
+            w.error(
+                &mp,
+                format!(
+                    "must be skip, fire_once, fire_all or {{fire_all: N}}, found {}",
+                    describe(other)
+                ),
+            );
+            Misfire::FireOnce
+        }
+    }
+}
+
+fn feedback_loops_section(w: &mut Walker<'_>, v: Option<&Value>) -> FeedbackLoops {
+    let mut out = FeedbackLoops::default();
+    let Some(m) = w.map(v, "feedback_loops") else {
+        return out;
+    };
+    w.known_keys(
+        m,
+        "feedback_loops",
+        &["agent_to_agent", "agent_to_human", "human_to_agent"],
+    );
+    for (name, v, p) in w.named_list(m.get("agent_to_agent"), "feedback_loops.agent_to_agent") {
+        let Some(l) = w.map(Some(v), &p) else {
+            continue;
+        };
+        w.known_keys(
+            l,
+            &p,
+            &[
+                "producer",
+                "reviewer",
+                "cycle_time",
+                "max_rounds",
+                "pass_mark",
+                "on_exhausted",
+            ],
+        );
+        let cycle_time = match w.opt_string(l, "cycle_time", &p) {
+            None => CycleTime::Immediate,
+            Some(s) => CycleTime::parse(&s).unwrap_or_else(|e| {
+                w.error(&child(&p, "cycle_time"), format!("bad cycle time: {e}"));
+                CycleTime::Immediate
+            }),
+        };
+        let pass_mark = w.number(l, "pass_mark", &p);
+        if let Some(x) = pass_mark
+            && !(0.0..=1.0).contains(&x)
+        {
+            w.error(&child(&p, "pass_mark"), "must be between 0 and 1");
+        }
+        let on_exhausted = match w.opt_string(l, "on_exhausted", &p).as_deref() {
+            None | Some("fail") => Exhausted::Fail,
+            Some("escalate") => Exhausted::Escalate,
+            Some(other) => {
+                w.error(
+                    &child(&p, "on_exhausted"),
+                    format!("unknown action {other:?}; expected fail or escalate"),
+                );
+                Exhausted::Fail
+            }
+        };
+        let max_rounds = w.count(l, "max_rounds", &p, 3);
+        if max_rounds == 0 {
+            w.error(&child(&p, "max_rounds"), "must be at least 1");
+        }
+        out.agent_to_agent.push(ReviewLoop {
+            name,
+            producers: w.strings(l, "producer", &p, true),
+            reviewers: w.strings(l, "reviewer", &p, true),
+            cycle_time,
+            max_rounds: u32::try_from(max_rounds).unwrap_or(u32::MAX),
+            pass_mark,
+            on_exhausted,
+        });
+    }
+    for (group, v, gp) in w.named_list(m.get("agent_to_human"), "feedback_loops.agent_to_human") {
+        if group != "quality_gates" {
+            w.error(
+                &gp,
+                format!("unknown agent_to_human entry `{group}`; expected quality_gates"),
+            );
+            continue;
+        }
+        for (name, v, p) in w.named_list(Some(v), &gp) {
+            let Some(g) = w.map(Some(v), &p) else {
+                continue;
+            };
+            w.known_keys(
+                g,
+                &p,
+                &[
+                    "threshold",
+                    "reviewers",
+                    "sla",
+                    "remind_before",
+                    "on_breach",
+                    "escalate_to",
+                ],
+            );
+            let threshold = w.string(g, "threshold", &p);
+            let reviewers = w.strings(g, "reviewers", &p, true);
+            let sla = match w.string(g, "sla", &p) {
+                Some(s) => parse_duration(&s).unwrap_or_else(|e| {
+                    w.error(&child(&p, "sla"), format!("bad SLA: {e}"));
+                    Duration::ZERO
+                }),
+                None => Duration::ZERO,
+            };
+            let remind_before = if g.contains_key("remind_before") {
+                let rp = child(&p, "remind_before");
+                w.strings(g, "remind_before", &p, false)
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| match parse_duration(s) {
+                        Ok(d) => Some(d),
+                        Err(e) => {
+                            w.error(&item(&rp, i), format!("bad duration: {e}"));
+                            None
+                        }
+                    })
+                    .collect()
+            } else {
+                vec![sla / 2, sla / 10]
+            };
+            let on_breach = match w.opt_string(g, "on_breach", &p).as_deref() {
+                None | Some("hold") => BreachAction::Hold,
+                Some("approve") => BreachAction::Approve,
+                Some("reject") => BreachAction::Reject,
+                Some(other) => {
+                    w.error(
+                        &child(&p, "on_breach"),
+                        format!("unknown action {other:?}; expected hold, approve or reject"),
+                    );
+                    BreachAction::Hold
+                }
+            };
+            let escalate_to = w.strings(g, "escalate_to", &p, false);
+            if let Some(threshold) = threshold {
+                out.quality_gates.push(QualityGate {
+                    name,
+                    threshold,
+                    reviewers,
+                    sla,
+                    remind_before,
+                    on_breach,
+                    escalate_to,
+                });
+            }
+        }
+    }
+    for (name, v, p) in w.named_list(m.get("human_to_agent"), "feedback_loops.human_to_agent") {
+        let Some(f) = w.map(Some(v), &p) else {
+            continue;
+        };
+        w.known_keys(f, &p, &["channels", "processor", "action"]);
+        let channels = w.strings(f, "channels", &p, true);
+        let cp = child(&p, "channels");
+        for (i, c) in channels.iter().enumerate() {
+            if !["slack", "email", "web_form", "api"].contains(&c.as_str()) {
+                w.error(
+                    &item(&cp, i),
+                    format!("unknown channel {c:?}; expected slack, email, web_form or api"),
+                );
+            }
+        }
+        let processor = w.string(f, "processor", &p);
+        let action = w
+            .opt_string(f, "action", &p)
+            .unwrap_or_else(|| "route_to_specialists".into());
+        if action != "route_to_specialists" {
+            w.error(
+                &child(&p, "action"),
+                format!("unknown action {action:?}; expected route_to_specialists"),
+            );
+        }
+        if let Some(processor) = processor {
+            out.human_to_agent.push(FeedbackCapture {
+                name,
+                channels,
+                processor,
+                action,
+            });
+        }
+    }
+    out
+}
+
+fn refresh(w: &mut Walker<'_>, text: &str, path: &str) -> Refresh {
+    match text {
+        "on_update" => Refresh::OnUpdate,
+        "continuous" => Refresh::Continuous,
+        "hourly" => Refresh::Every(Duration::from_secs(3600)),
+        "daily" => Refresh::Every(Duration::from_secs(86_400)),
+        "weekly" => Refresh::Every(Duration::from_secs(7 * 86_400)),
+        "monthly" => Refresh::Every(Duration::from_secs(30 * 86_400)),
+        other => match parse_duration(other) {
+            Ok(d) if !d.is_zero() => Refresh::Every(d),
+            _ => {
+                w.error(
+                    path,
+                    format!("{other:?} is not a frequency: use on_update, continuous, hourly, daily, weekly, monthly or a duration such as \"6 hours\""),
+                );
+                Refresh::Every(Duration::from_secs(86_400))
+            }
+        },
+    }
+}
+
+fn content_sources_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<ContentSource> {
+    let mut out = Vec::new();
+    let Some(m) = w.map(v, "content_sources") else {
+        return out;
+    };
+    w.known_keys(
+        m,
+        "content_sources",
+        &["curated_databases", "external_inspiration", "training_data"],
+    );
+    for group in ["curated_databases", "external_inspiration", "training_data"] {
+        let gp = child("content_sources", group);
+        for (name, v, p) in w.named_list(m.get(group), &gp) {
+            // A nested group: `- twitter_accounts: [ - FigsFromPlums: {...} ]`.
+            if v.is_array() {
+                let sub = format!("{group}.{name}");
+                for (name, v, p) in w.named_list(Some(v), &p) {
+                    if let Some(s) = source(w, name, v, &p, &sub) {
+                        out.push(s);
+                    }
+                }
+            } else if let Some(s) = source(w, name, v, &p, group) {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+fn source(
+    w: &mut Walker<'_>,
+    name: String,
+    v: &Value,
+    p: &str,
+    group: &str,
+) -> Option<ContentSource> {
+    let s = w.map(Some(v), p)?;
+    let training = group == "training_data";
+    if training {
+        w.known_keys(s, p, &["source", "learner", "training_frequency", "type"]);
+        let location = w.string(s, "source", p);
+        let role = w.string(s, "learner", p);
+        let freq = w
+            .opt_string(s, "training_frequency", p)
+            .unwrap_or_else(|| "weekly".into());
+        let refresh = refresh(w, &freq, &child(p, "training_frequency"));
+        return Some(ContentSource {
+            name,
+            group: group.to_string(),
+            kind: SourceKind::TrainingData,
+            location: location?,
+            role: role?,
+            refresh,
+            extract: Vec::new(),
+        });
+    }
+    w.known_keys(
+        s,
+        p,
+        &[
+            "type",
+            "path",
+            "url",
+            "handle",
+            "indexer",
+            "processor",
+            "refresh",
+            "frequency",
+            "extractor",
+            "extract",
+        ],
+    );
+    let kind = match w.string(s, "type", p).as_deref() {
+        Some("image_database") => Some(SourceKind::ImageDatabase),
+        Some("component_library") => Some(SourceKind::ComponentLibrary),
+        Some("web_scraper") => Some(SourceKind::WebScraper),
+        Some("twitter_stream") => Some(SourceKind::TwitterStream),
+        Some(other) => {
+            w.error(
+                &child(p, "type"),
+                format!("unknown source type {other:?}; expected image_database, component_library, web_scraper or twitter_stream"),
+            );
+            None
+        }
+        None => None,
+    };
+    let location_key = match kind {
+        Some(SourceKind::ImageDatabase | SourceKind::ComponentLibrary) => "path",
+        Some(SourceKind::WebScraper) => "url",
+        _ => "handle",
+    };
+    let location = w.string(s, location_key, p);
+    if let (Some(SourceKind::WebScraper), Some(url)) = (kind, &location)
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        w.error(&child(p, "url"), format!("{url:?} is not an http(s) URL"));
+    }
+    let role_key = if s.contains_key("indexer") {
+        "indexer"
+    } else {
+        "processor"
+    };
+    let role = w.string(s, role_key, p);
+    let refresh_key = if s.contains_key("refresh") {
+        "refresh"
+    } else {
+        "frequency"
+    };
+    let refresh = match w.opt_string(s, refresh_key, p) {
+        Some(text) => refresh(w, &text, &child(p, refresh_key)),
+        None => Refresh::Every(Duration::from_secs(86_400)),
+    };
+    let extract_key = if s.contains_key("extractor") {
+        "extractor"
+    } else {
+        "extract"
+    };
+    let extract = w.strings(s, extract_key, p, false);
+    Some(ContentSource {
+        name,
+        group: group.to_string(),
+        kind: kind?,
+        location: location?,
+        role: role?,
+        refresh,
+        extract,
+    })
+}
+
+fn progress_metrics_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<MetricDef> {
+    let mut out = Vec::new();
+    let Some(m) = w.map(v, "progress_metrics") else {
+        return out;
+    };
+    for (group, list) in m {
+        let gp = child("progress_metrics", group);
+        for (name, v, p) in w.named_list(Some(list), &gp) {
+            let Some(x) = w.map(Some(v), &p) else {
+                continue;
+            };
+            w.known_keys(x, &p, &["target", "improvement_target", "type", "tracker"]);
+            let goal = match (x.get("target"), x.get("improvement_target")) {
+                (Some(t), None) => {
+                    let tp = child(&p, "target");
+                    match t {
+                        Value::Number(n) => {
+                            let text = n.to_string();
+                            match n.as_f64().map(Target::from_number) {
+                                Some(Ok(t)) => Some((Goal::Target(t), text)),
+                                _ => {
+                                    w.error(&tp, format!("bad target {text}"));
+                                    None
+                                }
+                            }
+                        }
+                        Value::String(s) => match Target::parse(s) {
+                            Ok(t) => Some((Goal::Target(t), s.clone())),
+                            Err(e) => {
+                                w.error(&tp, format!("bad target: {e}"));
+                                None
+                            }
+                        },
+                        other => {
+                            w.error(
+                                &tp,
+                                format!(
+                                    "must be a number or text such as \"< 2 hours\", found {}",
+                                    describe(other)
+                                ),
+                            );
+                            None
+                        }
+                    }
+                }
+                (None, Some(_)) => {
+                    let text = w
+                        .opt_string(x, "improvement_target", &p)
+                        .unwrap_or_default();
+                    match Improvement::parse(&text) {
+                        Ok(i) => Some((Goal::Improvement(i), text)),
+                        Err(e) => {
+                            w.error(
+                                &child(&p, "improvement_target"),
+                                format!("bad improvement target: {e}"),
+                            );
+                            None
+                        }
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    w.error(&p, "give either `target` or `improvement_target`, not both");
+                    None
+                }
+                (None, None) => {
+                    w.error(&p, "a metric needs `target` or `improvement_target`");
+                    None
+                }
+            };
+            let kind = w.opt_string(x, "type", &p);
+            let tracker = w.string(x, "tracker", &p);
+            if let (Some((goal, goal_text)), Some(tracker)) = (goal, tracker) {
+                out.push(MetricDef {
+                    name,
+                    group: group.clone(),
+                    goal,
+                    goal_text,
+                    kind,
+                    tracker,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Cross-section checks: every role, workflow, reviewer, loop and executor that
+/// is named exists; names are unique.
+fn check_references(w: &mut Walker<'_>, s: &Studio) {
+    let known_roles = |name: &str| s.roles.contains_key(name);
+    let role_ref = |w: &mut Walker<'_>, path: String, name: &str| {
+        if !known_roles(name) {
+            let hint = closest(name, s.roles.keys().map(String::as_str))
+                .map(|c| format!(" (did you mean {c:?}?)"))
+                .unwrap_or_default();
+            w.error(
+                &path,
+                format!(
+                    "unknown role {name:?}{hint}: no role file in the agents folders defines it"
+                ),
+            );
+        }
+    };
+
+    // Triggers.
+    let mut trigger_names = HashSet::new();
+    let (mut sched_i, mut event_i) = (0, 0);
+    for t in &s.triggers {
+        let p = match t.kind {
+            TriggerKind::Scheduled { .. } => {
+                sched_i += 1;
+                child(&item("triggers.scheduled", sched_i - 1), &t.name)
+            }
+            TriggerKind::Event(_) => {
+                event_i += 1;
+                child(&item("triggers.event_based", event_i - 1), &t.name)
+            }
+        };
+        if !trigger_names.insert(t.name.clone()) {
+            w.error(&p, format!("trigger name {:?} is used twice", t.name));
+        }
+        for (i, a) in t.agents.iter().enumerate() {
+            role_ref(w, item(&child(&p, "agents"), i), a);
+        }
+        if let Some(wf) = s.workflows.get(&t.workflow) {
+            for (i, a) in t.agents.iter().enumerate() {
+                if known_roles(a) && !wf.steps.iter().any(|st| &st.role == a) {
+                    w.error(
+                        &item(&child(&p, "agents"), i),
+                        format!("agent {a:?} has no step in workflow {:?}", t.workflow),
+                    );
+                }
+            }
+        }
+        if let TriggerKind::Event(EventFilter::NewContent { sources }) = &t.kind {
+            for (i, src) in sources.iter().enumerate() {
+                let produced = s.content_sources.iter().any(|c| {
+                    &c.name == src
+                        || (c.kind == SourceKind::TwitterStream && (src == "twitter" || src == "x"))
+                });
+                if !produced {
+                    w.warning(
+                        &item(&child(&p, "source"), i),
+                        format!("no configured content source is named {src:?} or is of that platform; this trigger will not fire for it until one is added"),
+                    );
+                }
+            }
+        }
+    }
+
+    // Workflows.
+    let loop_names: Vec<&str> = s
+        .feedback_loops
+        .agent_to_agent
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    for (name, wf) in &s.workflows {
+        let p = child("workflows", name);
+        for (i, st) in wf.steps.iter().enumerate() {
+            let sp = item(&child(&p, "steps"), i);
+            role_ref(w, child(&sp, "role"), &st.role);
+            if let Some(r) = &st.review {
+                match s.feedback_loops.agent_to_agent.iter().find(|l| &l.name == r) {
+                    None => w.error(
+                        &child(&sp, "review"),
+                        format!("unknown review loop {r:?}; expected one of feedback_loops.agent_to_agent: {}", loop_names.join(", ")),
+                    ),
+                    Some(l) if !l.producers.contains(&st.role) => w.warning(
+                        &child(&sp, "review"),
+                        format!("role {:?} is not a producer of loop {r:?}", st.role),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+        if let Some(f) = &wf.on_failure {
+            role_ref(w, child(&child(&p, "on_failure"), "role"), &f.role);
+        }
+    }
+
+    // Feedback loops.
+    let mut seen = HashSet::new();
+    for (i, l) in s.feedback_loops.agent_to_agent.iter().enumerate() {
+        let p = child(&item("feedback_loops.agent_to_agent", i), &l.name);
+        if !seen.insert(l.name.clone()) {
+            w.error(&p, format!("loop name {:?} is used twice", l.name));
+        }
+        for (key, list) in [("producer", &l.producers), ("reviewer", &l.reviewers)] {
+            for (j, r) in list.iter().enumerate() {
+                role_ref(w, item(&child(&p, key), j), r);
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for g in &s.feedback_loops.quality_gates {
+        let p = format!("feedback_loops.agent_to_human[0].quality_gates.{}", g.name);
+        let p = find_named(
+            w.spans,
+            "feedback_loops.agent_to_human",
+            "quality_gates",
+            &g.name,
+        )
+        .unwrap_or(p);
+        if !seen.insert(g.name.clone()) {
+            w.error(&p, format!("gate name {:?} is used twice", g.name));
+        }
+        for (j, r) in g.reviewers.iter().chain(g.escalate_to.iter()).enumerate() {
+            if !s.reviewers.contains_key(r) {
+                let key = if j < g.reviewers.len() {
+                    item(&child(&p, "reviewers"), j)
+                } else {
+                    item(&child(&p, "escalate_to"), j - g.reviewers.len())
+                };
+                w.error(
+                    &key,
+                    format!("unknown reviewer {r:?}: add them under `reviewers`"),
+                );
+            }
+        }
+    }
+    for (i, f) in s.feedback_loops.human_to_agent.iter().enumerate() {
+        let p = child(&item("feedback_loops.human_to_agent", i), &f.name);
+        role_ref(w, child(&p, "processor"), &f.processor);
+    }
+
+    // Reviewers' escalation contacts.
+    for (id, r) in &s.reviewers {
+        for (i, e) in r.escalation.iter().enumerate() {
+            if !s.reviewers.contains_key(e) {
+                w.error(
+                    &item(&child(&child("reviewers", id), "escalation"), i),
+                    format!("unknown reviewer {e:?}"),
+                );
+            }
+        }
+    }
+
+    // Content sources and metrics.
+    let mut seen = HashSet::new();
+    for c in &s.content_sources {
+        let p = find_source(w.spans, c).unwrap_or_else(|| format!("content_sources.{}", c.group));
+        if !seen.insert(c.name.clone()) {
+            w.error(&p, format!("source name {:?} is used twice", c.name));
+        }
+        let key = match c.kind {
+            SourceKind::TrainingData => "learner",
+            SourceKind::ImageDatabase | SourceKind::ComponentLibrary
+                if w.spans.line(&child(&p, "indexer")) != w.spans.line(&p) =>
+            {
+                "indexer"
+            }
+            _ => "processor",
+        };
+        role_ref(w, child(&p, key), &c.role);
+    }
+    let mut seen = HashSet::new();
+    for m in &s.progress_metrics {
+        let p = find_named(w.spans, "progress_metrics", &m.group, &m.name)
+            .unwrap_or_else(|| child("progress_metrics", &m.group));
+        if !seen.insert(m.name.clone()) {
+            w.error(&p, format!("metric name {:?} is used twice", m.name));
+        }
+        role_ref(w, child(&p, "tracker"), &m.tracker);
+    }
+
+    // Agents section.
+    let executor_ref = |w: &mut Walker<'_>, path: String, name: &str| {
+        if !s.agents.executors.contains_key(name) {
+            w.error(
+                &path,
+                format!(
+                    "unknown executor {name:?}; define it under agents.executors (known: {})",
+                    s.agents
+                        .executors
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    };
+    executor_ref(
+        w,
+        "agents.default_executor".into(),
+        &s.agents.default_executor,
+    );
+    for (name, r) in &s.agents.roles {
+        let p = child("agents.roles", name);
+        role_ref(w, p.clone(), name);
+        if let Some(e) = &r.executor {
+            executor_ref(w, child(&p, "executor"), e);
+        }
+    }
+    for role in s.roles.values() {
+        if let Some(e) = &role.executor
+            && !s.agents.executors.contains_key(e)
+        {
+            w.problems.push(Problem::error(
+                &role.file,
+                None,
+                "executor",
+                format!(
+                    "unknown executor {e:?}; define it under agents.executors in {}",
+                    s.file.display()
+                ),
+            ));
+        }
+    }
+}
+
+/// Path of the entry `name` in a list of one-key maps `list_path[i].name`, or
+/// in a nested group `parent[i].group[j].name`.
+fn find_named(spans: &Spans, parent: &str, group: &str, name: &str) -> Option<String> {
+    for i in 0..64 {
+        let direct = child(&item(&child(parent, group), i), name);
+        if spans.has(&direct) {
+            return Some(direct);
+        }
+        for j in 0..64 {
+            let p = child(&item(&child(&item(parent, i), group), j), name);
+            if spans.has(&p) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+fn find_source(spans: &Spans, c: &ContentSource) -> Option<String> {
+    let (group, sub) = match c.group.split_once('.') {
+        Some((g, s)) => (g, Some(s)),
+        None => (c.group.as_str(), None),
+    };
+    let gp = child("content_sources", group);
+    for i in 0..256 {
+        let p = match sub {
+            None => child(&item(&gp, i), &c.name),
+            Some(sub) => {
+                let mut found = None;
+                for j in 0..256 {
+                    let p = child(&item(&child(&item(&gp, i), sub), j), &c.name);
+                    if spans.has(&p) {
+                        found = Some(p);
+                        break;
+                    }
+                }
+                match found {
+                    Some(p) => p,
+                    None => continue,
+                }
+            }
+        };
+        if spans.has(&p) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// The candidate nearest to `name` by edit distance, if it is close.
+fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, c)| *d <= 3.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

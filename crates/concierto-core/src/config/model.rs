@@ -1,0 +1,431 @@
+//! The validated studio: every string of the file parsed into its grammar,
+//! every reference checked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use indexmap::IndexMap;
+
+use crate::grammar::{CycleTime, Improvement, Predicate, Schedule, Target};
+use crate::roles::RoleDef;
+
+/// A whole studio: the file's sections and the roles from the role files.
+#[derive(Debug, Clone)]
+pub struct Studio {
+    /// The studio file.
+    pub file: PathBuf,
+    /// The folder relative paths in the file are taken from.
+    pub base_dir: PathBuf,
+    /// `studio`.
+    pub studio: StudioSection,
+    /// `server`.
+    pub server: ServerSection,
+    /// `triggers.scheduled` then `triggers.event_based`, in file order.
+    pub triggers: Vec<Trigger>,
+    /// `feedback_loops`.
+    pub feedback_loops: FeedbackLoops,
+    /// `content_sources`, flattened in file order.
+    pub content_sources: Vec<ContentSource>,
+    /// `progress_metrics`, flattened in file order.
+    pub progress_metrics: Vec<MetricDef>,
+    /// `workflows` by name.
+    pub workflows: IndexMap<String, Workflow>,
+    /// `agents`.
+    pub agents: AgentsSection,
+    /// Roles from the role files, by name.
+    pub roles: IndexMap<String, RoleDef>,
+    /// `reviewers` (people) by id.
+    pub reviewers: IndexMap<String, Reviewer>,
+}
+
+/// `studio`.
+#[derive(Debug, Clone)]
+pub struct StudioSection {
+    /// Shown on the dashboard.
+    pub name: String,
+    /// Zone of every schedule without its own.
+    pub timezone: Tz,
+}
+
+/// `server`.
+#[derive(Debug, Clone)]
+pub struct ServerSection {
+    /// Where services keep their sled stores (relative to the working directory).
+    pub data_dir: PathBuf,
+    /// NATS URL for `serve` and `agent`.
+    pub nats_url: String,
+    /// Subject prefix, `concierto.` by default.
+    pub subject_prefix: String,
+    /// Admin gRPC address.
+    pub grpc_addr: String,
+    /// Dashboard and webhooks address.
+    pub http_addr: String,
+    /// Bus limits.
+    pub bus: BusSection,
+}
+
+/// `server.bus`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusSection {
+    /// Unacknowledged time before a task is delivered again.
+    pub ack_wait: Duration,
+    /// Deliveries before a task is dead-lettered.
+    pub max_deliver: u64,
+    /// Window of message-id deduplication.
+    pub duplicate_window: Duration,
+    /// Oldest message kept in a stream; zero for no limit.
+    pub max_age: Duration,
+    /// Most bytes per stream; zero for no limit.
+    pub max_bytes: u64,
+    /// Most messages per stream; zero for no limit.
+    pub max_msgs: u64,
+}
+
+/// Run priority as written in a workflow or trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Ordinary and scheduled work.
+    Normal,
+    /// Jumps the queue.
+    Urgent,
+}
+
+/// What to do with fires missed while the scheduler was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misfire {
+    /// Count and log them; fire none.
+    Skip,
+    /// Fire once for all of them.
+    FireOnce,
+    /// Fire each, up to this many.
+    FireAll(u32),
+}
+
+/// When a scheduled trigger fires.
+#[derive(Debug, Clone)]
+pub enum When {
+    /// `time:` or `cron:`.
+    Schedule(Schedule),
+    /// `interval:`.
+    Interval(Duration),
+}
+
+/// What an event trigger listens for.
+#[derive(Debug, Clone)]
+pub enum EventFilter {
+    /// `source: [...]`: new content from these sources (`content.ingested.<source>`).
+    NewContent {
+        /// Source names or platforms (`twitter` matches a `twitter_stream` source).
+        sources: Vec<String>,
+    },
+    /// `metric: "<name> <op> <value>"` (`event.metric.<name>`).
+    Threshold(Predicate),
+}
+
+/// What fires a trigger.
+#[derive(Debug, Clone)]
+pub enum TriggerKind {
+    /// On a schedule.
+    Scheduled {
+        /// The schedule.
+        when: When,
+        /// Its zone (the trigger's own, or the studio's).
+        timezone: Tz,
+        /// Missed fires.
+        misfire: Misfire,
+    },
+    /// On an event.
+    Event(EventFilter),
+}
+
+/// A trigger.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    /// Its name, e.g. `daily_content_generation`.
+    pub name: String,
+    /// What fires it.
+    pub kind: TriggerKind,
+    /// Roles it involves.
+    pub agents: Vec<String>,
+    /// The workflow it starts.
+    pub workflow: String,
+    /// Priority of the runs it starts (default: the workflow's).
+    pub priority: Option<Priority>,
+}
+
+/// `feedback_loops`.
+#[derive(Debug, Clone, Default)]
+pub struct FeedbackLoops {
+    /// `agent_to_agent`.
+    pub agent_to_agent: Vec<ReviewLoop>,
+    /// `agent_to_human[].quality_gates`.
+    pub quality_gates: Vec<QualityGate>,
+    /// `human_to_agent`.
+    pub human_to_agent: Vec<FeedbackCapture>,
+}
+
+/// What happens when a loop runs out of rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    /// The step fails.
+    Fail,
+    /// The output goes to people.
+    Escalate,
+}
+
+/// A producer → reviewer loop.
+#[derive(Debug, Clone)]
+pub struct ReviewLoop {
+    /// Its name, e.g. `creator_to_reviewer`.
+    pub name: String,
+    /// Roles whose output is reviewed.
+    pub producers: Vec<String>,
+    /// Roles that review.
+    pub reviewers: Vec<String>,
+    /// `immediate` or a batching period.
+    pub cycle_time: CycleTime,
+    /// Rounds before giving up (default 3).
+    pub max_rounds: u32,
+    /// Score needed to pass (default: the quality_score target).
+    pub pass_mark: Option<f64>,
+    /// After the last round (default fail).
+    pub on_exhausted: Exhausted,
+}
+
+/// What a gate does when its SLA passes without a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreachAction {
+    /// Keep waiting (the default).
+    Hold,
+    /// Approve.
+    Approve,
+    /// Reject.
+    Reject,
+}
+
+/// A quality gate decided by people.
+#[derive(Debug, Clone)]
+pub struct QualityGate {
+    /// Its name, e.g. `brand_approval`.
+    pub name: String,
+    /// The output label that opens it, e.g. `major_brand_changes`.
+    pub threshold: String,
+    /// People who decide it (ids in `reviewers`).
+    pub reviewers: Vec<String>,
+    /// Time to decide.
+    pub sla: Duration,
+    /// Reminders before the SLA ends, as time left (default: half and a tenth of the SLA).
+    pub remind_before: Vec<Duration>,
+    /// On breach.
+    pub on_breach: BreachAction,
+    /// Who is told on breach (default: the reviewers' escalation contacts).
+    pub escalate_to: Vec<String>,
+}
+
+/// How people's feedback is taken in.
+#[derive(Debug, Clone)]
+pub struct FeedbackCapture {
+    /// Its name, e.g. `feedback_capture`.
+    pub name: String,
+    /// `slack`, `email`, `web_form`.
+    pub channels: Vec<String>,
+    /// The role that categorises it.
+    pub processor: String,
+    /// `route_to_specialists`.
+    pub action: String,
+}
+
+/// Kinds of content source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A folder of images.
+    ImageDatabase,
+    /// A folder of design-system files.
+    ComponentLibrary,
+    /// Feeds and pages.
+    WebScraper,
+    /// An X/Twitter account.
+    TwitterStream,
+    /// Campaign analytics or processed feedback.
+    TrainingData,
+}
+
+impl SourceKind {
+    /// As written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::ImageDatabase => "image_database",
+            SourceKind::ComponentLibrary => "component_library",
+            SourceKind::WebScraper => "web_scraper",
+            SourceKind::TwitterStream => "twitter_stream",
+            SourceKind::TrainingData => "training_data",
+        }
+    }
+}
+
+/// How often a source is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// When its files change.
+    OnUpdate,
+    /// As soon as anything arrives.
+    Continuous,
+    /// Every so often.
+    Every(Duration),
+}
+
+/// One content source.
+#[derive(Debug, Clone)]
+pub struct ContentSource {
+    /// Its name, e.g. `siteinspire`, `FigsFromPlums`.
+    pub name: String,
+    /// `curated_databases`, `external_inspiration`, `training_data`, with the sub-group
+    /// (`external_inspiration.twitter_accounts`) when nested.
+    pub group: String,
+    /// Its kind.
+    pub kind: SourceKind,
+    /// Folder (`path` or `source`), URL or handle.
+    pub location: String,
+    /// The role that indexes, processes or learns from it.
+    pub role: String,
+    /// How often.
+    pub refresh: Refresh,
+    /// Extractors to run (`extractor`/`extract`).
+    pub extract: Vec<String>,
+}
+
+/// What a metric is held to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Goal {
+    /// A level: `10`, `0.85`, `< 2 hours`.
+    Target(Target),
+    /// A rate of improvement: `5% weekly`.
+    Improvement(Improvement),
+}
+
+/// A progress metric.
+#[derive(Debug, Clone)]
+pub struct MetricDef {
+    /// Its name, e.g. `daily_output`.
+    pub name: String,
+    /// Its group, e.g. `content_generation`.
+    pub group: String,
+    /// Target or improvement.
+    pub goal: Goal,
+    /// The goal as written.
+    pub goal_text: String,
+    /// `type:` as written (`content_pieces`, `sla`, ...), if any.
+    pub kind: Option<String>,
+    /// The role that tracks it.
+    pub tracker: String,
+}
+
+/// A workflow.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// Its name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Its runs' priority unless the trigger says otherwise.
+    pub priority: Priority,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+    /// Run when the workflow fails.
+    pub on_failure: Option<Step>,
+}
+
+/// A step of a workflow.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Unique in the workflow.
+    pub id: String,
+    /// The role that does it.
+    pub role: String,
+    /// The instruction.
+    pub task: String,
+    /// `trigger` and ids of earlier steps.
+    pub inputs: Vec<String>,
+    /// Time for one attempt.
+    pub timeout: Duration,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// The agent_to_agent loop that reviews its output.
+    pub review: Option<String>,
+    /// Labels on its output.
+    pub labels: Vec<String>,
+}
+
+/// `agents`.
+#[derive(Debug, Clone)]
+pub struct AgentsSection {
+    /// Folders of role files (absolute).
+    pub paths: Vec<PathBuf>,
+    /// Executor of roles without their own.
+    pub default_executor: String,
+    /// Executors by name.
+    pub executors: IndexMap<String, ExecutorDef>,
+    /// Per-role settings.
+    pub roles: IndexMap<String, RoleSettings>,
+}
+
+/// Kinds of executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Deterministic, offline.
+    Builtin,
+    /// OpenAI-compatible chat completions.
+    OpenAi,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// A local program.
+    Command,
+}
+
+/// An executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorDef {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: ExecutorKind,
+    /// API base URL.
+    pub base_url: Option<String>,
+    /// Model name.
+    pub model: Option<String>,
+    /// Environment variable holding the key (the key itself never goes in the file).
+    pub api_key_env: Option<String>,
+    /// Program and arguments, for `command`.
+    pub command: Vec<String>,
+    /// Time for one call.
+    pub timeout: Option<Duration>,
+}
+
+/// Per-role settings.
+#[derive(Debug, Clone, Default)]
+pub struct RoleSettings {
+    /// Executor name.
+    pub executor: Option<String>,
+    /// Worker replicas `concierto up` starts.
+    pub replicas: Option<u32>,
+    /// Tasks one worker runs at once.
+    pub max_in_flight: Option<u32>,
+}
+
+/// A person who decides gates.
+#[derive(Debug, Clone, Default)]
+pub struct Reviewer {
+    /// Their id (the key).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Email.
+    pub email: Option<String>,
+    /// Slack user id.
+    pub slack: Option<String>,
+    /// SHA-256 (hex) of their admin token.
+    pub token_sha256: Option<String>,
+    /// Who is told when their gates pass the SLA.
+    pub escalation: Vec<String>,
+}

@@ -1,0 +1,7 @@
+//! Concierto's shared model: the studio configuration (the seed's YAML blocks as
+//! written plus `workflows`, `agents`, `reviewers`, `server`), the grammars its
+//! strings use, and role definitions.
+
+pub mod config;
+pub mod grammar;
+pub mod roles;
