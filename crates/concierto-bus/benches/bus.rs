@@ -161,75 +161,56 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // Rounds interleave the three paths so that drift on a shared machine
+    // (other processes, CPU frequency) falls on all of them alike.
     let figures = rt.block_on(async {
-        let mut out = Vec::new();
         let url = server.url();
-
-        let mut rates = Vec::new();
-        let mut received = 0;
-        for _ in 0..rounds {
-            let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::default());
-            let (r, got) = trait_pubsub(bus, msgs).await;
-            rates.push(r);
-            received = got;
-        }
-        let lat = trait_request(Arc::new(EmbeddedBus::default()), requests).await;
-        out.push(Figures {
-            name: "Bus trait, embedded",
-            msgs_per_sec: median(rates),
-            received,
-            sent: msgs,
-            p50: percentile(&lat, 0.50),
-            p99: percentile(&lat, 0.99),
-        });
-
-        let mut rates = Vec::new();
-        for _ in 0..rounds {
+        let connect = || async {
             let bus: Arc<dyn Bus> = Arc::new(
                 NatsBus::connect(&url, NatsOptions::default())
                     .await
                     .expect("connect"),
             );
-            let (r, got) = trait_pubsub(bus, msgs).await;
-            rates.push(r);
-            received = got;
-        }
-        let bus: Arc<dyn Bus> = Arc::new(
-            NatsBus::connect(&url, NatsOptions::default())
-                .await
-                .expect("connect"),
-        );
-        let lat = trait_request(bus, requests).await;
-        out.push(Figures {
-            name: "Bus trait, NATS",
-            msgs_per_sec: median(rates),
-            received,
-            sent: msgs,
-            p50: percentile(&lat, 0.50),
-            p99: percentile(&lat, 0.99),
-        });
-
-        let mut rates = Vec::new();
+            bus
+        };
+        let mut rates: [Vec<f64>; 3] = Default::default();
+        let mut received = [0usize; 3];
+        let mut lats: [Vec<Duration>; 3] = Default::default();
         for _ in 0..rounds {
+            let (r, got) = trait_pubsub(Arc::new(EmbeddedBus::default()), msgs).await;
+            rates[0].push(r);
+            received[0] = got;
+            let (r, got) = trait_pubsub(connect().await, msgs).await;
+            rates[1].push(r);
+            received[1] = got;
             let client = async_nats::connect(&url).await.expect("connect");
             let (r, got) = raw_pubsub(client, msgs).await;
-            rates.push(r);
-            received = got;
+            rates[2].push(r);
+            received[2] = got;
+
+            lats[0].extend(trait_request(Arc::new(EmbeddedBus::default()), requests).await);
+            lats[1].extend(trait_request(connect().await, requests).await);
+            let client = async_nats::connect(&url).await.expect("connect");
+            lats[2].extend(raw_request(client, requests).await);
         }
-        let client = async_nats::connect(&url).await.expect("connect");
-        let lat = raw_request(client, requests).await;
-        out.push(Figures {
-            name: "raw async-nats",
-            msgs_per_sec: median(rates),
-            received,
-            sent: msgs,
-            p50: percentile(&lat, 0.50),
-            p99: percentile(&lat, 0.99),
-        });
+        let names = ["Bus trait, embedded", "Bus trait, NATS", "raw async-nats"];
+        let mut out = Vec::new();
+        for (i, name) in names.into_iter().enumerate() {
+            let lat = &mut lats[i];
+            lat.sort();
+            out.push(Figures {
+                name,
+                msgs_per_sec: median(std::mem::take(&mut rates[i])),
+                received: received[i],
+                sent: msgs,
+                p50: percentile(lat, 0.50),
+                p99: percentile(lat, 0.99),
+            });
+        }
         out
     });
     println!(
-        "bus benchmark: {msgs} messages of 128 B per round (median of {rounds}), {requests} sequential requests"
+        "bus benchmark: {msgs} messages of 128 B per round (median of {rounds} rounds), {requests} sequential requests per round"
     );
     println!(
         "{:<22} {:>14} {:>12} {:>10} {:>10}",

@@ -117,7 +117,10 @@ impl NatsBus {
     }
 
     fn full(&self, subject: &str) -> String {
-        format!("{}{subject}", self.inner.prefix)
+        let mut full = String::with_capacity(self.inner.prefix.len() + subject.len());
+        full.push_str(&self.inner.prefix);
+        full.push_str(subject);
+        full
     }
 
     fn convert(&self, m: async_nats::Message) -> Message {

@@ -24,20 +24,19 @@ fn validate(subject: &str, wildcards: bool) -> Result<()> {
     if subject.is_empty() {
         return bad("empty");
     }
-    if subject.chars().any(char::is_whitespace) {
-        return bad("contains whitespace");
-    }
-    let tokens: Vec<&str> = subject.split('.').collect();
-    let last = tokens.len() - 1;
-    for (i, t) in tokens.iter().enumerate() {
+    let mut tokens = subject.split('.').peekable();
+    while let Some(t) = tokens.next() {
         if t.is_empty() {
             return bad("has an empty token");
         }
-        let is_wild = *t == "*" || *t == ">";
+        if t.bytes().any(|b| b.is_ascii_whitespace()) || t.chars().any(char::is_whitespace) {
+            return bad("contains whitespace");
+        }
+        let is_wild = t == "*" || t == ">";
         if is_wild && !wildcards {
             return bad("wildcards are not allowed here");
         }
-        if *t == ">" && i != last {
+        if t == ">" && tokens.peek().is_some() {
             return bad("`>` must be the last token");
         }
         if !is_wild && (t.contains('*') || t.contains('>')) {
