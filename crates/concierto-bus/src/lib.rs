@@ -68,6 +68,18 @@ pub fn standard_streams(limits: &StreamLimits) -> Vec<StreamSpec> {
     ]
 }
 
+/// Declares every standard stream on `bus`; safe to call at every start-up and
+/// from several processes at once.
+pub async fn ensure_standard_streams<B: Bus + ?Sized>(
+    bus: &B,
+    limits: &StreamLimits,
+) -> Result<()> {
+    for spec in standard_streams(limits) {
+        bus.ensure_stream(&spec).await?;
+    }
+    Ok(())
+}
+
 /// Limits applied to the standard streams (from the `server.bus` section).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamLimits {

@@ -73,4 +73,5 @@ conformance!(
     malformed_payload_on_a_subscription_is_dead_lettered,
     malformed_payload_on_a_work_queue_is_dead_lettered_and_terminated,
     term_dead_letters_with_the_reason,
+    standard_streams_are_declared_idempotently_with_limits,
 );

@@ -544,3 +544,48 @@ pub async fn term_dead_letters_with_the_reason(h: &impl Harness) {
             .is_empty()
     );
 }
+
+pub async fn standard_streams_are_declared_idempotently_with_limits(h: &impl Harness) {
+    let a = h.bus().await;
+    let b = h.bus().await;
+    let limits = concierto_bus::StreamLimits {
+        max_msgs: 2,
+        ..Default::default()
+    };
+    // Two processes starting at once both succeed.
+    let (ra, rb) = tokio::join!(
+        concierto_bus::ensure_standard_streams(a.as_ref(), &limits),
+        concierto_bus::ensure_standard_streams(b.as_ref(), &limits)
+    );
+    ra.unwrap();
+    rb.unwrap();
+    concierto_bus::ensure_standard_streams(a.as_ref(), &limits)
+        .await
+        .unwrap();
+    for (subject, stream) in [
+        ("task.content-creator", "TASKS"),
+        ("result.content-creator", "RESULTS"),
+        ("run.event.r1", "EVENTS"),
+        ("event.metric.engagement_rate", "EVENTS"),
+        ("content.ingested.siteinspire", "EVENTS"),
+        ("dlq.task.x", "DEADLETTER"),
+    ] {
+        let ack = a
+            .publish_durable(subject, Outgoing::new("x"))
+            .await
+            .unwrap();
+        assert_eq!(ack.stream, stream, "{subject}");
+    }
+    // The limit applies: a limits stream keeps the newest two.
+    for i in 0..5 {
+        a.publish_durable(&format!("run.event.r{i}"), Outgoing::new("x"))
+            .await
+            .unwrap();
+    }
+    let mut c = ConsumerSpec::new("reader", "run.event.>");
+    c.ack_wait = Duration::from_secs(30);
+    let reader = a.consumer("EVENTS", &c).await.unwrap();
+    let got = reader.fetch(10, WAIT).await.unwrap();
+    let subjects: Vec<_> = got.iter().map(|d| d.message.subject.clone()).collect();
+    assert_eq!(subjects, ["run.event.r3", "run.event.r4"]);
+}

@@ -169,8 +169,15 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
     let roles = load_roles(w, &agents);
     let reviewers = reviewers_section(w, root.get("reviewers"));
     let feedback_loops = feedback_loops_section(w, root.get("feedback_loops"));
-    let workflows = workflows_section(w, root.get("workflows"));
-    let triggers = triggers_section(w, root.get("triggers"), studio.timezone, &workflows);
+    let mut paths = Paths::default();
+    let workflows = workflows_section(w, root.get("workflows"), &mut paths);
+    let triggers = triggers_section(
+        w,
+        root.get("triggers"),
+        studio.timezone,
+        &workflows,
+        &mut paths,
+    );
     let content_sources = content_sources_section(w, root.get("content_sources"));
     let progress_metrics = progress_metrics_section(w, root.get("progress_metrics"));
     let s = Studio {
@@ -187,8 +194,18 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
         roles,
         reviewers,
     };
-    check_references(w, &s);
+    check_references(w, &s, &paths);
     s
+}
+
+/// Key paths of the triggers and steps kept in the studio, in order, so that
+/// later checks name the right entry even when an earlier one was dropped.
+#[derive(Default)]
+struct Paths {
+    /// Of each of `Studio::triggers`, e.g. `triggers.scheduled[2].name`.
+    triggers: Vec<String>,
+    /// Of each step of each workflow, e.g. `workflows.wf.steps[1]`.
+    steps: IndexMap<String, Vec<String>>,
 }
 
 fn studio_section(w: &mut Walker<'_>, v: Option<&Value>) -> StudioSection {
@@ -540,7 +557,11 @@ fn priority(w: &mut Walker<'_>, m: &Map<String, Value>, path: &str) -> Option<Pr
     }
 }
 
-fn workflows_section(w: &mut Walker<'_>, v: Option<&Value>) -> IndexMap<String, Workflow> {
+fn workflows_section(
+    w: &mut Walker<'_>,
+    v: Option<&Value>,
+    paths: &mut Paths,
+) -> IndexMap<String, Workflow> {
     let mut out = IndexMap::new();
     let Some(m) = w.map(v, "workflows") else {
         return out;
@@ -591,6 +612,10 @@ fn workflows_section(w: &mut Walker<'_>, v: Option<&Value>) -> IndexMap<String, 
         let on_failure = wf
             .get("on_failure")
             .and_then(|f| step(w, Some(f), &child(&p, "on_failure"), false));
+        paths.steps.insert(
+            name.clone(),
+            steps.iter().map(|(_, ip)| ip.clone()).collect(),
+        );
         out.insert(
             name.clone(),
             Workflow {
@@ -665,6 +690,7 @@ fn triggers_section(
     v: Option<&Value>,
     studio_tz: chrono_tz::Tz,
     workflows: &IndexMap<String, Workflow>,
+    paths: &mut Paths,
 ) -> Vec<Trigger> {
     let mut out = Vec::new();
     let Some(m) = w.map(v, "triggers") else {
@@ -736,6 +762,7 @@ fn triggers_section(
         let workflow = workflow_ref(w, t, &p, workflows);
         let priority = priority(w, t, &p);
         if let (Some(when), Some(workflow)) = (when, workflow) {
+            paths.triggers.push(p.clone());
             out.push(Trigger {
                 name,
                 kind: TriggerKind::Scheduled {
@@ -791,6 +818,7 @@ fn triggers_section(
         let workflow = workflow_ref(w, t, &p, workflows);
         let priority = priority(w, t, &p);
         if let (Some(filter), Some(workflow)) = (filter, workflow) {
+            paths.triggers.push(p.clone());
             out.push(Trigger {
                 name,
                 kind: TriggerKind::Event(filter),
@@ -1250,7 +1278,7 @@ fn progress_metrics_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<Metric
 
 /// Cross-section checks: every role, workflow, reviewer, loop and executor that
 /// is named exists; names are unique.
-fn check_references(w: &mut Walker<'_>, s: &Studio) {
+fn check_references(w: &mut Walker<'_>, s: &Studio, paths: &Paths) {
     let known_roles = |name: &str| s.roles.contains_key(name);
     let role_ref = |w: &mut Walker<'_>, path: String, name: &str| {
         if !known_roles(name) {
@@ -1268,18 +1296,14 @@ fn check_references(w: &mut Walker<'_>, s: &Studio) {
 
     // Triggers.
     let mut trigger_names = HashSet::new();
-    let (mut sched_i, mut event_i) = (0, 0);
-    for t in &s.triggers {
-        let p = match t.kind {
-            TriggerKind::Scheduled { .. } => {
-                sched_i += 1;
-                child(&item("triggers.scheduled", sched_i - 1), &t.name)
-            }
-            TriggerKind::Event(_) => {
-                event_i += 1;
-                child(&item("triggers.event_based", event_i - 1), &t.name)
-            }
-        };
+    for (ti, t) in s.triggers.iter().enumerate() {
+        let p = paths.triggers.get(ti).cloned().unwrap_or_else(|| {
+            let list = match t.kind {
+                TriggerKind::Scheduled { .. } => "triggers.scheduled",
+                TriggerKind::Event(_) => "triggers.event_based",
+            };
+            child(list, &t.name)
+        });
         if !trigger_names.insert(t.name.clone()) {
             w.error(&p, format!("trigger name {:?} is used twice", t.name));
         }
@@ -1322,7 +1346,12 @@ fn check_references(w: &mut Walker<'_>, s: &Studio) {
     for (name, wf) in &s.workflows {
         let p = child("workflows", name);
         for (i, st) in wf.steps.iter().enumerate() {
-            let sp = item(&child(&p, "steps"), i);
+            let sp = paths
+                .steps
+                .get(name)
+                .and_then(|ps| ps.get(i))
+                .cloned()
+                .unwrap_or_else(|| item(&child(&p, "steps"), i));
             role_ref(w, child(&sp, "role"), &st.role);
             if let Some(r) = &st.review {
                 match s.feedback_loops.agent_to_agent.iter().find(|l| &l.name == r) {

@@ -39,6 +39,11 @@ impl Spans {
         Ok(builder.spans)
     }
 
+    /// True when `path` itself is in the file.
+    pub fn has(&self, path: &str) -> bool {
+        self.lines.contains_key(path)
+    }
+
     /// The line of `path`, or of its nearest ancestor that has one.
     pub fn line(&self, path: &str) -> Option<usize> {
         let mut p = path;
@@ -193,12 +198,5 @@ server:
     fn syntax_errors_have_a_position() {
         let e = Spans::index("a:\n  b: [1, 2\nc: 3\n").unwrap_err();
         assert!(e.line >= 2, "{e:?}");
-    }
-}
-
-impl Spans {
-    /// True when `path` itself is in the file.
-    pub fn has(&self, path: &str) -> bool {
-        self.lines.contains_key(path)
     }
 }

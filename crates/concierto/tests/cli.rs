@@ -1,0 +1,220 @@
+//! The `concierto` binary, run as a user runs it from the workspace root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+const EXAMPLE: &str = "examples/studio/concierto.yaml";
+
+/// Runs `concierto args...` in the workspace root, without any `CONCIERTO*`
+/// variables from the environment the tests run in.
+fn concierto(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_concierto"));
+    cmd.args(args)
+        .current_dir(WORKSPACE)
+        .env("RUST_LOG", "warn");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CONCIERTO") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.output().expect("the concierto binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    )
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of the example studio (file and role files) with one role misspelt in
+/// the daily trigger. Returns the folder, the file and the misspelt line.
+fn misspelt_copy() -> (tempfile::TempDir, PathBuf, usize) {
+    let right = "agents: [content-creator, visual-storyteller, brand-guardian]";
+    let wrong = "agents: [content-creator, visual-storyteller, brand-guardain]";
+    let example = Path::new(WORKSPACE).join(EXAMPLE);
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &example.parent().unwrap().join("agents"),
+        &dir.path().join("agents"),
+    );
+    let text = std::fs::read_to_string(&example).unwrap();
+    assert_eq!(text.matches(right).count(), 1);
+    let text = text.replacen(right, wrong, 1);
+    let line = text
+        .lines()
+        .position(|l| l.contains(wrong))
+        .expect("the misspelt line is there")
+        + 1;
+    let file = dir.path().join("concierto.yaml");
+    std::fs::write(&file, text).unwrap();
+    (dir, file, line)
+}
+
+#[test]
+fn validate_example_exits_0_and_prints_the_ok_summary() {
+    let out = concierto(&["validate", EXAMPLE]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", show(&out));
+    assert!(
+        lines[0].starts_with(&format!("{EXAMPLE}:"))
+            && lines[0]
+                .contains(": warning: triggers.event_based[0].on_new_inspiration.source[2]: ")
+            && lines[0].contains("\"instagram\""),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "{EXAMPLE}: ok — 20 roles, 5 triggers, 5 workflows, 2 review loops, 2 quality gates, \
+             6 content sources, 6 metrics, 1 warning(s)"
+        ),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn validate_misspelt_role_exits_1_with_file_line_and_name() {
+    let (_dir, file, line) = misspelt_copy();
+    let file_arg = file.to_str().unwrap();
+    let out = concierto(&["validate", file_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let text = stdout(&out);
+    let error = text
+        .lines()
+        .find(|l| l.contains(": error: "))
+        .unwrap_or_else(|| panic!("no error line\n{}", show(&out)));
+    assert!(
+        error.starts_with(&format!(
+            "{file_arg}:{line}: error: triggers.scheduled[0].daily_content_generation.agents[2]: "
+        )),
+        "{}",
+        show(&out)
+    );
+    assert!(error.contains("\"brand-guardain\""), "{}", show(&out));
+    assert!(
+        error.contains("did you mean \"brand-guardian\""),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        text.lines().last(),
+        Some(format!("{file_arg}: 1 error(s), 1 warning(s)").as_str()),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn validate_strict_fails_on_the_instagram_warning() {
+    let out = concierto(&["validate", EXAMPLE, "--strict"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(": warning: ") && l.contains("\"instagram\"")),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        text.lines().last(),
+        Some(format!("{EXAMPLE}: 0 error(s), 1 warning(s)").as_str()),
+        "{}",
+        show(&out)
+    );
+    assert!(!text.contains(": ok — "), "{}", show(&out));
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = concierto(&["--version"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("concierto {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn help_works_for_the_top_level_and_every_subcommand() {
+    let out = concierto(&["--help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Usage: concierto"), "{text}");
+    for sub in ["validate", "up", "serve", "agent"] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(sub)),
+            "top-level help does not list {sub}:\n{text}"
+        );
+    }
+
+    for (sub, mentions) in [
+        ("validate", "--strict"),
+        ("up", "[FILE]"),
+        ("serve", "--nats"),
+        ("agent", "--role"),
+    ] {
+        let out = concierto(&[sub, "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{sub}: {}", show(&out));
+        let text = stdout(&out);
+        assert!(
+            text.contains(&format!("Usage: concierto {sub}")),
+            "{sub}:\n{text}"
+        );
+        assert!(
+            text.contains(mentions),
+            "{sub} help lacks {mentions}:\n{text}"
+        );
+
+        let out = concierto(&["help", sub]);
+        assert_eq!(out.status.code(), Some(0), "help {sub}: {}", show(&out));
+        assert!(stdout(&out).contains(&format!("Usage: concierto {sub}")));
+    }
+}
+
+#[test]
+fn up_serve_and_agent_exit_2_saying_not_built_yet() {
+    for args in [
+        &["up"][..],
+        &["up", EXAMPLE],
+        &["serve", "scheduler"],
+        &["agent", "--role", "content-creator"],
+    ] {
+        let out = concierto(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("concierto {}: not built yet", args[0])),
+            "{args:?}: {}",
+            show(&out)
+        );
+    }
+}
