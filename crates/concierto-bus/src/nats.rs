@@ -247,11 +247,15 @@ impl Bus for NatsBus {
 
     async fn respond(&self, reply: &str, msg: Outgoing) -> Result<()> {
         validate_publish(reply)?;
-        self.inner
-            .client
-            .publish_with_headers(reply.to_string(), to_header_map(&msg.headers), msg.payload)
-            .await
-            .map_err(BusError::transport)
+        let client = &self.inner.client;
+        let result = if msg.headers.is_empty() {
+            client.publish(reply.to_string(), msg.payload).await
+        } else {
+            client
+                .publish_with_headers(reply.to_string(), to_header_map(&msg.headers), msg.payload)
+                .await
+        };
+        result.map_err(BusError::transport)
     }
 
     async fn ensure_stream(&self, spec: &StreamSpec) -> Result<()> {

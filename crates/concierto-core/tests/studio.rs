@@ -15,7 +15,6 @@ use yaml_rust2::{Yaml, YamlLoader};
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
 
-/// The seed the example studio's four seed blocks come from.
 /// The user's seed document, kept in the repository as written.
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/SEED.md");
 
