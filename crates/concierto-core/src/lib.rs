@@ -2,6 +2,10 @@
 //! written plus `workflows`, `agents`, `reviewers`, `server`), the grammars its
 //! strings use, and role definitions.
 
+pub mod clock;
 pub mod config;
 pub mod grammar;
 pub mod roles;
+pub mod service;
+pub mod store;
+pub mod subjects;

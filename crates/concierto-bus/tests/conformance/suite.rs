@@ -563,6 +563,7 @@ pub async fn standard_streams_are_declared_idempotently_with_limits(h: &impl Har
         .await
         .unwrap();
     for (subject, stream) in [
+        ("run.start", "RUNS"),
         ("task.content-creator", "TASKS"),
         ("result.content-creator", "RESULTS"),
         ("run.event.r1", "EVENTS"),

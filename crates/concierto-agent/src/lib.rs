@@ -1,0 +1,1 @@
+//! concierto-agent (being written).

@@ -1,0 +1,76 @@
+//! The bus subjects between services (DESIGN.md section 1), without the studio
+//! prefix. One place, so producers and consumers cannot drift apart.
+
+/// `StartRun`: start a run (durable, stream RUNS; message id = run id).
+pub const RUN_START: &str = "run.start";
+/// Every run's events (`RunEvent`).
+pub const RUN_EVENTS: &str = "run.event.>";
+/// Every task result (`TaskResult`).
+pub const RESULTS: &str = "result.>";
+/// Request: fire a trigger now (`FireTriggerRequest` → `FireTriggerResponse`).
+pub const SCHEDULER_FIRE: &str = "scheduler.fire";
+/// Request: list the triggers (`ListTriggersRequest` → `ListTriggersResponse`).
+pub const SCHEDULER_TRIGGERS: &str = "scheduler.triggers";
+/// Every new content item (`ContentItem`).
+pub const CONTENT_INGESTED: &str = "content.ingested.>";
+/// Every threshold crossing (`ThresholdCrossed`).
+pub const METRIC_EVENTS: &str = "event.metric.>";
+/// Every heartbeat (`AgentHeartbeat`).
+pub const HEARTBEATS: &str = "agent.heartbeat.>";
+
+/// `Task`s for a role (durable, stream TASKS; consumer = the role).
+pub fn task(role: &str) -> String {
+    format!("task.{role}")
+}
+
+/// `TaskResult`s from a role (durable, stream RESULTS).
+pub fn result(role: &str) -> String {
+    format!("result.{role}")
+}
+
+/// `RunEvent`s of one run.
+pub fn run_event(run_id: &str) -> String {
+    format!("run.event.{}", token(run_id))
+}
+
+/// An `AgentHeartbeat` of one worker.
+pub fn heartbeat(role: &str, worker: &str) -> String {
+    format!("agent.heartbeat.{role}.{}", token(worker))
+}
+
+/// New content from one source.
+pub fn content_ingested(source: &str) -> String {
+    format!("content.ingested.{}", token(source))
+}
+
+/// A threshold crossing of one metric.
+pub fn metric_event(metric: &str) -> String {
+    format!("event.metric.{}", token(metric))
+}
+
+/// Makes any id usable as one subject token: `.`, `*`, `>` and whitespace become `_`.
+pub fn token(id: &str) -> String {
+    id.chars()
+        .map(|c| match c {
+            '.' | '*' | '>' => '_',
+            c if c.is_whitespace() => '_',
+            c => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_become_single_tokens() {
+        assert_eq!(
+            run_event("daily_content_generation@2026-11-24T09:00:00Z"),
+            "run.event.daily_content_generation@2026-11-24T09:00:00Z"
+        );
+        assert_eq!(run_event("a.b *>c"), "run.event.a_b___c");
+        assert_eq!(task("content-creator"), "task.content-creator");
+        assert_eq!(heartbeat("ui-designer", "w.1"), "agent.heartbeat.ui-designer.w_1");
+    }
+}

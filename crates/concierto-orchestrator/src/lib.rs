@@ -1,0 +1,1 @@
+//! concierto-orchestrator (being written).

@@ -1,0 +1,1 @@
+//! concierto-scheduler (being written).
