@@ -59,6 +59,11 @@ pub fn token(id: &str) -> String {
         .collect()
 }
 
+/// Header on a reply that is an error instead of the expected message:
+/// `<code>: <message>`, code one of `not_found`, `invalid_argument`,
+/// `failed_precondition`, `unavailable`, `internal` (they map to gRPC codes).
+pub const ERROR_HEADER: &str = "Concierto-Error";
+
 #[cfg(test)]
 mod tests {
     use super::*;
