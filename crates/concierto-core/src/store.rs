@@ -18,6 +18,9 @@ pub enum Op {
     Delete(Vec<u8>),
 }
 
+/// Key/value pairs in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Named trees of ordered keys. Writes are durable once [`KvStore::flush`] returns.
 pub trait KvStore: Send + Sync + 'static {
     /// The value of `key` in `tree`.
@@ -25,7 +28,7 @@ pub trait KvStore: Send + Sync + 'static {
     /// Applies every op to `tree` atomically.
     fn apply(&self, tree: &str, ops: Vec<Op>) -> Result<(), StoreError>;
     /// Every entry of `tree` whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StoreError>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
 
@@ -47,6 +50,13 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
+impl StoreError {
+    /// An error with this message.
+    pub fn from_message(message: impl Into<String>) -> Self {
+        StoreError(message.into())
+    }
+}
+
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
@@ -54,7 +64,8 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(dir).map_err(|e| StoreError(format!("opening {}: {e}", dir.display())))?;
+        let db =
+            sled::open(dir).map_err(|e| StoreError(format!("opening {}: {e}", dir.display())))?;
         Ok(SledStore { db })
     }
 
@@ -83,7 +94,7 @@ impl KvStore for SledStore {
         t.apply_batch(batch).map_err(err)
     }
 
-    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StoreError> {
         let t = self.db.open_tree(tree).map_err(err)?;
         t.scan_prefix(prefix)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err))
@@ -106,7 +117,10 @@ mod tests {
             let s = SledStore::open(dir.path()).unwrap();
             s.apply(
                 "runs",
-                vec![Op::Put(b"r/1".to_vec(), b"a".to_vec()), Op::Put(b"r/2".to_vec(), b"b".to_vec())],
+                vec![
+                    Op::Put(b"r/1".to_vec(), b"a".to_vec()),
+                    Op::Put(b"r/2".to_vec(), b"b".to_vec()),
+                ],
             )
             .unwrap();
             s.put("other", b"r/3", b"c").unwrap();

@@ -11,6 +11,12 @@ pub const RESULTS: &str = "result.>";
 pub const SCHEDULER_FIRE: &str = "scheduler.fire";
 /// Request: list the triggers (`ListTriggersRequest` → `ListTriggersResponse`).
 pub const SCHEDULER_TRIGGERS: &str = "scheduler.triggers";
+/// Request: one run (`GetRunRequest` → `GetRunResponse`).
+pub const ORCHESTRATOR_GET_RUN: &str = "orchestrator.runs.get";
+/// Request: runs, newest first (`ListRunsRequest` → `ListRunsResponse`).
+pub const ORCHESTRATOR_LIST_RUNS: &str = "orchestrator.runs.list";
+/// Request: cancel a run (`CancelRunRequest` → `CancelRunResponse`).
+pub const ORCHESTRATOR_CANCEL_RUN: &str = "orchestrator.runs.cancel";
 /// Every new content item (`ContentItem`).
 pub const CONTENT_INGESTED: &str = "content.ingested.>";
 /// Every threshold crossing (`ThresholdCrossed`).
@@ -76,6 +82,9 @@ mod tests {
         );
         assert_eq!(run_event("a.b *>c"), "run.event.a_b___c");
         assert_eq!(task("content-creator"), "task.content-creator");
-        assert_eq!(heartbeat("ui-designer", "w.1"), "agent.heartbeat.ui-designer.w_1");
+        assert_eq!(
+            heartbeat("ui-designer", "w.1"),
+            "agent.heartbeat.ui-designer.w_1"
+        );
     }
 }

@@ -1,1 +1,26 @@
-//! concierto-orchestrator (being written).
+//! The orchestrator service: one run per `StartRun`, its workflow's steps in
+//! order, the work queue, limits, timeouts, retries, the failure path,
+//! cancellation, and a `RunEvent` for every state change.
+//!
+//! ```text
+//!  RUNS (run.start) ──fetch──▶ ┌──────────────┐ ──store, flush──▶ sled (runs)
+//!  RESULTS (result.>) ─fetch─▶ │ Orchestrator │ ──then publish──▶ task.<role> (TASKS)
+//!  tick (timeouts, retries) ─▶ │ actor+Engine │ ──────────────▶ run.event.<run>
+//!  orchestrator.runs.* (req) ▶ └──────────────┘ ──then ack the deliveries
+//! ```
+//!
+//! Durability (DESIGN.md section 3): every change is written to the store and
+//! flushed before its effects (tasks, events) are published and before the
+//! deliveries that caused it are acknowledged; a result is applied only if it
+//! matches `(run, step, attempt)` of an open step; on start every open step is
+//! queued or published again.
+
+mod engine;
+mod queue;
+mod run;
+mod service;
+
+pub use engine::{Effects, Engine, EngineError, Limits, ON_FAILURE};
+pub use queue::{Class, Queued, WorkQueue};
+pub use run::{RunRecord, RunState, StepRecord, StepState};
+pub use service::{OrchestratorError, OrchestratorOptions, start};

@@ -1,0 +1,734 @@
+//! The orchestrator's state machine, free of the bus so it can be tested alone:
+//! runs and their steps, the work queue, in-flight limits, timeouts and retries.
+//! Every change is written to the store before the caller flushes it and then
+//! carries out the [`Effects`] (publishes tasks and events): a step is stored
+//! before its task is published.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use concierto_core::config::{Priority, Step, Studio};
+use concierto_core::store::{KvStore, Op, StoreError};
+use concierto_proto::v1;
+
+use crate::queue::{Class, Queued, WorkQueue};
+use crate::run::{RunRecord, RunState, StepRecord, StepState};
+
+const RUNS: &str = "runs";
+/// Step id of a workflow's failure step.
+pub const ON_FAILURE: &str = "on-failure";
+
+/// Settings of the orchestrator.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Tasks in flight across all roles.
+    pub max_in_flight: usize,
+    /// Tasks in flight per role unless the role has its own.
+    pub default_role_limit: usize,
+    /// Per-role limits.
+    pub role_limits: HashMap<String, usize>,
+    /// Normal work older than this is served with urgent work.
+    pub aging: Duration,
+    /// First retry delay; doubles each attempt.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_in_flight: 256,
+            default_role_limit: 32,
+            role_limits: HashMap::new(),
+            aging: Duration::from_secs(300),
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the caller must do once the store is flushed.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Tasks to publish on `task.<role>`.
+    pub tasks: Vec<v1::Task>,
+    /// Events to publish on `run.event.<run>`.
+    pub events: Vec<v1::RunEvent>,
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No such run.
+    #[error("no run {0}")]
+    NotFound(String),
+    /// The run is already final.
+    #[error("run {0} is already {1:?}")]
+    Final(String, RunState),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The state machine.
+pub struct Engine {
+    studio: Arc<Studio>,
+    store: Arc<dyn KvStore>,
+    limits: Limits,
+    live: HashMap<String, RunRecord>,
+    queue: WorkQueue,
+    in_flight: usize,
+    per_role: HashMap<String, usize>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn class_of(priority: i32) -> Class {
+    match v1::Priority::try_from(priority).unwrap_or(v1::Priority::Normal) {
+        v1::Priority::Feedback => Class::Feedback,
+        v1::Priority::Urgent => Class::Urgent,
+        _ => Class::Normal,
+    }
+}
+
+fn step_record(s: &Step) -> StepRecord {
+    StepRecord {
+        id: s.id.clone(),
+        role: s.role.clone(),
+        task: s.task.clone(),
+        inputs: s.inputs.clone(),
+        labels: s.labels.clone(),
+        timeout_ms: u64::try_from(s.timeout.as_millis()).unwrap_or(u64::MAX),
+        retries: s.retries,
+        state: StepState::Waiting,
+        attempt: 0,
+        deadline_ms: 0,
+        retry_at_ms: 0,
+        output: String::new(),
+        error: String::new(),
+        result_labels: Vec::new(),
+        worker: String::new(),
+        executor: String::new(),
+        model: String::new(),
+        latency_ms: 0,
+        started_ms: 0,
+        finished_ms: 0,
+    }
+}
+
+/// Text of what the trigger fired on, for steps that take `trigger` as input.
+fn trigger_payload(s: &v1::StartRun) -> String {
+    match &s.cause {
+        Some(v1::start_run::Cause::Content(c)) => format!(
+            "New content from {}: {}\n{}\n{}\ntags: {}",
+            c.source,
+            c.title,
+            c.url,
+            c.text,
+            c.tags.join(", ")
+        ),
+        Some(v1::start_run::Cause::Threshold(t)) => format!(
+            "Metric {} crossed its threshold: {} (value {}).",
+            t.metric, t.predicate, t.value
+        ),
+        Some(v1::start_run::Cause::Feedback(f)) => {
+            let text = f
+                .feedback
+                .as_ref()
+                .map(|x| x.text.as_str())
+                .unwrap_or_default();
+            format!("Feedback ({:?}): {text}", f.category())
+        }
+        None => format!(
+            "Trigger {} fired for workflow {}.",
+            if s.trigger.is_empty() {
+                "(manual)"
+            } else {
+                &s.trigger
+            },
+            s.workflow
+        ),
+    }
+}
+
+impl Engine {
+    /// An engine over `store`; call [`Engine::recover`] before anything else.
+    pub fn new(studio: Arc<Studio>, store: Arc<dyn KvStore>, limits: Limits) -> Self {
+        let aging = limits.aging;
+        Engine {
+            studio,
+            store,
+            limits,
+            live: HashMap::new(),
+            queue: WorkQueue::new(aging),
+            in_flight: 0,
+            per_role: HashMap::new(),
+        }
+    }
+
+    /// Tasks in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Runs not final.
+    pub fn live_runs(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Steps waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn persist(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(run)
+            .map_err(|e| StoreError::from_message(format!("encoding run {}: {e}", run.run_id)))?;
+        self.store
+            .apply(RUNS, vec![Op::Put(run.run_id.as_bytes().to_vec(), body)])
+    }
+
+    fn load(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        match self.store.get(RUNS, run_id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::from_message(format!("decoding run {run_id}: {e}"))),
+        }
+    }
+
+    /// Loads every live run from the store; queued steps go back into the queue
+    /// and dispatched ones are published again (same task id, so a copy still
+    /// on the bus is deduplicated and a second result is ignored).
+    pub fn recover(&mut self, now: DateTime<Utc>) -> Result<Effects, StoreError> {
+        let mut fx = Effects::default();
+        for (_, bytes) in self.store.scan_prefix(RUNS, b"")? {
+            let Ok(run) = serde_json::from_slice::<RunRecord>(&bytes) else {
+                tracing::error!("a stored run does not decode; left as it is");
+                continue;
+            };
+            if run.state.is_final() {
+                continue;
+            }
+            let class = class_of(run.priority);
+            for s in run.steps.iter().chain(run.on_failure.iter()) {
+                match s.state {
+                    StepState::Queued => self.queue.push(Queued {
+                        run_id: run.run_id.clone(),
+                        step_id: s.id.clone(),
+                        role: s.role.clone(),
+                        class,
+                        since: now,
+                    }),
+                    StepState::Dispatched => {
+                        self.in_flight += 1;
+                        *self.per_role.entry(s.role.clone()).or_insert(0) += 1;
+                        fx.tasks.push(self.task_for(&run, s));
+                    }
+                    _ => {}
+                }
+            }
+            tracing::info!(run = %run.run_id, workflow = %run.workflow, "run recovered");
+            self.live.insert(run.run_id.clone(), run);
+        }
+        self.dispatch(now, &mut fx)?;
+        Ok(fx)
+    }
+
+    /// Starts a run, once per run id.
+    pub fn start_run(
+        &mut self,
+        s: v1::StartRun,
+        now: DateTime<Utc>,
+    ) -> Result<Effects, StoreError> {
+        let mut fx = Effects::default();
+        if s.run_id.is_empty()
+            || self.live.contains_key(&s.run_id)
+            || self.load(&s.run_id)?.is_some()
+        {
+            tracing::debug!(run = %s.run_id, "start of a known run ignored");
+            return Ok(fx);
+        }
+        let wf = self.studio.workflows.get(&s.workflow);
+        let priority = if s.priority != 0 {
+            s.priority
+        } else {
+            match wf.map(|w| w.priority) {
+                Some(Priority::Urgent) => v1::Priority::Urgent as i32,
+                _ => v1::Priority::Normal as i32,
+            }
+        };
+        let mut run = RunRecord {
+            run_id: s.run_id.clone(),
+            workflow: s.workflow.clone(),
+            trigger: s.trigger.clone(),
+            requested_by: s.requested_by.clone(),
+            priority,
+            params: s.params.clone().into_iter().collect::<BTreeMap<_, _>>(),
+            trigger_payload: trigger_payload(&s),
+            state: RunState::Running,
+            steps: wf
+                .map(|w| w.steps.iter().map(step_record).collect())
+                .unwrap_or_default(),
+            on_failure: wf.and_then(|w| w.on_failure.as_ref()).map(|f| {
+                let mut r = step_record(f);
+                r.id = ON_FAILURE.to_string();
+                r
+            }),
+            error: String::new(),
+            created_ms: ms(now),
+            updated_ms: ms(now),
+            event_seq: 0,
+            failing: false,
+        };
+        if wf.is_none() {
+            run.state = RunState::Failed;
+            run.error = format!("unknown workflow {:?}", s.workflow);
+            tracing::warn!(run = %run.run_id, error = %run.error, "run failed at start");
+            fx.events.push(run.event(None, run.error.clone(), ms(now)));
+            self.persist(&run)?;
+            return Ok(fx);
+        }
+        tracing::info!(run = %run.run_id, workflow = %run.workflow, trigger = %run.trigger, "run started");
+        fx.events.push(run.event(None, "run started", ms(now)));
+        self.advance(&mut run, now, &mut fx);
+        self.finish_or_keep(run, now, &mut fx)?;
+        self.dispatch(now, &mut fx)?;
+        Ok(fx)
+    }
+
+    /// Queues the first waiting step whose predecessors are done, or finishes the run.
+    fn advance(&mut self, run: &mut RunRecord, now: DateTime<Utc>, fx: &mut Effects) {
+        if run.failing {
+            let done = run.on_failure.as_ref().is_none_or(|f| !f.state.is_open());
+            if done {
+                run.state = RunState::Failed;
+                tracing::warn!(run = %run.run_id, error = %run.error, "run failed");
+                fx.events.push(run.event(None, run.error.clone(), ms(now)));
+            } else if let Some(f) = run.on_failure.as_mut()
+                && f.state == StepState::Waiting
+            {
+                f.state = StepState::Queued;
+                let id = f.id.clone();
+                self.enqueue(run, &id, now, fx);
+            }
+            return;
+        }
+        match run
+            .steps
+            .iter()
+            .position(|s| s.state != StepState::Succeeded)
+        {
+            None => {
+                run.state = RunState::Succeeded;
+                tracing::info!(run = %run.run_id, workflow = %run.workflow, "run succeeded");
+                fx.events.push(run.event(None, "run succeeded", ms(now)));
+            }
+            Some(i) if run.steps[i].state == StepState::Waiting => {
+                run.steps[i].state = StepState::Queued;
+                let id = run.steps[i].id.clone();
+                self.enqueue(run, &id, now, fx);
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        run: &mut RunRecord,
+        step_id: &str,
+        now: DateTime<Utc>,
+        fx: &mut Effects,
+    ) {
+        let Some(s) = run.step(step_id) else {
+            return;
+        };
+        self.queue.push(Queued {
+            run_id: run.run_id.clone(),
+            step_id: s.id.clone(),
+            role: s.role.clone(),
+            class: class_of(run.priority),
+            since: now,
+        });
+        tracing::info!(run = %run.run_id, step = %step_id, role = %s.role, "step queued");
+        fx.events.push(run.event(Some(step_id), "queued", ms(now)));
+    }
+
+    /// Stores `run`; keeps it live unless final.
+    fn finish_or_keep(
+        &mut self,
+        run: RunRecord,
+        now: DateTime<Utc>,
+        _fx: &mut Effects,
+    ) -> Result<(), StoreError> {
+        let mut run = run;
+        run.updated_ms = ms(now);
+        self.persist(&run)?;
+        if run.state.is_final() {
+            self.live.remove(&run.run_id);
+            self.queue.remove_run(&run.run_id);
+        } else {
+            self.live.insert(run.run_id.clone(), run);
+        }
+        Ok(())
+    }
+
+    fn task_for(&self, run: &RunRecord, s: &StepRecord) -> v1::Task {
+        let inputs = s
+            .inputs
+            .iter()
+            .map(|name| v1::TaskInput {
+                name: name.clone(),
+                content: if name == "trigger" {
+                    run.trigger_payload.clone()
+                } else {
+                    run.step(name).map(|p| p.output.clone()).unwrap_or_default()
+                },
+                content_type: "text/plain".into(),
+            })
+            .collect();
+        let instruction = if run.failing && run.on_failure.as_ref().is_some_and(|f| f.id == s.id) {
+            format!("{}\n\nThe run failed: {}", s.task, run.error)
+        } else {
+            s.task.clone()
+        };
+        v1::Task {
+            task_id: format!("{}/{}/{}", run.run_id, s.id, s.attempt),
+            run_id: run.run_id.clone(),
+            step_id: s.id.clone(),
+            attempt: s.attempt,
+            role: s.role.clone(),
+            workflow: run.workflow.clone(),
+            instruction,
+            inputs,
+            priority: run.priority,
+            deadline: Some(prost_types::Timestamp {
+                seconds: s.deadline_ms.div_euclid(1000),
+                nanos: i32::try_from(s.deadline_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+            }),
+            params: run.params.clone().into_iter().collect(),
+            labels: s.labels.clone(),
+            review: None,
+        }
+    }
+
+    /// Moves queued steps to workers while the limits allow.
+    fn dispatch(&mut self, now: DateTime<Utc>, fx: &mut Effects) -> Result<(), StoreError> {
+        while self.in_flight < self.limits.max_in_flight {
+            let per_role = &self.per_role;
+            let limits = &self.limits;
+            let Some(q) = self.queue.pop(now, |role| {
+                per_role.get(role).copied().unwrap_or(0)
+                    < limits
+                        .role_limits
+                        .get(role)
+                        .copied()
+                        .unwrap_or(limits.default_role_limit)
+            }) else {
+                break;
+            };
+            let Some(mut run) = self.live.remove(&q.run_id) else {
+                continue;
+            };
+            let Some(s) = run.step_mut(&q.step_id) else {
+                self.live.insert(run.run_id.clone(), run);
+                continue;
+            };
+            s.state = StepState::Dispatched;
+            s.attempt += 1;
+            s.deadline_ms = ms(now) + i64::try_from(s.timeout_ms).unwrap_or(i64::MAX / 2);
+            if s.started_ms == 0 {
+                s.started_ms = ms(now);
+            }
+            let role = s.role.clone();
+            let attempt = s.attempt;
+            let task = {
+                let s = run.step(&q.step_id).cloned();
+                s.map(|s| self.task_for(&run, &s))
+            };
+            self.in_flight += 1;
+            *self.per_role.entry(role.clone()).or_insert(0) += 1;
+            tracing::info!(run = %run.run_id, step = %q.step_id, %role, attempt, "step dispatched");
+            fx.events
+                .push(run.event(Some(&q.step_id), format!("dispatched to {role}"), ms(now)));
+            self.finish_or_keep(run, now, fx)?;
+            if let Some(task) = task {
+                fx.tasks.push(task);
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, role: &str) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(n) = self.per_role.get_mut(role) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .limits
+            .backoff_base
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let capped = exp.min(self.limits.backoff_max);
+        let jitter: f64 = rand::random_range(0.8..1.2);
+        capped.mul_f64(jitter)
+    }
+
+    /// A failed attempt: retried with backoff while attempts remain, else the step fails.
+    fn fail_attempt(
+        &mut self,
+        run: &mut RunRecord,
+        step_id: &str,
+        reason: String,
+        retryable: bool,
+        now: DateTime<Utc>,
+        fx: &mut Effects,
+    ) {
+        let Some(s) = run.step(step_id) else {
+            return;
+        };
+        let (attempt, retries, role) = (s.attempt, s.retries, s.role.clone());
+        let delay = self.backoff(attempt);
+        let Some(s) = run.step_mut(step_id) else {
+            return;
+        };
+        s.error = reason.clone();
+        if retryable && attempt <= retries {
+            s.state = StepState::Retrying;
+            s.retry_at_ms = ms(now) + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+            tracing::warn!(run = %run.run_id, step = %step_id, %role, attempt, ?delay, %reason, "step will be retried");
+            fx.events.push(run.event(
+                Some(step_id),
+                format!("attempt {attempt} failed: {reason}; retry in {delay:?}"),
+                ms(now),
+            ));
+            return;
+        }
+        s.state = StepState::Failed;
+        s.finished_ms = ms(now);
+        tracing::warn!(run = %run.run_id, step = %step_id, %role, attempt, %reason, "step failed");
+        fx.events
+            .push(run.event(Some(step_id), format!("failed: {reason}"), ms(now)));
+        if run.failing {
+            // The failure step itself failed: the run ends.
+            self.advance(run, now, fx);
+            return;
+        }
+        run.failing = true;
+        run.error = format!("step {step_id} failed after {attempt} attempt(s): {reason}");
+        for s in run
+            .steps
+            .iter_mut()
+            .filter(|s| s.state == StepState::Waiting)
+        {
+            s.state = StepState::Cancelled;
+        }
+        self.advance(run, now, fx);
+    }
+
+    /// Applies a result if it matches an open attempt; a duplicate or late result changes nothing.
+    pub fn apply_result(
+        &mut self,
+        r: v1::TaskResult,
+        now: DateTime<Utc>,
+    ) -> Result<Effects, StoreError> {
+        let mut fx = Effects::default();
+        let Some(mut run) = self.live.remove(&r.run_id) else {
+            tracing::debug!(run = %r.run_id, step = %r.step_id, "result for a run that is not live ignored");
+            return Ok(fx);
+        };
+        let matches = run
+            .step(&r.step_id)
+            .is_some_and(|s| s.state == StepState::Dispatched && s.attempt == r.attempt);
+        if !matches {
+            tracing::debug!(run = %r.run_id, step = %r.step_id, attempt = r.attempt, "stale or duplicate result ignored");
+            self.live.insert(run.run_id.clone(), run);
+            return Ok(fx);
+        }
+        let role = run
+            .step(&r.step_id)
+            .map(|s| s.role.clone())
+            .unwrap_or_default();
+        self.release(&role);
+        if let Some(s) = run.step_mut(&r.step_id) {
+            s.worker = r.worker_id.clone();
+            if let Some(u) = &r.usage {
+                s.executor = u.executor.clone();
+                s.model = u.model.clone();
+                s.latency_ms = u.latency_ms;
+            }
+        }
+        match v1::TaskStatus::try_from(r.status).unwrap_or(v1::TaskStatus::Unspecified) {
+            v1::TaskStatus::Succeeded => {
+                if let Some(s) = run.step_mut(&r.step_id) {
+                    s.state = StepState::Succeeded;
+                    s.output = r.output.clone();
+                    s.result_labels = r.labels.clone();
+                    s.error.clear();
+                    s.finished_ms = ms(now);
+                }
+                tracing::info!(run = %run.run_id, step = %r.step_id, %role, worker = %r.worker_id, "step succeeded");
+                fx.events.push(run.event(
+                    Some(&r.step_id),
+                    format!("done by {}", r.worker_id),
+                    ms(now),
+                ));
+                self.advance(&mut run, now, &mut fx);
+            }
+            v1::TaskStatus::Retryable => {
+                self.fail_attempt(&mut run, &r.step_id, r.error.clone(), true, now, &mut fx);
+            }
+            _ => {
+                let reason = if r.error.is_empty() {
+                    "the worker reported a failure".into()
+                } else {
+                    r.error.clone()
+                };
+                self.fail_attempt(&mut run, &r.step_id, reason, false, now, &mut fx);
+            }
+        }
+        self.finish_or_keep(run, now, &mut fx)?;
+        self.dispatch(now, &mut fx)?;
+        Ok(fx)
+    }
+
+    /// Times out overdue attempts, queues retries whose backoff passed, dispatches.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Result<Effects, StoreError> {
+        let mut fx = Effects::default();
+        let now_ms = ms(now);
+        let mut touched = Vec::new();
+        for run in self.live.values() {
+            for s in run.steps.iter().chain(run.on_failure.iter()) {
+                let overdue = s.state == StepState::Dispatched && s.deadline_ms <= now_ms;
+                let retry_due = s.state == StepState::Retrying && s.retry_at_ms <= now_ms;
+                if overdue || retry_due {
+                    touched.push((
+                        run.run_id.clone(),
+                        s.id.clone(),
+                        overdue,
+                        s.timeout_ms,
+                        s.role.clone(),
+                    ));
+                }
+            }
+        }
+        for (run_id, step_id, overdue, timeout_ms, role) in touched {
+            let Some(mut run) = self.live.remove(&run_id) else {
+                continue;
+            };
+            if overdue {
+                self.release(&role);
+                let reason = format!("timed out after {timeout_ms} ms");
+                self.fail_attempt(&mut run, &step_id, reason, true, now, &mut fx);
+            } else if let Some(s) = run.step_mut(&step_id) {
+                s.state = StepState::Queued;
+                self.enqueue(&mut run, &step_id, now, &mut fx);
+            }
+            self.finish_or_keep(run, now, &mut fx)?;
+        }
+        self.dispatch(now, &mut fx)?;
+        Ok(fx)
+    }
+
+    /// Cancels a live run.
+    pub fn cancel(
+        &mut self,
+        run_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(v1::Run, Effects), EngineError> {
+        let mut fx = Effects::default();
+        let Some(mut run) = self.live.remove(run_id) else {
+            return match self.load(run_id)? {
+                Some(r) => Err(EngineError::Final(run_id.into(), r.state)),
+                None => Err(EngineError::NotFound(run_id.into())),
+            };
+        };
+        let mut released = Vec::new();
+        for s in run.steps.iter_mut().chain(run.on_failure.iter_mut()) {
+            if s.state == StepState::Dispatched {
+                released.push(s.role.clone());
+            }
+            if s.state.is_open() {
+                s.state = StepState::Cancelled;
+                s.finished_ms = ms(now);
+            }
+        }
+        for role in released {
+            self.release(&role);
+        }
+        run.state = RunState::Cancelled;
+        run.error = if reason.is_empty() {
+            "cancelled".into()
+        } else {
+            format!("cancelled: {reason}")
+        };
+        tracing::info!(run = %run_id, reason, "run cancelled");
+        fx.events.push(run.event(None, run.error.clone(), ms(now)));
+        let proto = run.to_proto();
+        self.finish_or_keep(run, now, &mut fx)?;
+        self.dispatch(now, &mut fx)?;
+        Ok((proto, fx))
+    }
+
+    /// A run, live or stored.
+    pub fn get(&self, run_id: &str) -> Result<Option<v1::Run>, StoreError> {
+        if let Some(r) = self.live.get(run_id) {
+            return Ok(Some(r.to_proto()));
+        }
+        Ok(self.load(run_id)?.map(|r| r.to_proto()))
+    }
+
+    /// Stored runs, newest first, filtered, one page.
+    pub fn list(&self, req: &v1::ListRunsRequest) -> Result<v1::ListRunsResponse, StoreError> {
+        let mut runs: Vec<RunRecord> = self
+            .store
+            .scan_prefix(RUNS, b"")?
+            .into_iter()
+            .filter_map(|(_, b)| serde_json::from_slice(&b).ok())
+            .collect();
+        for r in &mut runs {
+            if let Some(live) = self.live.get(&r.run_id) {
+                *r = live.clone();
+            }
+        }
+        runs.retain(|r| {
+            (req.workflow.is_empty() || r.workflow == req.workflow)
+                && (req.trigger.is_empty() || r.trigger == req.trigger)
+                && (req.state == 0 || r.to_proto().state == req.state)
+        });
+        runs.sort_by(|a, b| {
+            b.created_ms
+                .cmp(&a.created_ms)
+                .then_with(|| a.run_id.cmp(&b.run_id))
+        });
+        let start: usize = req.page_token.parse().unwrap_or(0);
+        let size = if req.page_size == 0 {
+            50
+        } else {
+            req.page_size as usize
+        };
+        let page: Vec<v1::Run> = runs
+            .iter()
+            .skip(start)
+            .take(size)
+            .map(RunRecord::to_proto)
+            .collect();
+        let next = start + page.len();
+        Ok(v1::ListRunsResponse {
+            runs: page,
+            next_page_token: if next < runs.len() {
+                next.to_string()
+            } else {
+                String::new()
+            },
+        })
+    }
+}

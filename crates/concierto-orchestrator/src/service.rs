@@ -1,0 +1,420 @@
+//! The orchestrator as a service: an actix actor owning the [`Engine`], fed by
+//! intake loops that fetch from the bus and carry out effects after a flush.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use concierto_bus::{
+    Bus, BusExt, ConsumerSpec, Delivery, StreamLimits, encode, ensure_standard_streams,
+};
+use concierto_core::clock::SharedClock;
+use concierto_core::config::Studio;
+use concierto_core::service::{ServiceHandle, StopSignal};
+use concierto_core::store::{KvStore, StoreError};
+use concierto_core::subjects;
+use concierto_proto::v1;
+
+use crate::engine::{Effects, Engine, EngineError, Limits};
+
+/// Why the orchestrator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// The bus failed.
+    #[error("bus: {0}")]
+    Bus(#[from] concierto_bus::BusError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Settings.
+#[derive(Debug, Clone)]
+pub struct OrchestratorOptions {
+    /// Limits, queue aging and backoff.
+    pub limits: Limits,
+    /// How often timeouts and retries are checked.
+    pub tick: Duration,
+    /// Longest wait of one fetch from the bus.
+    pub fetch_wait: Duration,
+    /// Messages taken per fetch.
+    pub batch: usize,
+    /// `ack_wait` of the orchestrator's consumers.
+    pub ack_wait: Duration,
+    /// Stream limits (from `server.bus`).
+    pub streams: StreamLimits,
+}
+
+impl Default for OrchestratorOptions {
+    fn default() -> Self {
+        OrchestratorOptions {
+            limits: Limits::default(),
+            tick: Duration::from_millis(250),
+            fetch_wait: Duration::from_millis(500),
+            batch: 128,
+            ack_wait: Duration::from_secs(30),
+            streams: StreamLimits::default(),
+        }
+    }
+}
+
+struct Orchestrator {
+    engine: Engine,
+    clock: SharedClock,
+}
+
+impl Actor for Orchestrator {
+    type Context = Context<Self>;
+}
+
+enum Input {
+    Start(v1::StartRun),
+    Result(v1::TaskResult),
+    Tick,
+}
+
+struct Apply(Vec<Input>);
+
+impl actix::Message for Apply {
+    type Result = Result<Effects, StoreError>;
+}
+
+impl Handler<Apply> for Orchestrator {
+    type Result = Result<Effects, StoreError>;
+
+    fn handle(&mut self, msg: Apply, _: &mut Context<Self>) -> Self::Result {
+        let now = self.clock.now();
+        let mut all = Effects::default();
+        for input in msg.0 {
+            let fx = match input {
+                Input::Start(s) => self.engine.start_run(s, now)?,
+                Input::Result(r) => self.engine.apply_result(r, now)?,
+                Input::Tick => self.engine.tick(now)?,
+            };
+            all.tasks.extend(fx.tasks);
+            all.events.extend(fx.events);
+        }
+        Ok(all)
+    }
+}
+
+struct Recover;
+
+impl actix::Message for Recover {
+    type Result = Result<Effects, StoreError>;
+}
+
+impl Handler<Recover> for Orchestrator {
+    type Result = Result<Effects, StoreError>;
+
+    fn handle(&mut self, _: Recover, _: &mut Context<Self>) -> Self::Result {
+        let now = self.clock.now();
+        self.engine.recover(now)
+    }
+}
+
+enum Query {
+    Get(v1::GetRunRequest),
+    List(v1::ListRunsRequest),
+    Cancel(v1::CancelRunRequest),
+}
+
+enum Answer {
+    Get(v1::GetRunResponse),
+    List(v1::ListRunsResponse),
+    Cancel(v1::CancelRunResponse, Effects),
+}
+
+impl actix::Message for Query {
+    type Result = Result<Answer, EngineError>;
+}
+
+impl Handler<Query> for Orchestrator {
+    type Result = Result<Answer, EngineError>;
+
+    fn handle(&mut self, q: Query, _: &mut Context<Self>) -> Self::Result {
+        match q {
+            Query::Get(r) => match self.engine.get(&r.run_id)? {
+                Some(run) => Ok(Answer::Get(v1::GetRunResponse { run: Some(run) })),
+                None => Err(EngineError::NotFound(r.run_id)),
+            },
+            Query::List(r) => Ok(Answer::List(self.engine.list(&r)?)),
+            Query::Cancel(r) => {
+                let (run, fx) = self.engine.cancel(&r.run_id, &r.reason, self.clock.now())?;
+                Ok(Answer::Cancel(v1::CancelRunResponse { run: Some(run) }, fx))
+            }
+        }
+    }
+}
+
+/// Flushes the store, then publishes the effects. Returns false if anything failed
+/// (the caller then hands its deliveries back instead of acknowledging them).
+async fn commit(store: &Arc<dyn KvStore>, bus: &Arc<dyn Bus>, fx: Effects) -> bool {
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "store flush failed");
+            return false;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store flush task failed");
+            return false;
+        }
+    }
+    let mut ok = true;
+    let publishes = fx.tasks.iter().map(|t| {
+        let subject = subjects::task(&t.role);
+        let out = encode(t).msg_id(t.task_id.clone());
+        let bus = bus.clone();
+        async move { (bus.publish_durable(&subject, out).await, t.task_id.clone()) }
+    });
+    for (result, task_id) in futures::future::join_all(publishes).await {
+        if let Err(e) = result {
+            // The step stays dispatched; its timeout publishes it again.
+            tracing::error!(task = %task_id, error = %e, "publishing a task failed");
+            ok = false;
+        }
+    }
+    for ev in &fx.events {
+        if let Err(e) = bus
+            .publish_proto(&subjects::run_event(&ev.run_id), ev)
+            .await
+        {
+            tracing::warn!(run = %ev.run_id, error = %e, "publishing a run event failed");
+        }
+    }
+    ok
+}
+
+async fn settle(deliveries: Vec<Delivery>, ok: bool) {
+    for d in deliveries {
+        let r = if ok {
+            d.ack().await
+        } else {
+            d.nak(Some(Duration::from_secs(1))).await
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "settling a delivery failed; it will be redelivered");
+        }
+    }
+}
+
+/// Starts the orchestrator. Must run inside an actix `System`.
+pub async fn start(
+    studio: Arc<Studio>,
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn KvStore>,
+    clock: SharedClock,
+    opts: OrchestratorOptions,
+) -> Result<ServiceHandle, OrchestratorError> {
+    ensure_standard_streams(bus.as_ref(), &opts.streams).await?;
+    let consumer = |filter: &str| {
+        let mut spec = ConsumerSpec::new("orchestrator", filter);
+        spec.ack_wait = opts.ack_wait;
+        spec.max_deliver = 10;
+        spec
+    };
+    let runs = bus.consumer("RUNS", &consumer(subjects::RUN_START)).await?;
+    let results = bus
+        .consumer("RESULTS", &consumer(subjects::RESULTS))
+        .await?;
+
+    let engine = Engine::new(studio, store.clone(), opts.limits.clone());
+    let addr = Orchestrator {
+        engine,
+        clock: clock.clone(),
+    }
+    .start();
+    let fx = addr
+        .send(Recover)
+        .await
+        .map_err(|e| StoreError::from_message(format!("orchestrator actor: {e}")))??;
+    commit(&store, &bus, fx).await;
+
+    let (handle, control) = ServiceHandle::new("orchestrator");
+    let signal = control.signal.clone();
+    let mut tasks = Vec::new();
+
+    // Intake of StartRun.
+    {
+        let (addr, bus, store, signal) = (addr.clone(), bus.clone(), store.clone(), signal.clone());
+        let (wait, batch) = (opts.fetch_wait, opts.batch);
+        tasks.push(tokio::spawn(async move {
+            while !signal.is_stopped() {
+                let got = match runs.fetch_proto::<v1::StartRun>(batch, wait).await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!(error = %e, "fetching run starts failed");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                if got.is_empty() {
+                    continue;
+                }
+                let (inputs, deliveries): (Vec<_>, Vec<_>) =
+                    got.into_iter().map(|(s, d)| (Input::Start(s), d)).unzip();
+                apply(&addr, &store, &bus, inputs, deliveries).await;
+            }
+        }));
+    }
+    // Intake of TaskResult.
+    {
+        let (addr, bus, store, signal) = (addr.clone(), bus.clone(), store.clone(), signal.clone());
+        let (wait, batch) = (opts.fetch_wait, opts.batch);
+        tasks.push(tokio::spawn(async move {
+            while !signal.is_stopped() {
+                let got = match results.fetch_proto::<v1::TaskResult>(batch, wait).await {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!(error = %e, "fetching results failed");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                if got.is_empty() {
+                    continue;
+                }
+                let (inputs, deliveries): (Vec<_>, Vec<_>) =
+                    got.into_iter().map(|(r, d)| (Input::Result(r), d)).unzip();
+                apply(&addr, &store, &bus, inputs, deliveries).await;
+            }
+        }));
+    }
+    // Timeouts and retries.
+    {
+        let (addr, bus, store, mut signal) =
+            (addr.clone(), bus.clone(), store.clone(), signal.clone());
+        let every = opts.tick;
+        tasks.push(tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = signal.stopped() => break,
+                    _ = interval.tick() => apply(&addr, &store, &bus, vec![Input::Tick], Vec::new()).await,
+                }
+            }
+        }));
+    }
+    // Queries.
+    let queries = tokio::spawn(serve_queries(addr.clone(), bus.clone(), store.clone()));
+
+    tokio::spawn(async move {
+        let mut signal: StopSignal = control.signal.clone();
+        signal.stopped().await;
+        // The intake loops end after their current fetch and commit.
+        let mut result = Ok(());
+        for t in tasks {
+            if let Err(e) = t.await {
+                result = Err(format!("orchestrator task failed: {e}"));
+            }
+        }
+        queries.abort();
+        if let Err(e) = store.flush() {
+            result = Err(format!("final flush: {e}"));
+        }
+        addr.do_send(StopActor);
+        tracing::info!("orchestrator stopped");
+        control.finished(result);
+    });
+    Ok(handle)
+}
+
+struct StopActor;
+
+impl actix::Message for StopActor {
+    type Result = ();
+}
+
+impl Handler<StopActor> for Orchestrator {
+    type Result = ();
+    fn handle(&mut self, _: StopActor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+async fn apply(
+    addr: &Addr<Orchestrator>,
+    store: &Arc<dyn KvStore>,
+    bus: &Arc<dyn Bus>,
+    inputs: Vec<Input>,
+    deliveries: Vec<Delivery>,
+) {
+    match addr.send(Apply(inputs)).await {
+        Ok(Ok(fx)) => {
+            let ok = commit(store, bus, fx).await;
+            settle(deliveries, ok).await;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "store write failed; messages handed back");
+            settle(deliveries, false).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "orchestrator actor unavailable; messages handed back");
+            settle(deliveries, false).await;
+        }
+    }
+}
+
+fn error_reply(e: &EngineError) -> concierto_bus::Outgoing {
+    let code = match e {
+        EngineError::NotFound(_) => "not_found",
+        EngineError::Final(..) => "failed_precondition",
+        EngineError::Store(_) => "internal",
+    };
+    concierto_bus::Outgoing::new(Vec::new()).header(subjects::ERROR_HEADER, format!("{code}: {e}"))
+}
+
+async fn serve_queries(addr: Addr<Orchestrator>, bus: Arc<dyn Bus>, store: Arc<dyn KvStore>) {
+    {
+        let subs = futures::future::try_join3(
+            bus.queue_subscribe_proto::<v1::GetRunRequest>(
+                subjects::ORCHESTRATOR_GET_RUN,
+                "orchestrator",
+            ),
+            bus.queue_subscribe_proto::<v1::ListRunsRequest>(
+                subjects::ORCHESTRATOR_LIST_RUNS,
+                "orchestrator",
+            ),
+            bus.queue_subscribe_proto::<v1::CancelRunRequest>(
+                subjects::ORCHESTRATOR_CANCEL_RUN,
+                "orchestrator",
+            ),
+        )
+        .await;
+        let (mut get, mut list, mut cancel) = match subs {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve run queries");
+                return;
+            }
+        };
+        loop {
+            let (query, reply) = tokio::select! {
+                Some((q, m)) = get.next() => (Query::Get(q), m.reply),
+                Some((q, m)) = list.next() => (Query::List(q), m.reply),
+                Some((q, m)) = cancel.next() => (Query::Cancel(q), m.reply),
+                else => break,
+            };
+            let Some(reply) = reply else {
+                continue;
+            };
+            let out = match addr.send(query).await {
+                Ok(Ok(Answer::Get(r))) => encode(&r),
+                Ok(Ok(Answer::List(r))) => encode(&r),
+                Ok(Ok(Answer::Cancel(r, fx))) => {
+                    commit(&store, &bus, fx).await;
+                    encode(&r)
+                }
+                Ok(Err(e)) => error_reply(&e),
+                Err(e) => concierto_bus::Outgoing::new(Vec::new())
+                    .header(subjects::ERROR_HEADER, format!("unavailable: {e}")),
+            };
+            if let Err(e) = bus.respond(&reply, out).await {
+                tracing::warn!(error = %e, "answering a run query failed");
+            }
+        }
+    }
+}
