@@ -1,1 +1,277 @@
-//! concierto-scheduler (being written).
+//! The scheduler service: turns the studio's triggers into `run.start` messages, exactly
+//! once per fire.
+//!
+//! # What it is for
+//!
+//! Every run of a workflow starts with a [`StartRun`](concierto_proto::v1::StartRun) on
+//! `run.start` (stream `RUNS`), which the orchestrator takes from there. The scheduler is
+//! what publishes them for the studio's `triggers`:
+//!
+//! - **scheduled** triggers (`time: "09:00"`, `time: "Monday 10:00"`, `cron:`, `interval:
+//!   "6 hours"`) fire on their schedule, in their time zone (daylight saving included);
+//!   intervals fire at multiples of their length since the Unix epoch, so every scheduler
+//!   process computes the same fire times;
+//! - **event** triggers fire on new content (`content.ingested.>`, `source: [...]`) and on
+//!   thresholds crossed (`event.metric.>`, `metric: "engagement_rate < 0.05"`);
+//! - any trigger fires **by hand** on a `scheduler.fire` request, and `scheduler.triggers`
+//!   lists them all with their next and last fire and their counters.
+//!
+//! # The flow
+//!
+//! ```text
+//!  clock ──tick──▶ SchedulerActor ── due fires, misfire policy ──▶ publish_durable(run.start, id)
+//!                     ▲     ▲                                         │ then
+//!  content.ingested.> ┘     │                                         ▼
+//!  event.metric.>  ─────────┤                          store "scheduler": cursor, last fire,
+//!  scheduler.fire  ─────────┤ (request/reply)                         fires, missed (flushed)
+//!  scheduler.triggers ──────┘
+//! ```
+//!
+//! 1. [`start`] declares the `RUNS` stream, reads each trigger's state from the store
+//!    (tree [`state::TREE`]), subscribes to its subjects (queue group `scheduler`, so
+//!    replicas share events and requests), starts the actor and waits for its first tick,
+//!    which handles the fires missed while the scheduler was down.
+//! 2. Every [`SchedulerOptions::tick`] the actor asks the [`Clock`](concierto_core::clock::Clock)
+//!    for the time (never the system directly, so tests run a month in milliseconds) and
+//!    takes every scheduled fire in `(cursor, now]`. A fire at most
+//!    [`SchedulerOptions::misfire_grace`] old fires; older ones were missed and follow the
+//!    trigger's `misfire` policy ([`timing::plan_due`]): `skip` fires none, `fire_once` the
+//!    latest, `fire_all: N` the latest N; the rest are logged at warn and counted. On the
+//!    very first start there is no cursor: it is set to the start time and nothing is
+//!    missed.
+//! 3. A fire is `StartRun { run_id, workflow, trigger, fire_time, priority, requested_by,
+//!    cause }` published with its run id as the message id ([`runs`] says how ids are
+//!    formed). The run id names the fire, not the process, so two schedulers, or one that
+//!    restarts, publish the same id and the stream stores it once (within its duplicate
+//!    window; the orchestrator also keys runs by id). After a successful publish the
+//!    trigger's state is written and flushed before anything else happens: a crash in
+//!    between only publishes the same id again.
+//! 4. Every fire logs one `trigger fired` line at info (trigger, run_id, fire_time); every
+//!    missed fire one `missed fire` line at warn. Nothing is dropped silently.
+//!
+//! All fires go through one actix actor whose firing handlers are atomic, so fires are
+//! handled one batch at a time and the in-memory state never races the store.
+//! [`ServiceHandle::stop`] lets the work in flight finish, then stops the listeners and
+//! the actor and flushes the store.
+//!
+//! The scheduler must be started inside an actix `System` (`#[actix_rt::test]`,
+//! `actix::System::with_tokio_rt`); outside one, [`start`] returns
+//! [`SchedulerError::NoSystem`].
+
+mod actor;
+mod listen;
+pub mod runs;
+pub mod state;
+pub mod timing;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use concierto_bus::{Bus, BusError, BusExt, StreamLimits, standard_streams};
+use concierto_core::clock::SharedClock;
+use concierto_core::config::{Studio, TriggerKind};
+use concierto_core::service::ServiceHandle;
+use concierto_core::store::{KvStore, StoreError};
+use concierto_core::subjects::{
+    CONTENT_INGESTED, METRIC_EVENTS, RUN_START, SCHEDULER_FIRE, SCHEDULER_TRIGGERS,
+};
+use concierto_proto::v1::{ContentItem, FireTriggerRequest, ListTriggersRequest, ThresholdCrossed};
+
+use crate::actor::{Core, SchedulerActor, Tick};
+
+pub use crate::runs::{
+    content_matches, content_run_id, manual_run_id, scheduled_run_id, threshold_run_id,
+};
+pub use crate::state::{TriggerState, load_state};
+pub use crate::timing::{DuePlan, fires_between, next_fire, plan_due};
+
+/// Queue group of every scheduler subscription: replicas share events and requests.
+pub const QUEUE_GROUP: &str = "scheduler";
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// How often it looks at the clock (1 s by default; tests use milliseconds).
+    pub tick: Duration,
+    /// This process's name in the logs.
+    pub instance: String,
+    /// How late a scheduled fire may be found and still fire as on time (60 s by
+    /// default). An older one was missed and follows its trigger's misfire policy.
+    pub misfire_grace: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            tick: Duration::from_secs(1),
+            instance: format!("scheduler-{}", std::process::id()),
+            misfire_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What can go wrong in the scheduler.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// `start` was called outside an actix System.
+    #[error(
+        "the scheduler runs actix actors and must be started inside an actix System \
+         (actix::System::with_tokio_rt, or #[actix_rt::test] in tests)"
+    )]
+    NoSystem,
+    /// The bus refused something.
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+    /// The store refused something.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A trigger's stored state does not read back.
+    #[error(
+        "the stored state of trigger {trigger:?} is unreadable ({detail}); delete key \
+         \"trigger/{trigger}\" of store tree \"scheduler\" to start it afresh"
+    )]
+    CorruptState {
+        /// The trigger.
+        trigger: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A fire by hand named a trigger the studio does not have.
+    #[error("no trigger named {name:?} (the studio has: {known})")]
+    UnknownTrigger {
+        /// The name asked for.
+        name: String,
+        /// The triggers there are.
+        known: String,
+    },
+    /// A fire was not published because an earlier step for its trigger failed.
+    #[error("trigger {trigger:?} did not fire: {reason}")]
+    NotFired {
+        /// The trigger.
+        trigger: String,
+        /// Why.
+        reason: String,
+    },
+    /// A store write on a blocking thread did not finish.
+    #[error("a store write did not finish: {0}")]
+    Blocking(String),
+    /// The scheduler stopped before answering.
+    #[error("the scheduler has stopped")]
+    Stopped,
+}
+
+impl SchedulerError {
+    /// The `Concierto-Error` header value of a reply carrying this error
+    /// (`not_found: ...`, `unavailable: ...`, `internal: ...`).
+    pub fn reply_header(&self) -> String {
+        let code = match self {
+            SchedulerError::UnknownTrigger { .. } => "not_found",
+            SchedulerError::Bus(_) | SchedulerError::NotFired { .. } | SchedulerError::Stopped => {
+                "unavailable"
+            }
+            _ => "internal",
+        };
+        format!("{code}: {self}")
+    }
+}
+
+/// Starts the scheduler for `studio`: publishes runs on `bus`, keeps its state in `store`
+/// (tree `scheduler`), reads the time from `clock`. Returns once the fires missed while
+/// it was down have been handled; stop it with [`ServiceHandle::stop`].
+pub async fn start(
+    studio: Arc<Studio>,
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn KvStore>,
+    clock: SharedClock,
+    opts: SchedulerOptions,
+) -> Result<ServiceHandle, SchedulerError> {
+    if actix::System::try_current().is_none() {
+        return Err(SchedulerError::NoSystem);
+    }
+    let limits = StreamLimits {
+        max_age: studio.server.bus.max_age,
+        max_bytes: studio.server.bus.max_bytes,
+        max_msgs: studio.server.bus.max_msgs,
+        duplicate_window: studio.server.bus.duplicate_window,
+    };
+    for spec in standard_streams(&limits)
+        .iter()
+        .filter(|s| s.subjects.iter().any(|s| s == RUN_START))
+    {
+        bus.ensure_stream(spec).await?;
+    }
+
+    let now = clock.now();
+    let mut states = Vec::with_capacity(studio.triggers.len());
+    for trigger in &studio.triggers {
+        let mut state = load_state(store.as_ref(), &trigger.name)?;
+        if matches!(trigger.kind, TriggerKind::Scheduled { .. }) && state.cursor.is_none() {
+            tracing::info!(trigger = %trigger.name, from = %now.to_rfc3339(), "first start of this trigger: it fires from now on");
+            state.cursor = Some(now);
+            state::save_state(store.as_ref(), &trigger.name, &state)?;
+        }
+        states.push(state);
+    }
+
+    // Subscribe before the first tick so that nothing sent meanwhile is lost.
+    let content = bus
+        .queue_subscribe_proto::<ContentItem>(CONTENT_INGESTED, QUEUE_GROUP)
+        .await?;
+    let metrics = bus
+        .queue_subscribe_proto::<ThresholdCrossed>(METRIC_EVENTS, QUEUE_GROUP)
+        .await?;
+    let fire = bus
+        .queue_subscribe_proto::<FireTriggerRequest>(SCHEDULER_FIRE, QUEUE_GROUP)
+        .await?;
+    let list = bus
+        .queue_subscribe_proto::<ListTriggersRequest>(SCHEDULER_TRIGGERS, QUEUE_GROUP)
+        .await?;
+
+    let instance = opts.instance.clone();
+    let core = Arc::new(Core {
+        studio: studio.clone(),
+        bus: bus.clone(),
+        store: store.clone(),
+        clock,
+        instance: opts.instance,
+        tick: opts.tick,
+        misfire_grace: opts.misfire_grace,
+    });
+    let addr = SchedulerActor::new(core, states).start();
+    addr.send(Tick).await.map_err(|_| SchedulerError::Stopped)?;
+    tracing::info!(
+        instance = %instance,
+        triggers = studio.triggers.len(),
+        tick = ?opts.tick,
+        "scheduler started"
+    );
+
+    let (handle, control) = ServiceHandle::new("scheduler");
+    let listeners = vec![
+        actix::spawn(listen::content(
+            content,
+            addr.clone(),
+            control.signal.clone(),
+        )),
+        actix::spawn(listen::metrics(
+            metrics,
+            addr.clone(),
+            control.signal.clone(),
+        )),
+        actix::spawn(listen::fire(
+            fire,
+            addr.clone(),
+            bus.clone(),
+            control.signal.clone(),
+        )),
+        actix::spawn(listen::list(
+            list,
+            addr.clone(),
+            bus,
+            control.signal.clone(),
+        )),
+    ];
+    actix::spawn(listen::supervise(control, listeners, addr, store, instance));
+    Ok(handle)
+}

@@ -154,6 +154,7 @@ const TOP: &[&str] = &[
     "reviewers",
     "workflows",
     "triggers",
+    "demo_triggers",
     "feedback_loops",
     "content_sources",
     "progress_metrics",
@@ -171,13 +172,17 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
     let feedback_loops = feedback_loops_section(w, root.get("feedback_loops"));
     let mut paths = Paths::default();
     let workflows = workflows_section(w, root.get("workflows"), &mut paths);
-    let triggers = triggers_section(
-        w,
-        root.get("triggers"),
-        studio.timezone,
-        &workflows,
-        &mut paths,
-    );
+    let mut triggers = Vec::new();
+    for section in ["triggers", "demo_triggers"] {
+        triggers.extend(triggers_section(
+            w,
+            section,
+            root.get(section),
+            studio.timezone,
+            &workflows,
+            &mut paths,
+        ));
+    }
     let content_sources = content_sources_section(w, root.get("content_sources"));
     let progress_metrics = progress_metrics_section(w, root.get("progress_metrics"));
     let s = Studio {
@@ -687,17 +692,18 @@ fn workflow_ref(
 
 fn triggers_section(
     w: &mut Walker<'_>,
+    section: &str,
     v: Option<&Value>,
     studio_tz: chrono_tz::Tz,
     workflows: &IndexMap<String, Workflow>,
     paths: &mut Paths,
 ) -> Vec<Trigger> {
     let mut out = Vec::new();
-    let Some(m) = w.map(v, "triggers") else {
+    let Some(m) = w.map(v, section) else {
         return out;
     };
-    w.known_keys(m, "triggers", &["scheduled", "event_based"]);
-    for (name, v, p) in w.named_list(m.get("scheduled"), "triggers.scheduled") {
+    w.known_keys(m, section, &["scheduled", "event_based"]);
+    for (name, v, p) in w.named_list(m.get("scheduled"), &child(section, "scheduled")) {
         let Some(t) = w.map(Some(v), &p) else {
             continue;
         };
@@ -776,7 +782,7 @@ fn triggers_section(
             });
         }
     }
-    for (name, v, p) in w.named_list(m.get("event_based"), "triggers.event_based") {
+    for (name, v, p) in w.named_list(m.get("event_based"), &child(section, "event_based")) {
         let Some(t) = w.map(Some(v), &p) else {
             continue;
         };

@@ -21,7 +21,9 @@ pub struct Studio {
     pub studio: StudioSection,
     /// `server`.
     pub server: ServerSection,
-    /// `triggers.scheduled` then `triggers.event_based`, in file order.
+    /// `triggers.scheduled`, `triggers.event_based`, then the same lists of
+    /// `demo_triggers` (triggers a studio adds beyond the seed's, such as the
+    /// example studio's short-interval demo), in file order.
     pub triggers: Vec<Trigger>,
     /// `feedback_loops`.
     pub feedback_loops: FeedbackLoops,

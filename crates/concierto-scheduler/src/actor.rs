@@ -1,0 +1,540 @@
+//! The scheduler actor: owns every trigger's state and is the only thing that fires.
+//!
+//! Every message that may fire (a tick, an event, a fire by hand) is handled atomically
+//! ([`AtomicResponse`]): while its publishes and store writes are in flight the actor takes
+//! no other message and skips its ticks, so fires are handled one batch at a time, in
+//! order, and the in-memory state never races the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use concierto_bus::{Bus, BusExt};
+use concierto_core::clock::SharedClock;
+use concierto_core::config::{EventFilter, Misfire, Studio, TriggerKind, When};
+use concierto_core::grammar::format_duration;
+use concierto_core::store::KvStore;
+use concierto_core::subjects::RUN_START;
+use concierto_proto::v1::{self, ContentItem, ListTriggersResponse, StartRun, ThresholdCrossed};
+
+use crate::SchedulerError;
+use crate::runs::{self, timestamp};
+use crate::state::{TriggerState, save_state_async};
+use crate::timing::{fires_between, next_fire, plan_due};
+
+/// Due fires looked at per trigger and tick. A larger backlog (a per-second cron after a
+/// long outage) is worked through a page per tick; every full page but the last is
+/// counted missed whatever the policy.
+const MAX_DUE: usize = 10_000;
+
+/// What the actor shares with the futures it runs.
+pub(crate) struct Core {
+    pub studio: Arc<Studio>,
+    pub bus: Arc<dyn Bus>,
+    pub store: Arc<dyn KvStore>,
+    pub clock: SharedClock,
+    pub instance: String,
+    pub tick: Duration,
+    pub misfire_grace: Duration,
+}
+
+/// One decision about one fire of a trigger.
+enum Decision {
+    /// A scheduled fire that will never start.
+    Missed {
+        fire_time: DateTime<Utc>,
+        policy: Misfire,
+    },
+    /// Publish this run.
+    Fire {
+        start: Box<StartRun>,
+        fire_time: DateTime<Utc>,
+        /// Moves the misfire cursor (scheduled fires do; events and fires by hand do not).
+        scheduled: bool,
+    },
+}
+
+/// The decisions about one trigger, oldest first, with its state before them.
+struct Work {
+    index: usize,
+    state: TriggerState,
+    decisions: Vec<Decision>,
+}
+
+/// One trigger's state after its work, and each fire's run id or failure.
+struct Outcome {
+    index: usize,
+    state: TriggerState,
+    results: Vec<Result<String, SchedulerError>>,
+}
+
+/// The actor.
+pub(crate) struct SchedulerActor {
+    core: Arc<Core>,
+    /// Per trigger, in `studio.triggers` order.
+    states: Vec<TriggerState>,
+    /// Per trigger: the next scheduled fire after its cursor (`None` for events, or a
+    /// schedule that never fires again).
+    next: Vec<Option<DateTime<Utc>>>,
+}
+
+impl SchedulerActor {
+    pub(crate) fn new(core: Arc<Core>, states: Vec<TriggerState>) -> Self {
+        let mut actor = SchedulerActor {
+            next: vec![None; states.len()],
+            core,
+            states,
+        };
+        for index in 0..actor.states.len() {
+            actor.refresh_next(index);
+        }
+        actor
+    }
+
+    fn refresh_next(&mut self, index: usize) {
+        let next = match (
+            &self.core.studio.triggers[index].kind,
+            self.states[index].cursor,
+        ) {
+            (TriggerKind::Scheduled { when, timezone, .. }, Some(cursor)) => {
+                next_fire(when, *timezone, cursor)
+            }
+            _ => None,
+        };
+        self.next[index] = next;
+    }
+
+    /// Work for every scheduled trigger with fires due at `now`.
+    fn due_work(&self, now: DateTime<Utc>) -> Vec<Work> {
+        let studio = &self.core.studio;
+        let mut work = Vec::new();
+        for (index, trigger) in studio.triggers.iter().enumerate() {
+            let TriggerKind::Scheduled {
+                when,
+                timezone,
+                misfire,
+            } = &trigger.kind
+            else {
+                continue;
+            };
+            if self.next[index].is_none_or(|next| next > now) {
+                continue;
+            }
+            let state = &self.states[index];
+            let from = state.cursor.unwrap_or(now);
+            let due = fires_between(when, *timezone, from, now, MAX_DUE);
+            let plan = if due.len() == MAX_DUE {
+                crate::timing::DuePlan {
+                    fire: Vec::new(),
+                    missed: due,
+                }
+            } else {
+                plan_due(&due, now, self.core.misfire_grace, *misfire)
+            };
+            let mut decisions: Vec<(DateTime<Utc>, Decision)> = plan
+                .missed
+                .into_iter()
+                .map(|t| {
+                    (
+                        t,
+                        Decision::Missed {
+                            fire_time: t,
+                            policy: *misfire,
+                        },
+                    )
+                })
+                .chain(plan.fire.into_iter().map(|t| {
+                    (
+                        t,
+                        Decision::Fire {
+                            start: Box::new(runs::scheduled_start(studio, trigger, t)),
+                            fire_time: t,
+                            scheduled: true,
+                        },
+                    )
+                }))
+                .collect();
+            decisions.sort_by_key(|(t, _)| *t);
+            work.push(Work {
+                index,
+                state: state.clone(),
+                decisions: decisions.into_iter().map(|(_, d)| d).collect(),
+            });
+        }
+        work
+    }
+
+    /// Work for unscheduled fires (events, by hand): one fire per start, grouped by trigger.
+    fn fire_work(&self, starts: Vec<StartRun>) -> Vec<Work> {
+        let mut work: Vec<Work> = Vec::new();
+        for start in starts {
+            let Some(index) = self.index_of(&start.trigger) else {
+                continue;
+            };
+            let fire_time = start
+                .fire_time
+                .as_ref()
+                .map_or_else(|| self.core.clock.now(), runs::date_time);
+            let decision = Decision::Fire {
+                start: Box::new(start),
+                fire_time,
+                scheduled: false,
+            };
+            match work.iter_mut().find(|w| w.index == index) {
+                Some(w) => w.decisions.push(decision),
+                None => work.push(Work {
+                    index,
+                    state: self.states[index].clone(),
+                    decisions: vec![decision],
+                }),
+            }
+        }
+        work
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.core
+            .studio
+            .triggers
+            .iter()
+            .position(|t| t.name == name)
+    }
+
+    /// Runs `work` and folds its outcome into the actor's state; resolves to every fire's
+    /// result, in order.
+    fn run(
+        &mut self,
+        work: Vec<Work>,
+    ) -> ResponseActFuture<Self, Vec<Result<String, SchedulerError>>> {
+        if work.is_empty() {
+            return Box::pin(fut::ready(Vec::new()));
+        }
+        let core = self.core.clone();
+        Box::pin(
+            execute(core, work)
+                .into_actor(self)
+                .map(|outcomes, act, _| {
+                    let mut results = Vec::new();
+                    for outcome in outcomes {
+                        act.states[outcome.index] = outcome.state;
+                        act.refresh_next(outcome.index);
+                        results.extend(outcome.results);
+                    }
+                    results
+                }),
+        )
+    }
+
+    /// The fires due now, if any.
+    fn tick(&mut self) -> Option<ResponseActFuture<Self, ()>> {
+        let work = self.due_work(self.core.clock.now());
+        if work.is_empty() {
+            return None;
+        }
+        Some(Box::pin(self.run(work).map(|_, _, _| ())))
+    }
+
+    fn list(&self) -> ListTriggersResponse {
+        let triggers = self
+            .core
+            .studio
+            .triggers
+            .iter()
+            .enumerate()
+            .map(|(index, t)| {
+                let state = &self.states[index];
+                let (kind, spec, timezone) = match &t.kind {
+                    TriggerKind::Scheduled { when, timezone, .. } => {
+                        let spec = match when {
+                            When::Schedule(s) => s.to_string(),
+                            When::Interval(d) => format_duration(*d),
+                        };
+                        ("scheduled", spec, timezone.name().to_string())
+                    }
+                    TriggerKind::Event(EventFilter::NewContent { sources }) => (
+                        "event",
+                        format!("source: [{}]", sources.join(", ")),
+                        String::new(),
+                    ),
+                    TriggerKind::Event(EventFilter::Threshold(pred)) => {
+                        ("event", format!("metric: {pred}"), String::new())
+                    }
+                };
+                v1::Trigger {
+                    name: t.name.clone(),
+                    kind: kind.to_string(),
+                    spec,
+                    workflow: t.workflow.clone(),
+                    agents: t.agents.clone(),
+                    timezone,
+                    next_fire: self.next[index].map(timestamp),
+                    last_fire: state.last_fire.map(timestamp),
+                    fires: state.fires,
+                    missed: state.missed,
+                }
+            })
+            .collect();
+        ListTriggersResponse { triggers }
+    }
+}
+
+/// Publishes and records `work`, trigger by trigger, decision by decision, oldest first.
+///
+/// A missed fire is logged at warn and counted; a fire is published with its run id as
+/// message id and recorded (state written and flushed) before the next decision. When a
+/// publish fails the rest of that trigger's decisions wait: a scheduled fire stays due and
+/// is tried again at the next tick.
+async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(work.len());
+    for Work {
+        index,
+        mut state,
+        decisions,
+    } in work
+    {
+        let name = core.studio.triggers[index].name.clone();
+        let mut results = Vec::new();
+        let mut unsaved = false;
+        let mut blocked: Option<String> = None;
+        for decision in decisions {
+            if let Some(reason) = &blocked {
+                if let Decision::Fire { .. } = decision {
+                    results.push(Err(SchedulerError::NotFired {
+                        trigger: name.clone(),
+                        reason: reason.clone(),
+                    }));
+                }
+                continue;
+            }
+            match decision {
+                Decision::Missed { fire_time, policy } => {
+                    tracing::warn!(
+                        trigger = %name,
+                        fire_time = %fire_time.to_rfc3339(),
+                        policy = ?policy,
+                        instance = %core.instance,
+                        "missed fire: not started"
+                    );
+                    state.missed += 1;
+                    state.cursor = state.cursor.max(Some(fire_time));
+                    unsaved = true;
+                }
+                Decision::Fire {
+                    start,
+                    fire_time,
+                    scheduled,
+                } => {
+                    if unsaved {
+                        if let Err(e) =
+                            save_state_async(core.store.clone(), name.clone(), state.clone()).await
+                        {
+                            tracing::error!(trigger = %name, error = %e, "could not record missed fires; not firing until it can");
+                            results.push(Err(SchedulerError::NotFired {
+                                trigger: name.clone(),
+                                reason: e.to_string(),
+                            }));
+                            blocked = Some(e.to_string());
+                            continue;
+                        }
+                        unsaved = false;
+                    }
+                    match core
+                        .bus
+                        .publish_durable_proto(RUN_START, start.as_ref(), &start.run_id)
+                        .await
+                    {
+                        Ok(ack) => {
+                            if !ack.duplicate {
+                                state.fires += 1;
+                            }
+                            state.last_fire = state.last_fire.max(Some(fire_time));
+                            if scheduled {
+                                state.cursor = state.cursor.max(Some(fire_time));
+                            }
+                            tracing::info!(
+                                trigger = %name,
+                                run_id = %start.run_id,
+                                fire_time = %fire_time.to_rfc3339(),
+                                workflow = %start.workflow,
+                                duplicate = ack.duplicate,
+                                instance = %core.instance,
+                                "trigger fired"
+                            );
+                            if let Err(e) =
+                                save_state_async(core.store.clone(), name.clone(), state.clone())
+                                    .await
+                            {
+                                // The run is started; the worst a crash now does is publish
+                                // the same id again, which the bus drops as a duplicate.
+                                tracing::error!(trigger = %name, run_id = %start.run_id, error = %e, "could not record a fire");
+                                blocked = Some(e.to_string());
+                            }
+                            results.push(Ok(start.run_id.clone()));
+                        }
+                        Err(e) => {
+                            tracing::error!(
+                                trigger = %name,
+                                run_id = %start.run_id,
+                                fire_time = %fire_time.to_rfc3339(),
+                                error = %e,
+                                "could not publish a fire; it stays due"
+                            );
+                            blocked = Some(e.to_string());
+                            results.push(Err(e.into()));
+                        }
+                    }
+                }
+            }
+        }
+        if unsaved
+            && let Err(e) = save_state_async(core.store.clone(), name.clone(), state.clone()).await
+        {
+            tracing::error!(trigger = %name, error = %e, "could not record missed fires");
+        }
+        outcomes.push(Outcome {
+            index,
+            state,
+            results,
+        });
+    }
+    outcomes
+}
+
+impl Actor for SchedulerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.core.tick, |act, ctx| {
+            // actix calls this again at once for every tick missed while a batch was in
+            // flight; planning then would use the state from before that batch.
+            if ctx.waiting() {
+                return;
+            }
+            if let Some(fut) = act.tick() {
+                ctx.wait(fut);
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::info!(instance = %self.core.instance, "scheduler stopped");
+    }
+}
+
+/// Fire every scheduled fire due now (and apply misfire policies).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Tick;
+
+impl Handler<Tick> for SchedulerActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: Tick, _: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(self.tick().unwrap_or_else(|| Box::pin(fut::ready(()))))
+    }
+}
+
+/// New content arrived.
+#[derive(Message)]
+#[rtype(result = "Vec<Result<String, SchedulerError>>")]
+pub(crate) struct Content(pub ContentItem);
+
+impl Handler<Content> for SchedulerActor {
+    type Result = AtomicResponse<Self, Vec<Result<String, SchedulerError>>>;
+
+    fn handle(&mut self, msg: Content, _: &mut Self::Context) -> Self::Result {
+        let starts = runs::content_starts(&self.core.studio, &msg.0, self.core.clock.now());
+        if starts.is_empty() {
+            tracing::debug!(source = %msg.0.source, item = %msg.0.item_id, "new content fires no trigger");
+        }
+        let work = self.fire_work(starts);
+        AtomicResponse::new(self.run(work))
+    }
+}
+
+/// A metric crossed a threshold.
+#[derive(Message)]
+#[rtype(result = "Vec<Result<String, SchedulerError>>")]
+pub(crate) struct Threshold(pub ThresholdCrossed);
+
+impl Handler<Threshold> for SchedulerActor {
+    type Result = AtomicResponse<Self, Vec<Result<String, SchedulerError>>>;
+
+    fn handle(&mut self, msg: Threshold, _: &mut Self::Context) -> Self::Result {
+        let starts = runs::threshold_starts(&self.core.studio, &msg.0, self.core.clock.now());
+        if starts.is_empty() {
+            tracing::debug!(metric = %msg.0.metric, value = msg.0.value, entered = msg.0.entered, "threshold event fires no trigger");
+        }
+        let work = self.fire_work(starts);
+        AtomicResponse::new(self.run(work))
+    }
+}
+
+/// Fire a trigger by hand now.
+#[derive(Message)]
+#[rtype(result = "Result<String, SchedulerError>")]
+pub(crate) struct FireNow {
+    pub name: String,
+    pub priority: v1::Priority,
+}
+
+impl Handler<FireNow> for SchedulerActor {
+    type Result = AtomicResponse<Self, Result<String, SchedulerError>>;
+
+    fn handle(&mut self, msg: FireNow, _: &mut Self::Context) -> Self::Result {
+        let studio = self.core.studio.clone();
+        let Some(trigger) = studio.triggers.iter().find(|t| t.name == msg.name) else {
+            let known = studio
+                .triggers
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return AtomicResponse::new(Box::pin(fut::ready(Err(
+                SchedulerError::UnknownTrigger {
+                    name: msg.name,
+                    known,
+                },
+            ))));
+        };
+        let start = runs::manual_start(&studio, trigger, self.core.clock.now(), msg.priority);
+        let name = trigger.name.clone();
+        let work = self.fire_work(vec![start]);
+        AtomicResponse::new(Box::pin(self.run(work).map(move |results, _, _| {
+            results
+                .into_iter()
+                .next()
+                .unwrap_or(Err(SchedulerError::NotFired {
+                    trigger: name,
+                    reason: "nothing was published".to_string(),
+                }))
+        })))
+    }
+}
+
+/// Every trigger with its state.
+#[derive(Message)]
+#[rtype(result = "ListTriggersResponse")]
+pub(crate) struct List;
+
+impl Handler<List> for SchedulerActor {
+    type Result = MessageResult<List>;
+
+    fn handle(&mut self, _: List, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.list())
+    }
+}
+
+/// Stop after the work in flight.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Shutdown;
+
+impl Handler<Shutdown> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
