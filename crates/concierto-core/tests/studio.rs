@@ -181,7 +181,9 @@ fn example_studio_loads_with_20_roles_and_one_warning_for_instagram() {
     // `load` gives the same studio (warnings are only logged).
     let loaded = load(&example_file()).expect("load fails on the example studio");
     assert_eq!(loaded.roles.len(), 20);
-    assert_eq!(loaded.triggers.len(), 5);
+    // The seed's five and the example's demo trigger.
+    assert_eq!(loaded.triggers.len(), 6);
+    assert_eq!(loaded.triggers[5].name, "studio_demo");
 }
 
 #[test]
@@ -198,6 +200,7 @@ fn example_studio_triggers_parse_to_their_schedules_interval_sources_and_predica
             "continuous_optimization",
             "on_new_inspiration",
             "on_performance_threshold",
+            "studio_demo",
         ]
     );
     let t = &studio.triggers;
@@ -905,7 +908,7 @@ fn env_overrides_change_nats_url_and_bus_max_deliver() {
     // The rest is as in the file.
     assert_eq!(studio.server.bus.ack_wait, secs(30));
     assert_eq!(studio.server.grpc_addr, "127.0.0.1:50051");
-    assert_eq!(studio.triggers.len(), 5);
+    assert_eq!(studio.triggers.len(), 6);
 
     let loaded = load_with_env(&example_file(), env).unwrap();
     assert_eq!(loaded.server.nats_url, "nats://10.1.2.3:4333");
