@@ -1,8 +1,13 @@
 //! `concierto`: the one binary of Concierto.
 //!
-//! Today it validates a studio (`concierto validate FILE`). Running the studio
-//! (`up`, `serve`, `agent`) and the admin client commands come with their issues;
-//! until then those commands say so and exit with status 2.
+//! - `validate FILE`: check a studio, every problem with file, line and key.
+//! - `up`: every service in one process on the embedded bus.
+//! - `serve <service>... --nats URL`: chosen services against NATS.
+//! - `agent --role R --nats URL`: workers for one role against NATS.
+//!
+//! The admin client commands come with the admin API.
+
+mod services;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,54 +36,127 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
-    /// Run every service of the studio in one process (not built yet).
+    /// Run every service of the studio in one process on the embedded bus, with
+    /// data under the studio's data folder; Ctrl-C stops it cleanly.
     Up {
         /// The studio file.
         #[arg(default_value = "examples/studio/concierto.yaml")]
         file: PathBuf,
+        /// Where services keep their data (default: the studio's `server.data_dir`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Log lines as JSON.
+        #[arg(long)]
+        log_json: bool,
     },
-    /// Run chosen services against NATS (not built yet).
+    /// Run chosen services (scheduler, orchestrator) against NATS.
     Serve {
         /// Services to run.
+        #[arg(required = true)]
         services: Vec<String>,
-        /// NATS URL.
+        /// NATS URL (default: the studio's `server.nats_url`).
         #[arg(long, env = "CONCIERTO_NATS_URL")]
         nats: Option<String>,
+        /// The studio file.
+        #[arg(long, default_value = "examples/studio/concierto.yaml", env = "CONCIERTO_STUDIO")]
+        file: PathBuf,
+        /// Where services keep their data (default: the studio's `server.data_dir`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Log lines as JSON.
+        #[arg(long)]
+        log_json: bool,
     },
-    /// Run a worker for one agent role (not built yet).
+    /// Run workers for one agent role against NATS; SIGTERM drains them.
     Agent {
         /// The role.
         #[arg(long)]
         role: String,
-        /// NATS URL.
+        /// Workers in this process.
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+        /// Worker id prefix (default: the process id).
+        #[arg(long)]
+        id: Option<String>,
+        /// NATS URL (default: the studio's `server.nats_url`).
         #[arg(long, env = "CONCIERTO_NATS_URL")]
         nats: Option<String>,
+        /// The studio file.
+        #[arg(long, default_value = "examples/studio/concierto.yaml", env = "CONCIERTO_STUDIO")]
+        file: PathBuf,
+        /// Log lines as JSON.
+        #[arg(long)]
+        log_json: bool,
     },
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Validate { file, strict } => validate(&file, strict),
-        Command::Up { .. } => not_built("up"),
-        Command::Serve { .. } => not_built("serve"),
-        Command::Agent { .. } => not_built("agent"),
+fn init_logs(default: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
-fn not_built(command: &str) -> ExitCode {
-    eprintln!(
-        "concierto {command}: not built yet. The scheduler, orchestrator and agent workers land \
-         with the autonomous-loop issue; today `concierto validate FILE` checks a studio."
-    );
-    ExitCode::from(2)
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { file, strict } => {
+            init_logs("warn", false);
+            validate(&file, strict)
+        }
+        Command::Up { file, data, log_json } => {
+            init_logs("info", log_json);
+            run(async move { services::up(&file, data).await })
+        }
+        Command::Serve {
+            services: names,
+            nats,
+            file,
+            data,
+            log_json,
+        } => {
+            init_logs("info", log_json);
+            run(async move { services::serve(&file, &names, nats, data).await })
+        }
+        Command::Agent {
+            role,
+            replicas,
+            id,
+            nats,
+            file,
+            log_json,
+        } => {
+            init_logs("info", log_json);
+            run(async move { services::agent(&file, &role, replicas, id, nats).await })
+        }
+    }
+}
+
+/// Runs `fut` inside an actix System on a multi-threaded tokio runtime (actors
+/// need the System; tonic, axum and async-nats need tokio).
+fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("concierto: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let system = actix::System::with_tokio_rt(move || rt);
+    match system.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("concierto: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn validate(file: &std::path::Path, strict: bool) -> ExitCode {

@@ -201,20 +201,22 @@ fn help_works_for_the_top_level_and_every_subcommand() {
 }
 
 #[test]
-fn up_serve_and_agent_exit_2_saying_not_built_yet() {
-    for args in [
-        &["up"][..],
-        &["up", EXAMPLE],
-        &["serve", "scheduler"],
-        &["agent", "--role", "content-creator"],
-    ] {
-        let out = concierto(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
-        let err = stderr(&out);
-        assert!(
-            err.contains(&format!("concierto {}: not built yet", args[0])),
-            "{args:?}: {}",
-            show(&out)
-        );
-    }
+fn serve_refuses_unknown_and_unbuilt_services_naming_what_runs() {
+    let out = concierto(&["serve", "--nats", "nats://127.0.0.1:1", "bogus"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("unknown service \"bogus\""), "{}", show(&out));
+    assert!(err.contains("scheduler, orchestrator"), "{}", show(&out));
+}
+
+#[test]
+fn up_on_an_invalid_studio_prints_its_problems_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "triggers:\n  scheduled:\n    - x:\n        time: \"Munday 10:00\"\n        workflow: nope\n").unwrap();
+    let out = concierto(&["up", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = stderr(&out);
+    assert!(err.contains("Munday"), "{}", show(&out));
+    assert!(err.contains("is not a valid studio"), "{}", show(&out));
 }

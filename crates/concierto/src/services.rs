@@ -1,0 +1,241 @@
+//! `concierto up`, `concierto serve` and `concierto agent`: the services of a
+//! studio in one process on the embedded bus, or chosen services against NATS.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use concierto_bus::{Bus, EmbeddedBus, NatsBus, NatsOptions, StreamLimits, ensure_standard_streams};
+use concierto_core::clock::{SharedClock, SystemClock};
+use concierto_core::config::{self, Studio};
+use concierto_core::service::ServiceHandle;
+use concierto_core::store::{KvStore, SledStore};
+
+/// Services `serve` can run.
+pub const SERVICES: &[&str] = &["scheduler", "orchestrator"];
+/// Services of the design that are not built yet.
+const NOT_BUILT: &[&str] = &["feedback", "ingest", "tracker", "admin"];
+
+/// Loads a studio, printing every problem when it has errors.
+pub fn load_studio(file: &Path) -> anyhow::Result<Arc<Studio>> {
+    match config::load(file) {
+        Ok(s) => Ok(Arc::new(s)),
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            bail!("{} is not a valid studio (run `concierto validate {}`)", file.display(), file.display())
+        }
+    }
+}
+
+/// Stream limits from `server.bus`.
+pub fn stream_limits(studio: &Studio) -> StreamLimits {
+    let b = &studio.server.bus;
+    StreamLimits {
+        max_age: b.max_age,
+        max_bytes: b.max_bytes,
+        max_msgs: b.max_msgs,
+        duplicate_window: b.duplicate_window,
+    }
+}
+
+fn open_store(data_dir: &Path, service: &str) -> anyhow::Result<Arc<dyn KvStore>> {
+    let dir = data_dir.join(service);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(Arc::new(SledStore::open(&dir)?))
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn start_service(
+    name: &str,
+    studio: &Arc<Studio>,
+    bus: &Arc<dyn Bus>,
+    data_dir: &Path,
+    clock: &SharedClock,
+) -> anyhow::Result<ServiceHandle> {
+    match name {
+        "orchestrator" => {
+            let store = open_store(data_dir, name)?;
+            let opts = concierto_orchestrator::OrchestratorOptions {
+                ack_wait: studio.server.bus.ack_wait,
+                streams: stream_limits(studio),
+                limits: orchestrator_limits(studio),
+                ..Default::default()
+            };
+            Ok(concierto_orchestrator::start(studio.clone(), bus.clone(), store, clock.clone(), opts).await?)
+        }
+        "scheduler" => {
+            let store = open_store(data_dir, name)?;
+            let opts = concierto_scheduler::SchedulerOptions {
+                instance: format!("scheduler-{}", std::process::id()),
+                ..Default::default()
+            };
+            Ok(concierto_scheduler::start(studio.clone(), bus.clone(), store, clock.clone(), opts).await?)
+        }
+        other if NOT_BUILT.contains(&other) => {
+            bail!("service {other:?} is not built yet; today `serve` runs: {}", SERVICES.join(", "))
+        }
+        other => bail!("unknown service {other:?}; known: {}", SERVICES.join(", ")),
+    }
+}
+
+fn orchestrator_limits(studio: &Studio) -> concierto_orchestrator::Limits {
+    let mut limits = concierto_orchestrator::Limits::default();
+    for (role, settings) in &studio.agents.roles {
+        let replicas = settings.replicas.unwrap_or(1) as usize;
+        let per = settings.max_in_flight.unwrap_or(4) as usize;
+        limits.role_limits.insert(role.clone(), (replicas * per).max(1));
+    }
+    limits
+}
+
+async fn start_workers(
+    studio: &Arc<Studio>,
+    bus: &Arc<dyn Bus>,
+    role: &str,
+    replicas: u32,
+    id_prefix: &str,
+) -> anyhow::Result<Vec<ServiceHandle>> {
+    let def = studio
+        .roles
+        .get(role)
+        .with_context(|| format!("no role {role:?} in the studio's role files"))?
+        .clone();
+    let executor = concierto_agent::executor_for(studio, role)?;
+    let settings = studio.agents.roles.get(role);
+    let mut out = Vec::new();
+    for i in 0..replicas.max(1) {
+        let opts = concierto_agent::WorkerOptions {
+            worker_id: format!("{id_prefix}{i}"),
+            max_in_flight: settings.and_then(|s| s.max_in_flight).unwrap_or(4) as usize,
+            ack_wait: studio.server.bus.ack_wait,
+            max_deliver: studio.server.bus.max_deliver,
+            ..Default::default()
+        };
+        out.push(concierto_agent::start_worker(def.clone(), executor.clone(), bus.clone(), opts).await?);
+    }
+    Ok(out)
+}
+
+/// Stops services in groups, last group first; the services of one group stop
+/// together (e.g. every agent worker drains at once).
+async fn stop_all(groups: Vec<Vec<ServiceHandle>>) {
+    for group in groups.into_iter().rev() {
+        let stops = group.into_iter().map(|h| async move {
+            let name = h.name().to_string();
+            if let Err(e) = h.stop().await {
+                tracing::error!(service = %name, error = %e, "stopped with an error");
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
+}
+
+/// `concierto up`: every service in one process on the embedded bus.
+pub async fn up(file: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let studio = load_studio(file)?;
+    let data_dir = data_dir.unwrap_or_else(|| studio.server.data_dir.clone());
+    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(studio.server.subject_prefix.clone()));
+    ensure_standard_streams(bus.as_ref(), &stream_limits(&studio)).await?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    // Stopped in reverse: the scheduler first, then the workers drain, then the orchestrator.
+    let mut handles = vec![vec![start_service("orchestrator", &studio, &bus, &data_dir, &clock).await?]];
+    let mut workers = Vec::new();
+    for role in studio.roles.keys() {
+        let replicas = studio.agents.roles.get(role).and_then(|s| s.replicas).unwrap_or(1);
+        workers.extend(start_workers(&studio, &bus, role, replicas, "up-").await?);
+    }
+    handles.push(workers);
+    handles.push(vec![start_service("scheduler", &studio, &bus, &data_dir, &clock).await?]);
+    tracing::info!(
+        studio = %studio.studio.name,
+        roles = studio.roles.len(),
+        triggers = studio.triggers.len(),
+        data = %data_dir.display(),
+        "studio up; Ctrl-C stops it"
+    );
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    stop_all(handles).await;
+    Ok(())
+}
+
+async fn connect(url: &str, studio: &Studio, name: &str) -> anyhow::Result<Arc<dyn Bus>> {
+    let opts = NatsOptions {
+        prefix: studio.server.subject_prefix.clone(),
+        client_name: name.to_string(),
+        connect_timeout: Duration::from_secs(10),
+    };
+    let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(url, opts).await?);
+    ensure_standard_streams(bus.as_ref(), &stream_limits(studio)).await?;
+    Ok(bus)
+}
+
+/// `concierto serve`: chosen services against NATS.
+pub async fn serve(file: &Path, services: &[String], nats: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    if services.is_empty() {
+        bail!("name the services to run: {}", SERVICES.join(", "));
+    }
+    for s in services {
+        if NOT_BUILT.contains(&s.as_str()) {
+            bail!("service {s:?} is not built yet; today `serve` runs: {}", SERVICES.join(", "));
+        }
+        if !SERVICES.contains(&s.as_str()) {
+            bail!("unknown service {s:?}; known: {}", SERVICES.join(", "));
+        }
+    }
+    let studio = load_studio(file)?;
+    let url = nats.unwrap_or_else(|| studio.server.nats_url.clone());
+    let data_dir = data_dir.unwrap_or_else(|| studio.server.data_dir.clone());
+    let bus = connect(&url, &studio, &format!("concierto-serve-{}", services.join("-"))).await?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let mut handles = Vec::new();
+    for s in services {
+        handles.push(vec![start_service(s, &studio, &bus, &data_dir, &clock).await?]);
+        tracing::info!(service = %s, nats = %url, "service started");
+    }
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    stop_all(handles).await;
+    bus.flush().await?;
+    Ok(())
+}
+
+/// `concierto agent`: workers of one role against NATS.
+pub async fn agent(file: &Path, role: &str, replicas: u32, id: Option<String>, nats: Option<String>) -> anyhow::Result<()> {
+    let studio = load_studio(file)?;
+    let url = nats.unwrap_or_else(|| studio.server.nats_url.clone());
+    let bus = connect(&url, &studio, &format!("concierto-agent-{role}")).await?;
+    let prefix = id.unwrap_or_else(|| format!("{}-", std::process::id()));
+    let handles = start_workers(&studio, &bus, role, replicas, &prefix).await?;
+    tracing::info!(%role, replicas, nats = %url, "agent workers started");
+    shutdown_signal().await;
+    tracing::info!("draining");
+    stop_all(vec![handles]).await;
+    bus.flush().await?;
+    Ok(())
+}

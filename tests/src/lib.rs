@@ -1,0 +1,232 @@
+//! A sandbox for end-to-end tests: a real nats-server (testkit), a data folder,
+//! and the `concierto` binary started as separate OS processes with the very
+//! commands a deployment runs (`serve scheduler`, `serve orchestrator`,
+//! `agent --role R`). Processes are killed when the sandbox is dropped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concierto_bus::{Bus, BusError, BusExt, NatsBus, NatsOptions};
+use concierto_core::subjects;
+use concierto_proto::v1;
+use concierto_testkit::NatsServer;
+
+/// The `concierto` binary next to the test executable (`target/<profile>/concierto`).
+pub fn concierto_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CONCIERTO_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    profile_dir.join("concierto")
+}
+
+/// The example studio.
+pub fn example_studio() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/studio/concierto.yaml")
+}
+
+/// One running `concierto` process.
+pub struct Proc {
+    name: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Its name in the sandbox.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: dies at once, holding whatever it held.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `within` for it to exit; true if it exited by itself.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The arguments it was started with.
+    pub fn args(&self) -> &[String] {
+        &self.args
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A nats-server, a data folder and `concierto` processes.
+pub struct Sandbox {
+    /// The server.
+    pub nats: NatsServer,
+    dir: tempfile::TempDir,
+    studio: PathBuf,
+    env: Vec<(String, String)>,
+    procs: HashMap<String, Proc>,
+}
+
+impl Sandbox {
+    /// A sandbox on the example studio. `env` are `CONCIERTO__...` overrides for
+    /// every process (e.g. a short `ack_wait`).
+    pub fn new(env: &[(&str, &str)]) -> Self {
+        let nats = NatsServer::start().expect("nats-server starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        Sandbox {
+            nats,
+            dir,
+            studio: example_studio(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            procs: HashMap::new(),
+        }
+    }
+
+    /// The data folder services write under.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts `concierto <args>` as `name`, with the sandbox's NATS, data and studio.
+    pub fn spawn(&mut self, name: &str, args: &[&str]) -> &mut Proc {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(["--nats".into(), self.nats.url(), "--file".into(), self.studio.display().to_string()]);
+        if args.first() == Some(&"serve") {
+            all.extend(["--data".into(), self.data_dir().display().to_string()]);
+        }
+        let log = self.dir.path().join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut cmd = Command::new(concierto_bin());
+        cmd.args(&all)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {}: {e}", concierto_bin().display()));
+        let proc = Proc {
+            name: name.to_string(),
+            args: all,
+            child: Some(child),
+            log,
+        };
+        self.procs.insert(name.to_string(), proc);
+        self.procs.get_mut(name).expect("just inserted")
+    }
+
+    /// A process by name.
+    pub fn proc(&mut self, name: &str) -> &mut Proc {
+        self.procs.get_mut(name).unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    /// What one process logged so far (empty if there is no such process).
+    pub fn procs_log(&self, name: &str) -> String {
+        self.procs.get(name).map(Proc::log).unwrap_or_default()
+    }
+
+    /// Every process's log, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut names: Vec<_> = self.procs.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| format!("----- {n} -----\n{}", self.procs[n].log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A client on the sandbox's NATS with the studio's prefix.
+    pub async fn client(&self) -> Arc<dyn Bus> {
+        Arc::new(
+            NatsBus::connect(&self.nats.url(), NatsOptions::default())
+                .await
+                .expect("client connects"),
+        )
+    }
+}
+
+/// Polls `f` every 50 ms until it gives `Some`, or panics after `within` with `what`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A run from the orchestrator, or `None` if it does not answer or knows no such run.
+pub async fn get_run(bus: &Arc<dyn Bus>, run_id: &str) -> Option<v1::Run> {
+    let req = v1::GetRunRequest { run_id: run_id.to_string() };
+    match bus
+        .request(subjects::ORCHESTRATOR_GET_RUN, concierto_bus::encode(&req), Duration::from_secs(2))
+        .await
+    {
+        Ok(m) if m.headers.get(subjects::ERROR_HEADER).is_none() => {
+            concierto_bus::decode::<v1::GetRunResponse>(&m).ok().and_then(|r| r.run)
+        }
+        Ok(_) | Err(BusError::NoResponders(_)) | Err(BusError::Timeout { .. }) => None,
+        Err(e) => panic!("get run: {e}"),
+    }
+}
+
+/// All runs (pages followed).
+pub async fn list_runs(bus: &Arc<dyn Bus>) -> Option<Vec<v1::Run>> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let req = v1::ListRunsRequest { page_size: 500, page_token: token.clone(), ..Default::default() };
+        let page: v1::ListRunsResponse = bus
+            .request_proto(subjects::ORCHESTRATOR_LIST_RUNS, &req, Duration::from_secs(5))
+            .await
+            .ok()?;
+        out.extend(page.runs);
+        if page.next_page_token.is_empty() {
+            return Some(out);
+        }
+        token = page.next_page_token;
+    }
+}
