@@ -1,1 +1,65 @@
-//! concierto-agent (being written).
+//! The agent worker runtime: what `concierto agent --role <role>` runs, and what
+//! `concierto up` starts once per role replica.
+//!
+//! A worker is one replica of one role. The orchestrator publishes each step
+//! attempt as a `Task` on `task.<role>` (stream `TASKS`); every replica of the
+//! role opens the same durable consumer (durable = the role), so adding replicas
+//! spreads the work. A worker runs up to `max_in_flight` tasks at once, hands
+//! each to its [`Executor`], stores the `TaskResult` on `result.<role>` (stream
+//! `RESULTS`, message id `<task_id>/result`) and only then acknowledges the
+//! task. A worker that dies holding a task never acknowledges it, so JetStream
+//! gives it to another replica after `ack_wait`.
+//!
+//! ```text
+//!   orchestrator ── task.<role> ──▶ TASKS ──▶ durable consumer "<role>" (shared by replicas)
+//!                                               │ fetch up to max_in_flight − in_flight
+//!                                               ▼
+//!              ┌──────────── worker <role>.<id> ────────────────────────────┐
+//!              │ run each task concurrently:                                 │
+//!              │   executor.execute(role, task)   ── in_progress every      │
+//!              │                                     ack_wait/3 while long   │
+//!              │   publish_durable result.<role>  (id <task_id>/result)     │
+//!              │     ok  ─▶ ack       failed ─▶ nak(delay): the task returns │
+//!              │ every heartbeat_every: agent.heartbeat.<role>.<id>          │
+//!              │   state, in_flight, capacity, busy_ms/idle_ms, done/failed  │
+//!              │ stop(): stop fetching ─▶ DRAINING ─▶ finish in-flight tasks │
+//!              │         (results stored, acked) ─▶ STOPPED ─▶ finished      │
+//!              └─────────────────────────────────────────────────────────────┘
+//!   RESULTS ◀── result.<role> ── orchestrator applies it if (run, step, attempt) is open
+//! ```
+//!
+//! **Heartbeats** (`agent.heartbeat.<role>.<worker_id>`, `AgentHeartbeat`):
+//! `worker_id` is `<role>.<worker_id>` as in results; `state` is `STARTING`
+//! (before the consumer is open), `READY`, `DRAINING` (stop asked, finishing
+//! what it holds) and a last `STOPPED`. `busy_ms` and `idle_ms` cover the time
+//! since the previous heartbeat and add up to it: `busy_ms` is the summed
+//! per-slot busy time divided by the capacity (one task for 1 s on a worker
+//! with 4 slots is 250 ms busy), so `busy / (busy + idle)` is the utilisation
+//! of the worker's capacity. `tasks_done` (succeeded) and `tasks_failed`
+//! (`RETRYABLE` or `FAILED`) count results stored since the worker started.
+//!
+//! **Results** carry the task's identity (`task_id`, `run_id`, `step_id`,
+//! `attempt`), the worker, the outcome, the step's `labels` followed by the
+//! executor's, and `usage` with the executor, model, tokens and `latency_ms`
+//! (the time the executor took); the task's `traceparent` header is passed on.
+//! A task with a `deadline` is stopped when it passes (result `RETRYABLE`); an
+//! executor that panics gives a `RETRYABLE` result too.
+//!
+//! The worker does not decide about retries: a failed executor gives a result
+//! with status `RETRYABLE` or `FAILED`, stored and acknowledged like any other;
+//! the orchestrator retries or fails the step. The bus redelivers a task only
+//! when its result could not be stored (or the worker died).
+//!
+//! Executors: [`BuiltinExecutor`] (deterministic, offline; see [`builtin`]) is
+//! the one this crate provides; [`executor_for`] picks a role's executor from
+//! the studio and refuses the kinds not built yet.
+
+pub mod builtin;
+mod error;
+mod executor;
+mod worker;
+
+pub use builtin::{BrandRules, BuiltinExecutor};
+pub use error::AgentError;
+pub use executor::{Executor, Outcome, executor_for};
+pub use worker::{TASKS_STREAM, WorkerOptions, consumer_spec, default_worker_id, start_worker};

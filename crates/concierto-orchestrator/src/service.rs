@@ -14,6 +14,7 @@ use concierto_core::service::{ServiceHandle, StopSignal};
 use concierto_core::store::{KvStore, StoreError};
 use concierto_core::subjects;
 use concierto_proto::v1;
+use tokio::sync::Semaphore;
 
 use crate::engine::{Effects, Engine, EngineError, Limits};
 
@@ -233,12 +234,19 @@ pub async fn start(
     commit(&store, &bus, fx).await;
 
     let (handle, control) = ServiceHandle::new("orchestrator");
+    let commits = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT as usize));
     let signal = control.signal.clone();
     let mut tasks = Vec::new();
 
     // Intake of StartRun.
     {
-        let (addr, bus, store, signal) = (addr.clone(), bus.clone(), store.clone(), signal.clone());
+        let (addr, bus, store, signal, commits) = (
+            addr.clone(),
+            bus.clone(),
+            store.clone(),
+            signal.clone(),
+            commits.clone(),
+        );
         let (wait, batch) = (opts.fetch_wait, opts.batch);
         tasks.push(tokio::spawn(async move {
             while !signal.is_stopped() {
@@ -255,13 +263,19 @@ pub async fn start(
                 }
                 let (inputs, deliveries): (Vec<_>, Vec<_>) =
                     got.into_iter().map(|(s, d)| (Input::Start(s), d)).unzip();
-                apply(&addr, &store, &bus, inputs, deliveries).await;
+                apply(&addr, &store, &bus, &commits, inputs, deliveries).await;
             }
         }));
     }
     // Intake of TaskResult.
     {
-        let (addr, bus, store, signal) = (addr.clone(), bus.clone(), store.clone(), signal.clone());
+        let (addr, bus, store, signal, commits) = (
+            addr.clone(),
+            bus.clone(),
+            store.clone(),
+            signal.clone(),
+            commits.clone(),
+        );
         let (wait, batch) = (opts.fetch_wait, opts.batch);
         tasks.push(tokio::spawn(async move {
             while !signal.is_stopped() {
@@ -278,14 +292,19 @@ pub async fn start(
                 }
                 let (inputs, deliveries): (Vec<_>, Vec<_>) =
                     got.into_iter().map(|(r, d)| (Input::Result(r), d)).unzip();
-                apply(&addr, &store, &bus, inputs, deliveries).await;
+                apply(&addr, &store, &bus, &commits, inputs, deliveries).await;
             }
         }));
     }
     // Timeouts and retries.
     {
-        let (addr, bus, store, mut signal) =
-            (addr.clone(), bus.clone(), store.clone(), signal.clone());
+        let (addr, bus, store, mut signal, commits) = (
+            addr.clone(),
+            bus.clone(),
+            store.clone(),
+            signal.clone(),
+            commits.clone(),
+        );
         let every = opts.tick;
         tasks.push(tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
@@ -293,7 +312,7 @@ pub async fn start(
             loop {
                 tokio::select! {
                     _ = signal.stopped() => break,
-                    _ = interval.tick() => apply(&addr, &store, &bus, vec![Input::Tick], Vec::new()).await,
+                    _ = interval.tick() => apply(&addr, &store, &bus, &commits, vec![Input::Tick], Vec::new()).await,
                 }
             }
         }));
@@ -312,6 +331,8 @@ pub async fn start(
             }
         }
         queries.abort();
+        // Every background commit done.
+        let _ = commits.acquire_many(COMMITS_IN_FLIGHT).await;
         if let Err(e) = store.flush() {
             result = Err(format!("final flush: {e}"));
         }
@@ -335,27 +356,44 @@ impl Handler<StopActor> for Orchestrator {
     }
 }
 
+/// Commits running at once: an intake loop goes on fetching while earlier
+/// batches are flushed and published (each batch's flush still precedes its own
+/// publishes and acknowledgements).
+const COMMITS_IN_FLIGHT: u32 = 8;
+
+/// Applies `inputs` in the actor, then flushes, publishes and settles in the
+/// background (bounded by `commits`).
 async fn apply(
     addr: &Addr<Orchestrator>,
     store: &Arc<dyn KvStore>,
     bus: &Arc<dyn Bus>,
+    commits: &Arc<Semaphore>,
     inputs: Vec<Input>,
     deliveries: Vec<Delivery>,
 ) {
-    match addr.send(Apply(inputs)).await {
-        Ok(Ok(fx)) => {
-            let ok = commit(store, bus, fx).await;
-            settle(deliveries, ok).await;
-        }
+    let fx = match addr.send(Apply(inputs)).await {
+        Ok(Ok(fx)) => fx,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "store write failed; messages handed back");
             settle(deliveries, false).await;
+            return;
         }
         Err(e) => {
             tracing::error!(error = %e, "orchestrator actor unavailable; messages handed back");
             settle(deliveries, false).await;
+            return;
         }
-    }
+    };
+    let Ok(permit) = commits.clone().acquire_owned().await else {
+        settle(deliveries, false).await;
+        return;
+    };
+    let (store, bus) = (store.clone(), bus.clone());
+    tokio::spawn(async move {
+        let ok = commit(&store, &bus, fx).await;
+        settle(deliveries, ok).await;
+        drop(permit);
+    });
 }
 
 fn error_reply(e: &EngineError) -> concierto_bus::Outgoing {

@@ -1,0 +1,66 @@
+//! What can go wrong when starting a worker or loading an executor.
+
+use std::path::PathBuf;
+
+use concierto_bus::BusError;
+
+/// Errors of the agent runtime. Every variant says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The bus refused something the worker needs (its consumer, a publish).
+    #[error("bus: {0}")]
+    Bus(#[from] BusError),
+
+    /// The task stream does not exist on the bus.
+    #[error(
+        "the bus has no {stream} stream: declare the standard streams first \
+         (concierto_bus::ensure_standard_streams) — {source}"
+    )]
+    MissingStream {
+        /// The logical stream name (`TASKS`).
+        stream: String,
+        /// What the bus said.
+        #[source]
+        source: BusError,
+    },
+
+    /// Worker options that cannot work.
+    #[error("invalid worker options for role {role:?}: {why}")]
+    InvalidOptions {
+        /// The role the worker was for.
+        role: String,
+        /// What is wrong and what to set instead.
+        why: String,
+    },
+
+    /// The brand folder or its rules file could not be read.
+    #[error("cannot read brand rules at {path}: {source}")]
+    BrandIo {
+        /// The folder or file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The brand rules file is not valid.
+    #[error("invalid brand rules in {path}: {why}")]
+    BrandRules {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the key when known.
+        why: String,
+    },
+
+    /// A role asks for an executor this runtime cannot provide.
+    #[error(
+        "role {role:?} uses executor {executor:?}, which this build cannot run yet: \
+         set `executor: builtin` for it in the studio file"
+    )]
+    UnsupportedExecutor {
+        /// The role.
+        role: String,
+        /// The executor's name.
+        executor: String,
+    },
+}
