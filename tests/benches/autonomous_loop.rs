@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use concierto_bus::{Bus, BusExt, EmbeddedBus, NatsBus, NatsOptions, StreamLimits, ensure_standard_streams};
+use concierto_bus::{
+    Bus, BusExt, EmbeddedBus, NatsBus, NatsOptions, StreamLimits, ensure_standard_streams,
+};
 use concierto_core::clock::{SharedClock, SystemClock};
 use concierto_core::config;
 use concierto_core::store::{KvStore, SledStore};
@@ -25,7 +27,10 @@ const WORKFLOW: &str = "system-improvement";
 const ROLES: &[&str] = &["performance-benchmarker", "workflow-optimizer"];
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[derive(Default)]
@@ -61,9 +66,12 @@ fn start(id: &str) -> v1::StartRun {
 }
 
 async fn measure(bus: Arc<dyn Bus>, runs: usize, samples: usize) -> Figures {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/studio/concierto.yaml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/studio/concierto.yaml");
     let studio = Arc::new(config::load_with_env(&path, Vec::new()).expect("example studio"));
-    ensure_standard_streams(bus.as_ref(), &StreamLimits::default()).await.expect("streams");
+    ensure_standard_streams(bus.as_ref(), &StreamLimits::default())
+        .await
+        .expect("streams");
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).expect("store"));
     let clock: SharedClock = Arc::new(SystemClock);
@@ -83,13 +91,20 @@ async fn measure(bus: Arc<dyn Bus>, runs: usize, samples: usize) -> Figures {
                 max_in_flight: 64,
                 ..Default::default()
             };
-            workers.push(concierto_agent::start_worker(def.clone(), exec.clone(), bus.clone(), o).await.expect("worker"));
+            workers.push(
+                concierto_agent::start_worker(def.clone(), exec.clone(), bus.clone(), o)
+                    .await
+                    .expect("worker"),
+            );
         }
     }
 
     let watch = Arc::new(Mutex::new(Watch::default()));
     let changed = Arc::new(Notify::new());
-    let mut events = bus.subscribe_proto::<v1::RunEvent>(subjects::RUN_EVENTS).await.expect("subscribe");
+    let mut events = bus
+        .subscribe_proto::<v1::RunEvent>(subjects::RUN_EVENTS)
+        .await
+        .expect("subscribe");
     bus.flush().await.expect("flush");
     {
         let (watch, changed) = (watch.clone(), changed.clone());
@@ -97,7 +112,9 @@ async fn measure(bus: Arc<dyn Bus>, runs: usize, samples: usize) -> Figures {
             while let Some((ev, _)) = events.next().await {
                 let mut w = watch.lock().unwrap_or_else(|p| p.into_inner());
                 if ev.message.starts_with("dispatched") {
-                    w.first_dispatch.entry(ev.run_id.clone()).or_insert_with(Instant::now);
+                    w.first_dispatch
+                        .entry(ev.run_id.clone())
+                        .or_insert_with(Instant::now);
                 } else if ev.step_id.is_empty() && ev.message == "run succeeded" {
                     w.succeeded += 1;
                 }
@@ -112,10 +129,17 @@ async fn measure(bus: Arc<dyn Bus>, runs: usize, samples: usize) -> Figures {
     for i in 0..samples {
         let id = format!("lat-{i}");
         let t0 = Instant::now();
-        bus.publish_durable_proto(subjects::RUN_START, &start(&id), &id).await.expect("start");
+        bus.publish_durable_proto(subjects::RUN_START, &start(&id), &id)
+            .await
+            .expect("start");
         loop {
             let notified = changed.notified();
-            if let Some(t) = watch.lock().unwrap_or_else(|p| p.into_inner()).first_dispatch.get(&id) {
+            if let Some(t) = watch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .first_dispatch
+                .get(&id)
+            {
                 lat.push(t.duration_since(t0));
                 break;
             }
@@ -136,7 +160,9 @@ async fn measure(bus: Arc<dyn Bus>, runs: usize, samples: usize) -> Figures {
     let t0 = Instant::now();
     for i in 0..runs {
         let id = format!("tp-{i}");
-        bus.publish_durable_proto(subjects::RUN_START, &start(&id), &id).await.expect("start");
+        bus.publish_durable_proto(subjects::RUN_START, &start(&id), &id)
+            .await
+            .expect("start");
     }
     loop {
         let notified = changed.notified();
@@ -175,7 +201,10 @@ async fn raw_rtt(url: &str, n: usize) -> (Duration, Duration) {
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        client.request("raw.rtt", "x".into()).await.expect("request");
+        client
+            .request("raw.rtt", "x".into())
+            .await
+            .expect("request");
         lat.push(t.elapsed());
     }
     lat.sort();
@@ -195,7 +224,11 @@ fn main() {
     let url = server.url();
     let (embedded, nats, raw) = system.block_on(async move {
         let embedded = measure(Arc::new(EmbeddedBus::default()), runs, samples).await;
-        let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(&url, NatsOptions::default()).await.expect("connect"));
+        let bus: Arc<dyn Bus> = Arc::new(
+            NatsBus::connect(&url, NatsOptions::default())
+                .await
+                .expect("connect"),
+        );
         let nats = measure(bus, runs, samples).await;
         let raw = raw_rtt(&url, 2000).await;
         (embedded, nats, raw)
@@ -203,9 +236,18 @@ fn main() {
     println!(
         "autonomous loop: {runs} runs of {WORKFLOW} (2 steps, builtin no-op), durable state in sled; {samples} trigger-to-dispatch samples"
     );
-    println!("{:<26} {:>12} {:>16} {:>16}", "path", "steps/s", "trigger→dispatch p50", "p99");
+    println!(
+        "{:<26} {:>12} {:>16} {:>16}",
+        "path", "steps/s", "trigger→dispatch p50", "p99"
+    );
     for (name, f) in [("embedded bus", &embedded), ("NATS (JetStream)", &nats)] {
-        println!("{:<26} {:>12.0} {:>16.2?} {:>16.2?}   ({} runs)", name, f.steps_per_sec, f.p50, f.p99, f.runs);
+        println!(
+            "{:<26} {:>12.0} {:>16.2?} {:>16.2?}   ({} runs)",
+            name, f.steps_per_sec, f.p50, f.p99, f.runs
+        );
     }
-    println!("{:<26} {:>12} {:>16.2?} {:>16.2?}", "raw NATS request/reply", "-", raw.0, raw.1);
+    println!(
+        "{:<26} {:>12} {:>16.2?} {:>16.2?}",
+        "raw NATS request/reply", "-", raw.0, raw.1
+    );
 }

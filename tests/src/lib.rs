@@ -20,7 +20,10 @@ pub fn concierto_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
     profile_dir.join("concierto")
 }
 
@@ -61,7 +64,10 @@ impl Proc {
         let Some(mut c) = self.child.take() else {
             return true;
         };
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = c.try_wait() {
@@ -111,7 +117,10 @@ impl Sandbox {
             nats,
             dir,
             studio: example_studio(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             procs: HashMap::new(),
         }
     }
@@ -124,7 +133,12 @@ impl Sandbox {
     /// Starts `concierto <args>` as `name`, with the sandbox's NATS, data and studio.
     pub fn spawn(&mut self, name: &str, args: &[&str]) -> &mut Proc {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        all.extend(["--nats".into(), self.nats.url(), "--file".into(), self.studio.display().to_string()]);
+        all.extend([
+            "--nats".into(),
+            self.nats.url(),
+            "--file".into(),
+            self.studio.display().to_string(),
+        ]);
         if args.first() == Some(&"serve") {
             all.extend(["--data".into(), self.data_dir().display().to_string()]);
         }
@@ -140,7 +154,9 @@ impl Sandbox {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {}: {e}", concierto_bin().display()));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", concierto_bin().display()));
         let proc = Proc {
             name: name.to_string(),
             args: all,
@@ -153,7 +169,9 @@ impl Sandbox {
 
     /// A process by name.
     pub fn proc(&mut self, name: &str) -> &mut Proc {
-        self.procs.get_mut(name).unwrap_or_else(|| panic!("no process {name}"))
+        self.procs
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("no process {name}"))
     }
 
     /// What one process logged so far (empty if there is no such process).
@@ -193,20 +211,31 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// A run from the orchestrator, or `None` if it does not answer or knows no such run.
 pub async fn get_run(bus: &Arc<dyn Bus>, run_id: &str) -> Option<v1::Run> {
-    let req = v1::GetRunRequest { run_id: run_id.to_string() };
+    let req = v1::GetRunRequest {
+        run_id: run_id.to_string(),
+    };
     match bus
-        .request(subjects::ORCHESTRATOR_GET_RUN, concierto_bus::encode(&req), Duration::from_secs(2))
+        .request(
+            subjects::ORCHESTRATOR_GET_RUN,
+            concierto_bus::encode(&req),
+            Duration::from_secs(2),
+        )
         .await
     {
         Ok(m) if m.headers.get(subjects::ERROR_HEADER).is_none() => {
-            concierto_bus::decode::<v1::GetRunResponse>(&m).ok().and_then(|r| r.run)
+            concierto_bus::decode::<v1::GetRunResponse>(&m)
+                .ok()
+                .and_then(|r| r.run)
         }
         Ok(_) | Err(BusError::NoResponders(_)) | Err(BusError::Timeout { .. }) => None,
         Err(e) => panic!("get run: {e}"),
@@ -218,9 +247,17 @@ pub async fn list_runs(bus: &Arc<dyn Bus>) -> Option<Vec<v1::Run>> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
-        let req = v1::ListRunsRequest { page_size: 500, page_token: token.clone(), ..Default::default() };
+        let req = v1::ListRunsRequest {
+            page_size: 500,
+            page_token: token.clone(),
+            ..Default::default()
+        };
         let page: v1::ListRunsResponse = bus
-            .request_proto(subjects::ORCHESTRATOR_LIST_RUNS, &req, Duration::from_secs(5))
+            .request_proto(
+                subjects::ORCHESTRATOR_LIST_RUNS,
+                &req,
+                Duration::from_secs(5),
+            )
             .await
             .ok()?;
         out.extend(page.runs);

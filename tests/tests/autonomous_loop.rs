@@ -14,7 +14,12 @@ use concierto_proto::v1;
 /// Short redelivery so a killed worker's task comes back quickly.
 const ENV: &[(&str, &str)] = &[("CONCIERTO__SERVER__BUS__ACK_WAIT", "2 seconds")];
 
-const PIPELINE_ROLES: &[&str] = &["trend-researcher", "visual-storyteller", "brand-guardian", "studio-orchestrator"];
+const PIPELINE_ROLES: &[&str] = &[
+    "trend-researcher",
+    "visual-storyteller",
+    "brand-guardian",
+    "studio-orchestrator",
+];
 
 /// Counts `done by` events per (run, step) and final run events per run.
 #[derive(Default)]
@@ -25,7 +30,10 @@ struct Events {
 
 async fn record_events(bus: &Arc<dyn Bus>) -> Arc<Mutex<Events>> {
     let events = Arc::new(Mutex::new(Events::default()));
-    let mut sub = bus.subscribe_proto::<v1::RunEvent>(subjects::RUN_EVENTS).await.unwrap();
+    let mut sub = bus
+        .subscribe_proto::<v1::RunEvent>(subjects::RUN_EVENTS)
+        .await
+        .unwrap();
     bus.flush().await.unwrap();
     let sink = events.clone();
     tokio::spawn(async move {
@@ -37,7 +45,9 @@ async fn record_events(bus: &Arc<dyn Bus>) -> Arc<Mutex<Events>> {
                     .or_default()
                     .push(worker.to_string());
             }
-            if ev.step_id.is_empty() && (ev.message == "run succeeded" || ev.run_state == v1::RunState::Failed as i32) {
+            if ev.step_id.is_empty()
+                && (ev.message == "run succeeded" || ev.run_state == v1::RunState::Failed as i32)
+            {
                 *e.finished.entry(ev.run_id.clone()).or_insert(0) += 1;
             }
         }
@@ -46,19 +56,31 @@ async fn record_events(bus: &Arc<dyn Bus>) -> Arc<Mutex<Events>> {
 }
 
 async fn wait_ready(sb: &Sandbox, client: &Arc<dyn Bus>, workers: usize) {
-    let mut beats = client.subscribe_proto::<v1::AgentHeartbeat>(subjects::HEARTBEATS).await.unwrap();
+    let mut beats = client
+        .subscribe_proto::<v1::AgentHeartbeat>(subjects::HEARTBEATS)
+        .await
+        .unwrap();
     client.flush().await.unwrap();
-    eventually(Duration::from_secs(30), "the orchestrator to answer", || async { list_runs(client).await }).await;
-    eventually(Duration::from_secs(30), "the scheduler to answer", || async {
-        client
-            .request_proto::<_, v1::ListTriggersResponse>(
-                subjects::SCHEDULER_TRIGGERS,
-                &v1::ListTriggersRequest {},
-                Duration::from_secs(2),
-            )
-            .await
-            .ok()
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the orchestrator to answer",
+        || async { list_runs(client).await },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the scheduler to answer",
+        || async {
+            client
+                .request_proto::<_, v1::ListTriggersResponse>(
+                    subjects::SCHEDULER_TRIGGERS,
+                    &v1::ListTriggersRequest {},
+                    Duration::from_secs(2),
+                )
+                .await
+                .ok()
+        },
+    )
     .await;
     let mut seen = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -67,7 +89,11 @@ async fn wait_ready(sb: &Sandbox, client: &Arc<dyn Bus>, workers: usize) {
             Ok(Some((hb, _))) => {
                 seen.insert(hb.worker_id);
             }
-            _ => panic!("only {} of {workers} workers sent a heartbeat:\n{}", seen.len(), sb.logs()),
+            _ => panic!(
+                "only {} of {workers} workers sent a heartbeat:\n{}",
+                seen.len(),
+                sb.logs()
+            ),
         }
     }
 }
@@ -77,8 +103,14 @@ async fn daily_pipeline_runs_from_its_trigger_and_survives_a_replica_killed_hold
     let mut sb = Sandbox::new(ENV);
     sb.spawn("orchestrator", &["serve", "orchestrator"]);
     sb.spawn("scheduler", &["serve", "scheduler"]);
-    sb.spawn("content-creator-a", &["agent", "--role", "content-creator", "--id", "a"]);
-    sb.spawn("content-creator-b", &["agent", "--role", "content-creator", "--id", "b"]);
+    sb.spawn(
+        "content-creator-a",
+        &["agent", "--role", "content-creator", "--id", "a"],
+    );
+    sb.spawn(
+        "content-creator-b",
+        &["agent", "--role", "content-creator", "--id", "b"],
+    );
     for role in PIPELINE_ROLES {
         sb.spawn(role, &["agent", "--role", role]);
     }
@@ -90,24 +122,48 @@ async fn daily_pipeline_runs_from_its_trigger_and_survives_a_replica_killed_hold
     let fired: v1::FireTriggerResponse = client
         .request_proto(
             subjects::SCHEDULER_FIRE,
-            &v1::FireTriggerRequest { name: "daily_content_generation".into(), priority: 0 },
+            &v1::FireTriggerRequest {
+                name: "daily_content_generation".into(),
+                priority: 0,
+            },
             Duration::from_secs(5),
         )
         .await
         .unwrap();
-    assert!(fired.run_id.starts_with("daily_content_generation@"), "{}", fired.run_id);
-    let run = eventually(Duration::from_secs(60), "the fired run to succeed", || async {
-        get_run(&client, &fired.run_id).await.filter(|r| r.state() == v1::RunState::Succeeded)
-    })
+    assert!(
+        fired.run_id.starts_with("daily_content_generation@"),
+        "{}",
+        fired.run_id
+    );
+    let run = eventually(
+        Duration::from_secs(60),
+        "the fired run to succeed",
+        || async {
+            get_run(&client, &fired.run_id)
+                .await
+                .filter(|r| r.state() == v1::RunState::Succeeded)
+        },
+    )
     .await;
     assert_eq!(run.workflow, "daily-content-pipeline");
     assert_eq!(run.trigger, "daily_content_generation");
     let roles: Vec<_> = run.steps.iter().map(|s| s.role.as_str()).collect();
-    assert_eq!(roles, ["trend-researcher", "content-creator", "visual-storyteller", "brand-guardian"]);
+    assert_eq!(
+        roles,
+        [
+            "trend-researcher",
+            "content-creator",
+            "visual-storyteller",
+            "brand-guardian"
+        ]
+    );
     for s in &run.steps {
         assert_eq!(s.state(), v1::StepState::Succeeded, "{s:?}");
         assert!(!s.output.is_empty(), "step {} has no output", s.step_id);
-        assert_eq!(s.usage.as_ref().map(|u| u.executor.as_str()), Some("builtin"));
+        assert_eq!(
+            s.usage.as_ref().map(|u| u.executor.as_str()),
+            Some("builtin")
+        );
     }
 
     // 2. A content-creator replica dies holding the draft: the other one finishes it.
@@ -121,30 +177,51 @@ async fn daily_pipeline_runs_from_its_trigger_and_survives_a_replica_killed_hold
         requested_by: "e2e".into(),
         ..Default::default()
     };
-    client.publish_durable_proto(subjects::RUN_START, &start, run_id).await.unwrap();
+    client
+        .publish_durable_proto(subjects::RUN_START, &start, run_id)
+        .await
+        .unwrap();
     let draft_task = format!("{run_id}/draft-content/1");
-    let holder = eventually(Duration::from_secs(30), "a replica to take the draft", || {
-        let a = sb.procs_log("content-creator-a");
-        let b = sb.procs_log("content-creator-b");
-        let task = draft_task.clone();
-        async move {
-            if a.contains(&task) {
-                Some("content-creator-a")
-            } else if b.contains(&task) {
-                Some("content-creator-b")
-            } else {
-                None
+    let holder = eventually(
+        Duration::from_secs(30),
+        "a replica to take the draft",
+        || {
+            let a = sb.procs_log("content-creator-a");
+            let b = sb.procs_log("content-creator-b");
+            let task = draft_task.clone();
+            async move {
+                if a.contains(&task) {
+                    Some("content-creator-a")
+                } else if b.contains(&task) {
+                    Some("content-creator-b")
+                } else {
+                    None
+                }
             }
-        }
-    })
+        },
+    )
     .await;
-    let survivor = if holder == "content-creator-a" { "content-creator.b0" } else { "content-creator.a0" };
+    let survivor = if holder == "content-creator-a" {
+        "content-creator.b0"
+    } else {
+        "content-creator.a0"
+    };
     sb.proc(holder).kill();
-    let run = eventually(Duration::from_secs(60), "the run to succeed after the kill", || async {
-        get_run(&client, run_id).await.filter(|r| r.state() == v1::RunState::Succeeded)
-    })
+    let run = eventually(
+        Duration::from_secs(60),
+        "the run to succeed after the kill",
+        || async {
+            get_run(&client, run_id)
+                .await
+                .filter(|r| r.state() == v1::RunState::Succeeded)
+        },
+    )
     .await;
-    let draft = run.steps.iter().find(|s| s.step_id == "draft-content").unwrap();
+    let draft = run
+        .steps
+        .iter()
+        .find(|s| s.step_id == "draft-content")
+        .unwrap();
     assert_eq!(draft.attempt, 1, "redelivered, not retried");
     assert!(draft.output.contains("builtin"), "{}", draft.output);
     // Give late duplicates a moment, then: one completed run, each step applied once.
@@ -152,9 +229,18 @@ async fn daily_pipeline_runs_from_its_trigger_and_survives_a_replica_killed_hold
     let e = events.lock().unwrap();
     for s in &run.steps {
         let done = &e.done[&(run_id.to_string(), s.step_id.clone())];
-        assert_eq!(done.len(), 1, "step {} applied {} times", s.step_id, done.len());
+        assert_eq!(
+            done.len(),
+            1,
+            "step {} applied {} times",
+            s.step_id,
+            done.len()
+        );
     }
-    assert_eq!(e.done[&(run_id.to_string(), "draft-content".to_string())], [survivor]);
+    assert_eq!(
+        e.done[&(run_id.to_string(), "draft-content".to_string())],
+        [survivor]
+    );
     assert_eq!(e.finished.get(run_id), Some(&1));
     assert_eq!(e.finished.get(&fired.run_id), Some(&1));
 }
@@ -164,7 +250,11 @@ async fn orchestrator_killed_amid_200_concurrent_runs_loses_none_and_repeats_non
     let mut sb = Sandbox::new(ENV);
     sb.spawn("orchestrator", &["serve", "orchestrator"]);
     sb.spawn("scheduler", &["serve", "scheduler"]);
-    for role in ["performance-benchmarker", "workflow-optimizer", "studio-orchestrator"] {
+    for role in [
+        "performance-benchmarker",
+        "workflow-optimizer",
+        "studio-orchestrator",
+    ] {
         sb.spawn(role, &["agent", "--role", role]);
     }
     let client = sb.client().await;
@@ -183,7 +273,10 @@ async fn orchestrator_killed_amid_200_concurrent_runs_loses_none_and_repeats_non
             requested_by: "e2e".into(),
             ..Default::default()
         };
-        client.publish_durable_proto(subjects::RUN_START, &start, &id).await.unwrap();
+        client
+            .publish_durable_proto(subjects::RUN_START, &start, &id)
+            .await
+            .unwrap();
     }
     // Kill the orchestrator once some runs are done and many are in flight.
     eventually(Duration::from_secs(60), "some runs to finish", || {
@@ -197,20 +290,40 @@ async fn orchestrator_killed_amid_200_concurrent_runs_loses_none_and_repeats_non
     tokio::time::sleep(Duration::from_millis(300)).await;
     sb.spawn("orchestrator", &["serve", "orchestrator"]);
 
-    let runs = eventually(Duration::from_secs(120), "all 200 runs to succeed", || async {
-        let runs = list_runs(&client).await?;
-        let ok = runs.iter().filter(|r| r.state() == v1::RunState::Succeeded).count();
-        (ok == n).then_some(runs)
-    })
+    let runs = eventually(
+        Duration::from_secs(120),
+        "all 200 runs to succeed",
+        || async {
+            let runs = list_runs(&client).await?;
+            let ok = runs
+                .iter()
+                .filter(|r| r.state() == v1::RunState::Succeeded)
+                .count();
+            (ok == n).then_some(runs)
+        },
+    )
     .await;
     assert_eq!(runs.len(), n, "exactly 200 runs stored");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let e = events.lock().unwrap();
     for r in &runs {
-        assert_eq!(e.finished.get(&r.run_id), Some(&1), "run {} finished {:?} times", r.run_id, e.finished.get(&r.run_id));
+        assert_eq!(
+            e.finished.get(&r.run_id),
+            Some(&1),
+            "run {} finished {:?} times",
+            r.run_id,
+            e.finished.get(&r.run_id)
+        );
         for s in &r.steps {
-            let done = e.done.get(&(r.run_id.clone(), s.step_id.clone())).map_or(0, Vec::len);
-            assert_eq!(done, 1, "step {}/{} applied {done} times", r.run_id, s.step_id);
+            let done = e
+                .done
+                .get(&(r.run_id.clone(), s.step_id.clone()))
+                .map_or(0, Vec::len);
+            assert_eq!(
+                done, 1,
+                "step {}/{} applied {done} times",
+                r.run_id, s.step_id
+            );
         }
     }
     eprintln!("{done_before} of {n} runs had finished when the orchestrator was killed");

@@ -93,6 +93,8 @@ pub fn consumer_spec(role: &str, opts: &WorkerOptions) -> ConsumerSpec {
         ack_wait: opts.ack_wait,
         max_deliver: opts.max_deliver,
         max_ack_pending: 0,
+        // Never pull a task this worker cannot start at once.
+        prefetch: 0,
     }
 }
 

@@ -74,6 +74,13 @@ pub struct ConsumerSpec {
     /// Most unacknowledged messages at once across all handles; zero for the
     /// implementation's default.
     pub max_ack_pending: u64,
+    /// Messages a handle may pull ahead of `fetch`. Zero: none, every fetch
+    /// pulls exactly what it asks for (for workers, which must never hold a task
+    /// they cannot start: a held task's `ack_wait` runs). More: NATS keeps one
+    /// pull subscription per handle and refills it, which is much cheaper per
+    /// message — for consumers that drain what they get at once (the
+    /// orchestrator's intake).
+    pub prefetch: usize,
 }
 
 impl ConsumerSpec {
@@ -85,6 +92,7 @@ impl ConsumerSpec {
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
             max_ack_pending: 0,
+            prefetch: 0,
         }
     }
 }

@@ -53,7 +53,11 @@ pub fn standard_streams(limits: &StreamLimits) -> Vec<StreamSpec> {
         s
     };
     vec![
-        with(StreamSpec::new("RUNS", &["run.start"], Retention::WorkQueue)),
+        with(StreamSpec::new(
+            "RUNS",
+            &["run.start"],
+            Retention::WorkQueue,
+        )),
         with(StreamSpec::new("TASKS", &["task.>"], Retention::WorkQueue)),
         with(StreamSpec::new(
             "RESULTS",

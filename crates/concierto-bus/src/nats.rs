@@ -365,6 +365,8 @@ impl Bus for NatsBus {
         let raw = NatsConsumer {
             consumer,
             prefix: self.inner.prefix.clone(),
+            prefetch: spec.prefetch,
+            stream: tokio::sync::Mutex::new(None),
         };
         Ok(Consumer::new(
             Box::new(raw),
@@ -399,6 +401,10 @@ fn publish_error(subject: &str, e: jetstream::context::PublishError) -> BusError
 struct NatsConsumer {
     consumer: jetstream::consumer::PullConsumer,
     prefix: String,
+    prefetch: usize,
+    /// One pull subscription, refilled by the client as it drains: no new inbox
+    /// and pull request per fetch.
+    stream: tokio::sync::Mutex<Option<pull::Stream>>,
 }
 
 impl NatsConsumer {
@@ -433,18 +439,15 @@ impl NatsConsumer {
         }
         Ok(())
     }
-}
 
-#[async_trait]
-impl RawConsumer for NatsConsumer {
-    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<RawDelivery>> {
+    /// Pulls exactly what is asked for: what is there now; else waits for one
+    /// (a pull of one returns as soon as it arrives), then takes what else is there.
+    async fn fetch_exact(&self, max: usize, wait: Duration) -> Result<Vec<RawDelivery>> {
         let mut out = Vec::new();
         self.take_now(max, &mut out).await?;
         if !out.is_empty() || wait < Duration::from_millis(1) {
             return Ok(out);
         }
-        // Nothing now: wait for one (a pull of one returns as soon as it arrives),
-        // then take whatever else is already there.
         let mut batch = self
             .consumer
             .batch()
@@ -458,6 +461,54 @@ impl RawConsumer for NatsConsumer {
         }
         if !out.is_empty() && max > 1 {
             self.take_now(max - 1, &mut out).await?;
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl RawConsumer for NatsConsumer {
+    async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<RawDelivery>> {
+        if self.prefetch == 0 {
+            return self.fetch_exact(max, wait).await;
+        }
+        let mut guard = self.stream.lock().await;
+        let stream = match guard.as_mut() {
+            Some(s) => s,
+            None => guard.insert(
+                self.consumer
+                    .stream()
+                    .max_messages_per_batch(self.prefetch)
+                    .expires(Duration::from_secs(10))
+                    .heartbeat(Duration::from_secs(5))
+                    .messages()
+                    .await
+                    .map_err(BusError::transport)?,
+            ),
+        };
+        let mut out = Vec::new();
+        match tokio::time::timeout(wait, stream.next()).await {
+            Err(_) => return Ok(out),
+            Ok(Some(Ok(m))) => out.push(self.raw(m)?),
+            Ok(Some(Err(e))) => {
+                *guard = None;
+                return Err(BusError::transport(e));
+            }
+            Ok(None) => {
+                *guard = None;
+                return Ok(out);
+            }
+        }
+        while out.len() < max {
+            match futures::FutureExt::now_or_never(stream.next()) {
+                Some(Some(Ok(m))) => out.push(self.raw(m)?),
+                Some(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "pull subscription failed; it will be reopened");
+                    *guard = None;
+                    break;
+                }
+                _ => break,
+            }
         }
         Ok(out)
     }

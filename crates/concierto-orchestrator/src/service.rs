@@ -14,7 +14,7 @@ use concierto_core::service::{ServiceHandle, StopSignal};
 use concierto_core::store::{KvStore, StoreError};
 use concierto_core::subjects;
 use concierto_proto::v1;
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 
 use crate::engine::{Effects, Engine, EngineError, Limits};
 
@@ -148,21 +148,25 @@ impl Handler<Query> for Orchestrator {
     }
 }
 
-/// Flushes the store, then publishes the effects. Returns false if anything failed
-/// (the caller then hands its deliveries back instead of acknowledging them).
-async fn commit(store: &Arc<dyn KvStore>, bus: &Arc<dyn Bus>, fx: Effects) -> bool {
+/// Makes every write so far durable.
+async fn flush(store: &Arc<dyn KvStore>) -> bool {
     let s = store.clone();
     match tokio::task::spawn_blocking(move || s.flush()).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => true,
         Ok(Err(e)) => {
             tracing::error!(error = %e, "store flush failed");
-            return false;
+            false
         }
         Err(e) => {
             tracing::error!(error = %e, "store flush task failed");
-            return false;
+            false
         }
     }
+}
+
+/// Publishes tasks (durably) and events. False if a task could not be published:
+/// its step stays dispatched and its timeout publishes it again.
+async fn publish(bus: &Arc<dyn Bus>, fx: Effects) -> bool {
     let mut ok = true;
     let publishes = fx.tasks.iter().map(|t| {
         let subject = subjects::task(&t.role);
@@ -172,7 +176,6 @@ async fn commit(store: &Arc<dyn KvStore>, bus: &Arc<dyn Bus>, fx: Effects) -> bo
     });
     for (result, task_id) in futures::future::join_all(publishes).await {
         if let Err(e) = result {
-            // The step stays dispatched; its timeout publishes it again.
             tracing::error!(task = %task_id, error = %e, "publishing a task failed");
             ok = false;
         }
@@ -186,6 +189,11 @@ async fn commit(store: &Arc<dyn KvStore>, bus: &Arc<dyn Bus>, fx: Effects) -> bo
         }
     }
     ok
+}
+
+/// Flushes, then publishes (for effects outside the intake, such as a cancel).
+async fn commit(store: &Arc<dyn KvStore>, bus: &Arc<dyn Bus>, fx: Effects) -> bool {
+    flush(store).await && publish(bus, fx).await
 }
 
 async fn settle(deliveries: Vec<Delivery>, ok: bool) {
@@ -214,6 +222,8 @@ pub async fn start(
         let mut spec = ConsumerSpec::new("orchestrator", filter);
         spec.ack_wait = opts.ack_wait;
         spec.max_deliver = 10;
+        // The orchestrator drains what it pulls at once: let the bus pull ahead.
+        spec.prefetch = opts.batch * 2;
         spec
     };
     let runs = bus.consumer("RUNS", &consumer(subjects::RUN_START)).await?;
@@ -234,19 +244,14 @@ pub async fn start(
     commit(&store, &bus, fx).await;
 
     let (handle, control) = ServiceHandle::new("orchestrator");
-    let commits = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT as usize));
+    let (committer, committed) = mpsc::channel::<Pending>(1024);
+    let (flusher, publisher) = spawn_committer(store.clone(), bus.clone(), committed);
     let signal = control.signal.clone();
     let mut tasks = Vec::new();
 
     // Intake of StartRun.
     {
-        let (addr, bus, store, signal, commits) = (
-            addr.clone(),
-            bus.clone(),
-            store.clone(),
-            signal.clone(),
-            commits.clone(),
-        );
+        let (addr, signal, committer) = (addr.clone(), signal.clone(), committer.clone());
         let (wait, batch) = (opts.fetch_wait, opts.batch);
         tasks.push(tokio::spawn(async move {
             while !signal.is_stopped() {
@@ -263,19 +268,13 @@ pub async fn start(
                 }
                 let (inputs, deliveries): (Vec<_>, Vec<_>) =
                     got.into_iter().map(|(s, d)| (Input::Start(s), d)).unzip();
-                apply(&addr, &store, &bus, &commits, inputs, deliveries).await;
+                apply(&addr, &committer, inputs, deliveries).await;
             }
         }));
     }
     // Intake of TaskResult.
     {
-        let (addr, bus, store, signal, commits) = (
-            addr.clone(),
-            bus.clone(),
-            store.clone(),
-            signal.clone(),
-            commits.clone(),
-        );
+        let (addr, signal, committer) = (addr.clone(), signal.clone(), committer.clone());
         let (wait, batch) = (opts.fetch_wait, opts.batch);
         tasks.push(tokio::spawn(async move {
             while !signal.is_stopped() {
@@ -292,19 +291,13 @@ pub async fn start(
                 }
                 let (inputs, deliveries): (Vec<_>, Vec<_>) =
                     got.into_iter().map(|(r, d)| (Input::Result(r), d)).unzip();
-                apply(&addr, &store, &bus, &commits, inputs, deliveries).await;
+                apply(&addr, &committer, inputs, deliveries).await;
             }
         }));
     }
     // Timeouts and retries.
     {
-        let (addr, bus, store, mut signal, commits) = (
-            addr.clone(),
-            bus.clone(),
-            store.clone(),
-            signal.clone(),
-            commits.clone(),
-        );
+        let (addr, mut signal, committer) = (addr.clone(), signal.clone(), committer.clone());
         let every = opts.tick;
         tasks.push(tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
@@ -312,7 +305,7 @@ pub async fn start(
             loop {
                 tokio::select! {
                     _ = signal.stopped() => break,
-                    _ = interval.tick() => apply(&addr, &store, &bus, &commits, vec![Input::Tick], Vec::new()).await,
+                    _ = interval.tick() => apply(&addr, &committer, vec![Input::Tick], Vec::new()).await,
                 }
             }
         }));
@@ -331,8 +324,13 @@ pub async fn start(
             }
         }
         queries.abort();
-        // Every background commit done.
-        let _ = commits.acquire_many(COMMITS_IN_FLIGHT).await;
+        // The intake loops held the last senders: the committer drains and ends.
+        drop(committer);
+        for t in [flusher, publisher] {
+            if let Err(e) = t.await {
+                result = Err(format!("orchestrator committer failed: {e}"));
+            }
+        }
         if let Err(e) = store.flush() {
             result = Err(format!("final flush: {e}"));
         }
@@ -356,44 +354,74 @@ impl Handler<StopActor> for Orchestrator {
     }
 }
 
-/// Commits running at once: an intake loop goes on fetching while earlier
-/// batches are flushed and published (each batch's flush still precedes its own
-/// publishes and acknowledgements).
-const COMMITS_IN_FLIGHT: u32 = 8;
+/// Effects of one applied batch and the deliveries that caused it.
+type Pending = (Effects, Vec<Delivery>);
 
-/// Applies `inputs` in the actor, then flushes, publishes and settles in the
-/// background (bounded by `commits`).
+/// Group commit, in two stages so that one group's publishing overlaps the next
+/// group's flush: (1) take every batch waiting, flush the store once; (2) publish
+/// their tasks and events, then settle their deliveries. A batch's effects are
+/// never published before the flush that covers its writes.
+fn spawn_committer(
+    store: Arc<dyn KvStore>,
+    bus: Arc<dyn Bus>,
+    mut rx: mpsc::Receiver<Pending>,
+) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+    let (flushed_tx, mut flushed_rx) = mpsc::channel::<(bool, Vec<Pending>)>(4);
+    let flusher = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut group = vec![first];
+            while group.len() < 512 {
+                match rx.try_recv() {
+                    Ok(more) => group.push(more),
+                    Err(_) => break,
+                }
+            }
+            let ok = flush(&store).await;
+            if flushed_tx.send((ok, group)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let publisher = tokio::spawn(async move {
+        while let Some((flushed, group)) = flushed_rx.recv().await {
+            let mut fx = Effects::default();
+            let mut deliveries = Vec::new();
+            for (f, d) in group {
+                fx.tasks.extend(f.tasks);
+                fx.events.extend(f.events);
+                deliveries.extend(d);
+            }
+            let ok = flushed && publish(&bus, fx).await;
+            settle(deliveries, ok).await;
+        }
+    });
+    (flusher, publisher)
+}
+
+/// Applies `inputs` in the actor and hands the effects to the committer.
 async fn apply(
     addr: &Addr<Orchestrator>,
-    store: &Arc<dyn KvStore>,
-    bus: &Arc<dyn Bus>,
-    commits: &Arc<Semaphore>,
+    committer: &mpsc::Sender<Pending>,
     inputs: Vec<Input>,
     deliveries: Vec<Delivery>,
 ) {
-    let fx = match addr.send(Apply(inputs)).await {
-        Ok(Ok(fx)) => fx,
+    match addr.send(Apply(inputs)).await {
+        Ok(Ok(fx)) => {
+            if let Err(mpsc::error::SendError((_, deliveries))) =
+                committer.send((fx, deliveries)).await
+            {
+                settle(deliveries, false).await;
+            }
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "store write failed; messages handed back");
             settle(deliveries, false).await;
-            return;
         }
         Err(e) => {
             tracing::error!(error = %e, "orchestrator actor unavailable; messages handed back");
             settle(deliveries, false).await;
-            return;
         }
-    };
-    let Ok(permit) = commits.clone().acquire_owned().await else {
-        settle(deliveries, false).await;
-        return;
-    };
-    let (store, bus) = (store.clone(), bus.clone());
-    tokio::spawn(async move {
-        let ok = commit(&store, &bus, fx).await;
-        settle(deliveries, ok).await;
-        drop(permit);
-    });
+    }
 }
 
 fn error_reply(e: &EngineError) -> concierto_bus::Outgoing {

@@ -58,7 +58,11 @@ enum Command {
         #[arg(long, env = "CONCIERTO_NATS_URL")]
         nats: Option<String>,
         /// The studio file.
-        #[arg(long, default_value = "examples/studio/concierto.yaml", env = "CONCIERTO_STUDIO")]
+        #[arg(
+            long,
+            default_value = "examples/studio/concierto.yaml",
+            env = "CONCIERTO_STUDIO"
+        )]
         file: PathBuf,
         /// Where services keep their data (default: the studio's `server.data_dir`).
         #[arg(long)]
@@ -82,7 +86,11 @@ enum Command {
         #[arg(long, env = "CONCIERTO_NATS_URL")]
         nats: Option<String>,
         /// The studio file.
-        #[arg(long, default_value = "examples/studio/concierto.yaml", env = "CONCIERTO_STUDIO")]
+        #[arg(
+            long,
+            default_value = "examples/studio/concierto.yaml",
+            env = "CONCIERTO_STUDIO"
+        )]
         file: PathBuf,
         /// Log lines as JSON.
         #[arg(long)]
@@ -111,7 +119,11 @@ fn main() -> ExitCode {
             init_logs("warn", false);
             validate(&file, strict)
         }
-        Command::Up { file, data, log_json } => {
+        Command::Up {
+            file,
+            data,
+            log_json,
+        } => {
             init_logs("info", log_json);
             run(async move { services::up(&file, data).await })
         }
@@ -142,7 +154,10 @@ fn main() -> ExitCode {
 /// Runs `fut` inside an actix System on a multi-threaded tokio runtime (actors
 /// need the System; tonic, axum and async-nats need tokio).
 fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("concierto: cannot start the runtime: {e}");

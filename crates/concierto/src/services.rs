@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use concierto_bus::{Bus, EmbeddedBus, NatsBus, NatsOptions, StreamLimits, ensure_standard_streams};
+use concierto_bus::{
+    Bus, EmbeddedBus, NatsBus, NatsOptions, StreamLimits, ensure_standard_streams,
+};
 use concierto_core::clock::{SharedClock, SystemClock};
 use concierto_core::config::{self, Studio};
 use concierto_core::service::ServiceHandle;
@@ -25,7 +27,11 @@ pub fn load_studio(file: &Path) -> anyhow::Result<Arc<Studio>> {
             for p in &problems.0 {
                 eprintln!("{p}");
             }
-            bail!("{} is not a valid studio (run `concierto validate {}`)", file.display(), file.display())
+            bail!(
+                "{} is not a valid studio (run `concierto validate {}`)",
+                file.display(),
+                file.display()
+            )
         }
     }
 }
@@ -86,7 +92,14 @@ async fn start_service(
                 limits: orchestrator_limits(studio),
                 ..Default::default()
             };
-            Ok(concierto_orchestrator::start(studio.clone(), bus.clone(), store, clock.clone(), opts).await?)
+            Ok(concierto_orchestrator::start(
+                studio.clone(),
+                bus.clone(),
+                store,
+                clock.clone(),
+                opts,
+            )
+            .await?)
         }
         "scheduler" => {
             let store = open_store(data_dir, name)?;
@@ -94,10 +107,16 @@ async fn start_service(
                 instance: format!("scheduler-{}", std::process::id()),
                 ..Default::default()
             };
-            Ok(concierto_scheduler::start(studio.clone(), bus.clone(), store, clock.clone(), opts).await?)
+            Ok(
+                concierto_scheduler::start(studio.clone(), bus.clone(), store, clock.clone(), opts)
+                    .await?,
+            )
         }
         other if NOT_BUILT.contains(&other) => {
-            bail!("service {other:?} is not built yet; today `serve` runs: {}", SERVICES.join(", "))
+            bail!(
+                "service {other:?} is not built yet; today `serve` runs: {}",
+                SERVICES.join(", ")
+            )
         }
         other => bail!("unknown service {other:?}; known: {}", SERVICES.join(", ")),
     }
@@ -108,7 +127,9 @@ fn orchestrator_limits(studio: &Studio) -> concierto_orchestrator::Limits {
     for (role, settings) in &studio.agents.roles {
         let replicas = settings.replicas.unwrap_or(1) as usize;
         let per = settings.max_in_flight.unwrap_or(4) as usize;
-        limits.role_limits.insert(role.clone(), (replicas * per).max(1));
+        limits
+            .role_limits
+            .insert(role.clone(), (replicas * per).max(1));
     }
     limits
 }
@@ -136,7 +157,9 @@ async fn start_workers(
             max_deliver: studio.server.bus.max_deliver,
             ..Default::default()
         };
-        out.push(concierto_agent::start_worker(def.clone(), executor.clone(), bus.clone(), opts).await?);
+        out.push(
+            concierto_agent::start_worker(def.clone(), executor.clone(), bus.clone(), opts).await?,
+        );
     }
     Ok(out)
 }
@@ -163,14 +186,23 @@ pub async fn up(file: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     ensure_standard_streams(bus.as_ref(), &stream_limits(&studio)).await?;
     let clock: SharedClock = Arc::new(SystemClock);
     // Stopped in reverse: the scheduler first, then the workers drain, then the orchestrator.
-    let mut handles = vec![vec![start_service("orchestrator", &studio, &bus, &data_dir, &clock).await?]];
+    let mut handles = vec![vec![
+        start_service("orchestrator", &studio, &bus, &data_dir, &clock).await?,
+    ]];
     let mut workers = Vec::new();
     for role in studio.roles.keys() {
-        let replicas = studio.agents.roles.get(role).and_then(|s| s.replicas).unwrap_or(1);
+        let replicas = studio
+            .agents
+            .roles
+            .get(role)
+            .and_then(|s| s.replicas)
+            .unwrap_or(1);
         workers.extend(start_workers(&studio, &bus, role, replicas, "up-").await?);
     }
     handles.push(workers);
-    handles.push(vec![start_service("scheduler", &studio, &bus, &data_dir, &clock).await?]);
+    handles.push(vec![
+        start_service("scheduler", &studio, &bus, &data_dir, &clock).await?,
+    ]);
     tracing::info!(
         studio = %studio.studio.name,
         roles = studio.roles.len(),
@@ -196,13 +228,21 @@ async fn connect(url: &str, studio: &Studio, name: &str) -> anyhow::Result<Arc<d
 }
 
 /// `concierto serve`: chosen services against NATS.
-pub async fn serve(file: &Path, services: &[String], nats: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn serve(
+    file: &Path,
+    services: &[String],
+    nats: Option<String>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     if services.is_empty() {
         bail!("name the services to run: {}", SERVICES.join(", "));
     }
     for s in services {
         if NOT_BUILT.contains(&s.as_str()) {
-            bail!("service {s:?} is not built yet; today `serve` runs: {}", SERVICES.join(", "));
+            bail!(
+                "service {s:?} is not built yet; today `serve` runs: {}",
+                SERVICES.join(", ")
+            );
         }
         if !SERVICES.contains(&s.as_str()) {
             bail!("unknown service {s:?}; known: {}", SERVICES.join(", "));
@@ -211,11 +251,18 @@ pub async fn serve(file: &Path, services: &[String], nats: Option<String>, data_
     let studio = load_studio(file)?;
     let url = nats.unwrap_or_else(|| studio.server.nats_url.clone());
     let data_dir = data_dir.unwrap_or_else(|| studio.server.data_dir.clone());
-    let bus = connect(&url, &studio, &format!("concierto-serve-{}", services.join("-"))).await?;
+    let bus = connect(
+        &url,
+        &studio,
+        &format!("concierto-serve-{}", services.join("-")),
+    )
+    .await?;
     let clock: SharedClock = Arc::new(SystemClock);
     let mut handles = Vec::new();
     for s in services {
-        handles.push(vec![start_service(s, &studio, &bus, &data_dir, &clock).await?]);
+        handles.push(vec![
+            start_service(s, &studio, &bus, &data_dir, &clock).await?,
+        ]);
         tracing::info!(service = %s, nats = %url, "service started");
     }
     shutdown_signal().await;
@@ -226,7 +273,13 @@ pub async fn serve(file: &Path, services: &[String], nats: Option<String>, data_
 }
 
 /// `concierto agent`: workers of one role against NATS.
-pub async fn agent(file: &Path, role: &str, replicas: u32, id: Option<String>, nats: Option<String>) -> anyhow::Result<()> {
+pub async fn agent(
+    file: &Path,
+    role: &str,
+    replicas: u32,
+    id: Option<String>,
+    nats: Option<String>,
+) -> anyhow::Result<()> {
     let studio = load_studio(file)?;
     let url = nats.unwrap_or_else(|| studio.server.nats_url.clone());
     let bus = connect(&url, &studio, &format!("concierto-agent-{role}")).await?;

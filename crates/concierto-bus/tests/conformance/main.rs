@@ -74,4 +74,5 @@ conformance!(
     malformed_payload_on_a_work_queue_is_dead_lettered_and_terminated,
     term_dead_letters_with_the_reason,
     standard_streams_are_declared_idempotently_with_limits,
+    a_prefetching_handle_delivers_each_message_once_and_redelivers_the_unacked,
 );

@@ -590,3 +590,40 @@ pub async fn standard_streams_are_declared_idempotently_with_limits(h: &impl Har
     let subjects: Vec<_> = got.iter().map(|d| d.message.subject.clone()).collect();
     assert_eq!(subjects, ["run.event.r3", "run.event.r4"]);
 }
+
+pub async fn a_prefetching_handle_delivers_each_message_once_and_redelivers_the_unacked(
+    h: &impl Harness,
+) {
+    let bus = h.bus().await;
+    bus.ensure_stream(&tasks_stream()).await.unwrap();
+    let mut spec = consumer("orchestrator");
+    spec.prefetch = 16;
+    let c = bus.consumer("TASKS", &spec).await.unwrap();
+    let n = 50;
+    for i in 0..n {
+        let id = format!("t{i}");
+        bus.publish_durable_proto("task.orchestrator", &task(&id), &id)
+            .await
+            .unwrap();
+    }
+    let mut seen = HashSet::new();
+    let mut held = None;
+    while seen.len() < n {
+        let got = c.fetch_proto::<Task>(8, WAIT).await.unwrap();
+        assert!(!got.is_empty(), "work left: {}", n - seen.len());
+        for (t, d) in got {
+            assert_eq!(d.delivered, 1);
+            assert!(seen.insert(t.task_id.clone()), "{} twice", t.task_id);
+            if held.is_none() {
+                held = Some(t.task_id);
+                drop(d); // not acknowledged
+            } else {
+                d.ack().await.unwrap();
+            }
+        }
+    }
+    let again = c.fetch_proto::<Task>(8, WAIT).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(Some(&again[0].0.task_id), held.as_ref());
+    assert_eq!(again[0].1.delivered, 2);
+}
