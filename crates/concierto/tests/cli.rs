@@ -93,7 +93,7 @@ fn validate_example_exits_0_and_prints_the_ok_summary() {
     assert_eq!(
         lines[1],
         format!(
-            "{EXAMPLE}: ok — 20 roles, 5 triggers, 5 workflows, 2 review loops, 2 quality gates, \
+            "{EXAMPLE}: ok — 20 roles, 6 triggers, 5 workflows, 2 review loops, 2 quality gates, \
              6 content sources, 6 metrics, 1 warning(s)"
         ),
         "{}",
