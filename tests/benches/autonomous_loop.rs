@@ -2,10 +2,13 @@
 //! state in sled, flushed before every publish) and agent workers doing builtin
 //! no-op work, on the embedded bus and on a real nats-server (started here).
 //!
-//! Reports workflow steps completed per second, trigger-to-first-dispatch
-//! latency p50/p99 (a `StartRun` published → the `RunEvent` of its first
-//! dispatch), and the raw NATS request/reply round trip on the same server as
-//! the floor.
+//! Reports workflow steps completed per second (all runs' `StartRun`s published
+//! at once, 256 in flight, as many triggers firing together would), trigger-to-
+//! first-dispatch latency p50/p99 (one run at a time: a `StartRun` published →
+//! the `RunEvent` of its first dispatch), and the raw NATS request/reply round
+//! trip on the same server as the floor. On stderr, where a step's time goes
+//! under load: dispatched → done (bus and worker) and done → next dispatch
+//! (orchestrator).
 //!
 //! `cargo bench -p concierto-e2e --bench autonomous_loop` (BENCH_RUNS, BENCH_SAMPLES).
 
@@ -37,6 +40,8 @@ fn env(name: &str, default: usize) -> usize {
 struct Watch {
     first_dispatch: HashMap<String, Instant>,
     succeeded: usize,
+    /// Per run: when each event arrived, in order (for the hop breakdown).
+    timeline: HashMap<String, Vec<(String, Instant)>>,
 }
 
 struct Figures {
@@ -111,6 +116,19 @@ async fn measure(bus: Arc<dyn Bus>, runs: usize, samples: usize) -> Figures {
         tokio::spawn(async move {
             while let Some((ev, _)) = events.next().await {
                 let mut w = watch.lock().unwrap_or_else(|p| p.into_inner());
+                let kind = if ev.message.starts_with("dispatched") {
+                    "dispatched"
+                } else if ev.message.starts_with("done by") {
+                    "done"
+                } else {
+                    ""
+                };
+                if !kind.is_empty() && ev.run_id.starts_with("tp-") {
+                    w.timeline
+                        .entry(ev.run_id.clone())
+                        .or_default()
+                        .push((kind.to_string(), Instant::now()));
+                }
                 if ev.message.starts_with("dispatched") {
                     w.first_dispatch
                         .entry(ev.run_id.clone())
@@ -158,12 +176,23 @@ async fn measure(bus: Arc<dyn Bus>, runs: usize, samples: usize) -> Figures {
 
     // Throughput: all runs at once.
     let t0 = Instant::now();
-    for i in 0..runs {
-        let id = format!("tp-{i}");
-        bus.publish_durable_proto(subjects::RUN_START, &start(&id), &id)
-            .await
-            .expect("start");
+    // Triggers fire concurrently (as many schedulers and event sources would),
+    // 256 starts in flight at a time.
+    let mut published = HashMap::new();
+    let ids: Vec<String> = (0..runs).map(|i| format!("tp-{i}")).collect();
+    for chunk in ids.chunks(256) {
+        let sends = chunk.iter().map(|id| {
+            let bus = bus.clone();
+            async move {
+                bus.publish_durable_proto(subjects::RUN_START, &start(id), id)
+                    .await
+                    .expect("start");
+                (id.clone(), Instant::now())
+            }
+        });
+        published.extend(futures::future::join_all(sends).await);
     }
+    let publish_time = t0.elapsed();
     loop {
         let notified = changed.notified();
         if watch.lock().unwrap_or_else(|p| p.into_inner()).succeeded >= samples + runs {
@@ -173,6 +202,40 @@ async fn measure(bus: Arc<dyn Bus>, runs: usize, samples: usize) -> Figures {
     }
     let elapsed = t0.elapsed();
     let steps = runs * 2;
+    {
+        // Where a step's time goes: dispatched → done (bus + worker) and done → next dispatch (orchestrator).
+        let w = watch.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut work, mut orch) = (Vec::new(), Vec::new());
+        for tl in w.timeline.values() {
+            for pair in tl.windows(2) {
+                let gap = pair[1].1.duration_since(pair[0].1);
+                match (pair[0].0.as_str(), pair[1].0.as_str()) {
+                    ("dispatched", "done") => work.push(gap),
+                    ("done", "dispatched") => orch.push(gap),
+                    _ => {}
+                }
+            }
+        }
+        work.sort();
+        orch.sort();
+        let mut started: Vec<Duration> = published
+            .iter()
+            .filter_map(|(id, t)| w.first_dispatch.get(id).map(|d| d.duration_since(*t)))
+            .collect();
+        started.sort();
+        eprintln!(
+            "  publishing {runs} starts took {publish_time:?}; start→first dispatch under load p50 {:?} p99 {:?}",
+            pct(&started, 0.5),
+            pct(&started, 0.99)
+        );
+        eprintln!(
+            "  hops: dispatched→done p50 {:?} p99 {:?}; done→next dispatch p50 {:?} p99 {:?}",
+            pct(&work, 0.5),
+            pct(&work, 0.99),
+            pct(&orch, 0.5),
+            pct(&orch, 0.99)
+        );
+    }
     for w in workers {
         let _ = w.stop().await;
     }
