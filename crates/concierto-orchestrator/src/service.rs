@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use concierto_bus::{
-    Bus, BusExt, ConsumerSpec, Delivery, StreamLimits, encode, ensure_standard_streams,
+    Bus, BusExt, Consumer, ConsumerSpec, Delivery, StreamLimits, encode, ensure_standard_streams,
 };
 use concierto_core::clock::SharedClock;
 use concierto_core::config::Studio;
@@ -249,52 +249,24 @@ pub async fn start(
     let signal = control.signal.clone();
     let mut tasks = Vec::new();
 
-    // Intake of StartRun.
-    {
-        let (addr, signal, committer) = (addr.clone(), signal.clone(), committer.clone());
-        let (wait, batch) = (opts.fetch_wait, opts.batch);
-        tasks.push(tokio::spawn(async move {
-            while !signal.is_stopped() {
-                let got = match runs.fetch_proto::<v1::StartRun>(batch, wait).await {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::error!(error = %e, "fetching run starts failed");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                };
-                if got.is_empty() {
-                    continue;
-                }
-                let (inputs, deliveries): (Vec<_>, Vec<_>) =
-                    got.into_iter().map(|(s, d)| (Input::Start(s), d)).unzip();
-                apply(&addr, &committer, inputs, deliveries).await;
-            }
-        }));
-    }
-    // Intake of TaskResult.
-    {
-        let (addr, signal, committer) = (addr.clone(), signal.clone(), committer.clone());
-        let (wait, batch) = (opts.fetch_wait, opts.batch);
-        tasks.push(tokio::spawn(async move {
-            while !signal.is_stopped() {
-                let got = match results.fetch_proto::<v1::TaskResult>(batch, wait).await {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::error!(error = %e, "fetching results failed");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                };
-                if got.is_empty() {
-                    continue;
-                }
-                let (inputs, deliveries): (Vec<_>, Vec<_>) =
-                    got.into_iter().map(|(r, d)| (Input::Result(r), d)).unzip();
-                apply(&addr, &committer, inputs, deliveries).await;
-            }
-        }));
-    }
+    tasks.push(spawn_intake(
+        "run starts",
+        runs,
+        Input::Start,
+        addr.clone(),
+        committer.clone(),
+        signal.clone(),
+        &opts,
+    ));
+    tasks.push(spawn_intake(
+        "results",
+        results,
+        Input::Result,
+        addr.clone(),
+        committer.clone(),
+        signal.clone(),
+        &opts,
+    ));
     // Timeouts and retries.
     {
         let (addr, mut signal, committer) = (addr.clone(), signal.clone(), committer.clone());
@@ -396,6 +368,37 @@ fn spawn_committer(
         }
     });
     (flusher, publisher)
+}
+
+/// Fetches `M`s from `consumer` until stopped, applying each batch in the actor.
+fn spawn_intake<M: concierto_bus::ProtoMessage>(
+    what: &'static str,
+    consumer: Consumer,
+    wrap: fn(M) -> Input,
+    addr: Addr<Orchestrator>,
+    committer: mpsc::Sender<Pending>,
+    signal: StopSignal,
+    opts: &OrchestratorOptions,
+) -> tokio::task::JoinHandle<()> {
+    let (wait, batch) = (opts.fetch_wait, opts.batch);
+    tokio::spawn(async move {
+        while !signal.is_stopped() {
+            let got = match consumer.fetch_proto::<M>(batch, wait).await {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::error!(error = %e, "fetching {what} failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if got.is_empty() {
+                continue;
+            }
+            let (inputs, deliveries): (Vec<_>, Vec<_>) =
+                got.into_iter().map(|(m, d)| (wrap(m), d)).unzip();
+            apply(&addr, &committer, inputs, deliveries).await;
+        }
+    })
 }
 
 /// Applies `inputs` in the actor and hands the effects to the committer.
