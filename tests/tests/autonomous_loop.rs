@@ -290,11 +290,16 @@ async fn orchestrator_killed_amid_200_concurrent_runs_loses_none_and_repeats_non
     tokio::time::sleep(Duration::from_millis(300)).await;
     sb.spawn("orchestrator", &["serve", "orchestrator"]);
 
+    // The scheduler's demo trigger may start runs of its own meanwhile: count ours.
     let runs = eventually(
         Duration::from_secs(120),
         "all 200 runs to succeed",
         || async {
-            let runs = list_runs(&client).await?;
+            let runs: Vec<v1::Run> = list_runs(&client)
+                .await?
+                .into_iter()
+                .filter(|r| r.run_id.starts_with("bulk@"))
+                .collect();
             let ok = runs
                 .iter()
                 .filter(|r| r.state() == v1::RunState::Succeeded)
@@ -304,27 +309,48 @@ async fn orchestrator_killed_amid_200_concurrent_runs_loses_none_and_repeats_non
     )
     .await;
     assert_eq!(runs.len(), n, "exactly 200 runs stored");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let e = events.lock().unwrap();
+    // Every step of every run succeeded at its first attempt: redelivered or
+    // republished work was never counted as a second attempt.
     for r in &runs {
-        assert_eq!(
-            e.finished.get(&r.run_id),
-            Some(&1),
-            "run {} finished {:?} times",
-            r.run_id,
-            e.finished.get(&r.run_id)
-        );
+        for s in &r.steps {
+            assert_eq!(
+                s.state(),
+                v1::StepState::Succeeded,
+                "{}/{}",
+                r.run_id,
+                s.step_id
+            );
+            assert_eq!(
+                s.attempt, 1,
+                "{}/{} took {} attempts",
+                r.run_id, s.step_id, s.attempt
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // None twice: no step's result was applied twice and no run finished twice.
+    // (An event published after the flush can be lost when the process dies in
+    // between — at most once, never twice — so the stored state above is the
+    // proof of completion and the events the proof of no repetition.)
+    let e = events.lock().unwrap();
+    let mut events_lost = 0;
+    for r in &runs {
+        let finished = e.finished.get(&r.run_id).copied().unwrap_or(0);
+        assert!(finished <= 1, "run {} finished {finished} times", r.run_id);
+        events_lost += 1 - finished;
         for s in &r.steps {
             let done = e
                 .done
                 .get(&(r.run_id.clone(), s.step_id.clone()))
                 .map_or(0, Vec::len);
-            assert_eq!(
-                done, 1,
+            assert!(
+                done <= 1,
                 "step {}/{} applied {done} times",
-                r.run_id, s.step_id
+                r.run_id,
+                s.step_id
             );
         }
     }
+    eprintln!("{events_lost} run-finished events lost in the crash window");
     eprintln!("{done_before} of {n} runs had finished when the orchestrator was killed");
 }
