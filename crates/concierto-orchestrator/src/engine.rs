@@ -297,7 +297,7 @@ impl Engine {
         tracing::info!(run = %run.run_id, workflow = %run.workflow, trigger = %run.trigger, "run started");
         fx.events.push(run.event(None, "run started", ms(now)));
         self.advance(&mut run, now, &mut fx);
-        self.finish_or_keep(run, now, &mut fx)?;
+        self.finish_or_keep(run, now)?;
         self.dispatch(now, &mut fx)?;
         Ok(fx)
     }
@@ -360,12 +360,7 @@ impl Engine {
     }
 
     /// Stores `run`; keeps it live unless final.
-    fn finish_or_keep(
-        &mut self,
-        run: RunRecord,
-        now: DateTime<Utc>,
-        _fx: &mut Effects,
-    ) -> Result<(), StoreError> {
+    fn finish_or_keep(&mut self, run: RunRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
         let mut run = run;
         run.updated_ms = ms(now);
         self.persist(&run)?;
@@ -456,7 +451,7 @@ impl Engine {
             tracing::info!(run = %run.run_id, step = %q.step_id, %role, attempt, "step dispatched");
             fx.events
                 .push(run.event(Some(&q.step_id), format!("dispatched to {role}"), ms(now)));
-            self.finish_or_keep(run, now, fx)?;
+            self.finish_or_keep(run, now)?;
             if let Some(task) = task {
                 fx.tasks.push(task);
             }
@@ -594,7 +589,7 @@ impl Engine {
                 self.fail_attempt(&mut run, &r.step_id, reason, false, now, &mut fx);
             }
         }
-        self.finish_or_keep(run, now, &mut fx)?;
+        self.finish_or_keep(run, now)?;
         self.dispatch(now, &mut fx)?;
         Ok(fx)
     }
@@ -631,7 +626,7 @@ impl Engine {
                 s.state = StepState::Queued;
                 self.enqueue(&mut run, &step_id, now, &mut fx);
             }
-            self.finish_or_keep(run, now, &mut fx)?;
+            self.finish_or_keep(run, now)?;
         }
         self.dispatch(now, &mut fx)?;
         Ok(fx)
@@ -673,7 +668,7 @@ impl Engine {
         tracing::info!(run = %run_id, reason, "run cancelled");
         fx.events.push(run.event(None, run.error.clone(), ms(now)));
         let proto = run.to_proto();
-        self.finish_or_keep(run, now, &mut fx)?;
+        self.finish_or_keep(run, now)?;
         self.dispatch(now, &mut fx)?;
         Ok((proto, fx))
     }

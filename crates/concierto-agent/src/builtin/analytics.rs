@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use concierto_proto::v1::Task;
 
 use super::text::{Figure, figures, fmt_num, sentences};
-use super::{FOOTER, Work, input_texts};
+use super::{Work, input_texts};
 
 /// Rows of the details table at most.
 const MAX_ROWS: usize = 12;
@@ -164,15 +164,7 @@ pub(super) fn report(task: &Task) -> Work {
     for (name, t) in &texts {
         let _ = writeln!(out, "- {name} ({} figure(s))", figures(t).len());
     }
-    out.push_str("\n---\n");
-    out.push_str(FOOTER);
-    out.push('\n');
-    Work {
-        output: out,
-        content_type: "text/markdown",
-        labels: Vec::new(),
-        verdict: None,
-    }
+    Work::markdown(out)
 }
 
 fn label(f: &Figure) -> &str {

@@ -11,7 +11,7 @@ use super::brand::BrandRules;
 use super::text::{
     best_sentences, capitalize, first_words, key_phrases, role_title, sentences, token_estimate,
 };
-use super::{FOOTER, Work, input_texts};
+use super::{Work, input_texts};
 
 const ACTIONS: &[&str] = &[
     "Confirm what the inputs say about {} with the step that produced them.",
@@ -110,13 +110,5 @@ pub(super) fn brief(role: &RoleDef, task: &Task, rules: &BrandRules) -> Work {
     for (name, t) in &texts {
         let _ = writeln!(out, "- {name} ({} words)", token_estimate(t));
     }
-    out.push_str("\n---\n");
-    out.push_str(FOOTER);
-    out.push('\n');
-    Work {
-        output: out,
-        content_type: "text/markdown",
-        labels: Vec::new(),
-        verdict: None,
-    }
+    Work::markdown(out)
 }

@@ -9,7 +9,7 @@ use concierto_proto::v1::{ReviewContext, Task};
 
 use super::brand::BrandRules;
 use super::text::{best_sentences, capitalize, clip_chars, first_words, key_phrases, title_case};
-use super::{FOOTER, Work, input_texts};
+use super::{Work, input_texts};
 
 /// Most pieces one task gets.
 const MAX_PIECES: usize = 5;
@@ -148,15 +148,7 @@ pub(super) fn draft(task: &Task, rules: &BrandRules) -> Work {
             let _ = writeln!(out, "- {}", revision_line(r, rules));
         }
     }
-    out.push_str("\n---\n");
-    out.push_str(FOOTER);
-    out.push('\n');
-    Work {
-        output: out,
-        content_type: "text/markdown",
-        labels: Vec::new(),
-        verdict: None,
-    }
+    Work::markdown(out)
 }
 
 /// What a revision says about the reviewer's notes: quoted, unless quoting

@@ -91,6 +91,21 @@ pub(crate) struct Work {
     pub verdict: Option<Verdict>,
 }
 
+impl Work {
+    /// A Markdown document: `body`, then the rule and the builtin footer.
+    pub(crate) fn markdown(mut body: String) -> Work {
+        body.push_str("\n---\n");
+        body.push_str(FOOTER);
+        body.push('\n');
+        Work {
+            output: body,
+            content_type: "text/markdown",
+            labels: Vec::new(),
+            verdict: None,
+        }
+    }
+}
+
 impl BuiltinExecutor {
     /// With the brand rules of `brand_dir` (its `rules.yaml`, `rules.yml` or
     /// `rules.json`; the defaults when it has none), or the defaults when
