@@ -51,6 +51,9 @@ pub struct Outcome {
     /// Executor, model, tokens. The worker fills `executor`, `model` and
     /// `latency_ms` when they are left empty or zero.
     pub usage: Usage,
+    /// Executor-specific facts for `TaskResult.details` (`exit_status`,
+    /// `finish_reason`, `request_id`, `http_attempts`). Never a secret.
+    pub details: std::collections::BTreeMap<String, String>,
 }
 
 impl Outcome {

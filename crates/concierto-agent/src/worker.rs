@@ -568,6 +568,7 @@ fn build_result(
         usage: Some(usage),
         started_at: Some(started_at),
         finished_at: Some(concierto_proto::time::now()),
+        details: outcome.details.into_iter().collect(),
     }
 }
 

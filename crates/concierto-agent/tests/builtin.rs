@@ -9,7 +9,7 @@ use concierto_agent::builtin::{BRAND_DIR, FOOTER, GENERATED_BY, MAJOR_BRAND_CHAN
 use concierto_agent::{BrandRules, BuiltinExecutor, Executor, WorkerOptions, executor_for};
 use concierto_core::config::Studio;
 use concierto_core::roles::RoleDef;
-use concierto_proto::v1::{ReviewContext, Task, TaskInput, TaskStatus};
+use concierto_proto::v1::{ReviewAction, ReviewContext, Task, TaskInput, TaskStatus};
 
 fn studio() -> &'static Studio {
     static STUDIO: OnceLock<Studio> = OnceLock::new();
@@ -226,6 +226,8 @@ fn a_good_draft_passes_the_brand_check() {
         subject_step: "draft-content".into(),
         draft: HYPE_DRAFT.into(),
         notes: String::new(),
+        action: ReviewAction::Review as i32,
+        pass_mark: 0.85,
     });
     assert!(
         !ex.work(role("brand-guardian"), &t)
@@ -365,6 +367,8 @@ fn content_creator_leaves_hype_words_out_and_lists_revision_notes() {
         subject_step: "draft-content".into(),
         draft: HYPE_DRAFT.into(),
         notes: "Replace the hype words (unlock, synergy).".into(),
+        action: ReviewAction::Revise as i32,
+        pass_mark: 0.85,
     });
     let out = ex.work(role("content-creator"), &t);
     let lower = out.output.to_lowercase();
@@ -519,6 +523,8 @@ fn reviewer_roles_other_than_brand_guardian_give_a_completeness_verdict() {
         subject_step: "experiment".into(),
         draft: draft.into(),
         notes: String::new(),
+        action: ReviewAction::Review as i32,
+        pass_mark: 0.85,
     };
     let mut t = task("analytics-reporter", "Review the experiment.", vec![]);
     t.review = Some(review(
