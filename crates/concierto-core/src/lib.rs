@@ -8,4 +8,5 @@ pub mod grammar;
 pub mod roles;
 pub mod service;
 pub mod store;
+pub mod structured;
 pub mod subjects;

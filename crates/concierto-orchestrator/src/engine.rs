@@ -14,7 +14,7 @@ use concierto_core::store::{KvStore, Op, StoreError};
 use concierto_proto::v1;
 
 use crate::queue::{Class, Queued, WorkQueue};
-use crate::run::{RunRecord, RunState, StepRecord, StepState};
+use crate::run::{AuxKind, RunRecord, RunState, StepRecord, StepState};
 
 const RUNS: &str = "runs";
 /// Step id of a workflow's failure step.
@@ -75,16 +75,19 @@ pub enum EngineError {
 
 /// The state machine.
 pub struct Engine {
-    studio: Arc<Studio>,
+    pub(crate) studio: Arc<Studio>,
     store: Arc<dyn KvStore>,
     limits: Limits,
-    live: HashMap<String, RunRecord>,
+    pub(crate) live: HashMap<String, RunRecord>,
     queue: WorkQueue,
     in_flight: usize,
     per_role: HashMap<String, usize>,
+    /// Outputs waiting for their batched loop's next review: `(loop, due ms)`
+    /// to `(run, step)` in the order collected.
+    pub(crate) pending_batches: BTreeMap<(String, i64), Vec<(String, String)>>,
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
@@ -96,7 +99,7 @@ fn class_of(priority: i32) -> Class {
     }
 }
 
-fn step_record(s: &Step) -> StepRecord {
+pub(crate) fn step_record(s: &Step) -> StepRecord {
     StepRecord {
         id: s.id.clone(),
         role: s.role.clone(),
@@ -118,6 +121,11 @@ fn step_record(s: &Step) -> StepRecord {
         latency_ms: 0,
         started_ms: 0,
         finished_ms: 0,
+        review: s.review.clone(),
+        rounds: Vec::new(),
+        batch_due_ms: 0,
+        batch_run: String::new(),
+        aux: None,
     }
 }
 
@@ -168,6 +176,7 @@ impl Engine {
             queue: WorkQueue::new(aging),
             in_flight: 0,
             per_role: HashMap::new(),
+            pending_batches: BTreeMap::new(),
         }
     }
 
@@ -186,7 +195,7 @@ impl Engine {
         self.queue.len()
     }
 
-    fn persist(&self, run: &RunRecord) -> Result<(), StoreError> {
+    pub(crate) fn persist(&self, run: &RunRecord) -> Result<(), StoreError> {
         let body = serde_json::to_vec(run)
             .map_err(|e| StoreError::from_message(format!("encoding run {}: {e}", run.run_id)))?;
         self.store
@@ -216,7 +225,7 @@ impl Engine {
                 continue;
             }
             let class = class_of(run.priority);
-            for s in run.steps.iter().chain(run.on_failure.iter()) {
+            for s in run.all_steps() {
                 match s.state {
                     StepState::Queued => self.queue.push(Queued {
                         run_id: run.run_id.clone(),
@@ -229,6 +238,14 @@ impl Engine {
                         self.in_flight += 1;
                         *self.per_role.entry(s.role.clone()).or_insert(0) += 1;
                         fx.tasks.push(self.task_for(&run, s));
+                    }
+                    StepState::InReview if s.batch_due_ms > 0 && s.batch_run.is_empty() => {
+                        if let Some(l) = &s.review {
+                            self.pending_batches
+                                .entry((l.clone(), s.batch_due_ms))
+                                .or_default()
+                                .push((run.run_id.clone(), s.id.clone()));
+                        }
                     }
                     _ => {}
                 }
@@ -285,6 +302,8 @@ impl Engine {
             updated_ms: ms(now),
             event_seq: 0,
             failing: false,
+            aux: Vec::new(),
+            batch: None,
         };
         if wf.is_none() {
             run.state = RunState::Failed;
@@ -297,13 +316,13 @@ impl Engine {
         tracing::info!(run = %run.run_id, workflow = %run.workflow, trigger = %run.trigger, "run started");
         fx.events.push(run.event(None, "run started", ms(now)));
         self.advance(&mut run, now, &mut fx);
-        self.finish_or_keep(run, now)?;
+        self.finish_or_keep(run, now, &mut fx)?;
         self.dispatch(now, &mut fx)?;
         Ok(fx)
     }
 
     /// Queues the first waiting step whose predecessors are done, or finishes the run.
-    fn advance(&mut self, run: &mut RunRecord, now: DateTime<Utc>, fx: &mut Effects) {
+    pub(crate) fn advance(&mut self, run: &mut RunRecord, now: DateTime<Utc>, fx: &mut Effects) {
         if run.failing {
             let done = run.on_failure.as_ref().is_none_or(|f| !f.state.is_open());
             if done {
@@ -338,7 +357,7 @@ impl Engine {
         }
     }
 
-    fn enqueue(
+    pub(crate) fn enqueue(
         &mut self,
         run: &mut RunRecord,
         step_id: &str,
@@ -359,9 +378,18 @@ impl Engine {
         fx.events.push(run.event(Some(step_id), "queued", ms(now)));
     }
 
-    /// Stores `run`; keeps it live unless final.
-    fn finish_or_keep(&mut self, run: RunRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Stores `run`; keeps it live unless final. A batch run that just ended
+    /// hands its verdicts (or its failure) to the runs it reviewed.
+    pub(crate) fn finish_or_keep(
+        &mut self,
+        run: RunRecord,
+        now: DateTime<Utc>,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
         let mut run = run;
+        if run.state.is_final() && run.batch.as_ref().is_some_and(|b| !b.settled) {
+            self.settle_batch(&mut run, now, fx)?;
+        }
         run.updated_ms = ms(now);
         self.persist(&run)?;
         if run.state.is_final() {
@@ -374,7 +402,7 @@ impl Engine {
     }
 
     fn task_for(&self, run: &RunRecord, s: &StepRecord) -> v1::Task {
-        let inputs = s
+        let mut inputs: Vec<v1::TaskInput> = s
             .inputs
             .iter()
             .map(|name| v1::TaskInput {
@@ -387,6 +415,23 @@ impl Engine {
                 content_type: "text/plain".into(),
             })
             .collect();
+        if s.aux
+            .as_ref()
+            .is_some_and(|a| a.kind == AuxKind::BatchReview)
+            && let Some(b) = &run.batch
+        {
+            let reviewer = &s.role;
+            inputs.extend(
+                b.items
+                    .iter()
+                    .filter(|i| self.reviewers_for(&b.loop_name, &i.role).contains(reviewer))
+                    .map(|i| v1::TaskInput {
+                        name: i.name(),
+                        content: i.draft.clone(),
+                        content_type: "text/markdown".into(),
+                    }),
+            );
+        }
         let instruction = if run.failing && run.on_failure.as_ref().is_some_and(|f| f.id == s.id) {
             format!("{}\n\nThe run failed: {}", s.task, run.error)
         } else {
@@ -408,7 +453,19 @@ impl Engine {
             }),
             params: run.params.clone().into_iter().collect(),
             labels: s.labels.clone(),
-            review: None,
+            review: s.aux.as_ref().map(|a| v1::ReviewContext {
+                r#loop: a.loop_name.clone(),
+                round: a.round,
+                subject_step: a.subject.clone(),
+                draft: a.draft.clone(),
+                notes: a.notes.clone(),
+                action: match a.kind {
+                    AuxKind::Review => v1::ReviewAction::Review,
+                    AuxKind::Revise => v1::ReviewAction::Revise,
+                    AuxKind::BatchReview => v1::ReviewAction::ReviewBatch,
+                } as i32,
+                pass_mark: a.pass_mark,
+            }),
         }
     }
 
@@ -430,7 +487,10 @@ impl Engine {
             let Some(mut run) = self.live.remove(&q.run_id) else {
                 continue;
             };
-            let Some(s) = run.step_mut(&q.step_id) else {
+            let Some(s) = run
+                .step_mut(&q.step_id)
+                .filter(|s| s.state == StepState::Queued)
+            else {
                 self.live.insert(run.run_id.clone(), run);
                 continue;
             };
@@ -451,7 +511,7 @@ impl Engine {
             tracing::info!(run = %run.run_id, step = %q.step_id, %role, attempt, "step dispatched");
             fx.events
                 .push(run.event(Some(&q.step_id), format!("dispatched to {role}"), ms(now)));
-            self.finish_or_keep(run, now)?;
+            self.finish_or_keep(run, now, fx)?;
             if let Some(task) = task {
                 fx.tasks.push(task);
             }
@@ -459,7 +519,7 @@ impl Engine {
         Ok(())
     }
 
-    fn release(&mut self, role: &str) {
+    pub(crate) fn release(&mut self, role: &str) {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Some(n) = self.per_role.get_mut(role) {
             *n = n.saturating_sub(1);
@@ -477,7 +537,7 @@ impl Engine {
     }
 
     /// A failed attempt: retried with backoff while attempts remain, else the step fails.
-    fn fail_attempt(
+    pub(crate) fn fail_attempt(
         &mut self,
         run: &mut RunRecord,
         step_id: &str,
@@ -508,9 +568,21 @@ impl Engine {
         }
         s.state = StepState::Failed;
         s.finished_ms = ms(now);
+        let subject = s
+            .aux
+            .as_ref()
+            .filter(|a| a.kind != AuxKind::BatchReview)
+            .map(|a| a.subject.clone());
         tracing::warn!(run = %run.run_id, step = %step_id, %role, attempt, %reason, "step failed");
         fx.events
             .push(run.event(Some(step_id), format!("failed: {reason}"), ms(now)));
+        if let Some(subject) = subject {
+            // A review or revision failed for good: so does the step it was about.
+            self.cancel_loop_steps(run, &subject, now);
+            let why = format!("its review loop step {step_id} failed: {reason}");
+            self.fail_attempt(run, &subject, why, false, now, fx);
+            return;
+        }
         if run.failing {
             // The failure step itself failed: the run ends.
             self.advance(run, now, fx);
@@ -561,22 +633,7 @@ impl Engine {
             }
         }
         match v1::TaskStatus::try_from(r.status).unwrap_or(v1::TaskStatus::Unspecified) {
-            v1::TaskStatus::Succeeded => {
-                if let Some(s) = run.step_mut(&r.step_id) {
-                    s.state = StepState::Succeeded;
-                    s.output = r.output.clone();
-                    s.result_labels = r.labels.clone();
-                    s.error.clear();
-                    s.finished_ms = ms(now);
-                }
-                tracing::info!(run = %run.run_id, step = %r.step_id, %role, worker = %r.worker_id, "step succeeded");
-                fx.events.push(run.event(
-                    Some(&r.step_id),
-                    format!("done by {}", r.worker_id),
-                    ms(now),
-                ));
-                self.advance(&mut run, now, &mut fx);
-            }
+            v1::TaskStatus::Succeeded => self.step_succeeded(&mut run, &r, now, &mut fx),
             v1::TaskStatus::Retryable => {
                 self.fail_attempt(&mut run, &r.step_id, r.error.clone(), true, now, &mut fx);
             }
@@ -589,7 +646,7 @@ impl Engine {
                 self.fail_attempt(&mut run, &r.step_id, reason, false, now, &mut fx);
             }
         }
-        self.finish_or_keep(run, now)?;
+        self.finish_or_keep(run, now, &mut fx)?;
         self.dispatch(now, &mut fx)?;
         Ok(fx)
     }
@@ -600,7 +657,7 @@ impl Engine {
         let now_ms = ms(now);
         let mut touched = Vec::new();
         for run in self.live.values() {
-            for s in run.steps.iter().chain(run.on_failure.iter()) {
+            for s in run.all_steps() {
                 let overdue = s.state == StepState::Dispatched && s.deadline_ms <= now_ms;
                 let retry_due = s.state == StepState::Retrying && s.retry_at_ms <= now_ms;
                 if overdue || retry_due {
@@ -626,8 +683,9 @@ impl Engine {
                 s.state = StepState::Queued;
                 self.enqueue(&mut run, &step_id, now, &mut fx);
             }
-            self.finish_or_keep(run, now)?;
+            self.finish_or_keep(run, now, &mut fx)?;
         }
+        self.close_due_batches(now, &mut fx)?;
         self.dispatch(now, &mut fx)?;
         Ok(fx)
     }
@@ -647,7 +705,7 @@ impl Engine {
             };
         };
         let mut released = Vec::new();
-        for s in run.steps.iter_mut().chain(run.on_failure.iter_mut()) {
+        for s in run.all_steps_mut() {
             if s.state == StepState::Dispatched {
                 released.push(s.role.clone());
             }
@@ -668,7 +726,7 @@ impl Engine {
         tracing::info!(run = %run_id, reason, "run cancelled");
         fx.events.push(run.event(None, run.error.clone(), ms(now)));
         let proto = run.to_proto();
-        self.finish_or_keep(run, now)?;
+        self.finish_or_keep(run, now, &mut fx)?;
         self.dispatch(now, &mut fx)?;
         Ok((proto, fx))
     }

@@ -17,10 +17,15 @@
 
 mod engine;
 mod queue;
+mod review;
 mod run;
 mod service;
 
 pub use engine::{Effects, Engine, EngineError, Limits, ON_FAILURE};
 pub use queue::{Class, Queued, WorkQueue};
-pub use run::{RunRecord, RunState, StepRecord, StepState};
+pub use review::{BATCH_RUN_PREFIX, DEFAULT_PASS_MARK, REVIEW_ESCALATED};
+pub use run::{
+    Aux, AuxKind, BatchInfo, BatchItem, ReviewRound, ReviewerVerdict, RunRecord, RunState,
+    StepRecord, StepState,
+};
 pub use service::{OrchestratorError, OrchestratorOptions, start};

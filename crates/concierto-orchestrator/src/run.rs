@@ -44,6 +44,8 @@ pub enum StepState {
     Queued,
     /// Its task is published; waiting for the result.
     Dispatched,
+    /// Its output is with reviewers (or being revised after their notes).
+    InReview,
     /// Failed an attempt; waiting for its backoff to pass.
     Retrying,
     /// Done.
@@ -60,6 +62,7 @@ impl StepState {
             StepState::Waiting => v1::StepState::Waiting,
             StepState::Queued => v1::StepState::Queued,
             StepState::Dispatched => v1::StepState::Dispatched,
+            StepState::InReview => v1::StepState::InReview,
             StepState::Retrying => v1::StepState::Retrying,
             StepState::Succeeded => v1::StepState::Succeeded,
             StepState::Failed => v1::StepState::Failed,
@@ -71,7 +74,11 @@ impl StepState {
     pub fn is_open(self) -> bool {
         matches!(
             self,
-            StepState::Waiting | StepState::Queued | StepState::Dispatched | StepState::Retrying
+            StepState::Waiting
+                | StepState::Queued
+                | StepState::Dispatched
+                | StepState::InReview
+                | StepState::Retrying
         )
     }
 }
@@ -119,6 +126,140 @@ pub struct StepRecord {
     pub started_ms: i64,
     /// Final state reached (unix ms), 0 before.
     pub finished_ms: i64,
+    /// The agent_to_agent loop that reviews its output, if any.
+    #[serde(default)]
+    pub review: Option<String>,
+    /// Review rounds so far, oldest first.
+    #[serde(default)]
+    pub rounds: Vec<ReviewRound>,
+    /// When it waits for a batched loop: when that batch is reviewed (unix ms).
+    #[serde(default)]
+    pub batch_due_ms: i64,
+    /// The batch run reviewing it, once the batch is under way.
+    #[serde(default)]
+    pub batch_run: String,
+    /// Set on the steps a review loop adds (reviews, revisions, batch reviews).
+    #[serde(default)]
+    pub aux: Option<Aux>,
+}
+
+/// One review round of a step's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewRound {
+    /// 1-based.
+    pub round: u32,
+    /// Every reviewer's verdict.
+    pub verdicts: Vec<ReviewerVerdict>,
+    /// The score the round counts: the lowest of the reviewers'.
+    pub score: f64,
+    /// Whether the output passed.
+    pub passed: bool,
+    /// The pass mark applied.
+    pub pass_mark: f64,
+    /// When the round was decided (unix ms).
+    pub at_ms: i64,
+    /// The batch run that reviewed it, for batched loops.
+    #[serde(default)]
+    pub batch_run: String,
+}
+
+/// One reviewer's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewerVerdict {
+    /// The reviewing role.
+    pub role: String,
+    /// Its worker.
+    pub worker: String,
+    /// Its own pass.
+    pub pass: bool,
+    /// In 0..1.
+    pub score: f64,
+    /// What to change.
+    pub notes: String,
+    /// Why.
+    pub reasons: Vec<String>,
+    /// Labels it put on the output.
+    pub labels: Vec<String>,
+}
+
+impl ReviewerVerdict {
+    /// As the bus and the admin API carry it.
+    pub fn to_proto(&self) -> v1::Verdict {
+        v1::Verdict {
+            pass: self.pass,
+            score: self.score,
+            notes: self.notes.clone(),
+            reasons: self.reasons.clone(),
+        }
+    }
+}
+
+/// What a step added by a review loop does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuxKind {
+    /// A reviewer reviews one output.
+    Review,
+    /// The producer revises its output after the notes.
+    Revise,
+    /// A reviewer reviews a batch of outputs (a step of a batch run).
+    BatchReview,
+}
+
+/// The loop bookkeeping of a step a review loop added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aux {
+    /// Review, revision or batch review.
+    pub kind: AuxKind,
+    /// The loop.
+    pub loop_name: String,
+    /// The round it belongs to (for a revision: the round it prepares).
+    pub round: u32,
+    /// The step whose output it is about (empty for a batch review).
+    pub subject: String,
+    /// The output under review or to revise.
+    pub draft: String,
+    /// The notes a revision follows.
+    pub notes: String,
+    /// The pass mark handed to the reviewer.
+    pub pass_mark: f64,
+    /// A review's verdict, once given.
+    pub verdict: Option<ReviewerVerdict>,
+    /// A batch review's verdicts, by item (`<run_id>/<step_id>`).
+    #[serde(default)]
+    pub batch_verdicts: BTreeMap<String, ReviewerVerdict>,
+}
+
+/// What a batch run reviews.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchInfo {
+    /// The loop.
+    pub loop_name: String,
+    /// The outputs, in the order they were collected.
+    pub items: Vec<BatchItem>,
+    /// True once its verdicts went back to the items' runs.
+    pub settled: bool,
+}
+
+/// One output in a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchItem {
+    /// The run it belongs to.
+    pub run_id: String,
+    /// Its step.
+    pub step_id: String,
+    /// The producing role.
+    pub role: String,
+    /// The round it is reviewed in.
+    pub round: u32,
+    /// The output.
+    pub draft: String,
+}
+
+impl BatchItem {
+    /// Its name as a task input: `<run_id>/<step_id>`.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.run_id, self.step_id)
+    }
 }
 
 /// A stored run.
@@ -155,6 +296,33 @@ pub struct RunRecord {
     /// True once a step failed for good and the failure step runs.
     #[serde(default)]
     pub failing: bool,
+    /// Steps review loops added (reviews and revisions), in the order added.
+    #[serde(default)]
+    pub aux: Vec<StepRecord>,
+    /// Set on a batch run: the outputs it reviews.
+    #[serde(default)]
+    pub batch: Option<BatchInfo>,
+}
+
+impl StepRecord {
+    /// The verdict to show: a review's own, or the last round's of a reviewed step.
+    pub fn verdict(&self) -> Option<v1::Verdict> {
+        if let Some(v) = self.aux.as_ref().and_then(|a| a.verdict.as_ref()) {
+            return Some(v.to_proto());
+        }
+        self.rounds.last().map(|r| v1::Verdict {
+            pass: r.passed,
+            score: r.score,
+            notes: r
+                .verdicts
+                .iter()
+                .filter(|v| !v.notes.is_empty())
+                .map(|v| format!("{}: {}", v.role, v.notes))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            reasons: r.verdicts.iter().flat_map(|v| v.reasons.clone()).collect(),
+        })
+    }
 }
 
 fn ts(ms: i64) -> Option<prost_types::Timestamp> {
@@ -165,22 +333,30 @@ fn ts(ms: i64) -> Option<prost_types::Timestamp> {
 }
 
 impl RunRecord {
-    /// The step with this id (the failure step included).
+    /// The step with this id (the failure step and loop steps included).
     pub fn step_mut(&mut self, id: &str) -> Option<&mut StepRecord> {
-        if let Some(f) = self.on_failure.as_mut()
-            && f.id == id
-        {
-            return Some(f);
-        }
-        self.steps.iter_mut().find(|s| s.id == id)
+        self.all_steps_mut().find(|s| s.id == id)
     }
 
     /// The step with this id.
     pub fn step(&self, id: &str) -> Option<&StepRecord> {
+        self.all_steps().find(|s| s.id == id)
+    }
+
+    /// The workflow's steps, its failure step, and the steps loops added.
+    pub fn all_steps(&self) -> impl Iterator<Item = &StepRecord> {
         self.steps
             .iter()
             .chain(self.on_failure.iter())
-            .find(|s| s.id == id)
+            .chain(self.aux.iter())
+    }
+
+    /// The same, mutable.
+    pub fn all_steps_mut(&mut self) -> impl Iterator<Item = &mut StepRecord> {
+        self.steps
+            .iter_mut()
+            .chain(self.on_failure.iter_mut())
+            .chain(self.aux.iter_mut())
     }
 
     /// The admin API's view.
@@ -195,6 +371,7 @@ impl RunRecord {
                 .steps
                 .iter()
                 .chain(self.on_failure.iter().filter(|f| f.attempt > 0))
+                .chain(self.aux.iter())
                 .map(|s| v1::RunStep {
                     step_id: s.id.clone(),
                     role: s.role.clone(),
@@ -203,8 +380,8 @@ impl RunRecord {
                     output: s.output.clone(),
                     error: s.error.clone(),
                     labels: s.result_labels.clone(),
-                    verdict: None,
-                    review_rounds: 0,
+                    verdict: s.verdict(),
+                    review_rounds: u32::try_from(s.rounds.len()).unwrap_or(u32::MAX),
                     usage: Some(v1::Usage {
                         executor: s.executor.clone(),
                         model: s.model.clone(),

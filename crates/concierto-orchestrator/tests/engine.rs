@@ -52,6 +52,18 @@ fn ok(task: &v1::Task, output: &str) -> v1::TaskResult {
     }
 }
 
+fn verdict(task: &v1::Task, pass: bool, score: f64, notes: &str) -> v1::TaskResult {
+    v1::TaskResult {
+        verdict: Some(v1::Verdict {
+            pass,
+            score,
+            notes: notes.into(),
+            reasons: Vec::new(),
+        }),
+        ..ok(task, &format!("{{\"pass\": {pass}, \"score\": {score}}}"))
+    }
+}
+
 fn failed(task: &v1::Task, status: v1::TaskStatus, error: &str) -> v1::TaskResult {
     v1::TaskResult {
         status: status as i32,
@@ -109,12 +121,26 @@ fn daily_pipeline_runs_its_steps_in_order_with_earlier_outputs_as_inputs() {
                 assert_eq!(got.content, format!("output of {input}"));
             }
         }
-        let fx = e
+        let mut fx = e
             .apply_result(
                 ok(&task, &format!("output of {}", step.id)),
                 t(i as i64 + 1),
             )
             .unwrap();
+        if step.review.is_some() {
+            // The loop's reviewer sees the output first and passes it.
+            let review = one(&fx);
+            assert_eq!(review.role, "brand-guardian");
+            assert_eq!(
+                review.step_id,
+                format!("{}/review-1/brand-guardian", step.id)
+            );
+            let ctx = review.review.clone().expect("a review context");
+            assert_eq!(ctx.draft, format!("output of {}", step.id));
+            fx = e
+                .apply_result(verdict(&review, true, 0.93, ""), t(i as i64 + 1))
+                .unwrap();
+        }
         if i + 1 < wf.steps.len() {
             task = one(&fx);
         } else {
