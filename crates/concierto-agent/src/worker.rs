@@ -13,8 +13,11 @@ use concierto_bus::{Bus, BusError, BusExt, Consumer, ConsumerSpec, Delivery, enc
 use concierto_core::config::Studio;
 use concierto_core::roles::RoleDef;
 use concierto_core::service::{ServiceControl, ServiceHandle, StopSignal};
+use concierto_core::structured;
 use concierto_core::subjects;
-use concierto_proto::v1::{AgentHeartbeat, AgentState, Task, TaskResult, TaskStatus, Usage};
+use concierto_proto::v1::{
+    AgentHeartbeat, AgentState, ReviewAction, Task, TaskResult, TaskStatus, Usage, Verdict,
+};
 
 use crate::error::AgentError;
 use crate::executor::{Executor, Outcome};
@@ -536,8 +539,31 @@ fn build_result(
     } else {
         outcome.error
     };
+    // A model answers in text: a review's verdict and any output labels are
+    // read from the JSON object in it when the executor did not set them.
+    let mut verdict = outcome.verdict;
+    let mut found_labels = Vec::new();
+    if status == TaskStatus::Succeeded {
+        let is_review = task
+            .review
+            .as_ref()
+            .is_some_and(|r| r.action() == ReviewAction::Review);
+        if verdict.is_none()
+            && is_review
+            && let Some(v) = structured::verdict(&outcome.output)
+        {
+            found_labels.extend(v.labels.iter().cloned());
+            verdict = Some(Verdict {
+                pass: v.pass,
+                score: v.score,
+                notes: v.notes,
+                reasons: v.reasons,
+            });
+        }
+        found_labels.extend(structured::labels(&outcome.output));
+    }
     let mut labels: Vec<String> = Vec::new();
-    for l in task.labels.iter().chain(&outcome.labels) {
+    for l in task.labels.iter().chain(&outcome.labels).chain(&found_labels) {
         if !labels.contains(l) {
             labels.push(l.clone());
         }
@@ -564,7 +590,7 @@ fn build_result(
         content_type: outcome.content_type,
         error,
         labels,
-        verdict: outcome.verdict,
+        verdict,
         usage: Some(usage),
         started_at: Some(started_at),
         finished_at: Some(concierto_proto::time::now()),

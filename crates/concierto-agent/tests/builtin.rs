@@ -676,3 +676,80 @@ fn the_studio_picks_the_builtin_executor_and_the_worker_options() {
     );
     assert_eq!(WorkerOptions::for_role(s, "ui-designer").max_in_flight, 4);
 }
+
+fn review_ctx(action: ReviewAction, pass_mark: f64) -> ReviewContext {
+    ReviewContext {
+        r#loop: "experimenter_to_optimizer".into(),
+        round: 0,
+        subject_step: String::new(),
+        draft: String::new(),
+        notes: String::new(),
+        action: action as i32,
+        pass_mark,
+    }
+}
+
+#[test]
+fn a_batch_review_gives_one_verdict_per_draft_named_by_its_run_and_step() {
+    let ex = BuiltinExecutor::default();
+    let mut t = task(
+        "brand-guardian",
+        "Review each draft of this batch.",
+        vec![
+            input("r1/draft-content", GOOD_DRAFT),
+            input("r2/draft-content", HYPE_DRAFT),
+            input("r3/draft-content", GOOD_DRAFT),
+        ],
+    );
+    t.review = Some(review_ctx(ReviewAction::ReviewBatch, 0.85));
+    let out = ex.work(role("brand-guardian"), &t);
+    assert_eq!(out.content_type, "application/json");
+    let v = json(&out.output);
+    let items = v["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3);
+    let subjects: Vec<&str> = items.iter().map(|i| i["subject"].as_str().unwrap()).collect();
+    assert_eq!(subjects, ["r1/draft-content", "r2/draft-content", "r3/draft-content"]);
+    assert_eq!(items[0]["pass"], true);
+    assert_eq!(items[1]["pass"], false);
+    assert!(items[1]["notes"].as_str().unwrap().contains("To fix"), "{}", items[1]);
+    assert_eq!(v["generated_by"], GENERATED_BY);
+    // The orchestrator's parser reads the same answer.
+    let parsed = concierto_core::structured::batch_verdicts(&out.output).expect("parses");
+    assert_eq!(parsed.len(), 3);
+    assert!(!parsed[1].1.pass);
+    let verdict = out.verdict.expect("an overall verdict");
+    assert!(!verdict.pass);
+    assert_eq!(verdict.reasons, vec!["r2/draft-content".to_string()]);
+
+    // Other reviewers judge completeness, per draft too.
+    let mut t = task(
+        "analytics-reporter",
+        "Review each experiment.",
+        vec![
+            input("e1/run-experiment", "## Result\n- Signups rose 12% (n=4,000) against the control over 14 days, with the variant's headline and the same audience split across both arms of the test."),
+            input("e2/run-experiment", "TODO"),
+        ],
+    );
+    t.review = Some(review_ctx(ReviewAction::ReviewBatch, 0.85));
+    let v = json(&ex.work(role("analytics-reporter"), &t).output);
+    assert_eq!(v["items"][0]["pass"], true, "{v}");
+    assert_eq!(v["items"][1]["pass"], false, "{v}");
+}
+
+#[test]
+fn the_review_pass_mark_replaces_the_brand_rules_pass_score() {
+    let ex = BuiltinExecutor::default();
+    let draft = format!("{GOOD_DRAFT}\nWe love it! See you there!");
+    let mut t = task("brand-guardian", "Review.", vec![]);
+    let mut ctx = review_ctx(ReviewAction::Review, 0.85);
+    ctx.draft = draft.clone();
+    t.review = Some(ctx.clone());
+    let lenient = ex.work(role("brand-guardian"), &t).verdict.unwrap();
+    assert!(lenient.pass, "{lenient:?}");
+    assert!(lenient.score < 1.0);
+    ctx.pass_mark = 0.99;
+    t.review = Some(ctx);
+    let strict = ex.work(role("brand-guardian"), &t).verdict.unwrap();
+    assert_eq!(strict.score, lenient.score);
+    assert!(!strict.pass, "a 0.99 pass mark fails the same draft: {strict:?}");
+}

@@ -495,3 +495,61 @@ impl Bus for FailResults {
         self.inner.prefix()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_models_text_answer_gives_the_review_verdict_labels_and_details() {
+    /// Answers as a chat model would: prose around a JSON object.
+    struct Chatty;
+    #[async_trait]
+    impl Executor for Chatty {
+        fn name(&self) -> &str {
+            "openai"
+        }
+        async fn execute(&self, _role: &RoleDef, task: &Task) -> Outcome {
+            let mut o = if task.review.is_some() {
+                Outcome::succeeded(
+                    "Here is my review.\n```json\n{\"pass\": false, \"score\": 0.6, \"notes\": \"Cut the hype.\", \"labels\": [\"major_brand_changes\"]}\n```",
+                    "text/markdown",
+                )
+            } else {
+                Outcome::succeeded("{\"post\": \"hello\", \"labels\": [\"campaign_launch\"]}", "application/json")
+            };
+            o.details.insert("finish_reason".into(), "stop".into());
+            o
+        }
+    }
+    let bus = embedded().await;
+    let results = Results::open(&bus).await;
+    let worker = start_worker(role(ROLE), Arc::new(Chatty), bus.clone(), opts("c"))
+        .await
+        .expect("start");
+    let mut review = task("review-1", &[]);
+    review.labels.clear();
+    review.review = Some(concierto_proto::v1::ReviewContext {
+        r#loop: "creator_to_reviewer".into(),
+        round: 1,
+        subject_step: "draft".into(),
+        draft: "UNLOCK it now!!!".into(),
+        action: concierto_proto::v1::ReviewAction::Review as i32,
+        pass_mark: 0.85,
+        ..Default::default()
+    });
+    publish(&bus, &review).await;
+    let got = results.take(1, WAIT).await;
+    let r = &got[0].0;
+    let v = r.verdict.clone().expect("the verdict is read from the text");
+    assert!(!v.pass);
+    assert!((v.score - 0.6).abs() < 1e-9);
+    assert_eq!(v.notes, "Cut the hype.");
+    assert_eq!(r.labels, vec!["major_brand_changes".to_string()]);
+    assert_eq!(r.details.get("finish_reason").map(String::as_str), Some("stop"));
+
+    let mut plain = task("draft-1", &[]);
+    plain.labels = vec!["from_step".into()];
+    publish(&bus, &plain).await;
+    let got = results.take(1, WAIT).await;
+    let r = &got[0].0;
+    assert!(r.verdict.is_none(), "only reviews get a verdict");
+    assert_eq!(r.labels, vec!["from_step".to_string(), "campaign_launch".to_string()], "step labels, then the output's");
+    worker.stop().await.expect("stop");
+}

@@ -14,12 +14,15 @@
 //! | `feedback-synthesizer` | JSON: `category` (brand, technical, growth, other) by keyword scoring and the `roles` it goes to — brand → brand-guardian, creative-director; technical → backend-architect, test-writer-fixer; growth → growth-hacker, analytics-reporter; other → studio-orchestrator — with confidence, reason (quoting the key sentence), summary, urgency. |
 //! | any other role | Markdown brief: title from the instruction, key points (the input sentences that carry the most key terms), key terms, angles when the instruction asks for them, next actions, sources. |
 //!
-//! **Reviews and revisions.** A task with a `review` context whose `notes` are
-//! empty is a *review*: `brand-guardian` scores it for the brand, and any other
-//! role except `content-creator` and `feedback-synthesizer` checks its
-//! completeness (substance, structure, no placeholders; figures, for
-//! `analytics-reporter`) and answers with a JSON verdict. A `review` context
-//! with notes is a *revision*: the output lists the notes as addressed.
+//! **Reviews and revisions.** A task whose `review.action` is `REVIEW` (or,
+//! when unset, whose review notes are empty) is a *review*: `brand-guardian`
+//! scores it for the brand, and any other role except `content-creator` and
+//! `feedback-synthesizer` checks its completeness (substance, structure, no
+//! placeholders; figures, for `analytics-reporter`) and answers with a JSON
+//! verdict; the review's `pass_mark` replaces the rules' `pass_score`.
+//! `REVIEW_BATCH` judges every input (one draft each, named `<run>/<step>`) the
+//! same way and answers `{"items": [{"subject", "pass", "score", "notes"}]}`.
+//! `REVISE` is a *revision*: the output lists the notes as addressed.
 //!
 //! **Test parameters** (`Task.params`), read before any work:
 //!
@@ -45,7 +48,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use concierto_core::config::Studio;
 use concierto_core::roles::RoleDef;
-use concierto_proto::v1::{Task, Usage, Verdict};
+use concierto_proto::v1::{ReviewAction, Task, Usage, Verdict};
 
 pub use analytics::{Summary, summarise};
 pub use brand::{BrandReport, BrandRules, Checked, MAJOR_BRAND_CHANGES, RULES_FILES};
@@ -142,16 +145,20 @@ impl BuiltinExecutor {
             .params
             .get(PARAM_AS)
             .map_or(role.name.as_str(), String::as_str);
-        let is_review = task
-            .review
-            .as_ref()
-            .is_some_and(|r| r.notes.trim().is_empty());
-        let work = match kind {
-            "brand-guardian" => review::brand(task, &self.rules),
-            "content-creator" => content::draft(task, &self.rules),
-            "feedback-synthesizer" => feedback::synthesize(task),
-            _ if is_review => review::completeness(kind, task, self.rules.pass_score),
-            "analytics-reporter" => analytics::report(task),
+        let action = task.review.as_ref().map(|r| match r.action() {
+            ReviewAction::Unspecified if r.notes.trim().is_empty() => ReviewAction::Review,
+            ReviewAction::Unspecified => ReviewAction::Revise,
+            a => a,
+        });
+        let work = match (kind, action) {
+            (_, Some(ReviewAction::ReviewBatch)) => review::batch(kind, task, &self.rules),
+            ("brand-guardian", _) => review::brand(task, &self.rules),
+            ("content-creator", _) => content::draft(task, &self.rules),
+            ("feedback-synthesizer", _) => feedback::synthesize(task),
+            (_, Some(ReviewAction::Review)) => {
+                review::completeness(kind, task, self.rules.pass_score)
+            }
+            ("analytics-reporter", _) => analytics::report(task),
             _ => brief::brief(role, task, &self.rules),
         };
         let mut out = Outcome::succeeded(work.output, work.content_type);
