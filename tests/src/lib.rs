@@ -125,6 +125,16 @@ impl Sandbox {
         }
     }
 
+    /// The sandbox's own folder (logs, data, any studio a test writes).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs the processes spawned from now on with this studio file.
+    pub fn use_studio(&mut self, file: PathBuf) {
+        self.studio = file;
+    }
+
     /// The data folder services write under.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

@@ -492,7 +492,17 @@ impl Engine {
             "review round {round} of {} ({loop_name}): score {score:.2}, pass mark {pass_mark:.2}",
             l.max_rounds
         );
-        tracing::info!(run = %run.run_id, step = %subject, round, score, passed, "review round decided");
+        tracing::info!(
+            run = %run.run_id,
+            step = %subject,
+            review_loop = %loop_name,
+            round,
+            score,
+            pass_mark,
+            passed,
+            notes = %notes,
+            "review round decided"
+        );
         if passed {
             if let Some(x) = run.step_mut(subject) {
                 x.state = StepState::Succeeded;
