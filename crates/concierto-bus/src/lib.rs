@@ -69,6 +69,11 @@ pub fn standard_streams(limits: &StreamLimits) -> Vec<StreamSpec> {
             &["run.event.>", "event.>", "content.ingested.>"],
             Retention::Limits,
         )),
+        with(StreamSpec::new(
+            "FEEDBACK",
+            &["feedback.in.>"],
+            Retention::WorkQueue,
+        )),
         with(StreamSpec::new("DEADLETTER", &["dlq.>"], Retention::Limits)),
     ]
 }

@@ -21,6 +21,9 @@ pub const ORCHESTRATOR_CANCEL_RUN: &str = "orchestrator.runs.cancel";
 pub const CONTENT_INGESTED: &str = "content.ingested.>";
 /// Every threshold crossing (`ThresholdCrossed`).
 pub const METRIC_EVENTS: &str = "event.metric.>";
+/// Every piece of human feedback taken in (`Feedback`; durable, stream
+/// FEEDBACK, message id = feedback id).
+pub const FEEDBACK_IN: &str = "feedback.in.>";
 /// Every heartbeat (`AgentHeartbeat`).
 pub const HEARTBEATS: &str = "agent.heartbeat.>";
 
@@ -52,6 +55,11 @@ pub fn content_ingested(source: &str) -> String {
 /// A threshold crossing of one metric.
 pub fn metric_event(metric: &str) -> String {
     format!("event.metric.{}", token(metric))
+}
+
+/// `Feedback` taken in from one channel (`slack`, `email`, `web_form`, `api`).
+pub fn feedback_in(channel: &str) -> String {
+    format!("feedback.in.{}", token(channel))
 }
 
 /// Makes any id usable as one subject token: `.`, `*`, `>` and whitespace become `_`.

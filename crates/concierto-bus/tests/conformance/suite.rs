@@ -569,6 +569,7 @@ pub async fn standard_streams_are_declared_idempotently_with_limits(h: &impl Har
         ("run.event.r1", "EVENTS"),
         ("event.metric.engagement_rate", "EVENTS"),
         ("content.ingested.siteinspire", "EVENTS"),
+        ("feedback.in.slack", "FEEDBACK"),
         ("dlq.task.x", "DEADLETTER"),
     ] {
         let ack = a
