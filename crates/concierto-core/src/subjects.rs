@@ -17,6 +17,17 @@ pub const ORCHESTRATOR_GET_RUN: &str = "orchestrator.runs.get";
 pub const ORCHESTRATOR_LIST_RUNS: &str = "orchestrator.runs.list";
 /// Request: cancel a run (`CancelRunRequest` → `CancelRunResponse`).
 pub const ORCHESTRATOR_CANCEL_RUN: &str = "orchestrator.runs.cancel";
+/// Request: quality gates (`ListGatesRequest` → `ListGatesResponse`).
+pub const ORCHESTRATOR_LIST_GATES: &str = "orchestrator.gates.list";
+/// Request: one gate (`GetGateRequest` → `GetGateResponse`).
+pub const ORCHESTRATOR_GET_GATE: &str = "orchestrator.gates.get";
+/// Request: decide a gate (`DecideGateRequest` → `DecideGateResponse`); the
+/// reviewer's id travels in [`IDENTITY_HEADER`].
+pub const ORCHESTRATOR_DECIDE_GATE: &str = "orchestrator.gates.decide";
+/// Every gate change (`Gate`): `event.gate.opened`, `.reminder`, `.escalated`, `.decided`.
+pub const GATE_EVENTS: &str = "event.gate.>";
+/// Header carrying the authenticated identity (a reviewer id) on admin requests over the bus.
+pub const IDENTITY_HEADER: &str = "Concierto-Identity";
 /// Every new content item (`ContentItem`).
 pub const CONTENT_INGESTED: &str = "content.ingested.>";
 /// Every threshold crossing (`ThresholdCrossed`).
@@ -52,6 +63,11 @@ pub fn content_ingested(source: &str) -> String {
     format!("content.ingested.{}", token(source))
 }
 
+/// A gate change of one kind (`opened`, `reminder`, `escalated`, `decided`).
+pub fn gate_event(kind: &str) -> String {
+    format!("event.gate.{}", token(kind))
+}
+
 /// A threshold crossing of one metric.
 pub fn metric_event(metric: &str) -> String {
     format!("event.metric.{}", token(metric))
@@ -75,7 +91,8 @@ pub fn token(id: &str) -> String {
 
 /// Header on a reply that is an error instead of the expected message:
 /// `<code>: <message>`, code one of `not_found`, `invalid_argument`,
-/// `failed_precondition`, `unavailable`, `internal` (they map to gRPC codes).
+/// `failed_precondition`, `permission_denied`, `unavailable`, `internal` (they
+/// map to gRPC codes).
 pub const ERROR_HEADER: &str = "Concierto-Error";
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use concierto_core::config::{Priority, Step, Studio};
 use concierto_core::store::{KvStore, Op, StoreError};
 use concierto_proto::v1;
 
+use crate::gates::{GateEvent, GateRecord, GateStatus};
 use crate::queue::{Class, Queued, WorkQueue};
 use crate::run::{AuxKind, RunRecord, RunState, StepRecord, StepState};
 
@@ -57,6 +58,17 @@ pub struct Effects {
     pub tasks: Vec<v1::Task>,
     /// Events to publish on `run.event.<run>`.
     pub events: Vec<v1::RunEvent>,
+    /// Gate changes to publish on `event.gate.<kind>`.
+    pub gates: Vec<GateEvent>,
+}
+
+impl Effects {
+    /// Adds `other`'s effects after these.
+    pub fn extend(&mut self, other: Effects) {
+        self.tasks.extend(other.tasks);
+        self.events.extend(other.events);
+        self.gates.extend(other.gates);
+    }
 }
 
 /// Why a request failed.
@@ -68,6 +80,22 @@ pub enum EngineError {
     /// The run is already final.
     #[error("run {0} is already {1:?}")]
     Final(String, RunState),
+    /// The gate was already decided.
+    #[error("gate {0} is already closed ({1:?})")]
+    GateClosed(String, GateStatus),
+    /// Someone who may not decide the gate tried to.
+    #[error("{who} is not a reviewer of gate {gate} (its reviewers: {})", reviewers.join(", "))]
+    NotReviewer {
+        /// The gate.
+        gate: String,
+        /// Who tried.
+        who: String,
+        /// Who may.
+        reviewers: Vec<String>,
+    },
+    /// A request that cannot be carried out as given.
+    #[error("{0}")]
+    Invalid(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -85,6 +113,8 @@ pub struct Engine {
     /// Outputs waiting for their batched loop's next review: `(loop, due ms)`
     /// to `(run, step)` in the order collected.
     pub(crate) pending_batches: BTreeMap<(String, i64), Vec<(String, String)>>,
+    /// Quality gates waiting for a decision, by id.
+    pub(crate) open_gates: BTreeMap<String, GateRecord>,
 }
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -125,6 +155,7 @@ pub(crate) fn step_record(s: &Step) -> StepRecord {
         rounds: Vec::new(),
         batch_due_ms: 0,
         batch_run: String::new(),
+        gate_round: 0,
         aux: None,
     }
 }
@@ -177,7 +208,17 @@ impl Engine {
             in_flight: 0,
             per_role: HashMap::new(),
             pending_batches: BTreeMap::new(),
+            open_gates: BTreeMap::new(),
         }
+    }
+
+    pub(crate) fn store_handle(&self) -> &Arc<dyn KvStore> {
+        &self.store
+    }
+
+    /// Quality gates waiting for a decision.
+    pub fn open_gates(&self) -> usize {
+        self.open_gates.len()
     }
 
     /// Tasks in flight now.
@@ -216,6 +257,7 @@ impl Engine {
     /// on the bus is deduplicated and a second result is ignored).
     pub fn recover(&mut self, now: DateTime<Utc>) -> Result<Effects, StoreError> {
         let mut fx = Effects::default();
+        self.recover_gates()?;
         for (_, bytes) in self.store.scan_prefix(RUNS, b"")? {
             let Ok(run) = serde_json::from_slice::<RunRecord>(&bytes) else {
                 tracing::error!("a stored run does not decode; left as it is");
@@ -390,6 +432,10 @@ impl Engine {
         if run.state.is_final() && run.batch.as_ref().is_some_and(|b| !b.settled) {
             self.settle_batch(&mut run, now, fx)?;
         }
+        if run.state.is_final() && self.open_gates.values().any(|g| g.run_id == run.run_id) {
+            let why = format!("the run ended {:?}", run.state);
+            self.close_run_gates(&run.run_id, &why, now, fx)?;
+        }
         run.updated_ms = ms(now);
         self.persist(&run)?;
         if run.state.is_final() {
@@ -461,7 +507,7 @@ impl Engine {
                 notes: a.notes.clone(),
                 action: match a.kind {
                     AuxKind::Review => v1::ReviewAction::Review,
-                    AuxKind::Revise => v1::ReviewAction::Revise,
+                    AuxKind::Revise | AuxKind::GateRevise => v1::ReviewAction::Revise,
                     AuxKind::BatchReview => v1::ReviewAction::ReviewBatch,
                 } as i32,
                 pass_mark: a.pass_mark,
@@ -470,7 +516,11 @@ impl Engine {
     }
 
     /// Moves queued steps to workers while the limits allow.
-    fn dispatch(&mut self, now: DateTime<Utc>, fx: &mut Effects) -> Result<(), StoreError> {
+    pub(crate) fn dispatch(
+        &mut self,
+        now: DateTime<Utc>,
+        fx: &mut Effects,
+    ) -> Result<(), StoreError> {
         while self.in_flight < self.limits.max_in_flight {
             let per_role = &self.per_role;
             let limits = &self.limits;
@@ -633,7 +683,7 @@ impl Engine {
             }
         }
         match v1::TaskStatus::try_from(r.status).unwrap_or(v1::TaskStatus::Unspecified) {
-            v1::TaskStatus::Succeeded => self.step_succeeded(&mut run, &r, now, &mut fx),
+            v1::TaskStatus::Succeeded => self.step_succeeded(&mut run, &r, now, &mut fx)?,
             v1::TaskStatus::Retryable => {
                 self.fail_attempt(&mut run, &r.step_id, r.error.clone(), true, now, &mut fx);
             }
@@ -686,6 +736,7 @@ impl Engine {
             self.finish_or_keep(run, now, &mut fx)?;
         }
         self.close_due_batches(now, &mut fx)?;
+        self.tick_gates(now, &mut fx)?;
         self.dispatch(now, &mut fx)?;
         Ok(fx)
     }

@@ -16,12 +16,14 @@
 //! queued or published again.
 
 mod engine;
+mod gates;
 mod queue;
 mod review;
 mod run;
 mod service;
 
 pub use engine::{Effects, Engine, EngineError, Limits, ON_FAILURE};
+pub use gates::{DecisionKind, DecisionRecord, GateRecord, GateStatus, SLA_POLICY};
 pub use queue::{Class, Queued, WorkQueue};
 pub use review::{BATCH_RUN_PREFIX, DEFAULT_PASS_MARK, REVIEW_ESCALATED};
 pub use run::{

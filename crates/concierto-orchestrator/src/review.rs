@@ -69,7 +69,7 @@ fn merge_labels(into: &mut Vec<String>, more: &[String]) {
     }
 }
 
-fn aux_step(
+pub(crate) fn aux_step(
     id: String,
     role: &str,
     task: String,
@@ -102,6 +102,7 @@ fn aux_step(
         rounds: Vec::new(),
         batch_due_ms: 0,
         batch_run: String::new(),
+        gate_round: 0,
         aux: Some(aux),
     }
 }
@@ -154,9 +155,9 @@ impl Engine {
         r: &v1::TaskResult,
         now: DateTime<Utc>,
         fx: &mut Effects,
-    ) {
+    ) -> Result<(), StoreError> {
         let Some(step) = run.step(&r.step_id) else {
-            return;
+            return Ok(());
         };
         let role = step.role.clone();
         let aux = step.aux.clone();
@@ -170,12 +171,9 @@ impl Engine {
                     s.output = r.output.clone();
                     s.result_labels = r.labels.clone();
                     s.error.clear();
-                    s.state = if review.is_some() {
-                        StepState::InReview
-                    } else {
-                        s.finished_ms = ms(now);
-                        StepState::Succeeded
-                    };
+                    if review.is_some() {
+                        s.state = StepState::InReview;
+                    }
                 }
                 tracing::info!(run = %run.run_id, step = %r.step_id, %role, worker = %r.worker_id, "step succeeded");
                 fx.events.push(run.event(
@@ -185,7 +183,7 @@ impl Engine {
                 ));
                 match review {
                     Some(l) => self.begin_round(run, &r.step_id, &l, 1, now, fx),
-                    None => self.advance(run, now, fx),
+                    None => self.complete_step(run, &r.step_id, now, fx)?,
                 }
             }
             Some(a) if a.kind == AuxKind::Review => {
@@ -203,7 +201,7 @@ impl Engine {
                 let Some(v) = verdict else {
                     let why = "the reviewer answered without a verdict (a JSON object with pass, score, notes)".to_string();
                     self.fail_attempt(run, &r.step_id, why, true, now, fx);
-                    return;
+                    return Ok(());
                 };
                 let v = found(&role, &r.worker_id, v);
                 let message = format!(
@@ -227,7 +225,21 @@ impl Engine {
                 }
                 fx.events
                     .push(run.event(Some(&r.step_id), message, ms(now)));
-                self.round_done(run, &a.subject, a.round, now, fx);
+                self.round_done(run, &a.subject, a.round, now, fx)?;
+            }
+            Some(a) if a.kind == AuxKind::GateRevise => {
+                if let Some(s) = run.step_mut(&r.step_id) {
+                    s.state = StepState::Succeeded;
+                    s.output = r.output.clone();
+                    s.result_labels = r.labels.clone();
+                    s.finished_ms = ms(now);
+                }
+                fx.events.push(run.event(
+                    Some(&r.step_id),
+                    format!("changes made by {}", r.worker_id),
+                    ms(now),
+                ));
+                self.gate_revision_done(run, &a.subject, &r.output, &r.labels, now, fx)?;
             }
             Some(a) if a.kind == AuxKind::Revise => {
                 if let Some(s) = run.step_mut(&r.step_id) {
@@ -283,7 +295,7 @@ impl Engine {
                             .join(", ")
                     );
                     self.fail_attempt(run, &r.step_id, why, true, now, fx);
-                    return;
+                    return Ok(());
                 }
                 let verdicts: BTreeMap<String, ReviewerVerdict> = given
                     .into_iter()
@@ -311,6 +323,7 @@ impl Engine {
                 self.advance(run, now, fx);
             }
         }
+        Ok(())
     }
 
     /// Starts review round `round` of `subject`'s output.
@@ -415,7 +428,7 @@ impl Engine {
         round: u32,
         now: DateTime<Utc>,
         fx: &mut Effects,
-    ) {
+    ) -> Result<(), StoreError> {
         let reviews: Vec<&StepRecord> = run
             .aux
             .iter()
@@ -426,13 +439,13 @@ impl Engine {
             })
             .collect();
         if reviews.iter().any(|s| s.state != StepState::Succeeded) {
-            return;
+            return Ok(());
         }
         let verdicts: Vec<ReviewerVerdict> = reviews
             .iter()
             .filter_map(|s| s.aux.as_ref().and_then(|a| a.verdict.clone()))
             .collect();
-        self.conclude_round(run, subject, round, verdicts, "", now, fx);
+        self.conclude_round(run, subject, round, verdicts, "", now, fx)
     }
 
     /// Decides a round from its verdicts: pass, revise, fail or escalate.
@@ -446,19 +459,19 @@ impl Engine {
         batch_run: &str,
         now: DateTime<Utc>,
         fx: &mut Effects,
-    ) {
+    ) -> Result<(), StoreError> {
         let Some(s) = run
             .step(subject)
             .filter(|s| s.state == StepState::InReview)
             .cloned()
         else {
-            return;
+            return Ok(());
         };
         let Some(loop_name) = s.review.clone() else {
-            return;
+            return Ok(());
         };
         let Some(l) = self.loop_def(&loop_name).cloned() else {
-            return;
+            return Ok(());
         };
         let pass_mark = self.pass_mark(&loop_name);
         let score = verdicts
@@ -504,14 +517,9 @@ impl Engine {
             "review round decided"
         );
         if passed {
-            if let Some(x) = run.step_mut(subject) {
-                x.state = StepState::Succeeded;
-                x.finished_ms = ms(now);
-            }
             fx.events
                 .push(run.event(Some(subject), format!("{head}: passed"), ms(now)));
-            self.advance(run, now, fx);
-            return;
+            return self.complete_step(run, subject, now, fx);
         }
         if round < l.max_rounds {
             let next = round + 1;
@@ -542,7 +550,7 @@ impl Engine {
                 ));
                 self.enqueue(run, &id, now, fx);
             }
-            return;
+            return Ok(());
         }
         match l.on_exhausted {
             Exhausted::Fail => {
@@ -550,11 +558,10 @@ impl Engine {
                     "review loop {loop_name}: not passed after {round} round(s) (last score {score:.2}, pass mark {pass_mark:.2}): {notes}"
                 );
                 self.fail_attempt(run, subject, why, false, now, fx);
+                Ok(())
             }
             Exhausted::Escalate => {
                 if let Some(x) = run.step_mut(subject) {
-                    x.state = StepState::Succeeded;
-                    x.finished_ms = ms(now);
                     merge_labels(&mut x.result_labels, &[REVIEW_ESCALATED.to_string()]);
                 }
                 fx.events.push(run.event(
@@ -562,7 +569,7 @@ impl Engine {
                     format!("{head}: not passed after the last round; escalated to people (label {REVIEW_ESCALATED})"),
                     ms(now),
                 ));
-                self.advance(run, now, fx);
+                self.complete_step(run, subject, now, fx)
             }
         }
     }
@@ -772,7 +779,7 @@ impl Engine {
                         &batch.run_id,
                         now,
                         fx,
-                    );
+                    )?;
                 } else {
                     let why = format!(
                         "batch review {} ended {:?}: {}",

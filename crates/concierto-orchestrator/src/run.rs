@@ -46,6 +46,8 @@ pub enum StepState {
     Dispatched,
     /// Its output is with reviewers (or being revised after their notes).
     InReview,
+    /// Its output waits for people at a quality gate.
+    WaitingGate,
     /// Failed an attempt; waiting for its backoff to pass.
     Retrying,
     /// Done.
@@ -63,6 +65,7 @@ impl StepState {
             StepState::Queued => v1::StepState::Queued,
             StepState::Dispatched => v1::StepState::Dispatched,
             StepState::InReview => v1::StepState::InReview,
+            StepState::WaitingGate => v1::StepState::WaitingGate,
             StepState::Retrying => v1::StepState::Retrying,
             StepState::Succeeded => v1::StepState::Succeeded,
             StepState::Failed => v1::StepState::Failed,
@@ -78,6 +81,7 @@ impl StepState {
                 | StepState::Queued
                 | StepState::Dispatched
                 | StepState::InReview
+                | StepState::WaitingGate
                 | StepState::Retrying
         )
     }
@@ -138,6 +142,9 @@ pub struct StepRecord {
     /// The batch run reviewing it, once the batch is under way.
     #[serde(default)]
     pub batch_run: String,
+    /// The quality-gate round of its output: 1 when first gated, +1 per change request.
+    #[serde(default)]
+    pub gate_round: u32,
     /// Set on the steps a review loop adds (reviews, revisions, batch reviews).
     #[serde(default)]
     pub aux: Option<Aux>,
@@ -203,6 +210,8 @@ pub enum AuxKind {
     Revise,
     /// A reviewer reviews a batch of outputs (a step of a batch run).
     BatchReview,
+    /// The producer revises its output after people asked for changes at a gate.
+    GateRevise,
 }
 
 /// The loop bookkeeping of a step a review loop added.
@@ -365,7 +374,13 @@ impl RunRecord {
             run_id: self.run_id.clone(),
             workflow: self.workflow.clone(),
             trigger: self.trigger.clone(),
-            state: self.state.proto() as i32,
+            state: if self.state == RunState::Running
+                && self.all_steps().any(|s| s.state == StepState::WaitingGate)
+            {
+                v1::RunState::WaitingGate as i32
+            } else {
+                self.state.proto() as i32
+            },
             priority: self.priority,
             steps: self
                 .steps

@@ -14,9 +14,11 @@ use concierto_core::service::{ServiceHandle, StopSignal};
 use concierto_core::store::{KvStore, StoreError};
 use concierto_core::subjects;
 use concierto_proto::v1;
+use futures::FutureExt as _;
 use tokio::sync::mpsc;
 
 use crate::engine::{Effects, Engine, EngineError, Limits};
+use crate::gates::DecisionKind;
 
 /// Why the orchestrator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -92,8 +94,7 @@ impl Handler<Apply> for Orchestrator {
                 Input::Result(r) => self.engine.apply_result(r, now)?,
                 Input::Tick => self.engine.tick(now)?,
             };
-            all.tasks.extend(fx.tasks);
-            all.events.extend(fx.events);
+            all.extend(fx);
         }
         Ok(all)
     }
@@ -118,12 +119,18 @@ enum Query {
     Get(v1::GetRunRequest),
     List(v1::ListRunsRequest),
     Cancel(v1::CancelRunRequest),
+    ListGates(v1::ListGatesRequest),
+    GetGate(v1::GetGateRequest),
+    DecideGate(v1::DecideGateRequest, String),
 }
 
 enum Answer {
     Get(v1::GetRunResponse),
     List(v1::ListRunsResponse),
     Cancel(v1::CancelRunResponse, Effects),
+    ListGates(v1::ListGatesResponse),
+    GetGate(v1::GetGateResponse),
+    DecideGate(v1::DecideGateResponse, Effects),
 }
 
 impl actix::Message for Query {
@@ -143,6 +150,35 @@ impl Handler<Query> for Orchestrator {
             Query::Cancel(r) => {
                 let (run, fx) = self.engine.cancel(&r.run_id, &r.reason, self.clock.now())?;
                 Ok(Answer::Cancel(v1::CancelRunResponse { run: Some(run) }, fx))
+            }
+            Query::ListGates(r) => Ok(Answer::ListGates(self.engine.list_gates(&r)?)),
+            Query::GetGate(r) => match self.engine.get_gate(&r.gate_id)? {
+                Some(g) => Ok(Answer::GetGate(v1::GetGateResponse { gate: Some(g) })),
+                None => Err(EngineError::NotFound(r.gate_id)),
+            },
+            Query::DecideGate(r, who) => {
+                let kind = match v1::GateDecisionKind::try_from(r.decision) {
+                    Ok(v1::GateDecisionKind::Approve) => DecisionKind::Approve,
+                    Ok(v1::GateDecisionKind::Reject) => DecisionKind::Reject,
+                    Ok(v1::GateDecisionKind::RequestChanges) => DecisionKind::RequestChanges,
+                    _ => {
+                        return Err(EngineError::Invalid(
+                            "decision must be APPROVE, REJECT or REQUEST_CHANGES".into(),
+                        ));
+                    }
+                };
+                if who.trim().is_empty() {
+                    return Err(EngineError::Invalid(
+                        "a gate decision needs the reviewer's identity".into(),
+                    ));
+                }
+                let (gate, fx) =
+                    self.engine
+                        .decide_gate(&r.gate_id, &who, kind, &r.notes, self.clock.now())?;
+                Ok(Answer::DecideGate(
+                    v1::DecideGateResponse { gate: Some(gate) },
+                    fx,
+                ))
             }
         }
     }
@@ -186,6 +222,11 @@ async fn publish(bus: &Arc<dyn Bus>, fx: Effects) -> bool {
             .await
         {
             tracing::warn!(run = %ev.run_id, error = %e, "publishing a run event failed");
+        }
+    }
+    for (kind, gate) in &fx.gates {
+        if let Err(e) = bus.publish_proto(&subjects::gate_event(kind), gate).await {
+            tracing::warn!(error = %e, "publishing a gate event failed");
         }
     }
     ok
@@ -359,8 +400,7 @@ fn spawn_committer(
             let mut fx = Effects::default();
             let mut deliveries = Vec::new();
             for (f, d) in group {
-                fx.tasks.extend(f.tasks);
-                fx.events.extend(f.events);
+                fx.extend(f);
                 deliveries.extend(d);
             }
             let ok = flushed && publish(&bus, fx).await;
@@ -430,60 +470,121 @@ async fn apply(
 fn error_reply(e: &EngineError) -> concierto_bus::Outgoing {
     let code = match e {
         EngineError::NotFound(_) => "not_found",
-        EngineError::Final(..) => "failed_precondition",
+        EngineError::Final(..) | EngineError::GateClosed(..) => "failed_precondition",
+        EngineError::NotReviewer { .. } => "permission_denied",
+        EngineError::Invalid(_) => "invalid_argument",
         EngineError::Store(_) => "internal",
     };
     concierto_bus::Outgoing::new(Vec::new()).header(subjects::ERROR_HEADER, format!("{code}: {e}"))
 }
 
-async fn serve_queries(addr: Addr<Orchestrator>, bus: Arc<dyn Bus>, store: Arc<dyn KvStore>) {
-    {
-        let subs = futures::future::try_join3(
-            bus.queue_subscribe_proto::<v1::GetRunRequest>(
-                subjects::ORCHESTRATOR_GET_RUN,
-                "orchestrator",
-            ),
-            bus.queue_subscribe_proto::<v1::ListRunsRequest>(
-                subjects::ORCHESTRATOR_LIST_RUNS,
-                "orchestrator",
-            ),
-            bus.queue_subscribe_proto::<v1::CancelRunRequest>(
-                subjects::ORCHESTRATOR_CANCEL_RUN,
-                "orchestrator",
-            ),
-        )
-        .await;
-        let (mut get, mut list, mut cancel) = match subs {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serve run queries");
-                return;
-            }
-        };
-        loop {
-            let (query, reply) = tokio::select! {
-                Some((q, m)) = get.next() => (Query::Get(q), m.reply),
-                Some((q, m)) = list.next() => (Query::List(q), m.reply),
-                Some((q, m)) = cancel.next() => (Query::Cancel(q), m.reply),
-                else => break,
-            };
-            let Some(reply) = reply else {
+/// Forwards the requests of one subject, as queries, to `tx`.
+async fn forward<M: concierto_bus::ProtoMessage>(
+    bus: &Arc<dyn Bus>,
+    subject: &'static str,
+    wrap: fn(M, &concierto_bus::Message) -> Query,
+    tx: mpsc::Sender<(Query, String)>,
+) -> Result<tokio::task::JoinHandle<()>, concierto_bus::BusError> {
+    let mut sub = bus
+        .queue_subscribe_proto::<M>(subject, "orchestrator")
+        .await?;
+    Ok(tokio::spawn(async move {
+        while let Some((q, m)) = sub.next().await {
+            let Some(reply) = m.reply.clone() else {
                 continue;
             };
-            let out = match addr.send(query).await {
-                Ok(Ok(Answer::Get(r))) => encode(&r),
-                Ok(Ok(Answer::List(r))) => encode(&r),
-                Ok(Ok(Answer::Cancel(r, fx))) => {
-                    commit(&store, &bus, fx).await;
-                    encode(&r)
-                }
-                Ok(Err(e)) => error_reply(&e),
-                Err(e) => concierto_bus::Outgoing::new(Vec::new())
-                    .header(subjects::ERROR_HEADER, format!("unavailable: {e}")),
-            };
-            if let Err(e) = bus.respond(&reply, out).await {
-                tracing::warn!(error = %e, "answering a run query failed");
+            if tx.send((wrap(q, &m), reply)).await.is_err() {
+                break;
             }
         }
+    }))
+}
+
+async fn serve_queries(addr: Addr<Orchestrator>, bus: Arc<dyn Bus>, store: Arc<dyn KvStore>) {
+    let (tx, mut rx) = mpsc::channel::<(Query, String)>(256);
+    let subs = futures::future::try_join_all([
+        forward(
+            &bus,
+            subjects::ORCHESTRATOR_GET_RUN,
+            |q, _| Query::Get(q),
+            tx.clone(),
+        )
+        .boxed(),
+        forward(
+            &bus,
+            subjects::ORCHESTRATOR_LIST_RUNS,
+            |q, _| Query::List(q),
+            tx.clone(),
+        )
+        .boxed(),
+        forward(
+            &bus,
+            subjects::ORCHESTRATOR_CANCEL_RUN,
+            |q, _| Query::Cancel(q),
+            tx.clone(),
+        )
+        .boxed(),
+        forward(
+            &bus,
+            subjects::ORCHESTRATOR_LIST_GATES,
+            |q, _| Query::ListGates(q),
+            tx.clone(),
+        )
+        .boxed(),
+        forward(
+            &bus,
+            subjects::ORCHESTRATOR_GET_GATE,
+            |q, _| Query::GetGate(q),
+            tx.clone(),
+        )
+        .boxed(),
+        forward(
+            &bus,
+            subjects::ORCHESTRATOR_DECIDE_GATE,
+            |q, m| {
+                let who = m
+                    .headers
+                    .get(subjects::IDENTITY_HEADER)
+                    .unwrap_or_default()
+                    .to_string();
+                Query::DecideGate(q, who)
+            },
+            tx.clone(),
+        )
+        .boxed(),
+    ])
+    .await;
+    drop(tx);
+    let forwarders = match subs {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve run and gate queries");
+            return;
+        }
+    };
+    while let Some((query, reply)) = rx.recv().await {
+        let out = match addr.send(query).await {
+            Ok(Ok(Answer::Get(r))) => encode(&r),
+            Ok(Ok(Answer::List(r))) => encode(&r),
+            Ok(Ok(Answer::ListGates(r))) => encode(&r),
+            Ok(Ok(Answer::GetGate(r))) => encode(&r),
+            Ok(Ok(Answer::Cancel(r, fx))) => {
+                commit(&store, &bus, fx).await;
+                encode(&r)
+            }
+            Ok(Ok(Answer::DecideGate(r, fx))) => {
+                commit(&store, &bus, fx).await;
+                encode(&r)
+            }
+            Ok(Err(e)) => error_reply(&e),
+            Err(e) => concierto_bus::Outgoing::new(Vec::new())
+                .header(subjects::ERROR_HEADER, format!("unavailable: {e}")),
+        };
+        if let Err(e) = bus.respond(&reply, out).await {
+            tracing::warn!(error = %e, "answering a query failed");
+        }
+    }
+    for f in forwarders {
+        f.abort();
     }
 }
