@@ -63,4 +63,50 @@ pub enum AgentError {
         /// The executor's name.
         executor: String,
     },
+
+    /// A role names an executor the studio does not define.
+    #[error(
+        "role {role:?} uses executor {executor:?}, which the studio does not define: \
+         add it under agents.executors or pick another for the role"
+    )]
+    UnknownExecutor {
+        /// The role.
+        role: String,
+        /// The executor's name.
+        executor: String,
+    },
+
+    /// A model executor has no model for a role.
+    #[error(
+        "role {role:?} uses executor {executor:?}, which has no model for it: set `model` on \
+         the executor in the studio file, or a model name (not a Claude Code alias such as \
+         `sonnet` or `inherit`) in the role file"
+    )]
+    NoModel {
+        /// The role.
+        role: String,
+        /// The executor's name.
+        executor: String,
+    },
+
+    /// The environment variable an executor reads its API key from is unset.
+    #[error(
+        "executor {executor:?} reads its API key from the environment variable {var}, which is \
+         not set (or empty): export {var} before starting the worker"
+    )]
+    MissingApiKey {
+        /// The executor's name.
+        executor: String,
+        /// The variable's name.
+        var: String,
+    },
+
+    /// An executor definition that cannot be built.
+    #[error("executor {executor:?} cannot be built: {why}")]
+    InvalidExecutor {
+        /// The executor's name.
+        executor: String,
+        /// What is wrong and what to set instead.
+        why: String,
+    },
 }

@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use concierto_core::config::{ExecutorKind, Studio};
+use concierto_core::config::{ExecutorDef, ExecutorKind, Studio};
 use concierto_core::roles::RoleDef;
 use concierto_proto::v1::{Task, TaskStatus, Usage, Verdict};
 
+use crate::anthropic::AnthropicExecutor;
 use crate::builtin::BuiltinExecutor;
+use crate::command::CommandExecutor;
 use crate::error::AgentError;
+use crate::openai::OpenAiExecutor;
 
 /// Does tasks for roles: calls a model, runs a program, or (the builtin one)
 /// computes the answer offline.
@@ -91,10 +94,32 @@ impl Outcome {
     }
 }
 
+/// Model names of Claude Code sub-agent files that name no real model: a role
+/// with one of these uses its executor's model.
+pub const MODEL_ALIASES: &[&str] = &["inherit", "sonnet", "opus", "haiku"];
+
+/// The model `def` uses for `role`: the role's `model` when it sets one that
+/// is not a Claude Code alias (`inherit`, `sonnet`, `opus`, `haiku`), else the
+/// executor's `model`, else empty.
+pub fn model_for(def: &ExecutorDef, role: &RoleDef) -> String {
+    let own = role
+        .model
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && !MODEL_ALIASES.contains(&m.to_ascii_lowercase().as_str()));
+    own.or(def.model.as_deref().map(str::trim))
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The executor a studio configures for `role`: the per-role setting in
 /// `agents.roles`, else the role file's `executor`, else
-/// `agents.default_executor`. Only `builtin` executors can be built today; any
-/// other kind is refused with what to change.
+/// `agents.default_executor`, built from its definition in
+/// `agents.executors`.
+///
+/// Refused: an executor the studio does not define; an `openai` or
+/// `anthropic` executor with no model for the role; an API key variable that
+/// is not set (named, never its value); a `command` without a program.
 pub fn executor_for(studio: &Studio, role: &str) -> Result<Arc<dyn Executor>, AgentError> {
     let from_settings = studio
         .agents
@@ -105,23 +130,32 @@ pub fn executor_for(studio: &Studio, role: &str) -> Result<Arc<dyn Executor>, Ag
     let name = from_settings
         .or(from_file)
         .unwrap_or_else(|| studio.agents.default_executor.clone());
-    let kind = match studio.agents.executors.get(&name) {
-        Some(def) => def.kind,
-        None if name == "builtin" => ExecutorKind::Builtin,
+    let def = match studio.agents.executors.get(&name) {
+        Some(def) => def.clone(),
+        None if name == "builtin" => ExecutorDef::new("builtin", ExecutorKind::Builtin),
         None => {
-            return Err(AgentError::UnsupportedExecutor {
+            return Err(AgentError::UnknownExecutor {
                 role: role.to_string(),
                 executor: name,
             });
         }
     };
-    match kind {
-        ExecutorKind::Builtin => Ok(Arc::new(BuiltinExecutor::for_studio(studio)?)),
-        ExecutorKind::OpenAi | ExecutorKind::Anthropic | ExecutorKind::Command => {
-            Err(AgentError::UnsupportedExecutor {
+    if matches!(def.kind, ExecutorKind::OpenAi | ExecutorKind::Anthropic) {
+        let model = match studio.roles.get(role) {
+            Some(r) => model_for(&def, r),
+            None => def.model.clone().unwrap_or_default(),
+        };
+        if model.is_empty() {
+            return Err(AgentError::NoModel {
                 role: role.to_string(),
                 executor: name,
-            })
+            });
         }
     }
+    Ok(match def.kind {
+        ExecutorKind::Builtin => Arc::new(BuiltinExecutor::for_studio(studio)?),
+        ExecutorKind::OpenAi => Arc::new(OpenAiExecutor::new(&def)?),
+        ExecutorKind::Anthropic => Arc::new(AnthropicExecutor::new(&def)?),
+        ExecutorKind::Command => Arc::new(CommandExecutor::new(&def, &studio.base_dir)?),
+    })
 }

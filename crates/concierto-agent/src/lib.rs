@@ -50,16 +50,44 @@
 //! the orchestrator retries or fails the step. The bus redelivers a task only
 //! when its result could not be stored (or the worker died).
 //!
-//! Executors: [`BuiltinExecutor`] (deterministic, offline; see [`builtin`]) is
-//! the one this crate provides; [`executor_for`] picks a role's executor from
-//! the studio and refuses the kinds not built yet.
+//! **Executors**, picked per role by [`executor_for`] from the studio's
+//! `agents.executors`:
+//!
+//! | kind | executor | what it does |
+//! |---|---|---|
+//! | `builtin` | [`BuiltinExecutor`] | deterministic, offline work (see [`builtin`]) |
+//! | `openai` | [`OpenAiExecutor`] | Chat Completions of OpenAI or a compatible server (Ollama, llama.cpp, vLLM) |
+//! | `anthropic` | [`AnthropicExecutor`] | the Anthropic Messages API |
+//! | `command` | [`CommandExecutor`] | a local program: prompt on stdin, answer on stdout |
+//!
+//! The model executors share the prompt ([`prompt`]: the role's prompt as
+//! system prompt; the instruction, inputs — images as image parts — and what a
+//! review asks as user message) and one HTTP call with retries ([`RetryPolicy`]:
+//! 429 and 5xx answers, timeouts and refused connections are retried with
+//! exponential backoff or the provider's `Retry-After`; other 4xx fail at
+//! once). Their API key is read from the environment when the executor is
+//! built and never appears in a log, a reason, an output or the details.
+//! Every outcome reports `Usage.executor` (the kind), the model, tokens and the
+//! cost from the executor's `prices`, and `details` (`executor_name`,
+//! `http_attempts`, `request_id`, `finish_reason`/`stop_reason`,
+//! `exit_status`).
 
+mod anthropic;
 pub mod builtin;
+mod command;
 mod error;
 mod executor;
+mod http;
+mod openai;
+pub mod prompt;
 mod worker;
 
+pub use anthropic::{ANTHROPIC, ANTHROPIC_VERSION, AnthropicExecutor, DETAIL_STOP_REASON};
 pub use builtin::{BrandRules, BuiltinExecutor};
+pub use command::{COMMAND, CommandExecutor, DETAIL_EXIT_STATUS, EX_TEMPFAIL};
 pub use error::AgentError;
-pub use executor::{Executor, Outcome, executor_for};
+pub use executor::{Executor, MODEL_ALIASES, Outcome, executor_for, model_for};
+pub use http::{ApiKey, DETAIL_HTTP_ATTEMPTS, DETAIL_REQUEST_ID, RetryPolicy};
+pub use openai::{DETAIL_FINISH_REASON, OPENAI, OpenAiExecutor};
+pub use prompt::DETAIL_EXECUTOR_NAME;
 pub use worker::{TASKS_STREAM, WorkerOptions, consumer_spec, default_worker_id, start_worker};

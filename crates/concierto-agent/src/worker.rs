@@ -563,7 +563,12 @@ fn build_result(
         found_labels.extend(structured::labels(&outcome.output));
     }
     let mut labels: Vec<String> = Vec::new();
-    for l in task.labels.iter().chain(&outcome.labels).chain(&found_labels) {
+    for l in task
+        .labels
+        .iter()
+        .chain(&outcome.labels)
+        .chain(&found_labels)
+    {
         if !labels.contains(l) {
             labels.push(l.clone());
         }

@@ -707,11 +707,21 @@ fn a_batch_review_gives_one_verdict_per_draft_named_by_its_run_and_step() {
     let v = json(&out.output);
     let items = v["items"].as_array().expect("items");
     assert_eq!(items.len(), 3);
-    let subjects: Vec<&str> = items.iter().map(|i| i["subject"].as_str().unwrap()).collect();
-    assert_eq!(subjects, ["r1/draft-content", "r2/draft-content", "r3/draft-content"]);
+    let subjects: Vec<&str> = items
+        .iter()
+        .map(|i| i["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["r1/draft-content", "r2/draft-content", "r3/draft-content"]
+    );
     assert_eq!(items[0]["pass"], true);
     assert_eq!(items[1]["pass"], false);
-    assert!(items[1]["notes"].as_str().unwrap().contains("To fix"), "{}", items[1]);
+    assert!(
+        items[1]["notes"].as_str().unwrap().contains("To fix"),
+        "{}",
+        items[1]
+    );
     assert_eq!(v["generated_by"], GENERATED_BY);
     // The orchestrator's parser reads the same answer.
     let parsed = concierto_core::structured::batch_verdicts(&out.output).expect("parses");
@@ -726,7 +736,10 @@ fn a_batch_review_gives_one_verdict_per_draft_named_by_its_run_and_step() {
         "analytics-reporter",
         "Review each experiment.",
         vec![
-            input("e1/run-experiment", "## Result\n- Signups rose 12% (n=4,000) against the control over 14 days, with the variant's headline and the same audience split across both arms of the test."),
+            input(
+                "e1/run-experiment",
+                "## Result\n- Signups rose 12% (n=4,000) against the control over 14 days, with the variant's headline and the same audience split across both arms of the test.",
+            ),
             input("e2/run-experiment", "TODO"),
         ],
     );
@@ -751,5 +764,8 @@ fn the_review_pass_mark_replaces_the_brand_rules_pass_score() {
     t.review = Some(ctx);
     let strict = ex.work(role("brand-guardian"), &t).verdict.unwrap();
     assert_eq!(strict.score, lenient.score);
-    assert!(!strict.pass, "a 0.99 pass mark fails the same draft: {strict:?}");
+    assert!(
+        !strict.pass,
+        "a 0.99 pass mark fails the same draft: {strict:?}"
+    );
 }

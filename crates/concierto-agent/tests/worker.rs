@@ -512,7 +512,10 @@ async fn a_models_text_answer_gives_the_review_verdict_labels_and_details() {
                     "text/markdown",
                 )
             } else {
-                Outcome::succeeded("{\"post\": \"hello\", \"labels\": [\"campaign_launch\"]}", "application/json")
+                Outcome::succeeded(
+                    "{\"post\": \"hello\", \"labels\": [\"campaign_launch\"]}",
+                    "application/json",
+                )
             };
             o.details.insert("finish_reason".into(), "stop".into());
             o
@@ -537,12 +540,18 @@ async fn a_models_text_answer_gives_the_review_verdict_labels_and_details() {
     publish(&bus, &review).await;
     let got = results.take(1, WAIT).await;
     let r = &got[0].0;
-    let v = r.verdict.clone().expect("the verdict is read from the text");
+    let v = r
+        .verdict
+        .clone()
+        .expect("the verdict is read from the text");
     assert!(!v.pass);
     assert!((v.score - 0.6).abs() < 1e-9);
     assert_eq!(v.notes, "Cut the hype.");
     assert_eq!(r.labels, vec!["major_brand_changes".to_string()]);
-    assert_eq!(r.details.get("finish_reason").map(String::as_str), Some("stop"));
+    assert_eq!(
+        r.details.get("finish_reason").map(String::as_str),
+        Some("stop")
+    );
 
     let mut plain = task("draft-1", &[]);
     plain.labels = vec!["from_step".into()];
@@ -550,6 +559,10 @@ async fn a_models_text_answer_gives_the_review_verdict_labels_and_details() {
     let got = results.take(1, WAIT).await;
     let r = &got[0].0;
     assert!(r.verdict.is_none(), "only reviews get a verdict");
-    assert_eq!(r.labels, vec!["from_step".to_string(), "campaign_launch".to_string()], "step labels, then the output's");
+    assert_eq!(
+        r.labels,
+        vec!["from_step".to_string(), "campaign_launch".to_string()],
+        "step labels, then the output's"
+    );
     worker.stop().await.expect("stop");
 }

@@ -35,6 +35,8 @@ pub const METRIC_EVENTS: &str = "event.metric.>";
 /// Every piece of human feedback taken in (`Feedback`; durable, stream
 /// FEEDBACK, message id = feedback id).
 pub const FEEDBACK_IN: &str = "feedback.in.>";
+/// Request: feedback received (`ListFeedbackRequest` → `ListFeedbackResponse`).
+pub const FEEDBACK_LIST: &str = "feedback.list";
 /// Every heartbeat (`AgentHeartbeat`).
 pub const HEARTBEATS: &str = "agent.heartbeat.>";
 

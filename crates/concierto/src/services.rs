@@ -15,9 +15,9 @@ use concierto_core::service::ServiceHandle;
 use concierto_core::store::{KvStore, SledStore};
 
 /// Services `serve` can run.
-pub const SERVICES: &[&str] = &["scheduler", "orchestrator"];
+pub const SERVICES: &[&str] = &["scheduler", "orchestrator", "admin"];
 /// Services of the design that are not built yet.
-const NOT_BUILT: &[&str] = &["feedback", "ingest", "tracker", "admin"];
+const NOT_BUILT: &[&str] = &["feedback", "ingest", "tracker"];
 
 /// Loads a studio, printing every problem when it has errors.
 pub fn load_studio(file: &Path) -> anyhow::Result<Arc<Studio>> {
@@ -112,6 +112,18 @@ async fn start_service(
                     .await?,
             )
         }
+        "admin" => {
+            let opts = concierto_admin::AdminOptions::from_studio(studio);
+            let known = concierto_admin::identities(studio).len();
+            if known == 0 {
+                tracing::warn!(
+                    "no reviewer has a token_sha256: every admin call will be refused (UNAUTHENTICATED)"
+                );
+            }
+            let (handle, addr) = concierto_admin::start(studio.clone(), bus.clone(), opts).await?;
+            tracing::info!(%addr, identities = known, "admin API (gRPC) listening");
+            Ok(handle)
+        }
         other if NOT_BUILT.contains(&other) => {
             bail!(
                 "service {other:?} is not built yet; today `serve` runs: {}",
@@ -202,6 +214,7 @@ pub async fn up(file: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     handles.push(workers);
     handles.push(vec![
         start_service("scheduler", &studio, &bus, &data_dir, &clock).await?,
+        start_service("admin", &studio, &bus, &data_dir, &clock).await?,
     ]);
     tracing::info!(
         studio = %studio.studio.name,

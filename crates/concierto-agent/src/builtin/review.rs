@@ -107,12 +107,20 @@ fn work_of(j: Judged) -> Work {
 
 /// `brand-guardian`: the draft scored against the brand rules.
 pub(super) fn brand(task: &Task, rules: &BrandRules) -> Work {
-    work_of(judge("brand-guardian", &subject_text(task), &rules_for(task, rules)))
+    work_of(judge(
+        "brand-guardian",
+        &subject_text(task),
+        &rules_for(task, rules),
+    ))
 }
 
 /// Any reviewing role but brand-guardian: the draft's completeness.
 pub(super) fn completeness(role: &str, task: &Task, pass_score: f64) -> Work {
-    work_of(completeness_of(role, &subject_text(task), pass_mark(task, pass_score)))
+    work_of(completeness_of(
+        role,
+        &subject_text(task),
+        pass_mark(task, pass_score),
+    ))
 }
 
 /// A batch review: every input is one draft, named `<run>/<step>`; each is

@@ -165,7 +165,7 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
     let root = w.map(Some(tree), "").unwrap_or(&empty);
     w.known_keys(root, "", TOP);
     let studio = studio_section(w, root.get("studio"));
-    let server = server_section(w, root.get("server"));
+    let server = server_section(w, root.get("server"), base_dir);
     let agents = agents_section(w, root.get("agents"), base_dir);
     let roles = load_roles(w, &agents);
     let reviewers = reviewers_section(w, root.get("reviewers"));
@@ -234,7 +234,7 @@ fn studio_section(w: &mut Walker<'_>, v: Option<&Value>) -> StudioSection {
     out
 }
 
-fn server_section(w: &mut Walker<'_>, v: Option<&Value>) -> ServerSection {
+fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> ServerSection {
     let p = "server";
     let mut out = ServerSection {
         data_dir: PathBuf::from("./data"),
@@ -250,6 +250,8 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>) -> ServerSection {
             max_bytes: 0,
             max_msgs: 0,
         },
+        tls: None,
+        feedback: FeedbackIntake::default(),
     };
     let Some(m) = w.map(v, p) else {
         return out;
@@ -264,8 +266,70 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>) -> ServerSection {
             "grpc_addr",
             "http_addr",
             "bus",
+            "tls",
+            "feedback",
         ],
     );
+    if let Some(t) = w.map(m.get("tls"), "server.tls") {
+        let tp = "server.tls";
+        w.known_keys(t, tp, &["cert", "key"]);
+        let cert = w.string(t, "cert", tp);
+        let key = w.string(t, "key", tp);
+        if let (Some(cert), Some(key)) = (cert, key) {
+            let tls = TlsSection {
+                cert: base_dir.join(cert),
+                key: base_dir.join(key),
+            };
+            for (k, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if !path.is_file() {
+                    w.error(
+                        &child(tp, k),
+                        format!(
+                            "{} is not a file (a PEM file, relative to the studio file)",
+                            path.display()
+                        ),
+                    );
+                }
+            }
+            out.tls = Some(tls);
+        }
+    }
+    if let Some(f) = w.map(m.get("feedback"), "server.feedback") {
+        let fp = "server.feedback";
+        w.known_keys(
+            f,
+            fp,
+            &[
+                "slack_signing_secret_env",
+                "email_token_env",
+                "max_body_bytes",
+            ],
+        );
+        for (k, slot) in [
+            (
+                "slack_signing_secret_env",
+                &mut out.feedback.slack_signing_secret_env,
+            ),
+            ("email_token_env", &mut out.feedback.email_token_env),
+        ] {
+            if let Some(v) = w.opt_string(f, k, fp) {
+                if v.is_empty()
+                    || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || v.starts_with(|c: char| c.is_ascii_digit())
+                {
+                    w.error(&child(fp, k), format!("{v:?} is not an environment variable name: name the variable that holds the secret, never the secret"));
+                } else {
+                    *slot = v;
+                }
+            }
+        }
+        let max = w.count(f, "max_body_bytes", fp, out.feedback.max_body_bytes);
+        if max == 0 {
+            w.error(&child(fp, "max_body_bytes"), "must be at least 1");
+        } else {
+            out.feedback.max_body_bytes = max;
+        }
+    }
     if let Some(s) = w.opt_string(m, "data_dir", p) {
         out.data_dir = PathBuf::from(s);
     }
@@ -365,57 +429,8 @@ fn agents_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Age
             let Some(e) = w.map(Some(v), &ep) else {
                 continue;
             };
-            w.known_keys(
-                e,
-                &ep,
-                &[
-                    "kind",
-                    "base_url",
-                    "model",
-                    "api_key_env",
-                    "command",
-                    "timeout",
-                ],
-            );
-            let kind = match w.string(e, "kind", &ep).as_deref() {
-                Some("builtin") => Some(ExecutorKind::Builtin),
-                Some("openai") => Some(ExecutorKind::OpenAi),
-                Some("anthropic") => Some(ExecutorKind::Anthropic),
-                Some("command") => Some(ExecutorKind::Command),
-                Some(other) => {
-                    w.error(
-                        &child(&ep, "kind"),
-                        format!("unknown executor kind {other:?}; expected builtin, openai, anthropic or command"),
-                    );
-                    None
-                }
-                None => None,
-            };
-            let command = w.strings(e, "command", &ep, kind == Some(ExecutorKind::Command));
-            if let Some(var) = e.get("api_key_env").and_then(Value::as_str)
-                && (var.is_empty() || var.contains(char::is_whitespace) || var.starts_with("sk-"))
-            {
-                w.error(
-                    &child(&ep, "api_key_env"),
-                    "names the environment variable that holds the key (e.g. OPENAI_API_KEY), never the key itself",
-                );
-            }
-            let timeout = e
-                .contains_key("timeout")
-                .then(|| w.duration(e, "timeout", &ep, Duration::from_secs(120)));
-            if let Some(kind) = kind {
-                out.executors.insert(
-                    name.clone(),
-                    ExecutorDef {
-                        name: name.clone(),
-                        kind,
-                        base_url: w.opt_string(e, "base_url", &ep),
-                        model: w.opt_string(e, "model", &ep),
-                        api_key_env: w.opt_string(e, "api_key_env", &ep),
-                        command,
-                        timeout,
-                    },
-                );
+            if let Some(def) = executor_def(w, name, e, &ep, base_dir) {
+                out.executors.insert(name.clone(), def);
             }
         }
     }
@@ -451,15 +466,224 @@ fn agents_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Age
 }
 
 fn builtin_executor() -> ExecutorDef {
-    ExecutorDef {
-        name: "builtin".into(),
-        kind: ExecutorKind::Builtin,
-        base_url: None,
-        model: None,
-        api_key_env: None,
-        command: Vec::new(),
-        timeout: None,
+    ExecutorDef::new("builtin", ExecutorKind::Builtin)
+}
+
+/// Keys of `agents.executors.<name>`.
+const EXECUTOR_KEYS: &[&str] = &[
+    "kind",
+    "base_url",
+    "model",
+    "api_key_env",
+    "command",
+    "timeout",
+    "max_tokens",
+    "max_retries",
+    "max_output_bytes",
+    "prices",
+    "env",
+    "working_dir",
+];
+
+/// The keys each kind uses (besides `kind`); the others are ignored with a
+/// warning.
+fn executor_keys_of(kind: ExecutorKind) -> &'static [&'static str] {
+    match kind {
+        ExecutorKind::Builtin => &[],
+        ExecutorKind::OpenAi | ExecutorKind::Anthropic => &[
+            "base_url",
+            "model",
+            "api_key_env",
+            "timeout",
+            "max_tokens",
+            "max_retries",
+            "prices",
+        ],
+        ExecutorKind::Command => &[
+            "model",
+            "command",
+            "timeout",
+            "max_output_bytes",
+            "prices",
+            "env",
+            "working_dir",
+        ],
     }
+}
+
+/// True for a name such as `OPENAI_API_KEY`: a letter or `_`, then letters,
+/// digits and `_`.
+fn is_env_var_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// One `agents.executors.<name>` map, or `None` when its kind is missing or
+/// unknown (the problem is recorded).
+fn executor_def(
+    w: &mut Walker<'_>,
+    name: &str,
+    e: &Map<String, Value>,
+    ep: &str,
+    base_dir: &Path,
+) -> Option<ExecutorDef> {
+    w.known_keys(e, ep, EXECUTOR_KEYS);
+    let kind = match w.string(e, "kind", ep).as_deref() {
+        Some("builtin") => Some(ExecutorKind::Builtin),
+        Some("openai") => Some(ExecutorKind::OpenAi),
+        Some("anthropic") => Some(ExecutorKind::Anthropic),
+        Some("command") => Some(ExecutorKind::Command),
+        Some(other) => {
+            w.error(
+                &child(ep, "kind"),
+                format!(
+                    "unknown executor kind {other:?}; expected builtin, openai, anthropic or command"
+                ),
+            );
+            None
+        }
+        None => None,
+    };
+    let is_command = kind == Some(ExecutorKind::Command);
+    let command = w.strings(e, "command", ep, is_command);
+    if is_command
+        && e.get("command").is_some_and(|v| !v.is_null())
+        && command.first().is_none_or(|p| p.trim().is_empty())
+    {
+        w.error(
+            &child(ep, "command"),
+            "must name the program to run, then its arguments, e.g. [\"./bin/agent\", \"--json\"]",
+        );
+    }
+    // Never echo the value: a key pasted here by mistake must not reach a log.
+    let api_key_env = w.opt_string(e, "api_key_env", ep);
+    if let Some(var) = &api_key_env
+        && !is_env_var_name(var)
+    {
+        w.error(
+            &child(ep, "api_key_env"),
+            "names the environment variable that holds the key (letters, digits and `_`, \
+             e.g. OPENAI_API_KEY), never the key itself",
+        );
+    }
+    let base_url = w.opt_string(e, "base_url", ep);
+    if let Some(url) = &base_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        w.error(
+            &child(ep, "base_url"),
+            format!("{url:?} is not an http:// or https:// URL"),
+        );
+    }
+    let model = w
+        .opt_string(e, "model", ep)
+        .filter(|m| !m.trim().is_empty());
+    let mut def = ExecutorDef::new(name, kind?);
+    let kind = def.kind;
+    for k in e.keys() {
+        if k != "kind"
+            && EXECUTOR_KEYS.contains(&k.as_str())
+            && !executor_keys_of(kind).contains(&k.as_str())
+        {
+            w.warning(
+                &child(ep, k),
+                format!(
+                    "`{k}` is not used by {} executors; it is ignored",
+                    kind.as_str()
+                ),
+            );
+        }
+    }
+    def.timeout = w.duration(e, "timeout", ep, def.timeout);
+    if def.timeout.is_zero() {
+        w.error(&child(ep, "timeout"), "must be longer than zero");
+    }
+    let small = |w: &mut Walker<'_>, key: &str, default: u32| -> u32 {
+        let n = w.count(e, key, ep, u64::from(default));
+        u32::try_from(n).unwrap_or_else(|_| {
+            w.error(&child(ep, key), format!("must be at most {}", u32::MAX));
+            default
+        })
+    };
+    if e.contains_key("max_tokens") {
+        let n = small(w, "max_tokens", 1);
+        if n == 0 {
+            w.error(&child(ep, "max_tokens"), "must be at least 1");
+        }
+        def.max_tokens = Some(n);
+    }
+    def.max_retries = small(w, "max_retries", def.max_retries);
+    def.max_output_bytes = w.count(e, "max_output_bytes", ep, def.max_output_bytes);
+    if def.max_output_bytes == 0 {
+        w.error(&child(ep, "max_output_bytes"), "must be at least 1");
+    }
+    def.prices = prices(w, e.get("prices"), &child(ep, "prices"));
+    if let Some(env) = w.map(e.get("env"), &child(ep, "env")) {
+        let envp = child(ep, "env");
+        for key in env.keys() {
+            if !is_env_var_name(key) {
+                w.error(
+                    &child(&envp, key),
+                    "is not an environment variable name (letters, digits and `_`, not starting with a digit)",
+                );
+            }
+            if let Some(value) = w.opt_string(env, key, &envp) {
+                def.env.insert(key.clone(), value);
+            }
+        }
+    }
+    if let Some(dir) = w.opt_string(e, "working_dir", ep) {
+        let joined = base_dir.join(&dir);
+        let abs = std::path::absolute(&joined).unwrap_or(joined);
+        if !abs.is_dir() {
+            w.warning(
+                &child(ep, "working_dir"),
+                format!("{} is not a folder (yet)", abs.display()),
+            );
+        }
+        def.working_dir = Some(abs);
+    }
+    if let Some(url) = base_url {
+        def.base_url = Some(url);
+    }
+    def.model = model;
+    def.api_key_env = api_key_env;
+    def.command = command;
+    Some(def)
+}
+
+/// `prices: { input_per_mtok, output_per_mtok }`, both required, in US dollars
+/// per million tokens.
+fn prices(w: &mut Walker<'_>, v: Option<&Value>, p: &str) -> Option<Prices> {
+    let m = w.map(v, p)?;
+    w.known_keys(m, p, &["input_per_mtok", "output_per_mtok"]);
+    let price = |w: &mut Walker<'_>, key: &str| -> Option<f64> {
+        if !m.contains_key(key) {
+            w.error(
+                p,
+                format!("`{key}` is required (US dollars per million tokens)"),
+            );
+            return None;
+        }
+        let n = w.number(m, key, p)?;
+        if !n.is_finite() || n < 0.0 {
+            w.error(
+                &child(p, key),
+                format!("must be a price ≥ 0 in US dollars per million tokens, found {n}"),
+            );
+            return None;
+        }
+        Some(n)
+    };
+    let input = price(w, "input_per_mtok");
+    let output = price(w, "output_per_mtok");
+    Some(Prices {
+        input_per_mtok: input?,
+        output_per_mtok: output?,
+    })
 }
 
 fn load_roles(w: &mut Walker<'_>, agents: &AgentsSection) -> IndexMap<String, RoleDef> {
@@ -521,8 +745,29 @@ fn reviewers_section(w: &mut Walker<'_>, v: Option<&Value>) -> IndexMap<String, 
         w.known_keys(
             r,
             &p,
-            &["name", "email", "slack", "token_sha256", "escalation"],
+            &[
+                "name",
+                "email",
+                "slack",
+                "token_sha256",
+                "escalation",
+                "roles",
+            ],
         );
+        let roles = if r.contains_key("roles") {
+            let roles = w.strings(r, "roles", &p, false);
+            for (i, role) in roles.iter().enumerate() {
+                if role != "reviewer" && role != "admin" {
+                    w.error(
+                        &item(&child(&p, "roles"), i),
+                        format!("unknown role {role:?}; expected reviewer or admin"),
+                    );
+                }
+            }
+            roles
+        } else {
+            vec!["reviewer".to_string()]
+        };
         let token = w.opt_string(r, "token_sha256", &p);
         if let Some(t) = &token
             && (t.len() != 64 || !t.chars().all(|c| c.is_ascii_hexdigit()))
@@ -541,6 +786,7 @@ fn reviewers_section(w: &mut Walker<'_>, v: Option<&Value>) -> IndexMap<String, 
                 slack: w.opt_string(r, "slack", &p),
                 token_sha256: token,
                 escalation: w.strings(r, "escalation", &p, false),
+                roles,
             },
         );
     }
@@ -1579,4 +1825,253 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checks a studio whose `agents.executors` is `executors` (YAML indented
+    /// under it), with no role files.
+    fn check_executors(executors: &str) -> (tempfile::TempDir, Checked) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("scripts")).expect("mkdir");
+        let text = format!("agents:\n  paths: []\n  executors:\n{executors}");
+        let file = dir.path().join("concierto.yaml");
+        std::fs::write(&file, text).expect("write");
+        let checked = check_with_env(&file, Vec::new());
+        (dir, checked)
+    }
+
+    fn errors(c: &Checked) -> Vec<String> {
+        c.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn executor<'a>(c: &'a Checked, name: &str) -> &'a ExecutorDef {
+        let studio = c.studio.as_ref().unwrap_or_else(|| {
+            panic!("the studio should load: {:?}", errors(c));
+        });
+        &studio.agents.executors[name]
+    }
+
+    #[test]
+    fn executor_keys_parse_with_their_defaults() {
+        let (dir, c) = check_executors(
+            "    gpt:
+      kind: openai
+      model: gpt-4o-mini
+      api_key_env: OPENAI_API_KEY
+      max_tokens: 800
+      max_retries: 5
+      timeout: 30 seconds
+      prices: { input_per_mtok: 0.15, output_per_mtok: 0.6 }
+    claude: { kind: anthropic, model: claude-sonnet-4-5, api_key_env: ANTHROPIC_API_KEY }
+    local: { kind: openai, base_url: \"http://127.0.0.1:11434/v1\", model: llama3.1 }
+    tool:
+      kind: command
+      command: [\"./scripts/agent.sh\", \"--json\"]
+      max_output_bytes: 4096
+      working_dir: scripts
+      env: { AGENT_MODE: fast, Depth: 3 }
+    plain: { kind: command, command: agent }
+",
+        );
+        assert!(errors(&c).is_empty(), "{:?}", errors(&c));
+        let gpt = executor(&c, "gpt");
+        assert_eq!(gpt.kind, ExecutorKind::OpenAi);
+        assert_eq!(gpt.base_url.as_deref(), Some("https://api.openai.com/v1"));
+        assert_eq!(gpt.model.as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(gpt.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+        assert_eq!(gpt.max_tokens, Some(800));
+        assert_eq!(gpt.max_retries, 5);
+        assert_eq!(gpt.timeout, Duration::from_secs(30));
+        let prices = gpt.prices.expect("prices");
+        assert_eq!(prices.input_per_mtok, 0.15);
+        assert_eq!(prices.output_per_mtok, 0.6);
+        assert!((prices.cost_usd(1_000_000, 2_000_000) - 1.35).abs() < 1e-9);
+
+        let claude = executor(&c, "claude");
+        assert_eq!(
+            claude.base_url.as_deref(),
+            Some("https://api.anthropic.com")
+        );
+        assert_eq!(claude.max_tokens, Some(4096));
+        assert_eq!(claude.max_retries, 3);
+        assert_eq!(claude.timeout, Duration::from_secs(120));
+        assert_eq!(claude.prices, None);
+
+        let local = executor(&c, "local");
+        assert_eq!(local.base_url.as_deref(), Some("http://127.0.0.1:11434/v1"));
+        assert_eq!(local.api_key_env, None);
+        assert_eq!(local.max_tokens, None);
+
+        let tool = executor(&c, "tool");
+        assert_eq!(tool.command, ["./scripts/agent.sh", "--json"]);
+        assert_eq!(tool.max_output_bytes, 4096);
+        assert_eq!(tool.timeout, Duration::from_secs(300));
+        assert_eq!(tool.base_url, None);
+        let wd = tool.working_dir.as_ref().expect("working_dir");
+        assert!(wd.is_absolute(), "{}", wd.display());
+        assert_eq!(
+            wd.canonicalize().expect("canonical"),
+            dir.path()
+                .join("scripts")
+                .canonicalize()
+                .expect("canonical")
+        );
+        assert_eq!(
+            tool.env.iter().collect::<Vec<_>>(),
+            [
+                (&"AGENT_MODE".to_string(), &"fast".to_string()),
+                (&"Depth".to_string(), &"3".to_string())
+            ]
+        );
+        let plain = executor(&c, "plain");
+        assert_eq!(plain.command, ["agent"]);
+        assert_eq!(plain.max_output_bytes, 1024 * 1024);
+        assert_eq!(plain.working_dir, None);
+        assert!(executor(&c, "builtin").kind == ExecutorKind::Builtin);
+    }
+
+    #[test]
+    fn keys_of_another_kind_are_warned_about() {
+        let (_dir, c) = check_executors(
+            "    gpt: { kind: openai, model: m, max_output_bytes: 10, command: [x] }\n",
+        );
+        assert!(errors(&c).is_empty(), "{:?}", errors(&c));
+        let warnings: Vec<String> = c.problems.iter().map(ToString::to_string).collect();
+        for key in ["max_output_bytes", "command"] {
+            assert!(
+                warnings.iter().any(|w| w.contains(&format!(
+                    "agents.executors.gpt.{key}: `{key}` is not used by openai executors"
+                ))),
+                "{warnings:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_prices_are_errors_with_their_key_and_line() {
+        let (_dir, c) = check_executors(
+            "    a:
+      kind: openai
+      model: m
+      prices: { input_per_mtok: -1, output_per_mtok: cheap }
+    b:
+      kind: anthropic
+      model: m
+      prices: { input_per_mtok: 3, per_call: 1 }
+    c: { kind: openai, model: m, prices: 5 }
+",
+        );
+        assert!(c.studio.is_none());
+        let e = errors(&c);
+        let has = |needle: &str| e.iter().any(|p| p.contains(needle));
+        assert!(
+            has(":7: error: agents.executors.a.prices.input_per_mtok: must be a price ≥ 0"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.a.prices.output_per_mtok: must be a number, found text"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.b.prices: `output_per_mtok` is required"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.b.prices.per_call: unknown key `per_call`"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.c.prices: must be a map of keys, found a number"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let (_dir, c) = check_executors(
+            "    a: { kind: openai, model: m, temperature: 0.2 }
+    b: { kind: openai, model: m, api_key_env: \"sk-live-123 456\" }
+    c: { kind: openai, model: m, base_url: \"api.example.com\" }
+    d: { kind: anthropic, model: m, max_tokens: 0, max_retries: -1 }
+    e: { kind: command, command: [x], max_output_bytes: 0, timeout: 0s }
+    f: { kind: command, command: [x], env: { \"1BAD\": x, OK: [1] } }
+",
+        );
+        assert!(c.studio.is_none());
+        let e = errors(&c);
+        let has = |needle: &str| e.iter().any(|p| p.contains(needle));
+        assert!(
+            has(
+                "agents.executors.a.temperature: unknown key `temperature`; expected one of: kind, base_url"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.b.api_key_env: names the environment variable"),
+            "{e:?}"
+        );
+        assert!(
+            !e.iter().any(|p| p.contains("sk-live")),
+            "the value of api_key_env is never echoed: {e:?}"
+        );
+        assert!(
+            has(
+                "agents.executors.c.base_url: \"api.example.com\" is not an http:// or https:// URL"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.d.max_tokens: must be at least 1"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.d.max_retries: must be a whole number ≥ 0"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.e.max_output_bytes: must be at least 1"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.e.timeout: must be longer than zero"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.f.env.1BAD: is not an environment variable name"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.f.env.OK: must be text, found a list"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_command_executor_needs_a_command() {
+        let (_dir, c) = check_executors(
+            "    a: { kind: command }
+    b: { kind: command, command: [] }
+    c: { kind: command, command: \"\" }
+",
+        );
+        assert!(c.studio.is_none());
+        let e = errors(&c);
+        let has = |needle: &str| e.iter().any(|p| p.contains(needle));
+        assert!(has("agents.executors.a: `command` is required"), "{e:?}");
+        assert!(
+            has("agents.executors.b.command: must name the program to run"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.c.command: must name the program to run"),
+            "{e:?}"
+        );
+    }
 }

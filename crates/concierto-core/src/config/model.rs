@@ -65,6 +65,40 @@ pub struct ServerSection {
     pub http_addr: String,
     /// Bus limits.
     pub bus: BusSection,
+    /// TLS for the admin API, when configured.
+    pub tls: Option<TlsSection>,
+    /// The human-feedback intake (Slack, email, web form).
+    pub feedback: FeedbackIntake,
+}
+
+/// `server.tls`: the admin API's certificate (PEM files, absolute).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSection {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// `server.feedback`: secrets by the environment variables that hold them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedbackIntake {
+    /// Variable holding the Slack app's signing secret (default `SLACK_SIGNING_SECRET`).
+    pub slack_signing_secret_env: String,
+    /// Variable holding the inbound-mail webhook's bearer token (default `CONCIERTO_EMAIL_TOKEN`).
+    pub email_token_env: String,
+    /// Largest request body accepted, in bytes (default 1 MiB).
+    pub max_body_bytes: u64,
+}
+
+impl Default for FeedbackIntake {
+    fn default() -> Self {
+        FeedbackIntake {
+            slack_signing_secret_env: "SLACK_SIGNING_SECRET".into(),
+            email_token_env: "CONCIERTO_EMAIL_TOKEN".into(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
 }
 
 /// `server.bus`.
@@ -385,23 +419,122 @@ pub enum ExecutorKind {
     Command,
 }
 
-/// An executor.
-#[derive(Debug, Clone)]
+/// An executor (`agents.executors.<name>`). Keys that do not apply to its
+/// kind keep their defaults.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutorDef {
     /// Its name.
     pub name: String,
     /// Its kind.
     pub kind: ExecutorKind,
-    /// API base URL.
+    /// API base URL: for `openai` it includes the version
+    /// (`https://api.openai.com/v1`, the default), for `anthropic` it does not
+    /// (`https://api.anthropic.com`, the default). `None` for other kinds.
     pub base_url: Option<String>,
-    /// Model name.
+    /// Model name, used for roles that do not name their own.
     pub model: Option<String>,
     /// Environment variable holding the key (the key itself never goes in the file).
     pub api_key_env: Option<String>,
     /// Program and arguments, for `command`.
     pub command: Vec<String>,
-    /// Time for one call.
-    pub timeout: Option<Duration>,
+    /// Time for one HTTP attempt or one run of the command (default 120 s for
+    /// `openai` and `anthropic`, 300 s for `command`).
+    pub timeout: Duration,
+    /// Most tokens of an answer: sent to the API (`anthropic` defaults to
+    /// 4096; `openai` sends none unless set).
+    pub max_tokens: Option<u32>,
+    /// HTTP retries after the first attempt, for 429 and 5xx answers and
+    /// timeouts (default 3).
+    pub max_retries: u32,
+    /// Most bytes a `command` may print on stdout (default 1 MiB).
+    pub max_output_bytes: u64,
+    /// Prices, to compute `Usage.cost_usd`; `None`: cost is reported as zero.
+    pub prices: Option<Prices>,
+    /// Extra environment variables for a `command`.
+    pub env: IndexMap<String, String>,
+    /// Working folder of a `command` (absolute; given relative to the studio
+    /// file's folder).
+    pub working_dir: Option<PathBuf>,
+}
+
+impl ExecutorDef {
+    /// A definition of `kind` with every default: what a studio file with only
+    /// `kind:` gives.
+    pub fn new(name: impl Into<String>, kind: ExecutorKind) -> Self {
+        let http = matches!(kind, ExecutorKind::OpenAi | ExecutorKind::Anthropic);
+        ExecutorDef {
+            name: name.into(),
+            kind,
+            base_url: kind.default_base_url().map(str::to_string),
+            model: None,
+            api_key_env: None,
+            command: Vec::new(),
+            timeout: if http {
+                DEFAULT_HTTP_TIMEOUT
+            } else {
+                DEFAULT_COMMAND_TIMEOUT
+            },
+            max_tokens: (kind == ExecutorKind::Anthropic).then_some(DEFAULT_ANTHROPIC_MAX_TOKENS),
+            max_retries: DEFAULT_MAX_RETRIES,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            prices: None,
+            env: IndexMap::new(),
+            working_dir: None,
+        }
+    }
+}
+
+impl ExecutorKind {
+    /// As written in the file (`builtin`, `openai`, `anthropic`, `command`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Builtin => "builtin",
+            ExecutorKind::OpenAi => "openai",
+            ExecutorKind::Anthropic => "anthropic",
+            ExecutorKind::Command => "command",
+        }
+    }
+
+    /// The API base URL used when the file gives none.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ExecutorKind::OpenAi => Some(DEFAULT_OPENAI_BASE_URL),
+            ExecutorKind::Anthropic => Some(DEFAULT_ANTHROPIC_BASE_URL),
+            ExecutorKind::Builtin | ExecutorKind::Command => None,
+        }
+    }
+}
+
+/// `openai` base URL by default.
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// `anthropic` base URL by default.
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// Time for one HTTP attempt by default.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time for one run of a `command` by default.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// HTTP retries after the first attempt by default.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// `anthropic` answer limit by default (the API requires one).
+pub const DEFAULT_ANTHROPIC_MAX_TOKENS: u32 = 4096;
+/// Most stdout bytes of a `command` by default (1 MiB).
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 1024 * 1024;
+
+/// What a model costs, in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prices {
+    /// Per million input (prompt) tokens.
+    pub input_per_mtok: f64,
+    /// Per million output (completion) tokens.
+    pub output_per_mtok: f64,
+}
+
+impl Prices {
+    /// The cost of a call in US dollars.
+    pub fn cost_usd(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+            / 1e6
+    }
 }
 
 /// Per-role settings.
@@ -428,6 +561,10 @@ pub struct Reviewer {
     pub slack: Option<String>,
     /// SHA-256 (hex) of their admin token.
     pub token_sha256: Option<String>,
+    /// What they may do over the admin API: `reviewer` (read, decide their
+    /// gates, give feedback; the default) and `admin` (also start and cancel
+    /// runs, fire triggers).
+    pub roles: Vec<String>,
     /// Who is told when their gates pass the SLA.
     pub escalation: Vec<String>,
 }

@@ -1,0 +1,121 @@
+//! Bearer tokens to identities. A person's token is never stored: the studio
+//! file holds its SHA-256 (`reviewers.<id>.token_sha256`), and a call's token is
+//! hashed and looked up. Roles: `reviewer` (read, decide the gates they review,
+//! give feedback) and `admin` (also start and cancel runs, fire triggers).
+
+use std::collections::HashMap;
+
+use concierto_core::config::Studio;
+use sha2::{Digest, Sha256};
+use tonic::{Request, Status};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The reviewer id in the studio file.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `reviewer`, `admin`.
+    pub roles: Vec<String>,
+}
+
+impl Identity {
+    /// True when they have the `admin` role.
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == "admin")
+    }
+
+    /// `PERMISSION_DENIED` unless they are an admin.
+    pub fn require_admin(&self, what: &str) -> Result<(), Status> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "{} may not {what}: it needs the admin role (reviewers.{}.roles: [admin])",
+                self.id, self.id
+            )))
+        }
+    }
+}
+
+/// Token hashes to identities.
+#[derive(Debug, Clone, Default)]
+pub struct Identities {
+    by_hash: HashMap<String, Identity>,
+}
+
+/// SHA-256 of a token, lowercase hex: what goes in `token_sha256`.
+pub fn token_sha256(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Identities {
+    /// Everyone in the studio's `reviewers` with a `token_sha256`.
+    pub fn from_studio(studio: &Studio) -> Self {
+        let by_hash = studio
+            .reviewers
+            .values()
+            .filter_map(|r| {
+                r.token_sha256.as_ref().map(|h| {
+                    (
+                        h.to_ascii_lowercase(),
+                        Identity {
+                            id: r.id.clone(),
+                            name: r.name.clone(),
+                            roles: r.roles.clone(),
+                        },
+                    )
+                })
+            })
+            .collect();
+        Identities { by_hash }
+    }
+
+    /// How many tokens are known.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// True when no token is configured (every call is refused).
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// The caller of `req`: `UNAUTHENTICATED` without a valid `authorization:
+    /// Bearer <token>`.
+    pub fn authenticate<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
+        let Some(value) = req.metadata().get("authorization") else {
+            return Err(Status::unauthenticated(
+                "missing `authorization: Bearer <token>` metadata",
+            ));
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| Status::unauthenticated("the authorization metadata is not text"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+        self.by_hash
+            .get(&token_sha256(token))
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unknown token"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_sha256_hex_as_sha256sum_prints_it() {
+        // printf %s secret | sha256sum
+        assert_eq!(
+            token_sha256("secret"),
+            "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! `AdminService`: every call authenticated, then answered by the service that
+//! owns the data, over bus requests (runs and gates: the orchestrator;
+//! triggers: the scheduler; feedback: the feedback service) or a durable
+//! publish (start a run, submit feedback).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concierto_bus::{Bus, BusError, BusExt, ProtoMessage, decode, encode};
+use concierto_core::config::Studio;
+use concierto_core::subjects;
+use concierto_proto::v1::{self, admin_service_server::AdminService};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::{Identities, Identity};
+
+/// A server stream of `T`.
+pub type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The service.
+pub struct Admin {
+    studio: Arc<Studio>,
+    bus: Arc<dyn Bus>,
+    identities: Identities,
+    timeout: Duration,
+}
+
+impl Admin {
+    /// Over `bus`, with the studio's identities; `timeout` bounds each bus request.
+    pub fn new(studio: Arc<Studio>, bus: Arc<dyn Bus>, timeout: Duration) -> Self {
+        let identities = Identities::from_studio(&studio);
+        Admin {
+            studio,
+            bus,
+            identities,
+            timeout,
+        }
+    }
+
+    fn who<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
+        self.identities.authenticate(req)
+    }
+
+    /// A bus request to the service `owner` answers; its error header becomes a status.
+    async fn ask<Q: ProtoMessage, R: ProtoMessage>(
+        &self,
+        owner: &str,
+        subject: &str,
+        req: &Q,
+        identity: Option<&Identity>,
+    ) -> Result<R, Status> {
+        let mut out = encode(req);
+        if let Some(i) = identity {
+            out = out.header(subjects::IDENTITY_HEADER, i.id.clone());
+        }
+        let reply = self
+            .bus
+            .request(subject, out, self.timeout)
+            .await
+            .map_err(|e| bus_status(owner, e))?;
+        if let Some(err) = reply.headers.get(subjects::ERROR_HEADER) {
+            return Err(remote_status(err));
+        }
+        decode(&reply).map_err(|e| Status::internal(format!("{owner} answered badly: {e}")))
+    }
+}
+
+fn bus_status(owner: &str, e: BusError) -> Status {
+    match e {
+        BusError::NoResponders(_) => Status::unavailable(format!(
+            "the {owner} is not running (nobody answers on the bus)"
+        )),
+        BusError::Timeout { .. } => {
+            Status::deadline_exceeded(format!("the {owner} did not answer in time"))
+        }
+        other => Status::unavailable(format!("bus: {other}")),
+    }
+}
+
+/// `<code>: <message>` from a service's error header.
+fn remote_status(header: &str) -> Status {
+    let (code, msg) = header.split_once(": ").unwrap_or(("internal", header));
+    let msg = msg.to_string();
+    match code {
+        "not_found" => Status::not_found(msg),
+        "invalid_argument" => Status::invalid_argument(msg),
+        "failed_precondition" => Status::failed_precondition(msg),
+        "permission_denied" => Status::permission_denied(msg),
+        "unavailable" => Status::unavailable(msg),
+        _ => Status::internal(msg),
+    }
+}
+
+fn random_suffix() -> String {
+    let n: u64 = rand::random();
+    format!("{n:016x}")
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn list_runs(
+        &self,
+        request: Request<v1::ListRunsRequest>,
+    ) -> Result<Response<v1::ListRunsResponse>, Status> {
+        self.who(&request)?;
+        let r = self
+            .ask(
+                "orchestrator",
+                subjects::ORCHESTRATOR_LIST_RUNS,
+                request.get_ref(),
+                None,
+            )
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn get_run(
+        &self,
+        request: Request<v1::GetRunRequest>,
+    ) -> Result<Response<v1::GetRunResponse>, Status> {
+        self.who(&request)?;
+        if request.get_ref().run_id.is_empty() {
+            return Err(Status::invalid_argument("run_id is required"));
+        }
+        let r = self
+            .ask(
+                "orchestrator",
+                subjects::ORCHESTRATOR_GET_RUN,
+                request.get_ref(),
+                None,
+            )
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn start_run(
+        &self,
+        request: Request<v1::StartRunRequest>,
+    ) -> Result<Response<v1::StartRunResponse>, Status> {
+        let who = self.who(&request)?;
+        who.require_admin("start runs")?;
+        let r = request.into_inner();
+        if !self.studio.workflows.contains_key(&r.workflow) {
+            return Err(Status::not_found(format!(
+                "no workflow {:?}; the studio has: {}",
+                r.workflow,
+                self.studio
+                    .workflows
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let run_id = if r.run_id.is_empty() {
+            format!(
+                "manual:{}@{}-{}",
+                r.workflow,
+                chrono_now(),
+                &random_suffix()[..6]
+            )
+        } else {
+            r.run_id.clone()
+        };
+        let start = v1::StartRun {
+            run_id: run_id.clone(),
+            workflow: r.workflow,
+            trigger: String::new(),
+            fire_time: Some(concierto_proto::time::now()),
+            priority: r.priority,
+            params: r.params,
+            requested_by: format!("admin:{}", who.id),
+            cause: None,
+        };
+        self.bus
+            .publish_durable_proto(subjects::RUN_START, &start, &run_id)
+            .await
+            .map_err(|e| Status::unavailable(format!("could not store the run start: {e}")))?;
+        tracing::info!(run = %run_id, by = %who.id, "run started over the admin API");
+        Ok(Response::new(v1::StartRunResponse { run_id }))
+    }
+
+    async fn cancel_run(
+        &self,
+        request: Request<v1::CancelRunRequest>,
+    ) -> Result<Response<v1::CancelRunResponse>, Status> {
+        let who = self.who(&request)?;
+        who.require_admin("cancel runs")?;
+        let mut r = request.into_inner();
+        if r.run_id.is_empty() {
+            return Err(Status::invalid_argument("run_id is required"));
+        }
+        r.reason = if r.reason.is_empty() {
+            format!("by {}", who.id)
+        } else {
+            format!("{} (by {})", r.reason, who.id)
+        };
+        let r = self
+            .ask("orchestrator", subjects::ORCHESTRATOR_CANCEL_RUN, &r, None)
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    type WatchRunsStream = Streamed<v1::WatchRunsResponse>;
+
+    async fn watch_runs(
+        &self,
+        request: Request<v1::WatchRunsRequest>,
+    ) -> Result<Response<Self::WatchRunsStream>, Status> {
+        self.who(&request)?;
+        let r = request.into_inner();
+        let subject = if r.run_id.is_empty() {
+            subjects::RUN_EVENTS.to_string()
+        } else {
+            subjects::run_event(&r.run_id)
+        };
+        let mut sub = self
+            .bus
+            .subscribe_proto::<v1::RunEvent>(&subject)
+            .await
+            .map_err(|e| Status::unavailable(format!("bus: {e}")))?;
+        let stream = async_stream(move |tx| async move {
+            while let Some((event, _)) = sub.next().await {
+                if tx
+                    .send(Ok(v1::WatchRunsResponse { event: Some(event) }))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn list_gates(
+        &self,
+        request: Request<v1::ListGatesRequest>,
+    ) -> Result<Response<v1::ListGatesResponse>, Status> {
+        self.who(&request)?;
+        let r = self
+            .ask(
+                "orchestrator",
+                subjects::ORCHESTRATOR_LIST_GATES,
+                request.get_ref(),
+                None,
+            )
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn get_gate(
+        &self,
+        request: Request<v1::GetGateRequest>,
+    ) -> Result<Response<v1::GetGateResponse>, Status> {
+        self.who(&request)?;
+        if request.get_ref().gate_id.is_empty() {
+            return Err(Status::invalid_argument("gate_id is required"));
+        }
+        let r = self
+            .ask(
+                "orchestrator",
+                subjects::ORCHESTRATOR_GET_GATE,
+                request.get_ref(),
+                None,
+            )
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn decide_gate(
+        &self,
+        request: Request<v1::DecideGateRequest>,
+    ) -> Result<Response<v1::DecideGateResponse>, Status> {
+        let who = self.who(&request)?;
+        let r = request.into_inner();
+        if r.gate_id.is_empty() {
+            return Err(Status::invalid_argument("gate_id is required"));
+        }
+        let r: v1::DecideGateResponse = self
+            .ask(
+                "orchestrator",
+                subjects::ORCHESTRATOR_DECIDE_GATE,
+                &r,
+                Some(&who),
+            )
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    type WatchGatesStream = Streamed<v1::WatchGatesResponse>;
+
+    async fn watch_gates(
+        &self,
+        request: Request<v1::WatchGatesRequest>,
+    ) -> Result<Response<Self::WatchGatesStream>, Status> {
+        let who = self.who(&request)?;
+        let mine = request.get_ref().mine;
+        let mut sub = self
+            .bus
+            .subscribe_proto::<v1::Gate>(subjects::GATE_EVENTS)
+            .await
+            .map_err(|e| Status::unavailable(format!("bus: {e}")))?;
+        let stream = async_stream(move |tx| async move {
+            while let Some((gate, _)) = sub.next().await {
+                let for_me = gate
+                    .request
+                    .as_ref()
+                    .is_some_and(|r| r.reviewers.contains(&who.id));
+                if mine && !for_me {
+                    continue;
+                }
+                if tx
+                    .send(Ok(v1::WatchGatesResponse { gate: Some(gate) }))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn submit_feedback(
+        &self,
+        request: Request<v1::SubmitFeedbackRequest>,
+    ) -> Result<Response<v1::SubmitFeedbackResponse>, Status> {
+        let who = self.who(&request)?;
+        let r = request.into_inner();
+        if r.text.trim().is_empty() {
+            return Err(Status::invalid_argument("text is required"));
+        }
+        let feedback_id = format!("api-{}", random_suffix());
+        let fb = v1::Feedback {
+            feedback_id: feedback_id.clone(),
+            channel: v1::FeedbackChannel::Api as i32,
+            author: who.id.clone(),
+            subject: r.subject,
+            text: r.text,
+            attachments: Vec::new(),
+            run_id: r.run_id,
+            received_at: Some(concierto_proto::time::now()),
+            metadata: [("identity".to_string(), who.id.clone())].into(),
+        };
+        self.bus
+            .publish_durable_proto(&subjects::feedback_in("api"), &fb, &feedback_id)
+            .await
+            .map_err(|e| Status::unavailable(format!("could not store the feedback: {e}")))?;
+        Ok(Response::new(v1::SubmitFeedbackResponse { feedback_id }))
+    }
+
+    async fn list_feedback(
+        &self,
+        request: Request<v1::ListFeedbackRequest>,
+    ) -> Result<Response<v1::ListFeedbackResponse>, Status> {
+        self.who(&request)?;
+        let r = self
+            .ask(
+                "feedback service",
+                subjects::FEEDBACK_LIST,
+                request.get_ref(),
+                None,
+            )
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_triggers(
+        &self,
+        request: Request<v1::ListTriggersRequest>,
+    ) -> Result<Response<v1::ListTriggersResponse>, Status> {
+        self.who(&request)?;
+        let r = self
+            .ask(
+                "scheduler",
+                subjects::SCHEDULER_TRIGGERS,
+                request.get_ref(),
+                None,
+            )
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn fire_trigger(
+        &self,
+        request: Request<v1::FireTriggerRequest>,
+    ) -> Result<Response<v1::FireTriggerResponse>, Status> {
+        let who = self.who(&request)?;
+        who.require_admin("fire triggers")?;
+        if request.get_ref().name.is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        let r = self
+            .ask(
+                "scheduler",
+                subjects::SCHEDULER_FIRE,
+                request.get_ref(),
+                Some(&who),
+            )
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn get_metrics(
+        &self,
+        request: Request<v1::GetMetricsRequest>,
+    ) -> Result<Response<v1::GetMetricsResponse>, Status> {
+        self.who(&request)?;
+        Err(Status::unimplemented(
+            "metrics come from the tracker, which is not built yet; progress metrics are listed by `concierto validate`",
+        ))
+    }
+
+    async fn record_metric(
+        &self,
+        request: Request<v1::RecordMetricRequest>,
+    ) -> Result<Response<v1::RecordMetricResponse>, Status> {
+        self.who(&request)?;
+        Err(Status::unimplemented(
+            "metrics are recorded by the tracker, which is not built yet",
+        ))
+    }
+
+    async fn search_content(
+        &self,
+        request: Request<v1::SearchContentRequest>,
+    ) -> Result<Response<v1::SearchContentResponse>, Status> {
+        self.who(&request)?;
+        Err(Status::unimplemented(
+            "the content library (ingestion) is not built yet",
+        ))
+    }
+}
+
+/// RFC 3339 UTC now, to the millisecond.
+fn chrono_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A stream fed by a task that gets the sending half of a channel; the task
+/// stops when the client goes away.
+fn async_stream<T, F, Fut>(f: F) -> Streamed<T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,212 @@
+//! The `anthropic` executor: the Anthropic Messages API.
+//!
+//! `POST {base_url}/v1/messages` with headers `x-api-key`,
+//! `anthropic-version: 2023-06-01` and body `{model, max_tokens, system,
+//! messages: [{role: "user", content: [blocks]}]}`: `text` blocks, and `image`
+//! blocks (`source` `base64` with its media type, or `url`) for image inputs.
+//! The answer is the `text` blocks of `content`, joined; tokens come from
+//! `usage.input_tokens` and `usage.output_tokens`.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use concierto_core::config::{DEFAULT_ANTHROPIC_MAX_TOKENS, ExecutorDef};
+use concierto_core::roles::RoleDef;
+use concierto_proto::v1::Task;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+use crate::error::AgentError;
+use crate::executor::{Executor, Outcome, model_for};
+use crate::http::{ApiKey, DETAIL_HTTP_ATTEMPTS, DETAIL_REQUEST_ID, HttpClient, RetryPolicy};
+use crate::prompt::{ImageSource, Part, Prompt, answer_outcome, stamp, word_count};
+
+/// The executor's name in results (`Usage.executor`).
+pub const ANTHROPIC: &str = "anthropic";
+
+/// The `anthropic-version` header sent.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// `details` key: why the model stopped (`end_turn`, `max_tokens`, ...).
+pub const DETAIL_STOP_REASON: &str = "stop_reason";
+
+/// Calls the Anthropic Messages API. See the module documentation.
+#[derive(Debug)]
+pub struct AnthropicExecutor {
+    def: ExecutorDef,
+    url: String,
+    headers: HeaderMap,
+    http: HttpClient,
+}
+
+impl AnthropicExecutor {
+    /// For executor `def`: it needs `api_key_env`, and its key is read now
+    /// from the variable it names (an error naming the variable when it is
+    /// unset).
+    pub fn new(def: &ExecutorDef) -> Result<Self, AgentError> {
+        let Some(var) = def.api_key_env.as_deref() else {
+            return Err(AgentError::InvalidExecutor {
+                executor: def.name.clone(),
+                why: "an anthropic executor needs `api_key_env`, the environment variable \
+                      holding the key (e.g. ANTHROPIC_API_KEY)"
+                    .into(),
+            });
+        };
+        let key = ApiKey::from_env(&def.name, var)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("x-api-key"),
+            key.header(&def.name, "")?,
+        );
+        headers.insert(
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(ANTHROPIC_VERSION),
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let base = def
+            .base_url
+            .as_deref()
+            .unwrap_or(concierto_core::config::DEFAULT_ANTHROPIC_BASE_URL)
+            .trim_end_matches('/');
+        Ok(AnthropicExecutor {
+            def: def.clone(),
+            url: format!("{base}/v1/messages"),
+            headers,
+            http: HttpClient::new(ANTHROPIC, def, Some(key))?,
+        })
+    }
+
+    /// With another retry policy (tests use milliseconds).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.http.policy = policy;
+        self
+    }
+
+    /// The definition it was built from.
+    pub fn def(&self) -> &ExecutorDef {
+        &self.def
+    }
+
+    /// The request body for `prompt` with `model`.
+    fn body(&self, prompt: &Prompt, model: &str) -> Value {
+        let blocks: Vec<Value> = prompt
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => json!({"type": "text", "text": t}),
+                Part::Image(i) => match &i.source {
+                    ImageSource::Base64 { media_type, data } => json!({
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": media_type, "data": data},
+                    }),
+                    ImageSource::Url(url) => json!({
+                        "type": "image",
+                        "source": {"type": "url", "url": url},
+                    }),
+                },
+            })
+            .collect();
+        let mut body = json!({
+            "model": model,
+            "max_tokens": self.def.max_tokens.unwrap_or(DEFAULT_ANTHROPIC_MAX_TOKENS),
+            "messages": [{"role": "user", "content": blocks}],
+        });
+        if !prompt.system.is_empty() {
+            body["system"] = json!(prompt.system);
+        }
+        body
+    }
+}
+
+#[async_trait]
+impl Executor for AnthropicExecutor {
+    fn name(&self) -> &str {
+        ANTHROPIC
+    }
+
+    fn model(&self, role: &RoleDef) -> String {
+        model_for(&self.def, role)
+    }
+
+    async fn execute(&self, role: &RoleDef, task: &Task) -> Outcome {
+        let started = Instant::now();
+        let model = model_for(&self.def, role);
+        let prompt = Prompt::render(role, task);
+        let estimate = word_count(&prompt.plain_text());
+        if model.is_empty() {
+            let out = Outcome::failed(format!(
+                "executor {:?} has no model for role {:?}: set `model` on the executor or the role",
+                self.def.name, role.name
+            ));
+            return stamp(out, &self.def, &model, (0, 0), started);
+        }
+        let body = self.body(&prompt, &model);
+        let reply = match self
+            .http
+            .post_json(&self.url, self.headers.clone(), &body)
+            .await
+        {
+            Ok(r) => r,
+            Err(out) => {
+                tracing::debug!(executor = %self.def.name, error = %out.error, "model call failed");
+                return stamp(out, &self.def, &model, (0, 0), started);
+            }
+        };
+        let b = &reply.body;
+        let answered_model = b
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .unwrap_or(&model)
+            .to_string();
+        let stop_reason = b
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let text: String = b
+            .get("content")
+            .and_then(Value::as_array)
+            .map(|blocks| {
+                blocks
+                    .iter()
+                    .filter(|c| c.get("type").and_then(Value::as_str) == Some("text"))
+                    .filter_map(|c| c.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("")
+            })
+            .unwrap_or_default();
+        let mut out = if !text.trim().is_empty() {
+            answer_outcome(task, &text)
+        } else if stop_reason.as_deref() == Some("refusal") {
+            Outcome::failed("the model refused to answer (stop_reason: refusal)")
+        } else {
+            Outcome::retryable(format!(
+                "{ANTHROPIC} answered with no text (stop_reason: {})",
+                stop_reason.as_deref().unwrap_or("none")
+            ))
+        };
+        let input_tokens = b
+            .pointer("/usage/input_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(estimate);
+        let output_tokens = b
+            .pointer("/usage/output_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| word_count(&out.output));
+        out.details
+            .insert(DETAIL_HTTP_ATTEMPTS.into(), reply.attempts.to_string());
+        if let Some(id) = reply.request_id {
+            out.details.insert(DETAIL_REQUEST_ID.into(), id);
+        }
+        if let Some(r) = stop_reason {
+            out.details.insert(DETAIL_STOP_REASON.into(), r);
+        }
+        stamp(
+            out,
+            &self.def,
+            &answered_model,
+            (input_tokens, output_tokens),
+            started,
+        )
+    }
+}

@@ -1,0 +1,214 @@
+//! The `openai` executor: the Chat Completions API of OpenAI and of the
+//! servers that speak it (Ollama, llama.cpp, vLLM, ...).
+//!
+//! `POST {base_url}/chat/completions` with `{model, messages: [system, user],
+//! max_tokens?}`; the user message is a string, or a list of `text` and
+//! `image_url` parts when an input is an image. The answer is
+//! `choices[0].message.content`; tokens come from `usage.prompt_tokens` and
+//! `usage.completion_tokens`. Without `api_key_env` no `Authorization` header
+//! is sent (local servers).
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use concierto_core::config::ExecutorDef;
+use concierto_core::roles::RoleDef;
+use concierto_proto::v1::Task;
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+use serde_json::{Value, json};
+
+use crate::error::AgentError;
+use crate::executor::{Executor, Outcome, model_for};
+use crate::http::{ApiKey, DETAIL_HTTP_ATTEMPTS, DETAIL_REQUEST_ID, HttpClient, RetryPolicy};
+use crate::prompt::{Part, Prompt, answer_outcome, stamp, word_count};
+
+/// The executor's name in results (`Usage.executor`).
+pub const OPENAI: &str = "openai";
+
+/// `details` key: why the model stopped (`stop`, `length`, ...).
+pub const DETAIL_FINISH_REASON: &str = "finish_reason";
+
+/// Calls an OpenAI-compatible Chat Completions API. See the module
+/// documentation.
+#[derive(Debug)]
+pub struct OpenAiExecutor {
+    def: ExecutorDef,
+    url: String,
+    http: HttpClient,
+}
+
+impl OpenAiExecutor {
+    /// For executor `def`: its key is read now from the variable its
+    /// `api_key_env` names (an error naming the variable when it is unset).
+    pub fn new(def: &ExecutorDef) -> Result<Self, AgentError> {
+        let key = def
+            .api_key_env
+            .as_deref()
+            .map(|var| ApiKey::from_env(&def.name, var))
+            .transpose()?;
+        let base = def
+            .base_url
+            .as_deref()
+            .unwrap_or(concierto_core::config::DEFAULT_OPENAI_BASE_URL)
+            .trim_end_matches('/');
+        Ok(OpenAiExecutor {
+            def: def.clone(),
+            url: format!("{base}/chat/completions"),
+            http: HttpClient::new(OPENAI, def, key)?,
+        })
+    }
+
+    /// With another retry policy (tests use milliseconds).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.http.policy = policy;
+        self
+    }
+
+    /// The definition it was built from.
+    pub fn def(&self) -> &ExecutorDef {
+        &self.def
+    }
+
+    /// The request body for `prompt` with `model`.
+    fn body(&self, prompt: &Prompt, model: &str) -> Value {
+        let user = if prompt.has_images() {
+            let parts: Vec<Value> = prompt
+                .parts
+                .iter()
+                .map(|p| match p {
+                    Part::Text(t) => json!({"type": "text", "text": t}),
+                    Part::Image(i) => {
+                        json!({"type": "image_url", "image_url": {"url": i.source.to_url()}})
+                    }
+                })
+                .collect();
+            Value::Array(parts)
+        } else {
+            Value::String(prompt.user_text())
+        };
+        let mut messages = Vec::new();
+        if !prompt.system.is_empty() {
+            messages.push(json!({"role": "system", "content": prompt.system}));
+        }
+        messages.push(json!({"role": "user", "content": user}));
+        let mut body = json!({"model": model, "messages": messages});
+        if let Some(n) = self.def.max_tokens {
+            body["max_tokens"] = json!(n);
+        }
+        body
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(key) = self.http.key()
+            && let Ok(v) = key.header(&self.def.name, "Bearer ")
+        {
+            h.insert(AUTHORIZATION, v);
+        }
+        h
+    }
+}
+
+#[async_trait]
+impl Executor for OpenAiExecutor {
+    fn name(&self) -> &str {
+        OPENAI
+    }
+
+    fn model(&self, role: &RoleDef) -> String {
+        model_for(&self.def, role)
+    }
+
+    async fn execute(&self, role: &RoleDef, task: &Task) -> Outcome {
+        let started = Instant::now();
+        let model = model_for(&self.def, role);
+        let prompt = Prompt::render(role, task);
+        let estimate = word_count(&prompt.plain_text());
+        if model.is_empty() {
+            let out = Outcome::failed(format!(
+                "executor {:?} has no model for role {:?}: set `model` on the executor or the role",
+                self.def.name, role.name
+            ));
+            return stamp(out, &self.def, &model, (0, 0), started);
+        }
+        let body = self.body(&prompt, &model);
+        let reply = match self.http.post_json(&self.url, self.headers(), &body).await {
+            Ok(r) => r,
+            Err(out) => {
+                tracing::debug!(executor = %self.def.name, error = %out.error, "model call failed");
+                return stamp(out, &self.def, &model, (0, 0), started);
+            }
+        };
+        let b = &reply.body;
+        let answered_model = b
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .unwrap_or(&model)
+            .to_string();
+        let choice = b.pointer("/choices/0");
+        let finish_reason = choice
+            .and_then(|c| c.get("finish_reason"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let message = choice.and_then(|c| c.get("message"));
+        let content = message.and_then(|m| m.get("content")).map(text_of);
+        let mut out = match (choice, content) {
+            (None, _) => Outcome::retryable(format!(
+                "{OPENAI} answered with no choices: {}",
+                self.http.scrub(&crate::http::snippet(&b.to_string()))
+            )),
+            (Some(_), Some(text)) if !text.trim().is_empty() => answer_outcome(task, &text),
+            (Some(_), _) => match message
+                .and_then(|m| m.get("refusal"))
+                .and_then(Value::as_str)
+                .filter(|r| !r.trim().is_empty())
+            {
+                Some(refusal) => Outcome::failed(format!(
+                    "the model refused: {}",
+                    self.http.scrub(&crate::http::snippet(refusal))
+                )),
+                None => Outcome::retryable(format!(
+                    "{OPENAI} answered with an empty message (finish_reason: {})",
+                    finish_reason.as_deref().unwrap_or("none")
+                )),
+            },
+        };
+        let input_tokens = b
+            .pointer("/usage/prompt_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(estimate);
+        let output_tokens = b
+            .pointer("/usage/completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| word_count(&out.output));
+        out.details
+            .insert(DETAIL_HTTP_ATTEMPTS.into(), reply.attempts.to_string());
+        if let Some(id) = reply.request_id {
+            out.details.insert(DETAIL_REQUEST_ID.into(), id);
+        }
+        if let Some(r) = finish_reason {
+            out.details.insert(DETAIL_FINISH_REASON.into(), r);
+        }
+        stamp(
+            out,
+            &self.def,
+            &answered_model,
+            (input_tokens, output_tokens),
+            started,
+        )
+    }
+}
+
+/// A message's `content`: a string, or the `text` of a list of parts.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
