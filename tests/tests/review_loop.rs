@@ -104,17 +104,18 @@ async fn brand_guardian_rejects_an_off_brand_draft_and_passes_the_revision() {
         .publish_durable_proto(subjects::RUN_START, &start, &start.run_id)
         .await
         .unwrap();
-    let run = eventually(
-        Duration::from_secs(60),
-        "the run to finish",
-        || async {
-            get_run(&client, "launch@1")
-                .await
-                .filter(|r| r.state() != v1::RunState::Running)
-        },
-    )
+    let run = eventually(Duration::from_secs(60), "the run to finish", || async {
+        get_run(&client, "launch@1")
+            .await
+            .filter(|r| r.state() != v1::RunState::Running)
+    })
     .await;
-    assert_eq!(run.state(), v1::RunState::Succeeded, "{run:?}\n{}", sb.logs());
+    assert_eq!(
+        run.state(),
+        v1::RunState::Succeeded,
+        "{run:?}\n{}",
+        sb.logs()
+    );
 
     let step = |id: &str| {
         run.steps
@@ -124,7 +125,11 @@ async fn brand_guardian_rejects_an_off_brand_draft_and_passes_the_revision() {
     };
     let draft = step("draft");
     assert_eq!(draft.review_rounds, 2, "{draft:?}");
-    assert!(draft.output.contains("Handmade packaging"), "the passed revision is the output: {}", draft.output);
+    assert!(
+        draft.output.contains("Handmade packaging"),
+        "the passed revision is the output: {}",
+        draft.output
+    );
     assert_eq!(draft.usage.as_ref().unwrap().executor, "command");
 
     // Round 1: rejected, with a score and the notes that say why.
@@ -132,7 +137,10 @@ async fn brand_guardian_rejects_an_off_brand_draft_and_passes_the_revision() {
     let v1r = r1.verdict.as_ref().expect("round 1 verdict");
     assert!(!v1r.pass && v1r.score < 0.85, "{v1r:?}");
     let reasons = v1r.reasons.join(" ").to_lowercase();
-    assert!(reasons.contains("unlock") && reasons.contains("guaranteed"), "{reasons}");
+    assert!(
+        reasons.contains("unlock") && reasons.contains("guaranteed"),
+        "{reasons}"
+    );
     assert_eq!(r1.usage.as_ref().unwrap().executor, "builtin");
 
     // The producer revised with those notes; round 2 passed.
@@ -144,6 +152,14 @@ async fn brand_guardian_rejects_an_off_brand_draft_and_passes_the_revision() {
 
     // Both rounds are in the orchestrator's log with their scores.
     let log = sb.procs_log("orchestrator");
-    assert!(log.contains("review round decided") && log.contains("round=1") && log.contains("passed=false"), "{log}");
-    assert!(log.contains("round=2") && log.contains("passed=true"), "{log}");
+    assert!(
+        log.contains("review round decided")
+            && log.contains("round=1")
+            && log.contains("passed=false"),
+        "{log}"
+    );
+    assert!(
+        log.contains("round=2") && log.contains("passed=true"),
+        "{log}"
+    );
 }

@@ -92,7 +92,9 @@ pub async fn start(
         addr: opts.addr.clone(),
         source,
     })?;
-    let admin = Admin::new(studio, bus, opts.request_timeout);
+
+    let (handle, control) = ServiceHandle::new("admin");
+    let admin = Admin::new(studio, bus, opts.request_timeout, control.signal.clone());
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(concierto_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -124,7 +126,6 @@ pub async fn start(
         .add_service(reflection_v1alpha)
         .add_service(AdminServiceServer::new(admin));
 
-    let (handle, control) = ServiceHandle::new("admin");
     let mut signal = control.signal.clone();
     tokio::spawn(async move {
         let result = router

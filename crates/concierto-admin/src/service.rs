@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use concierto_bus::{Bus, BusError, BusExt, ProtoMessage, decode, encode};
 use concierto_core::config::Studio;
+use concierto_core::service::StopSignal;
 use concierto_core::subjects;
 use concierto_proto::v1::{self, admin_service_server::AdminService};
 use futures::Stream;
@@ -25,17 +26,26 @@ pub struct Admin {
     bus: Arc<dyn Bus>,
     identities: Identities,
     timeout: Duration,
+    stop: StopSignal,
 }
 
 impl Admin {
-    /// Over `bus`, with the studio's identities; `timeout` bounds each bus request.
-    pub fn new(studio: Arc<Studio>, bus: Arc<dyn Bus>, timeout: Duration) -> Self {
+    /// Over `bus`, with the studio's identities; `timeout` bounds each bus
+    /// request; watch streams end when `stop` fires (so a shutdown does not
+    /// wait for watching clients).
+    pub fn new(
+        studio: Arc<Studio>,
+        bus: Arc<dyn Bus>,
+        timeout: Duration,
+        stop: StopSignal,
+    ) -> Self {
         let identities = Identities::from_studio(&studio);
         Admin {
             studio,
             bus,
             identities,
             timeout,
+            stop,
         }
     }
 
@@ -221,8 +231,16 @@ impl AdminService for Admin {
             .subscribe_proto::<v1::RunEvent>(&subject)
             .await
             .map_err(|e| Status::unavailable(format!("bus: {e}")))?;
+        let mut stop = self.stop.clone();
         let stream = async_stream(move |tx| async move {
-            while let Some((event, _)) = sub.next().await {
+            loop {
+                let (event, _) = tokio::select! {
+                    _ = stop.stopped() => break,
+                    next = sub.next() => match next {
+                        Some(x) => x,
+                        None => break,
+                    },
+                };
                 if tx
                     .send(Ok(v1::WatchRunsResponse { event: Some(event) }))
                     .await
@@ -303,8 +321,16 @@ impl AdminService for Admin {
             .subscribe_proto::<v1::Gate>(subjects::GATE_EVENTS)
             .await
             .map_err(|e| Status::unavailable(format!("bus: {e}")))?;
+        let mut stop = self.stop.clone();
         let stream = async_stream(move |tx| async move {
-            while let Some((gate, _)) = sub.next().await {
+            loop {
+                let (gate, _) = tokio::select! {
+                    _ = stop.stopped() => break,
+                    next = sub.next() => match next {
+                        Some(x) => x,
+                        None => break,
+                    },
+                };
                 let for_me = gate
                     .request
                     .as_ref()

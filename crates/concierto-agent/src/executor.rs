@@ -112,6 +112,27 @@ pub fn model_for(def: &ExecutorDef, role: &RoleDef) -> String {
         .to_string()
 }
 
+/// The name of the executor `role` uses: its `agents.roles` setting, else its
+/// role file's `executor`, else `agents.default_executor`.
+pub fn executor_name(studio: &Studio, role: &str) -> String {
+    studio
+        .agents
+        .roles
+        .get(role)
+        .and_then(|s| s.executor.clone())
+        .or_else(|| studio.roles.get(role).and_then(|r| r.executor.clone()))
+        .unwrap_or_else(|| studio.agents.default_executor.clone())
+}
+
+/// The definition of executor `name`; `builtin` needs none.
+pub fn executor_def(studio: &Studio, name: &str) -> Option<ExecutorDef> {
+    match studio.agents.executors.get(name) {
+        Some(def) => Some(def.clone()),
+        None if name == "builtin" => Some(ExecutorDef::new("builtin", ExecutorKind::Builtin)),
+        None => None,
+    }
+}
+
 /// The executor a studio configures for `role`: the per-role setting in
 /// `agents.roles`, else the role file's `executor`, else
 /// `agents.default_executor`, built from its definition in
@@ -121,24 +142,12 @@ pub fn model_for(def: &ExecutorDef, role: &RoleDef) -> String {
 /// `anthropic` executor with no model for the role; an API key variable that
 /// is not set (named, never its value); a `command` without a program.
 pub fn executor_for(studio: &Studio, role: &str) -> Result<Arc<dyn Executor>, AgentError> {
-    let from_settings = studio
-        .agents
-        .roles
-        .get(role)
-        .and_then(|s| s.executor.clone());
-    let from_file = studio.roles.get(role).and_then(|r| r.executor.clone());
-    let name = from_settings
-        .or(from_file)
-        .unwrap_or_else(|| studio.agents.default_executor.clone());
-    let def = match studio.agents.executors.get(&name) {
-        Some(def) => def.clone(),
-        None if name == "builtin" => ExecutorDef::new("builtin", ExecutorKind::Builtin),
-        None => {
-            return Err(AgentError::UnknownExecutor {
-                role: role.to_string(),
-                executor: name,
-            });
-        }
+    let name = executor_name(studio, role);
+    let Some(def) = executor_def(studio, &name) else {
+        return Err(AgentError::UnknownExecutor {
+            role: role.to_string(),
+            executor: name,
+        });
     };
     if matches!(def.kind, ExecutorKind::OpenAi | ExecutorKind::Anthropic) {
         let model = match studio.roles.get(role) {

@@ -86,7 +86,9 @@ pub use anthropic::{ANTHROPIC, ANTHROPIC_VERSION, AnthropicExecutor, DETAIL_STOP
 pub use builtin::{BrandRules, BuiltinExecutor};
 pub use command::{COMMAND, CommandExecutor, DETAIL_EXIT_STATUS, EX_TEMPFAIL};
 pub use error::AgentError;
-pub use executor::{Executor, MODEL_ALIASES, Outcome, executor_for, model_for};
+pub use executor::{
+    Executor, MODEL_ALIASES, Outcome, executor_def, executor_for, executor_name, model_for,
+};
 pub use http::{ApiKey, DETAIL_HTTP_ATTEMPTS, DETAIL_REQUEST_ID, RetryPolicy};
 pub use openai::{DETAIL_FINISH_REASON, OPENAI, OpenAiExecutor};
 pub use prompt::DETAIL_EXECUTOR_NAME;

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod feedback;
 pub mod grammar;
 pub mod roles;
 pub mod service;

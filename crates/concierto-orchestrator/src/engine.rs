@@ -176,12 +176,25 @@ fn trigger_payload(s: &v1::StartRun) -> String {
             t.metric, t.predicate, t.value
         ),
         Some(v1::start_run::Cause::Feedback(f)) => {
-            let text = f
-                .feedback
-                .as_ref()
-                .map(|x| x.text.as_str())
-                .unwrap_or_default();
-            format!("Feedback ({:?}): {text}", f.category())
+            let fb = f.feedback.clone().unwrap_or_default();
+            let mut out = format!("Feedback from {}", fb.author);
+            if !fb.subject.is_empty() {
+                out.push_str(&format!(", subject \"{}\"", fb.subject));
+            }
+            if !fb.run_id.is_empty() {
+                out.push_str(&format!(", about run {}", fb.run_id));
+            }
+            if f.category != 0 {
+                out.push_str(&format!(" (categorised {:?})", f.category()));
+            }
+            out.push_str(&format!(":\n{}", fb.text));
+            for a in &fb.attachments {
+                out.push_str(&format!(
+                    "\nattachment: {} ({}, {} bytes)",
+                    a.name, a.content_type, a.size
+                ));
+            }
+            out
         }
         None => format!(
             "Trigger {} fired for workflow {}.",
@@ -313,7 +326,15 @@ impl Engine {
             tracing::debug!(run = %s.run_id, "start of a known run ignored");
             return Ok(fx);
         }
-        let wf = self.studio.workflows.get(&s.workflow);
+        let synthetic;
+        let wf = match self.studio.workflows.get(&s.workflow) {
+            Some(w) => Some(w),
+            None if s.workflow == concierto_core::feedback::FEEDBACK_WORKFLOW => {
+                synthetic = self.feedback_workflow();
+                Some(&synthetic)
+            }
+            None => None,
+        };
         let priority = if s.priority != 0 {
             s.priority
         } else {

@@ -241,6 +241,7 @@ impl Engine {
                 x.state = StepState::Succeeded;
                 x.finished_ms = ms(now);
             }
+            self.feedback_step_done(run, step_id, now, fx);
             self.advance(run, now, fx);
             return Ok(());
         }

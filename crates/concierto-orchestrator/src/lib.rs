@@ -16,6 +16,7 @@
 //! queued or published again.
 
 mod engine;
+mod feedback;
 mod gates;
 mod queue;
 mod review;

@@ -368,19 +368,24 @@ impl RunRecord {
             .chain(self.aux.iter_mut())
     }
 
+    /// Its state as the API shows it: `WAITING_GATE` while a step waits for people.
+    pub fn proto_state(&self) -> v1::RunState {
+        if self.state == RunState::Running
+            && self.all_steps().any(|s| s.state == StepState::WaitingGate)
+        {
+            v1::RunState::WaitingGate
+        } else {
+            self.state.proto()
+        }
+    }
+
     /// The admin API's view.
     pub fn to_proto(&self) -> v1::Run {
         v1::Run {
             run_id: self.run_id.clone(),
             workflow: self.workflow.clone(),
             trigger: self.trigger.clone(),
-            state: if self.state == RunState::Running
-                && self.all_steps().any(|s| s.state == StepState::WaitingGate)
-            {
-                v1::RunState::WaitingGate as i32
-            } else {
-                self.state.proto() as i32
-            },
+            state: self.proto_state() as i32,
             priority: self.priority,
             steps: self
                 .steps
@@ -436,7 +441,7 @@ impl RunRecord {
             workflow: self.workflow.clone(),
             seq: self.event_seq,
             at: ts(now_ms),
-            run_state: self.state.proto() as i32,
+            run_state: self.proto_state() as i32,
             step_id,
             step_state,
             attempt,

@@ -73,6 +73,7 @@ impl Actor for Orchestrator {
 enum Input {
     Start(v1::StartRun),
     Result(v1::TaskResult),
+    Feedback(v1::Feedback),
     Tick,
 }
 
@@ -92,6 +93,7 @@ impl Handler<Apply> for Orchestrator {
             let fx = match input {
                 Input::Start(s) => self.engine.start_run(s, now)?,
                 Input::Result(r) => self.engine.apply_result(r, now)?,
+                Input::Feedback(f) => self.engine.start_feedback(f, now)?,
                 Input::Tick => self.engine.tick(now)?,
             };
             all.extend(fx);
@@ -271,6 +273,9 @@ pub async fn start(
     let results = bus
         .consumer("RESULTS", &consumer(subjects::RESULTS))
         .await?;
+    let feedback = bus
+        .consumer("FEEDBACK", &consumer(subjects::FEEDBACK_IN))
+        .await?;
 
     let engine = Engine::new(studio, store.clone(), opts.limits.clone());
     let addr = Orchestrator {
@@ -303,6 +308,15 @@ pub async fn start(
         "results",
         results,
         Input::Result,
+        addr.clone(),
+        committer.clone(),
+        signal.clone(),
+        &opts,
+    ));
+    tasks.push(spawn_intake(
+        "feedback",
+        feedback,
+        Input::Feedback,
         addr.clone(),
         committer.clone(),
         signal.clone(),

@@ -479,3 +479,102 @@ fn list_pages_newest_first_with_filters() {
     assert_eq!(ids, ["r1", "r0"]);
     assert!(rest.next_page_token.is_empty());
 }
+
+#[test]
+fn feedback_is_categorised_then_routed_to_its_specialists_and_the_first_response_is_timed() {
+    let store: Arc<dyn KvStore> = Arc::new(SledStore::temporary().unwrap());
+    let mut e = engine(store, limits());
+    let fb = v1::Feedback {
+        feedback_id: "slack-Ev1".into(),
+        channel: v1::FeedbackChannel::Slack as i32,
+        author: "U123".into(),
+        text: "The new banner uses a neon colour that is off-brand.".into(),
+        received_at: Some(prost_types::Timestamp {
+            seconds: t(0).timestamp(),
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let fx = e.start_feedback(fb.clone(), t(1)).unwrap();
+    let cat = one(&fx);
+    assert_eq!(cat.run_id, "feedback:slack-Ev1");
+    assert_eq!(
+        (cat.step_id.as_str(), cat.role.as_str()),
+        ("categorise", "feedback-synthesizer")
+    );
+    assert_eq!(
+        cat.priority,
+        v1::Priority::Feedback as i32,
+        "feedback jumps the queue"
+    );
+    assert!(
+        cat.inputs[0].content.contains("Feedback from U123"),
+        "{}",
+        cat.inputs[0].content
+    );
+    assert!(cat.inputs[0].content.contains("neon colour"));
+    // The same feedback again starts nothing.
+    assert!(e.start_feedback(fb, t(2)).unwrap().tasks.is_empty());
+
+    // A model's answer with a category and no roles: the seed's table routes it.
+    let fx = e
+        .apply_result(
+            ok(&cat, "{\"category\": \"brand\", \"confidence\": 0.8}"),
+            t(60),
+        )
+        .unwrap();
+    assert!(fx.events.iter().any(
+        |ev| ev.message == "categorised as brand: routed to brand-guardian, creative-director"
+    ));
+    let first = one(&fx);
+    assert_eq!(
+        (first.step_id.as_str(), first.role.as_str()),
+        ("respond-brand-guardian", "brand-guardian")
+    );
+    assert_eq!(
+        first
+            .inputs
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>(),
+        ["trigger", "categorise"]
+    );
+    let fx = e
+        .apply_result(ok(&first, "Will fix the banner."), t(30 * 60))
+        .unwrap();
+    assert!(
+        fx.events
+            .iter()
+            .any(|ev| ev.message == "first response after 30m00s (within the 2h00m SLA)"),
+        "{:?}",
+        fx.events.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+    let second = one(&fx);
+    assert_eq!(second.role, "creative-director");
+    let fx = e.apply_result(ok(&second, "Agreed."), t(3 * 3600)).unwrap();
+    assert!(
+        !fx.events
+            .iter()
+            .any(|ev| ev.message.contains("first response")),
+        "only the first one is timed"
+    );
+    let run = e.get("feedback:slack-Ev1").unwrap().unwrap();
+    assert_eq!(run.state(), v1::RunState::Succeeded);
+    let steps: Vec<(&str, &str)> = run
+        .steps
+        .iter()
+        .map(|s| (s.step_id.as_str(), s.role.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("categorise", "feedback-synthesizer"),
+            ("respond-brand-guardian", "brand-guardian"),
+            ("respond-creative-director", "creative-director"),
+        ]
+    );
+    assert_eq!(
+        run.steps[1].finished_at.unwrap().seconds,
+        t(30 * 60).timestamp()
+    );
+}

@@ -4,16 +4,26 @@
 //! - `up`: every service in one process on the embedded bus.
 //! - `serve <service>... --nats URL`: chosen services against NATS.
 //! - `agent --role R --nats URL`: workers for one role against NATS.
-//!
-//! The admin client commands come with the admin API.
+//! - `run`, `gate`, `feedback`, `trigger`: the admin API (gRPC) from the command
+//!   line, with `--server`, `--token` and `--ca` (or `CONCIERTO_SERVER`,
+//!   `CONCIERTO_TOKEN`, `CONCIERTO_CA`).
+//! - `agents ls [FILE]`: a studio's roles and how they run; `token new`: a token
+//!   for a person and its `token_sha256` line.
 
+mod admin_cmds;
+mod client;
+mod local_cmds;
+mod output;
 mod services;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use admin_cmds::{FeedbackCmd, GateCmd, RunCmd, TriggerCmd};
 use clap::{Parser, Subcommand};
+use client::{CliError, ConnArgs};
 use concierto_core::config::{self, Severity};
+use local_cmds::{AgentsCmd, TokenCmd};
 
 /// Concierto runs a studio of AI agents on its own: triggers start workflows,
 /// workflows hand tasks to agent roles, reviewers check the work.
@@ -96,6 +106,44 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Runs: list, show, start, cancel, watch (admin API).
+    Run {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: RunCmd,
+    },
+    /// Quality gates: list, show, approve, reject, request changes, watch (admin API).
+    Gate {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: GateCmd,
+    },
+    /// Feedback from people: submit, list (admin API).
+    Feedback {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: FeedbackCmd,
+    },
+    /// Triggers: list, fire now (admin API).
+    Trigger {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: TriggerCmd,
+    },
+    /// A studio's agent roles and how they run (no server needed).
+    Agents {
+        #[command(subcommand)]
+        cmd: AgentsCmd,
+    },
+    /// Admin API tokens (no server needed).
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
 }
 
 fn init_logs(default: &str, json: bool) {
@@ -147,6 +195,38 @@ fn main() -> ExitCode {
         } => {
             init_logs("info", log_json);
             run(async move { services::agent(&file, &role, replicas, id, nats).await })
+        }
+        Command::Run { conn, cmd } => client_command(admin_cmds::run(&conn, cmd)),
+        Command::Gate { conn, cmd } => client_command(admin_cmds::gate(&conn, cmd)),
+        Command::Feedback { conn, cmd } => client_command(admin_cmds::feedback(&conn, cmd)),
+        Command::Trigger { conn, cmd } => client_command(admin_cmds::trigger(&conn, cmd)),
+        Command::Agents { cmd } => finish(local_cmds::agents(cmd)),
+        Command::Token { cmd } => finish(local_cmds::token(cmd)),
+    }
+}
+
+/// Runs a client command on a small tokio runtime (no actors here).
+fn client_command(fut: impl std::future::Future<Output = Result<(), CliError>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("concierto: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    finish(rt.block_on(fut))
+}
+
+/// `concierto: <error>` on stderr and its exit status.
+fn finish(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("concierto: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -15,9 +15,9 @@ use concierto_core::service::ServiceHandle;
 use concierto_core::store::{KvStore, SledStore};
 
 /// Services `serve` can run.
-pub const SERVICES: &[&str] = &["scheduler", "orchestrator", "admin"];
+pub const SERVICES: &[&str] = &["scheduler", "orchestrator", "admin", "feedback"];
 /// Services of the design that are not built yet.
-const NOT_BUILT: &[&str] = &["feedback", "ingest", "tracker"];
+const NOT_BUILT: &[&str] = &["ingest", "tracker"];
 
 /// Loads a studio, printing every problem when it has errors.
 pub fn load_studio(file: &Path) -> anyhow::Result<Arc<Studio>> {
@@ -124,6 +124,38 @@ async fn start_service(
             tracing::info!(%addr, identities = known, "admin API (gRPC) listening");
             Ok(handle)
         }
+        "feedback" => {
+            let store = open_store(data_dir, name)?;
+            let f = &studio.server.feedback;
+            let secret = |var: &str| {
+                std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(concierto_feedback::Secret::from)
+            };
+            let opts = concierto_feedback::FeedbackOptions {
+                slack_signing_secret: secret(&f.slack_signing_secret_env),
+                email_token: secret(&f.email_token_env),
+                max_body_bytes: usize::try_from(f.max_body_bytes).unwrap_or(usize::MAX),
+                stream_limits: stream_limits(studio),
+                ..Default::default()
+            };
+            if opts.slack_signing_secret.is_none() {
+                tracing::warn!(var = %f.slack_signing_secret_env, "no Slack signing secret in the environment: the Slack routes answer 404");
+            }
+            if opts.email_token.is_none() {
+                tracing::warn!(var = %f.email_token_env, "no inbound-mail token in the environment: /email/inbound accepts unauthenticated posts");
+            }
+            let addr: std::net::SocketAddr = studio
+                .server
+                .http_addr
+                .parse()
+                .with_context(|| format!("server.http_addr {:?}", studio.server.http_addr))?;
+            let server =
+                concierto_feedback::start(addr, bus.clone(), store, clock.clone(), opts).await?;
+            tracing::info!(addr = %server.local_addr, "feedback intake (Slack, email, web form) listening");
+            Ok(server.handle)
+        }
         other if NOT_BUILT.contains(&other) => {
             bail!(
                 "service {other:?} is not built yet; today `serve` runs: {}",
@@ -215,6 +247,7 @@ pub async fn up(file: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     handles.push(vec![
         start_service("scheduler", &studio, &bus, &data_dir, &clock).await?,
         start_service("admin", &studio, &bus, &data_dir, &clock).await?,
+        start_service("feedback", &studio, &bus, &data_dir, &clock).await?,
     ]);
     tracing::info!(
         studio = %studio.studio.name,

@@ -169,7 +169,9 @@ fn help_works_for_the_top_level_and_every_subcommand() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let text = stdout(&out);
     assert!(text.contains("Usage: concierto"), "{text}");
-    for sub in ["validate", "up", "serve", "agent"] {
+    for sub in [
+        "validate", "up", "serve", "agent", "run", "gate", "feedback", "trigger", "agents", "token",
+    ] {
         assert!(
             text.lines().any(|l| l.trim_start().starts_with(sub)),
             "top-level help does not list {sub}:\n{text}"
@@ -181,6 +183,12 @@ fn help_works_for_the_top_level_and_every_subcommand() {
         ("up", "[FILE]"),
         ("serve", "--nats"),
         ("agent", "--role"),
+        ("run", "--server"),
+        ("gate", "--token"),
+        ("feedback", "submit"),
+        ("trigger", "fire"),
+        ("agents", "ls"),
+        ("token", "new"),
     ] {
         let out = concierto(&[sub, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{sub}: {}", show(&out));
@@ -219,4 +227,89 @@ fn up_on_an_invalid_studio_prints_its_problems_and_exits_1() {
     let err = stderr(&out);
     assert!(err.contains("Munday"), "{}", show(&out));
     assert!(err.contains("is not a valid studio"), "{}", show(&out));
+}
+
+#[test]
+fn client_subcommands_have_help_with_their_flags() {
+    for (path, mentions) in [
+        (
+            &["run", "ls"][..],
+            &["--workflow", "--state", "--limit", "--json", "waiting-gate"][..],
+        ),
+        (&["run", "show"], &["<ID>", "--json"]),
+        (
+            &["run", "start"],
+            &["<WORKFLOW>", "--param", "--priority", "--id"],
+        ),
+        (&["run", "cancel"], &["<ID>", "--reason"]),
+        (&["run", "watch"], &["[ID]", "--json"]),
+        (&["gate", "ls"], &["--state", "--run", "changes-requested"]),
+        (&["gate", "show"], &["<ID>"]),
+        (&["gate", "approve"], &["<ID>", "--notes"]),
+        (&["gate", "reject"], &["--notes <NOTES>"]),
+        (&["gate", "request-changes"], &["--notes <NOTES>"]),
+        (&["gate", "watch"], &["--mine"]),
+        (&["feedback", "submit"], &["--text", "--subject", "--run"]),
+        (&["feedback", "ls"], &["--json"]),
+        (&["trigger", "ls"], &["--json"]),
+        (&["trigger", "fire"], &["<NAME>", "--priority"]),
+        (&["agents", "ls"], &["[FILE]", "--json"]),
+        (&["token", "new"], &["Usage: concierto token new"]),
+    ] {
+        let mut args = path.to_vec();
+        args.push("--help");
+        let out = concierto(&args);
+        assert_eq!(out.status.code(), Some(0), "{path:?}: {}", show(&out));
+        let text = stdout(&out);
+        for m in mentions {
+            assert!(text.contains(m), "{path:?} help lacks {m}:\n{text}");
+        }
+        // Every admin command takes the connection flags.
+        if !matches!(path[0], "agents" | "token") {
+            for flag in ["--server", "--token", "--ca"] {
+                assert!(text.contains(flag), "{path:?} help lacks {flag}:\n{text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn help_never_shows_the_token_from_the_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_concierto"))
+        .args(["run", "ls", "--help"])
+        .env("CONCIERTO_TOKEN", "do-not-print-me")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!stdout(&out).contains("do-not-print-me"), "{}", show(&out));
+}
+
+#[test]
+fn reject_without_notes_and_bad_flag_values_are_usage_errors() {
+    for args in [
+        &["gate", "reject", "g1"][..],
+        &["gate", "request-changes", "g1"],
+        &["run", "ls", "--state", "sleeping"],
+        &["run", "start", "wf", "--param", "novalue"],
+        &["run", "start", "wf", "--priority", "feedback"],
+    ] {
+        let out = concierto(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));
+    }
+    // Empty notes are refused before any call (no server is needed to say so).
+    let out = concierto(&[
+        "gate",
+        "reject",
+        "g1",
+        "--notes",
+        " ",
+        "--server",
+        "http://127.0.0.1:1",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        stderr(&out).starts_with("concierto: --notes"),
+        "{}",
+        show(&out)
+    );
 }

@@ -10,17 +10,7 @@ use super::text::{contains_phrase, first_words, round2, sentences, words};
 use super::{GENERATED_BY, Work, input_texts};
 
 /// The categories, in the order ties are broken (most urgent action first).
-pub const CATEGORIES: &[&str] = &["technical", "brand", "growth", "other"];
-
-/// The roles each category is routed to.
-pub fn roles_for(category: &str) -> &'static [&'static str] {
-    match category {
-        "brand" => &["brand-guardian", "creative-director"],
-        "technical" => &["backend-architect", "test-writer-fixer"],
-        "growth" => &["growth-hacker", "analytics-reporter"],
-        _ => &["studio-orchestrator"],
-    }
-}
+pub use concierto_core::feedback::{CATEGORIES, roles_for};
 
 /// Keywords and their weights per category. Strong signals weigh 2.
 const KEYWORDS: &[(&str, &[(&str, u32)])] = &[

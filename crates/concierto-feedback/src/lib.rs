@@ -1,0 +1,432 @@
+//! Human feedback intake: every message from a person (Slack, email, the web
+//! form, the admin API) becomes a `concierto.v1.Feedback`, is stored before it
+//! is answered, then published on `feedback.in.<channel>` (stream `FEEDBACK`,
+//! work queue) for the feedback processor.
+//!
+//! # The flow
+//!
+//! ```text
+//!  POST /slack/events   ── signature, age, replay ─┐
+//!  POST /slack/commands ── signature, age, replay ─┤
+//!  POST /email/inbound  ── bearer token, MIME ─────┼─▶ accept(): store + flush ──▶ answer 200/202
+//!  POST /feedback       ── CSRF double submit ─────┤        │ (tree "feedback", and its id
+//!  admin SubmitFeedback ───────────────────────────┘        │  in tree "feedback_outbox")
+//!                                                           ▼
+//!                         publish_durable(feedback.in.<channel>, msg id = feedback id)
+//!                           ok ─▶ id removed from the outbox
+//!                           failed ─▶ stays; Outbox re-publishes at start-up and every
+//!                                     `outbox_every` (the message id deduplicates)
+//! ```
+//!
+//! - Nothing accepted is lost: [`accept`] answers only after the record and its
+//!   outbox entry are flushed; a store failure answers 503 so the sender retries.
+//! - Ids are deterministic where the source gives one (`slack-<event_id>`,
+//!   `slack-cmd-<trigger_id>`, `email-<Message-ID>`), so a retried webhook is
+//!   stored once and answered with the same id and `"duplicate": true`;
+//!   otherwise `<channel>-<random UUID>`.
+//! - Every refusal is a status with a short reason: 400 malformed, 401 bad
+//!   signature or token, 403 bad form token, 404 channel not configured,
+//!   413 body over `max_body_bytes`, 415 wrong content type, 503 store down.
+//!   Secrets are [`Secret`]s, printed as `***` and never logged.
+//!
+//! [`router`] gives the routes for embedding in another axum server; [`start`]
+//! serves them on their own address with the [`Outbox`] and returns a
+//! [`FeedbackServer`] whose [`ServiceHandle`] stops both gracefully.
+
+pub mod email;
+mod error;
+pub mod form;
+mod intake;
+mod list;
+mod outbox;
+pub mod slack;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing;
+use concierto_bus::{Bus, StreamLimits, standard_streams};
+use concierto_core::clock::SharedClock;
+use concierto_core::service::ServiceHandle;
+use concierto_core::store::KvStore;
+use concierto_core::subjects::FEEDBACK_IN;
+
+pub use crate::error::FeedbackError;
+pub use crate::intake::{
+    Accepted, FEEDBACK_TREE, MAX_ID_LEN, OUTBOX_TREE, accept, channel_name, get, list, list_page,
+    pending, random_id, sanitize_id, subject_for,
+};
+pub use crate::list::{entry_of, list_entries, serve_list};
+pub use crate::outbox::{Outbox, OutboxPass};
+
+/// A secret (signing secret, token, key): its `Debug` prints `***`.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        Secret(value.into())
+    }
+
+    /// 32 random bytes (the default CSRF key).
+    pub fn random() -> Self {
+        let bytes: [u8; 32] = rand::random();
+        Secret(bytes.to_vec())
+    }
+
+    /// The secret itself; do not log it.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// How many bytes it has.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when it has none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret::new(s)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret::new(s)
+    }
+}
+
+/// How the intake runs.
+#[derive(Debug, Clone)]
+pub struct FeedbackOptions {
+    /// The Slack app's signing secret; without it the Slack routes answer 404.
+    pub slack_signing_secret: Option<Secret>,
+    /// The bearer token inbound-mail webhooks must send; without it
+    /// `/email/inbound` takes any request (put it behind your mail gateway).
+    pub email_token: Option<Secret>,
+    /// Key of the web form's CSRF tokens (at least 16 bytes). Random by
+    /// default: set the same key on every replica behind one address.
+    pub csrf_key: Secret,
+    /// How long a form token stays valid (12 hours by default).
+    pub csrf_ttl: Duration,
+    /// Largest request body; a larger one is answered 413 (1 MiB by default).
+    pub max_body_bytes: usize,
+    /// How far a Slack request's timestamp may be from our clock (5 minutes).
+    pub slack_tolerance: Duration,
+    /// How often the outbox re-publishes what the bus refused (5 s).
+    pub outbox_every: Duration,
+    /// How long a publish may take before the request is answered anyway, the
+    /// record left to the outbox (2 s: Slack wants an answer within 3 s).
+    pub publish_timeout: Duration,
+    /// Limits of the FEEDBACK stream that [`start`] declares.
+    pub stream_limits: StreamLimits,
+}
+
+impl Default for FeedbackOptions {
+    fn default() -> Self {
+        FeedbackOptions {
+            slack_signing_secret: None,
+            email_token: None,
+            csrf_key: Secret::random(),
+            csrf_ttl: Duration::from_secs(12 * 3600),
+            max_body_bytes: 1024 * 1024,
+            slack_tolerance: Duration::from_secs(300),
+            outbox_every: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(2),
+            stream_limits: StreamLimits::default(),
+        }
+    }
+}
+
+impl FeedbackOptions {
+    /// Checks the options; the error says which one to fix.
+    pub fn validate(&self) -> Result<(), FeedbackError> {
+        let bad = |m: &str| Err(FeedbackError::Config(m.to_string()));
+        if self.csrf_key.len() < 16 {
+            return bad("csrf_key must have at least 16 bytes");
+        }
+        if self
+            .slack_signing_secret
+            .as_ref()
+            .is_some_and(Secret::is_empty)
+        {
+            return bad("slack_signing_secret is empty; leave it unset to turn Slack off");
+        }
+        if self.email_token.as_ref().is_some_and(Secret::is_empty) {
+            return bad("email_token is empty; leave it unset to take mail without a token");
+        }
+        if self.max_body_bytes == 0 {
+            return bad("max_body_bytes must be more than 0");
+        }
+        if self.outbox_every.is_zero() || self.publish_timeout.is_zero() {
+            return bad("outbox_every and publish_timeout must be more than 0");
+        }
+        if self.slack_tolerance.is_zero() || self.csrf_ttl.is_zero() {
+            return bad("slack_tolerance and csrf_ttl must be more than 0");
+        }
+        Ok(())
+    }
+}
+
+/// What the handlers share: bus, store, clock, options, the Slack replay guard
+/// and the lock that makes "already stored?" and "store" one step. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct FeedbackState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn KvStore>,
+    clock: SharedClock,
+    opts: FeedbackOptions,
+    replay: slack::ReplayGuard,
+    accept_lock: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for FeedbackState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeedbackState")
+            .field("opts", &self.inner.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FeedbackState {
+    /// The shared state of the routes and of [`accept`].
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        store: Arc<dyn KvStore>,
+        clock: SharedClock,
+        opts: FeedbackOptions,
+    ) -> Self {
+        FeedbackState {
+            inner: Arc::new(Inner {
+                bus,
+                store,
+                clock,
+                opts,
+                replay: slack::ReplayGuard::default(),
+                accept_lock: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The bus feedback is published on.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
+    }
+
+    /// The store feedback is kept in.
+    pub fn store(&self) -> &Arc<dyn KvStore> {
+        &self.inner.store
+    }
+
+    /// The clock (Slack timestamps, form tokens, `received_at`).
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// The options.
+    pub fn options(&self) -> &FeedbackOptions {
+        &self.inner.opts
+    }
+
+    pub(crate) fn replay_guard(&self) -> &slack::ReplayGuard {
+        &self.inner.replay
+    }
+
+    pub(crate) fn accept_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.accept_lock
+    }
+}
+
+/// The intake's routes, with the body limit applied:
+///
+/// | route | answers |
+/// |---|---|
+/// | `POST /slack/events` | 200 `{"feedback_id","duplicate"}`, `{"challenge"}`, `{"ignored"}`; 401, 400, 404 |
+/// | `POST /slack/commands` | 200 `{"response_type":"ephemeral","text"}`; 401, 400, 404 |
+/// | `POST /email/inbound` | 202 `{"feedback_id","duplicate"}`; 401, 400, 415 |
+/// | `GET /feedback` | 200 the form, sets the CSRF cookie |
+/// | `POST /feedback` | 200 thank-you page; 400 form with the error; 403 bad token |
+/// | `GET /healthz` | 200 `ok` |
+///
+/// Any body over `max_body_bytes` is answered 413; a store failure 503.
+pub fn router(state: FeedbackState) -> Router {
+    let limit = state.options().max_body_bytes;
+    Router::new()
+        .route("/healthz", routing::get(|| async { "ok" }))
+        .route("/slack/events", routing::post(slack::events))
+        .route("/slack/commands", routing::post(slack::commands))
+        .route("/email/inbound", routing::post(email::inbound))
+        .route("/feedback", routing::get(form::show).post(form::submit))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// A running intake server.
+#[derive(Debug)]
+pub struct FeedbackServer {
+    /// Where it listens (the bound port when `:0` was asked for).
+    pub local_addr: SocketAddr,
+    /// Stops the server (in-flight requests finish) and the outbox, then
+    /// flushes the store.
+    pub handle: ServiceHandle,
+    /// The state, for calling [`accept`] in the same process (admin API).
+    pub state: FeedbackState,
+}
+
+impl FeedbackServer {
+    /// Stops it gracefully and waits.
+    pub async fn stop(self) -> Result<(), String> {
+        self.handle.stop().await
+    }
+}
+
+/// How long a graceful stop waits for open connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Declares the FEEDBACK stream, starts the [`Outbox`] (which publishes what
+/// was left unpublished at once) and serves [`router`] on `addr`.
+pub async fn start(
+    addr: SocketAddr,
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn KvStore>,
+    clock: SharedClock,
+    opts: FeedbackOptions,
+) -> Result<FeedbackServer, FeedbackError> {
+    opts.validate()?;
+    for spec in standard_streams(&opts.stream_limits)
+        .iter()
+        .filter(|s| s.subjects.iter().any(|s| s == FEEDBACK_IN))
+    {
+        bus.ensure_stream(spec).await?;
+    }
+    let outbox_every = opts.outbox_every;
+    let state = FeedbackState::new(bus, store, clock, opts);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| FeedbackError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| FeedbackError::Bind { addr, source })?;
+
+    let (handle, control) = ServiceHandle::new("feedback");
+    let mut shutdown = control.signal.clone();
+    let app = router(state.clone());
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.stopped().await })
+            .await
+    });
+    let outbox = Outbox::new(state.clone()).start(outbox_every);
+    let lister = tokio::spawn(serve_list(
+        state.bus().clone(),
+        state.store().clone(),
+        state.options().publish_timeout.max(Duration::from_secs(2)),
+    ));
+    tracing::info!(addr = %local_addr, "feedback intake listening");
+
+    let store = state.store().clone();
+    tokio::spawn(async move {
+        let mut signal = control.signal.clone();
+        let mut result = tokio::select! {
+            _ = signal.stopped() => {
+                match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                    Ok(joined) => served(joined),
+                    Err(_) => {
+                        server.abort();
+                        Err(format!("connections still open after {SHUTDOWN_GRACE:?}; closed"))
+                    }
+                }
+            }
+            joined = &mut server => {
+                let r = served(joined);
+                tracing::error!(result = ?r, "feedback intake server ended on its own");
+                r.and(Err("the feedback server ended without being asked".to_string()))
+            }
+        };
+        lister.abort();
+        if let Err(e) = outbox.stop().await {
+            result = result.and(Err(e));
+        }
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = result.and(Err(e.to_string())),
+            Err(e) => result = result.and(Err(format!("store flush: {e}"))),
+        }
+        tracing::info!(?result, "feedback intake stopped");
+        control.finished(result);
+    });
+
+    Ok(FeedbackServer {
+        local_addr,
+        handle,
+        state,
+    })
+}
+
+fn served(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), String> {
+    match joined {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("feedback server: {e}")),
+        Err(e) => Err(format!("feedback server task: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let opts = FeedbackOptions {
+            slack_signing_secret: Some(Secret::from("xoxb-very-secret")),
+            email_token: Some(Secret::from("mail-token")),
+            ..FeedbackOptions::default()
+        };
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(!shown.contains("mail-token"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
+    }
+
+    #[test]
+    fn options_are_validated() {
+        assert!(FeedbackOptions::default().validate().is_ok());
+        let short_key = FeedbackOptions {
+            csrf_key: Secret::from("short"),
+            ..FeedbackOptions::default()
+        };
+        assert!(short_key.validate().is_err());
+        let empty_secret = FeedbackOptions {
+            slack_signing_secret: Some(Secret::from("")),
+            ..FeedbackOptions::default()
+        };
+        assert!(empty_secret.validate().is_err());
+        let no_body = FeedbackOptions {
+            max_body_bytes: 0,
+            ..FeedbackOptions::default()
+        };
+        assert!(no_body.validate().is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! The intake over real sockets: the router bound on 127.0.0.1:0, called with
+//! reqwest; feedback read back from the store and from the FEEDBACK stream.
+
+mod common;
+mod durability;
+mod email;
+mod form;
+mod limits;
+mod nats;
+mod slack;

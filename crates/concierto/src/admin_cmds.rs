@@ -1,0 +1,912 @@
+//! `concierto run|gate|feedback|trigger ...`: the admin API from the command
+//! line. Each command is one call (or one stream) to `concierto.v1.AdminService`;
+//! tables for people, `--json` for programs.
+
+use std::collections::HashMap;
+
+use clap::{Subcommand, ValueEnum};
+use concierto_proto::v1;
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::client::{CliError, Conn, ConnArgs};
+use crate::output::{self, Table, or_dash, trunc, when};
+
+/// A run state to filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunStateArg {
+    /// Accepted, no step started yet.
+    Pending,
+    /// Steps are running.
+    Running,
+    /// Waiting for a person at a quality gate.
+    WaitingGate,
+    /// Done.
+    Succeeded,
+    /// Failed.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl RunStateArg {
+    fn proto(self) -> v1::RunState {
+        match self {
+            RunStateArg::Pending => v1::RunState::Pending,
+            RunStateArg::Running => v1::RunState::Running,
+            RunStateArg::WaitingGate => v1::RunState::WaitingGate,
+            RunStateArg::Succeeded => v1::RunState::Succeeded,
+            RunStateArg::Failed => v1::RunState::Failed,
+            RunStateArg::Cancelled => v1::RunState::Cancelled,
+        }
+    }
+}
+
+/// A gate state to filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GateStateArg {
+    /// Waiting for a decision.
+    Open,
+    /// Approved.
+    Approved,
+    /// Rejected.
+    Rejected,
+    /// Sent back for changes.
+    ChangesRequested,
+}
+
+impl GateStateArg {
+    fn proto(self) -> v1::GateState {
+        match self {
+            GateStateArg::Open => v1::GateState::Open,
+            GateStateArg::Approved => v1::GateState::Approved,
+            GateStateArg::Rejected => v1::GateState::Rejected,
+            GateStateArg::ChangesRequested => v1::GateState::ChangesRequested,
+        }
+    }
+}
+
+/// A priority to start a run or fire a trigger with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PriorityArg {
+    /// Ordinary work.
+    Normal,
+    /// Ahead of normal work.
+    Urgent,
+}
+
+fn priority(p: Option<PriorityArg>) -> i32 {
+    match p {
+        None => v1::Priority::Unspecified as i32,
+        Some(PriorityArg::Normal) => v1::Priority::Normal as i32,
+        Some(PriorityArg::Urgent) => v1::Priority::Urgent as i32,
+    }
+}
+
+/// `KEY=VALUE`.
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// `concierto run ...`.
+#[derive(Debug, Subcommand)]
+pub enum RunCmd {
+    /// Runs, newest first.
+    Ls {
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only runs in this state.
+        #[arg(long, value_enum)]
+        state: Option<RunStateArg>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print the runs as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run with its steps (outputs cut in the table, in full with --json).
+    Show {
+        /// The run id.
+        id: String,
+        /// Print the run as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a run of a workflow (admin role); prints its id.
+    Start {
+        /// The workflow.
+        workflow: String,
+        /// A parameter handed to every step (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+        /// Priority (default: the workflow's).
+        #[arg(long, value_enum)]
+        priority: Option<PriorityArg>,
+        /// The run id, to make the start idempotent (default: one the server picks).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Cancel a live run (admin role).
+    Cancel {
+        /// The run id.
+        id: String,
+        /// Why, for the run's record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Print every event of one run (or of all runs) as it happens, until Ctrl-C.
+    Watch {
+        /// The run id (default: every run).
+        id: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `concierto gate ...`.
+#[derive(Debug, Subcommand)]
+pub enum GateCmd {
+    /// Quality gates, open ones first.
+    Ls {
+        /// Only gates in this state.
+        #[arg(long, value_enum)]
+        state: Option<GateStateArg>,
+        /// Only gates of this run.
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print the gates as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One gate: what it is about, the content to decide on, its decisions.
+    Show {
+        /// The gate id.
+        id: String,
+        /// Print the gate as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a gate (one of its reviewers only); the run goes on.
+    Approve {
+        /// The gate id.
+        id: String,
+        /// Notes for the record.
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// Reject a gate (one of its reviewers only).
+    Reject {
+        /// The gate id.
+        id: String,
+        /// Why (required).
+        #[arg(long, required = true)]
+        notes: String,
+    },
+    /// Send the work back with the changes to make (one of its reviewers only).
+    RequestChanges {
+        /// The gate id.
+        id: String,
+        /// The changes to make (required).
+        #[arg(long, required = true)]
+        notes: String,
+    },
+    /// Print gates as they open, remind, escalate and close, until Ctrl-C.
+    Watch {
+        /// Only gates you may decide.
+        #[arg(long)]
+        mine: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `concierto feedback ...`.
+#[derive(Debug, Subcommand)]
+pub enum FeedbackCmd {
+    /// Give feedback as yourself; prints its id.
+    Submit {
+        /// The feedback.
+        #[arg(long)]
+        text: String,
+        /// A subject line.
+        #[arg(long)]
+        subject: Option<String>,
+        /// The run it is about.
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+    },
+    /// Feedback received, with its category and routing.
+    Ls {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print the entries as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `concierto trigger ...`.
+#[derive(Debug, Subcommand)]
+pub enum TriggerCmd {
+    /// Configured triggers with their next and last fire.
+    Ls {
+        /// Print the triggers as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fire a trigger now (admin role); prints the run it started.
+    Fire {
+        /// The trigger's name.
+        name: String,
+        /// Priority (default: the trigger's).
+        #[arg(long, value_enum)]
+        priority: Option<PriorityArg>,
+    },
+}
+
+/// Largest page asked for when following pages.
+const PAGE: u32 = 200;
+
+fn steps_done(r: &v1::Run) -> String {
+    let done = r
+        .steps
+        .iter()
+        .filter(|s| s.state() == v1::StepState::Succeeded)
+        .count();
+    format!("{done}/{}", r.steps.len())
+}
+
+fn run_by(r: &v1::Run) -> String {
+    if !r.trigger.is_empty() {
+        format!("trigger:{}", r.trigger)
+    } else {
+        or_dash(&r.requested_by)
+    }
+}
+
+/// The runs table.
+fn runs_table(runs: &[v1::Run]) -> Table {
+    let mut t = Table::new(&[
+        "RUN", "WORKFLOW", "STATE", "PRIORITY", "STEPS", "CREATED", "BY", "ERROR",
+    ]);
+    for r in runs {
+        t.row(vec![
+            r.run_id.clone(),
+            r.workflow.clone(),
+            output::run_state(r.state),
+            output::priority(r.priority),
+            steps_done(r),
+            when(r.created_at.as_ref()),
+            run_by(r),
+            trunc(&r.error, 40),
+        ]);
+    }
+    t
+}
+
+/// A run as `key: value` lines and a table of its steps.
+fn print_run(r: &v1::Run) {
+    let mut head = Table::new(&["", ""]);
+    for (k, v) in [
+        ("run", r.run_id.clone()),
+        ("workflow", r.workflow.clone()),
+        ("state", output::run_state(r.state)),
+        ("priority", output::priority(r.priority)),
+        ("by", run_by(r)),
+        ("created", when(r.created_at.as_ref())),
+        ("updated", when(r.updated_at.as_ref())),
+    ] {
+        head.row(vec![format!("{k}:"), v]);
+    }
+    if !r.error.is_empty() {
+        head.row(vec!["error:".into(), r.error.clone()]);
+    }
+    // Skip the empty header line of the key/value table.
+    let text = head.render();
+    print!("{}", text.split_once('\n').map(|x| x.1).unwrap_or(""));
+    println!();
+    let mut t = Table::new(&[
+        "STEP", "STATE", "ATTEMPT", "ROLE", "EXECUTOR", "REVIEWS", "SCORE", "LABELS", "OUTPUT",
+        "ERROR",
+    ]);
+    for s in &r.steps {
+        let score = s
+            .verdict
+            .as_ref()
+            .map(|v| format!("{:.2}{}", v.score, if v.pass { " pass" } else { " fail" }))
+            .unwrap_or_else(|| "-".into());
+        t.row(vec![
+            s.step_id.clone(),
+            output::step_state(s.state),
+            s.attempt.to_string(),
+            s.role.clone(),
+            s.usage
+                .as_ref()
+                .map(|u| or_dash(&u.executor))
+                .unwrap_or_else(|| "-".into()),
+            s.review_rounds.to_string(),
+            score,
+            or_dash(&s.labels.join(",")),
+            or_dash(&trunc(&s.output, 40)),
+            or_dash(&trunc(&s.error, 40)),
+        ]);
+    }
+    print!("{}", t.render());
+}
+
+fn run_event_line(e: &v1::RunEvent) -> String {
+    let mut line = format!(
+        "{} {} #{} {}",
+        output::rfc3339(e.at.as_ref()).unwrap_or_else(|| "-".into()),
+        e.run_id,
+        e.seq,
+        output::run_state(e.run_state)
+    );
+    if !e.step_id.is_empty() {
+        line.push_str(&format!(
+            " step {} {} attempt {}",
+            e.step_id,
+            output::step_state(e.step_state),
+            e.attempt
+        ));
+        if !e.role.is_empty() {
+            line.push_str(&format!(" ({})", e.role));
+        }
+    }
+    if !e.message.is_empty() {
+        line.push_str(&format!(" — {}", trunc(&e.message, 200)));
+    }
+    line
+}
+
+/// `concierto run ...`.
+pub async fn run(conn: &ConnArgs, cmd: RunCmd) -> Result<(), CliError> {
+    let c = conn.connect().await?;
+    match cmd {
+        RunCmd::Ls {
+            workflow,
+            state,
+            limit,
+            json,
+        } => {
+            let runs = list_runs(&c, workflow, state, limit).await?;
+            if json {
+                output::print_json(&Value::Array(runs.iter().map(output::run_json).collect()));
+            } else if runs.is_empty() {
+                println!("no runs");
+            } else {
+                print!("{}", runs_table(&runs).render());
+            }
+        }
+        RunCmd::Show { id, json } => {
+            let r = c
+                .unary(c.client.clone().get_run(v1::GetRunRequest { run_id: id }))
+                .await?;
+            let run = r.run.unwrap_or_default();
+            if json {
+                output::print_json(&output::run_json(&run));
+            } else {
+                print_run(&run);
+            }
+        }
+        RunCmd::Start {
+            workflow,
+            params,
+            priority: p,
+            id,
+        } => {
+            let req = v1::StartRunRequest {
+                workflow,
+                priority: priority(p),
+                params: params.into_iter().collect::<HashMap<_, _>>(),
+                run_id: id.unwrap_or_default(),
+            };
+            let r = c.unary(c.client.clone().start_run(req)).await?;
+            println!("{}", r.run_id);
+        }
+        RunCmd::Cancel { id, reason } => {
+            let r = c
+                .unary(c.client.clone().cancel_run(v1::CancelRunRequest {
+                    run_id: id.clone(),
+                    reason: reason.unwrap_or_default(),
+                }))
+                .await?;
+            let state = r
+                .run
+                .map(|r| output::run_state(r.state))
+                .unwrap_or_else(|| "-".into());
+            println!("{id}: {state}");
+        }
+        RunCmd::Watch { id, json } => {
+            let stream = c
+                .unary(c.client.clone().watch_runs(v1::WatchRunsRequest {
+                    run_id: id.unwrap_or_default(),
+                }))
+                .await?;
+            follow(&c, stream, |m: v1::WatchRunsResponse| {
+                if let Some(e) = m.event {
+                    if json {
+                        output::print_json_line(&output::run_event_json(&e));
+                    } else {
+                        println!("{}", run_event_line(&e));
+                    }
+                }
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn list_runs(
+    c: &Conn,
+    workflow: Option<String>,
+    state: Option<RunStateArg>,
+    limit: u32,
+) -> Result<Vec<v1::Run>, CliError> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    while (out.len() as u32) < limit {
+        let req = v1::ListRunsRequest {
+            workflow: workflow.clone().unwrap_or_default(),
+            trigger: String::new(),
+            state: state.map(|s| s.proto() as i32).unwrap_or(0),
+            page_size: (limit - out.len() as u32).min(PAGE),
+            page_token: token.clone(),
+        };
+        let page = c.unary(c.client.clone().list_runs(req)).await?;
+        out.extend(page.runs);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    out.truncate(limit as usize);
+    Ok(out)
+}
+
+/// Prints each message of a server stream until it ends or Ctrl-C.
+async fn follow<T>(
+    c: &Conn,
+    mut stream: tonic::Streaming<T>,
+    mut each: impl FnMut(T),
+) -> Result<(), CliError> {
+    use std::io::Write as _;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            next = stream.next() => match next {
+                None => return Ok(()),
+                Some(Ok(m)) => {
+                    each(m);
+                    let _ = std::io::stdout().flush();
+                }
+                Some(Err(s)) => return Err(c.error(s)),
+            },
+        }
+    }
+}
+
+fn reviewers(r: Option<&v1::GateRequest>) -> String {
+    r.map(|r| r.reviewers.join(",")).unwrap_or_default()
+}
+
+fn gates_table(gates: &[v1::Gate]) -> Table {
+    let mut t = Table::new(&[
+        "GATE",
+        "NAME",
+        "STATE",
+        "RUN",
+        "STEP",
+        "ROUND",
+        "REVIEWERS",
+        "OPENED",
+        "DUE",
+    ]);
+    for g in gates {
+        let r = g.request.clone().unwrap_or_default();
+        t.row(vec![
+            r.gate_id.clone(),
+            r.gate.clone(),
+            output::gate_state(g.state),
+            r.run_id.clone(),
+            r.step_id.clone(),
+            r.round.to_string(),
+            reviewers(Some(&r)),
+            when(r.opened_at.as_ref()),
+            when(r.due_at.as_ref()),
+        ]);
+    }
+    t
+}
+
+fn print_gate(g: &v1::Gate) {
+    let r = g.request.clone().unwrap_or_default();
+    let mut head = Table::new(&["", ""]);
+    for (k, v) in [
+        ("gate", r.gate_id.clone()),
+        ("name", r.gate.clone()),
+        ("state", output::gate_state(g.state)),
+        ("run", r.run_id.clone()),
+        ("step", r.step_id.clone()),
+        ("label", or_dash(&r.label)),
+        ("round", r.round.to_string()),
+        ("reviewers", or_dash(&reviewers(Some(&r)))),
+        ("opened", when(r.opened_at.as_ref())),
+        ("due", when(r.due_at.as_ref())),
+        ("reminders", g.reminders.to_string()),
+        ("escalated", g.escalated.to_string()),
+    ] {
+        head.row(vec![format!("{k}:"), v]);
+    }
+    if !r.summary.is_empty() {
+        head.row(vec!["summary:".into(), trunc(&r.summary, 200)]);
+    }
+    let text = head.render();
+    print!("{}", text.split_once('\n').map(|x| x.1).unwrap_or(""));
+    if !g.decisions.is_empty() {
+        println!();
+        let mut t = Table::new(&["DECIDED", "DECISION", "REVIEWER", "NOTES"]);
+        for d in &g.decisions {
+            let reviewer = if d.automatic {
+                format!("{} (automatic)", or_dash(&d.reviewer))
+            } else {
+                or_dash(&d.reviewer)
+            };
+            t.row(vec![
+                when(d.decided_at.as_ref()),
+                output::gate_decision(d.decision),
+                reviewer,
+                or_dash(&trunc(&d.notes, 80)),
+            ]);
+        }
+        print!("{}", t.render());
+    }
+    println!("\n--- content ---");
+    println!("{}", r.content.trim_end());
+}
+
+fn gate_event_line(g: &v1::Gate) -> String {
+    let r = g.request.clone().unwrap_or_default();
+    // When it happened: the last decision of a closed gate, else its opening.
+    let at = match g.decisions.last() {
+        Some(d) if g.state() != v1::GateState::Open => d.decided_at,
+        _ => r.opened_at,
+    };
+    let mut line = format!(
+        "{} {} {} {} run {} step {} round {} reviewers {}",
+        output::rfc3339(at.as_ref()).unwrap_or_else(|| "-".into()),
+        r.gate_id,
+        r.gate,
+        output::gate_state(g.state),
+        r.run_id,
+        r.step_id,
+        r.round,
+        or_dash(&reviewers(Some(&r)))
+    );
+    if g.reminders > 0 {
+        line.push_str(&format!(" reminders {}", g.reminders));
+    }
+    if g.escalated {
+        line.push_str(" escalated");
+    }
+    if let Some(d) = g.decisions.last() {
+        line.push_str(&format!(
+            " — {} by {}",
+            output::gate_decision(d.decision),
+            or_dash(&d.reviewer)
+        ));
+    }
+    line
+}
+
+async fn decide(
+    c: &Conn,
+    id: String,
+    kind: v1::GateDecisionKind,
+    notes: String,
+) -> Result<(), CliError> {
+    let r = c
+        .unary(c.client.clone().decide_gate(v1::DecideGateRequest {
+            gate_id: id.clone(),
+            decision: kind as i32,
+            notes,
+        }))
+        .await?;
+    let g = r.gate.unwrap_or_default();
+    let by = g
+        .decisions
+        .last()
+        .map(|d| format!(" by {}", d.reviewer))
+        .unwrap_or_default();
+    println!("{id}: {}{by}", output::gate_state(g.state));
+    Ok(())
+}
+
+fn required_notes(notes: String, what: &str) -> Result<String, CliError> {
+    if notes.trim().is_empty() {
+        Err(CliError::Usage(format!(
+            "--notes must say why when you {what}"
+        )))
+    } else {
+        Ok(notes)
+    }
+}
+
+/// `concierto gate ...`.
+pub async fn gate(conn: &ConnArgs, cmd: GateCmd) -> Result<(), CliError> {
+    // Check what needs no server first.
+    let cmd = match cmd {
+        GateCmd::Reject { id, notes } => GateCmd::Reject {
+            id,
+            notes: required_notes(notes, "reject")?,
+        },
+        GateCmd::RequestChanges { id, notes } => GateCmd::RequestChanges {
+            id,
+            notes: required_notes(notes, "request changes")?,
+        },
+        other => other,
+    };
+    let c = conn.connect().await?;
+    match cmd {
+        GateCmd::Ls {
+            state,
+            run,
+            limit,
+            json,
+        } => {
+            let mut gates = Vec::new();
+            let mut token = String::new();
+            while (gates.len() as u32) < limit {
+                let page = c
+                    .unary(c.client.clone().list_gates(v1::ListGatesRequest {
+                        state: state.map(|s| s.proto() as i32).unwrap_or(0),
+                        run_id: run.clone().unwrap_or_default(),
+                        page_size: (limit - gates.len() as u32).min(PAGE),
+                        page_token: token.clone(),
+                    }))
+                    .await?;
+                gates.extend(page.gates);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            gates.truncate(limit as usize);
+            if json {
+                output::print_json(&Value::Array(gates.iter().map(output::gate_json).collect()));
+            } else if gates.is_empty() {
+                println!("no gates");
+            } else {
+                print!("{}", gates_table(&gates).render());
+            }
+        }
+        GateCmd::Show { id, json } => {
+            let r = c
+                .unary(
+                    c.client
+                        .clone()
+                        .get_gate(v1::GetGateRequest { gate_id: id }),
+                )
+                .await?;
+            let g = r.gate.unwrap_or_default();
+            if json {
+                output::print_json(&output::gate_json(&g));
+            } else {
+                print_gate(&g);
+            }
+        }
+        GateCmd::Approve { id, notes } => {
+            decide(
+                &c,
+                id,
+                v1::GateDecisionKind::Approve,
+                notes.unwrap_or_default(),
+            )
+            .await?
+        }
+        GateCmd::Reject { id, notes } => {
+            decide(&c, id, v1::GateDecisionKind::Reject, notes).await?
+        }
+        GateCmd::RequestChanges { id, notes } => {
+            decide(&c, id, v1::GateDecisionKind::RequestChanges, notes).await?
+        }
+        GateCmd::Watch { mine, json } => {
+            let stream = c
+                .unary(c.client.clone().watch_gates(v1::WatchGatesRequest { mine }))
+                .await?;
+            follow(&c, stream, |m: v1::WatchGatesResponse| {
+                if let Some(g) = m.gate {
+                    if json {
+                        output::print_json_line(&output::gate_json(&g));
+                    } else {
+                        println!("{}", gate_event_line(&g));
+                    }
+                }
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `concierto feedback ...`.
+pub async fn feedback(conn: &ConnArgs, cmd: FeedbackCmd) -> Result<(), CliError> {
+    if let FeedbackCmd::Submit { text, .. } = &cmd
+        && text.trim().is_empty()
+    {
+        return Err(CliError::Usage("--text must not be empty".into()));
+    }
+    let c = conn.connect().await?;
+    match cmd {
+        FeedbackCmd::Submit { text, subject, run } => {
+            let r = c
+                .unary(c.client.clone().submit_feedback(v1::SubmitFeedbackRequest {
+                    subject: subject.unwrap_or_default(),
+                    text,
+                    run_id: run.unwrap_or_default(),
+                }))
+                .await?;
+            println!("{}", r.feedback_id);
+        }
+        FeedbackCmd::Ls { limit, json } => {
+            let mut entries = Vec::new();
+            let mut token = String::new();
+            while (entries.len() as u32) < limit {
+                let page = c
+                    .unary(c.client.clone().list_feedback(v1::ListFeedbackRequest {
+                        category: 0,
+                        page_size: (limit - entries.len() as u32).min(PAGE),
+                        page_token: token.clone(),
+                    }))
+                    .await?;
+                entries.extend(page.entries);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            entries.truncate(limit as usize);
+            if json {
+                output::print_json(&Value::Array(
+                    entries.iter().map(output::feedback_entry_json).collect(),
+                ));
+            } else if entries.is_empty() {
+                println!("no feedback");
+            } else {
+                let mut t = Table::new(&[
+                    "FEEDBACK",
+                    "AUTHOR",
+                    "CHANNEL",
+                    "CATEGORY",
+                    "ROUTED TO",
+                    "RECEIVED",
+                    "ANSWERED",
+                    "TEXT",
+                ]);
+                for e in &entries {
+                    let f = e.feedback.clone().unwrap_or_default();
+                    let (category, roles) = match &e.routed {
+                        Some(r) => (output::feedback_category(r.category), r.roles.join(",")),
+                        None => ("-".to_string(), String::new()),
+                    };
+                    let text = if f.subject.is_empty() {
+                        f.text.clone()
+                    } else {
+                        format!("{}: {}", f.subject, f.text)
+                    };
+                    t.row(vec![
+                        f.feedback_id.clone(),
+                        or_dash(&f.author),
+                        output::feedback_channel(f.channel),
+                        category,
+                        or_dash(&roles),
+                        when(f.received_at.as_ref()),
+                        when(e.first_response_at.as_ref()),
+                        trunc(&text, 50),
+                    ]);
+                }
+                print!("{}", t.render());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `concierto trigger ...`.
+pub async fn trigger(conn: &ConnArgs, cmd: TriggerCmd) -> Result<(), CliError> {
+    let c = conn.connect().await?;
+    match cmd {
+        TriggerCmd::Ls { json } => {
+            let r = c
+                .unary(c.client.clone().list_triggers(v1::ListTriggersRequest {}))
+                .await?;
+            if json {
+                output::print_json(&Value::Array(
+                    r.triggers.iter().map(output::trigger_json).collect(),
+                ));
+            } else if r.triggers.is_empty() {
+                println!("no triggers");
+            } else {
+                let mut t = Table::new(&[
+                    "TRIGGER",
+                    "KIND",
+                    "SPEC",
+                    "WORKFLOW",
+                    "TIMEZONE",
+                    "NEXT FIRE",
+                    "LAST FIRE",
+                    "FIRES",
+                    "MISSED",
+                ]);
+                for tr in &r.triggers {
+                    t.row(vec![
+                        tr.name.clone(),
+                        tr.kind.clone(),
+                        trunc(&tr.spec, 40),
+                        tr.workflow.clone(),
+                        or_dash(&tr.timezone),
+                        when(tr.next_fire.as_ref()),
+                        when(tr.last_fire.as_ref()),
+                        tr.fires.to_string(),
+                        tr.missed.to_string(),
+                    ]);
+                }
+                print!("{}", t.render());
+            }
+        }
+        TriggerCmd::Fire { name, priority: p } => {
+            let r = c
+                .unary(c.client.clone().fire_trigger(v1::FireTriggerRequest {
+                    name,
+                    priority: priority(p),
+                }))
+                .await?;
+            println!("{}", r.run_id);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_key_equals_value() {
+        assert_eq!(parse_kv("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_kv("k="), Ok(("k".into(), String::new())));
+        assert!(parse_kv("novalue").is_err());
+        assert!(parse_kv("=v").is_err());
+    }
+
+    #[test]
+    fn an_event_line_says_run_step_and_message() {
+        let e = v1::RunEvent {
+            run_id: "r1".into(),
+            seq: 3,
+            run_state: v1::RunState::Running as i32,
+            step_id: "draft".into(),
+            step_state: v1::StepState::Dispatched as i32,
+            attempt: 1,
+            role: "content-creator".into(),
+            message: "sent".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            run_event_line(&e),
+            "- r1 #3 RUNNING step draft DISPATCHED attempt 1 (content-creator) — sent"
+        );
+    }
+}
