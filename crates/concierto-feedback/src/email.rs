@@ -1,6 +1,6 @@
 //! Email: `POST /email/inbound` takes the raw RFC 822 message as the body (what
 //! inbound-mail webhooks and `sendmail`-style pipes deliver), authenticated by
-//! `Authorization: Bearer <email_token>` when a token is configured.
+//! `Authorization: Bearer <email_token>`; without a configured token the route answers 404.
 //!
 //! The sender, subject and text are kept (an HTML-only message is converted to
 //! text); attachments are listed (name, content type, decoded size), never
@@ -108,7 +108,9 @@ pub fn parse_email(raw: &[u8]) -> Result<Feedback, String> {
 
 fn authenticate(state: &FeedbackState, headers: &HeaderMap) -> Result<(), FeedbackError> {
     let Some(token) = state.options().email_token.as_ref() else {
-        return Ok(());
+        return Err(FeedbackError::NotConfigured(
+            "inbound email is not configured: set the token (server.feedback.email_token_env, CONCIERTO_EMAIL_TOKEN by default) and send it as Authorization: Bearer".into(),
+        ));
     };
     let given = headers
         .get(header::AUTHORIZATION)

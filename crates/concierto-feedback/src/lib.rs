@@ -119,7 +119,7 @@ pub struct FeedbackOptions {
     /// The Slack app's signing secret; without it the Slack routes answer 404.
     pub slack_signing_secret: Option<Secret>,
     /// The bearer token inbound-mail webhooks must send; without it
-    /// `/email/inbound` takes any request (put it behind your mail gateway).
+    /// `/email/inbound` answers 404 (not configured).
     pub email_token: Option<Secret>,
     /// Key of the web form's CSRF tokens (at least 16 bytes). Random by
     /// default: set the same key on every replica behind one address.
@@ -170,7 +170,7 @@ impl FeedbackOptions {
             return bad("slack_signing_secret is empty; leave it unset to turn Slack off");
         }
         if self.email_token.as_ref().is_some_and(Secret::is_empty) {
-            return bad("email_token is empty; leave it unset to take mail without a token");
+            return bad("email_token is empty; leave it unset to turn inbound email off");
         }
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes must be more than 0");

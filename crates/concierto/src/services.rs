@@ -144,7 +144,7 @@ async fn start_service(
                 tracing::warn!(var = %f.slack_signing_secret_env, "no Slack signing secret in the environment: the Slack routes answer 404");
             }
             if opts.email_token.is_none() {
-                tracing::warn!(var = %f.email_token_env, "no inbound-mail token in the environment: /email/inbound accepts unauthenticated posts");
+                tracing::warn!(var = %f.email_token_env, "no inbound-mail token in the environment: /email/inbound answers 404");
             }
             let addr: std::net::SocketAddr = studio
                 .server

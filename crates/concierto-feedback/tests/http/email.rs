@@ -165,3 +165,16 @@ async fn email_wrong_content_type_is_415() {
         .expect("send");
     assert_eq!(resp.status(), 415);
 }
+
+#[tokio::test]
+async fn email_without_a_configured_token_is_404_and_stores_nothing() {
+    let opts = concierto_feedback::FeedbackOptions {
+        email_token: None,
+        ..crate::common::options()
+    };
+    let h = Harness::with_options(opts).await;
+    let resp = post(&h, mixed_message()).send().await.expect("send");
+    assert_eq!(resp.status(), 404);
+    assert!(resp.text().await.unwrap().contains("not configured"));
+    assert!(h.pending().is_empty());
+}
