@@ -34,7 +34,9 @@ async fn up_drafts_and_brand_guardian_scores_the_draft_with_no_api_key() {
         )
         .stdin(Stdio::null())
         .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(dir.path().join("up.err")).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("up.err")).unwrap(),
+        ))
         .spawn()
         .expect("concierto up starts");
     let read = || {
@@ -63,11 +65,15 @@ async fn up_drafts_and_brand_guardian_scores_the_draft_with_no_api_key() {
         .to_string();
 
     // Stored with the run: the draft, the review step and its verdict.
-    let mut admin = AdminServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let mut admin = AdminServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
     let run = {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let mut req = tonic::Request::new(v1::GetRunRequest { run_id: run_id.clone() });
+            let mut req = tonic::Request::new(v1::GetRunRequest {
+                run_id: run_id.clone(),
+            });
             req.metadata_mut()
                 .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
             let run = admin.get_run(req).await.unwrap().into_inner().run.unwrap();
@@ -78,8 +84,15 @@ async fn up_drafts_and_brand_guardian_scores_the_draft_with_no_api_key() {
         }
     };
     assert_eq!(run.state(), v1::RunState::Succeeded, "{run:?}");
-    let draft = run.steps.iter().find(|s| s.step_id == "draft-content").unwrap();
-    assert!(draft.output.contains("builtin"), "the draft says it came from builtin");
+    let draft = run
+        .steps
+        .iter()
+        .find(|s| s.step_id == "draft-content")
+        .unwrap();
+    assert!(
+        draft.output.contains("builtin"),
+        "the draft says it came from builtin"
+    );
     assert!(draft.review_rounds >= 1);
     let review = run
         .steps
@@ -89,7 +102,15 @@ async fn up_drafts_and_brand_guardian_scores_the_draft_with_no_api_key() {
     let verdict = review.verdict.as_ref().expect("a verdict");
     assert!((0.0..=1.0).contains(&verdict.score));
     assert!(!verdict.notes.is_empty());
-    assert_eq!(review.usage.as_ref().unwrap().executor, "builtin");
+    let usage = review.usage.as_ref().unwrap();
+    assert_eq!(
+        (usage.executor.as_str(), usage.model.as_str()),
+        ("builtin", "builtin-v1")
+    );
+    assert!(
+        usage.input_tokens > 0 && usage.output_tokens > 0,
+        "{usage:?}"
+    );
 
     // Ctrl-C: a clean stop.
     let pid = child.id().to_string();

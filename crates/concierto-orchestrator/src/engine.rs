@@ -149,6 +149,9 @@ pub(crate) fn step_record(s: &Step) -> StepRecord {
         executor: String::new(),
         model: String::new(),
         latency_ms: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: 0.0,
         started_ms: 0,
         finished_ms: 0,
         review: s.review.clone(),
@@ -701,6 +704,9 @@ impl Engine {
                 s.executor = u.executor.clone();
                 s.model = u.model.clone();
                 s.latency_ms = u.latency_ms;
+                s.input_tokens = u.input_tokens;
+                s.output_tokens = u.output_tokens;
+                s.cost_usd = u.cost_usd;
             }
         }
         match v1::TaskStatus::try_from(r.status).unwrap_or(v1::TaskStatus::Unspecified) {

@@ -126,6 +126,15 @@ pub struct StepRecord {
     pub model: String,
     /// Latency of the last attempt, ms.
     pub latency_ms: u64,
+    /// Input (prompt) tokens of the last attempt.
+    #[serde(default)]
+    pub input_tokens: u64,
+    /// Output tokens of the last attempt.
+    #[serde(default)]
+    pub output_tokens: u64,
+    /// Cost of the last attempt in US dollars (0 without configured prices).
+    #[serde(default)]
+    pub cost_usd: f64,
     /// First dispatch (unix ms), 0 before.
     pub started_ms: i64,
     /// Final state reached (unix ms), 0 before.
@@ -406,7 +415,9 @@ impl RunRecord {
                         executor: s.executor.clone(),
                         model: s.model.clone(),
                         latency_ms: s.latency_ms,
-                        ..Default::default()
+                        input_tokens: s.input_tokens,
+                        output_tokens: s.output_tokens,
+                        cost_usd: s.cost_usd,
                     }),
                     started_at: ts(s.started_ms),
                     finished_at: ts(s.finished_ms),
