@@ -98,7 +98,10 @@ fn remote_status(header: &str) -> Status {
         "invalid_argument" => Status::invalid_argument(msg),
         "failed_precondition" => Status::failed_precondition(msg),
         "permission_denied" => Status::permission_denied(msg),
+        "unauthenticated" => Status::unauthenticated(msg),
+        "already_exists" => Status::already_exists(msg),
         "unavailable" => Status::unavailable(msg),
+        "deadline_exceeded" => Status::deadline_exceeded(msg),
         _ => Status::internal(msg),
     }
 }
@@ -163,6 +166,36 @@ impl AdminService for Admin {
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
+        }
+        for reserved in ["review-batch:", "feedback:"] {
+            if r.run_id.starts_with(reserved) {
+                return Err(Status::invalid_argument(format!(
+                    "run ids starting with {reserved:?} are the orchestrator's own"
+                )));
+            }
+        }
+        if !r.run_id.is_empty() {
+            let known: Result<v1::GetRunResponse, Status> = self
+                .ask(
+                    "orchestrator",
+                    subjects::ORCHESTRATOR_GET_RUN,
+                    &v1::GetRunRequest {
+                        run_id: r.run_id.clone(),
+                    },
+                    None,
+                )
+                .await;
+            match known {
+                Ok(found) if found.run.is_some() => {
+                    return Err(Status::already_exists(format!(
+                        "run {} exists already",
+                        r.run_id
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if e.code() == tonic::Code::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         let run_id = if r.run_id.is_empty() {
             format!(
@@ -236,6 +269,7 @@ impl AdminService for Admin {
             loop {
                 let (event, _) = tokio::select! {
                     _ = stop.stopped() => break,
+                    _ = tx.closed() => break,
                     next = sub.next() => match next {
                         Some(x) => x,
                         None => break,
@@ -326,6 +360,7 @@ impl AdminService for Admin {
             loop {
                 let (gate, _) = tokio::select! {
                     _ = stop.stopped() => break,
+                    _ = tx.closed() => break,
                     next = sub.next() => match next {
                         Some(x) => x,
                         None => break,

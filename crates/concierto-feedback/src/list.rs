@@ -12,6 +12,7 @@ use concierto_core::store::KvStore;
 use concierto_core::structured;
 use concierto_core::subjects;
 use concierto_proto::v1;
+use futures::StreamExt as _;
 
 use crate::intake::list_page;
 
@@ -22,7 +23,14 @@ pub fn entry_of(run: &v1::Run, fb: v1::Feedback) -> v1::FeedbackEntry {
     let routed = categorise
         .filter(|s| s.state() == v1::StepState::Succeeded)
         .map(|s| {
-            let (category, roles) = routing(&s.output);
+            let (category, _) = routing(&s.output);
+            // The roles the orchestrator really routed to: its respond steps.
+            let roles: Vec<String> = run
+                .steps
+                .iter()
+                .filter_map(|x| x.step_id.strip_prefix(RESPOND_PREFIX))
+                .map(str::to_string)
+                .collect();
             let m = structured::json_object(&s.output).unwrap_or_default();
             v1::RoutedFeedback {
                 feedback: None,
@@ -62,10 +70,9 @@ pub async fn list_entries(
     req: &v1::ListFeedbackRequest,
     timeout: Duration,
 ) -> Result<v1::ListFeedbackResponse, crate::FeedbackError> {
-    let size = if req.page_size == 0 {
-        50
-    } else {
-        req.page_size as usize
+    let size = match req.page_size {
+        0 => 50,
+        n => (n as usize).min(200),
     };
     let (page, next) = {
         let store = store.clone();
@@ -74,26 +81,43 @@ pub async fn list_entries(
             .await
             .map_err(|e| crate::FeedbackError::Internal(format!("listing feedback: {e}")))??
     };
-    let mut entries = Vec::with_capacity(page.len());
-    for fb in page {
-        let run = bus
-            .request_proto::<_, v1::GetRunResponse>(
-                subjects::ORCHESTRATOR_GET_RUN,
-                &v1::GetRunRequest {
-                    run_id: run_id(&fb.feedback_id),
-                },
-                timeout,
-            )
-            .await
-            .ok()
-            .and_then(|r| r.run);
+    // The runs are looked up concurrently, under one deadline for the page.
+    let lookups = page.into_iter().map(|fb| {
+        let bus = bus.clone();
+        async move {
+            let run = bus
+                .request_proto::<_, v1::GetRunResponse>(
+                    subjects::ORCHESTRATOR_GET_RUN,
+                    &v1::GetRunRequest {
+                        run_id: run_id(&fb.feedback_id),
+                    },
+                    timeout,
+                )
+                .await;
+            (fb, run)
+        }
+    });
+    let looked: Vec<_> = futures::stream::iter(lookups).buffered(16).collect().await;
+    let mut entries = Vec::with_capacity(looked.len());
+    for (fb, run) in looked {
         let entry = match run {
-            Some(run) => entry_of(&run, fb),
-            None => v1::FeedbackEntry {
+            Ok(v1::GetRunResponse { run: Some(run) }) => entry_of(&run, fb),
+            Ok(_) => v1::FeedbackEntry {
                 feedback: Some(fb),
                 routed: None,
                 first_response_at: None,
             },
+            Err(e @ concierto_bus::BusError::NoResponders(_)) => {
+                return Err(crate::FeedbackError::Bus(e));
+            }
+            Err(e) => {
+                tracing::warn!(feedback = %fb.feedback_id, error = %e, "looking up a feedback run failed");
+                v1::FeedbackEntry {
+                    feedback: Some(fb),
+                    routed: None,
+                    first_response_at: None,
+                }
+            }
         };
         let keep = req.category == 0
             || entry

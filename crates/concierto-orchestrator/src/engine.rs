@@ -117,6 +117,27 @@ pub struct Engine {
     pub(crate) open_gates: BTreeMap<String, GateRecord>,
 }
 
+/// Most items one list page holds (a page must fit in one bus message).
+pub const MAX_PAGE: usize = 200;
+/// Characters of an output a list shows (`GetRun` and `GetGate` give it whole).
+pub const PREVIEW_CHARS: usize = 280;
+
+/// The page size asked for: 50 by default, at most [`MAX_PAGE`].
+pub(crate) fn page_size(asked: u32) -> usize {
+    match asked {
+        0 => 50,
+        n => (n as usize).min(MAX_PAGE),
+    }
+}
+
+/// The start of `text` for a list view, marked when cut.
+pub(crate) fn preview(text: &str) -> String {
+    match text.char_indices().nth(PREVIEW_CHARS) {
+        None => text.to_string(),
+        Some((i, _)) => format!("{}…", &text[..i]),
+    }
+}
+
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -706,7 +727,11 @@ impl Engine {
                 s.latency_ms = u.latency_ms;
                 s.input_tokens = u.input_tokens;
                 s.output_tokens = u.output_tokens;
-                s.cost_usd = u.cost_usd;
+                s.cost_usd = if u.cost_usd.is_finite() {
+                    u.cost_usd.max(0.0)
+                } else {
+                    0.0
+                };
             }
         }
         match v1::TaskStatus::try_from(r.status).unwrap_or(v1::TaskStatus::Unspecified) {
@@ -752,6 +777,19 @@ impl Engine {
             let Some(mut run) = self.live.remove(&run_id) else {
                 continue;
             };
+            // An earlier entry of this tick may have settled this step already
+            // (a failed review cancels its sibling reviews).
+            let still = run.step(&step_id).is_some_and(|s| {
+                if overdue {
+                    s.state == StepState::Dispatched && s.deadline_ms <= now_ms
+                } else {
+                    s.state == StepState::Retrying && s.retry_at_ms <= now_ms
+                }
+            });
+            if !still {
+                self.live.insert(run_id, run);
+                continue;
+            }
             if overdue {
                 self.release(&role);
                 let reason = format!("timed out after {timeout_ms} ms");
@@ -841,16 +879,18 @@ impl Engine {
                 .then_with(|| a.run_id.cmp(&b.run_id))
         });
         let start: usize = req.page_token.parse().unwrap_or(0);
-        let size = if req.page_size == 0 {
-            50
-        } else {
-            req.page_size as usize
-        };
+        let size = page_size(req.page_size);
         let page: Vec<v1::Run> = runs
             .iter()
             .skip(start)
             .take(size)
-            .map(RunRecord::to_proto)
+            .map(|r| {
+                let mut p = r.to_proto();
+                for s in &mut p.steps {
+                    s.output = preview(&s.output);
+                }
+                p
+            })
             .collect();
         let next = start + page.len();
         Ok(v1::ListRunsResponse {

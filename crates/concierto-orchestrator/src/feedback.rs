@@ -69,7 +69,11 @@ impl Engine {
         let received = fb
             .received_at
             .as_ref()
-            .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
+            .map(|t| {
+                t.seconds
+                    .saturating_mul(1000)
+                    .saturating_add(i64::from(t.nanos / 1_000_000))
+            })
             .unwrap_or_else(|| ms(now));
         let start = v1::StartRun {
             run_id: run_id(&fb.feedback_id),
@@ -105,10 +109,12 @@ impl Engine {
                 .map(|s| s.output.clone())
                 .unwrap_or_default();
             let (category, roles) = routing(&output);
-            let known: Vec<String> = roles
-                .into_iter()
-                .filter(|r| self.studio.roles.contains_key(r))
-                .collect();
+            let mut known: Vec<String> = Vec::new();
+            for r in roles {
+                if self.studio.roles.contains_key(&r) && !known.contains(&r) {
+                    known.push(r);
+                }
+            }
             let roles = if known.is_empty() {
                 vec!["studio-orchestrator".to_string()]
             } else {

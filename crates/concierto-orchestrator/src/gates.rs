@@ -27,7 +27,7 @@ use concierto_core::store::{Op, StoreError};
 use concierto_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Effects, Engine, EngineError, ms};
+use crate::engine::{Effects, Engine, EngineError, ms, page_size, preview};
 use crate::review::aux_step;
 use crate::run::{Aux, AuxKind, RunRecord, StepState};
 
@@ -383,6 +383,7 @@ impl Engine {
                 self.persist_gate(&g)?;
             }
             if let Some(run) = self.live.get_mut(&g.run_id)
+                && changed
                 && g.escalated
                 && breach.is_some()
             {
@@ -400,6 +401,10 @@ impl Engine {
                     now_ms,
                 );
                 fx.events.push(ev);
+                // The event took a sequence number: store it with the run.
+                if let Some(run) = self.live.get(&g.run_id) {
+                    self.persist(run)?;
+                }
             }
             let id = g.gate_id.clone();
             self.open_gates.insert(id.clone(), g);
@@ -521,6 +526,7 @@ impl Engine {
                             x.state = StepState::Succeeded;
                             x.finished_ms = now_ms;
                         }
+                        self.feedback_step_done(&mut run, &g.step_id, now, fx);
                         self.advance(&mut run, now, fx);
                     }
                 }
@@ -737,16 +743,18 @@ impl Engine {
                 .then_with(|| a.gate_id.cmp(&b.gate_id))
         });
         let start: usize = req.page_token.parse().unwrap_or(0);
-        let size = if req.page_size == 0 {
-            50
-        } else {
-            req.page_size as usize
-        };
+        let size = page_size(req.page_size);
         let gates: Vec<v1::Gate> = all
             .iter()
             .skip(start)
             .take(size)
-            .map(GateRecord::to_proto)
+            .map(|g| {
+                let mut p = g.to_proto();
+                if let Some(r) = p.request.as_mut() {
+                    r.content = preview(&r.content);
+                }
+                p
+            })
             .collect();
         let next = start + gates.len();
         Ok(v1::ListGatesResponse {

@@ -193,6 +193,7 @@ impl Engine {
                 let verdict = r
                     .verdict
                     .as_ref()
+                    .filter(|v| v.score.is_finite())
                     .map(|v| FoundVerdict {
                         pass: v.pass,
                         score: v.score.clamp(0.0, 1.0),

@@ -578,3 +578,23 @@ fn feedback_is_categorised_then_routed_to_its_specialists_and_the_first_response
         t(30 * 60).timestamp()
     );
 }
+
+#[test]
+fn duplicate_roles_in_a_categorisation_are_routed_once_and_the_run_ends() {
+    let store: Arc<dyn KvStore> = Arc::new(SledStore::temporary().unwrap());
+    let mut e = engine(store, limits());
+    let fb = v1::Feedback {
+        feedback_id: "web-1".into(),
+        channel: v1::FeedbackChannel::WebForm as i32,
+        author: "ana@example.com".into(),
+        text: "Signups broke after the redesign.".into(),
+        ..Default::default()
+    };
+    let cat = one(&e.start_feedback(fb, t(0)).unwrap());
+    let answer = r#"{"category": "technical", "roles": ["backend-architect", "backend-architect", "no-such-role"]}"#;
+    let first = one(&e.apply_result(ok(&cat, answer), t(1)).unwrap());
+    assert_eq!(first.step_id, "respond-backend-architect");
+    let fx = e.apply_result(ok(&first, "fixing"), t(2)).unwrap();
+    assert!(fx.tasks.is_empty(), "{:?}", fx.tasks);
+    assert_eq!(state(&e, "feedback:web-1"), v1::RunState::Succeeded);
+}

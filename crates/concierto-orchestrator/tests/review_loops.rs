@@ -42,6 +42,19 @@ workflows:
         role: visual-storyteller
         task: "Brief the visual."
         inputs: [draft]
+  panel:
+    description: "A draft two reviewers check at once."
+    steps:
+      - id: draft
+        role: content-creator
+        task: "Draft a post."
+        inputs: [trigger]
+        timeout: "1 minute"
+        retries: 0
+        review: panel
+    on_failure:
+      role: studio-orchestrator
+      task: "Say what went wrong."
   strict-fail:
     description: "Draft a post reviewed by a loop that fails when exhausted."
     steps:
@@ -56,6 +69,10 @@ feedback_loops:
         producer: [growth-hacker, experiment-tracker]
         reviewer: [analytics-reporter, workflow-optimizer]
         cycle_time: "24 hours"
+    - panel:
+        producer: [content-creator]
+        reviewer: [brand-guardian, test-writer-fixer]
+        cycle_time: "immediate"
     - strict:
         producer: [content-creator]
         reviewer: [brand-guardian]
@@ -521,4 +538,73 @@ fn cancelling_a_run_in_review_releases_its_reviewer() {
         .unwrap();
     assert!(fx.tasks.is_empty());
     assert_eq!(run(&e, "r1").state(), v1::RunState::Cancelled);
+}
+
+#[test]
+fn two_reviews_timing_out_in_one_tick_release_their_slots_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn KvStore> = Arc::new(SledStore::temporary().unwrap());
+    let mut e = engine(studio(&dir), store);
+    let draft = one(&e.start_run(start("r1", "panel"), t(0)).unwrap());
+    let fx = e.apply_result(ok(&draft, "d1"), t(1)).unwrap();
+    // Two producers' worth of reviewers on one producer: both review at once.
+    let mut roles: Vec<String> = fx.tasks.iter().map(|t| t.role.clone()).collect();
+    roles.sort();
+    assert_eq!(roles, ["brand-guardian", "test-writer-fixer"]);
+    assert_eq!(e.in_flight(), 2);
+    // Both pass their deadline in the same tick with no retries left.
+    let fx = e.tick(t(120)).unwrap();
+    let failure = one(&fx);
+    assert_eq!(
+        failure.role, "studio-orchestrator",
+        "the failure step, and nothing else"
+    );
+    assert_eq!(
+        e.in_flight(),
+        1,
+        "each review's slot released once; the failure step holds one"
+    );
+    let r = run(&e, "r1");
+    for s in r.steps.iter().filter(|s| s.step_id.contains("/review-")) {
+        assert!(
+            matches!(s.state(), v1::StepState::Failed | v1::StepState::Cancelled),
+            "{} is {:?}",
+            s.step_id,
+            s.state()
+        );
+    }
+    e.apply_result(ok(&failure, "noted"), t(121)).unwrap();
+    assert_eq!(e.in_flight(), 0);
+    assert_eq!(run(&e, "r1").state(), v1::RunState::Failed);
+}
+
+#[test]
+fn a_non_finite_score_is_no_verdict_and_the_run_still_decodes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn KvStore> = Arc::new(SledStore::temporary().unwrap());
+    let st = studio(&dir);
+    let mut e = engine(st.clone(), store.clone());
+    let draft = one(&e.start_run(start("r1", "draft"), t(0)).unwrap());
+    let review = one(&e.apply_result(ok(&draft, "d1"), t(1)).unwrap());
+    let mut nan = verdict(&review, true, f64::NAN, "?");
+    nan.output = "no JSON here".into();
+    if let Some(u) = nan.usage.as_mut() {
+        u.cost_usd = f64::INFINITY;
+    } else {
+        nan.usage = Some(v1::Usage {
+            cost_usd: f64::INFINITY,
+            ..Default::default()
+        });
+    }
+    let fx = e.apply_result(nan, t(2)).unwrap();
+    assert!(
+        fx.events
+            .iter()
+            .any(|ev| ev.message.contains("without a verdict"))
+    );
+    drop(e);
+    let mut e = Engine::new(st, store, Limits::default());
+    e.recover(t(3)).unwrap();
+    assert_eq!(e.live_runs(), 1, "the stored run decodes");
+    assert_eq!(run(&e, "r1").state(), v1::RunState::Running);
 }

@@ -133,9 +133,21 @@ async fn start_service(
                     .filter(|v| !v.is_empty())
                     .map(concierto_feedback::Secret::from)
             };
+            let csrf_key = match secret(&f.csrf_key_env) {
+                Some(k) if k.len() >= 16 => k,
+                Some(_) => bail!(
+                    "{} must hold at least 16 bytes (the web form's CSRF key)",
+                    f.csrf_key_env
+                ),
+                None => {
+                    tracing::warn!(var = %f.csrf_key_env, "no CSRF key in the environment: a random one per process (forms open across a restart, or on another replica, will be refused)");
+                    concierto_feedback::Secret::random()
+                }
+            };
             let opts = concierto_feedback::FeedbackOptions {
                 slack_signing_secret: secret(&f.slack_signing_secret_env),
                 email_token: secret(&f.email_token_env),
+                csrf_key,
                 max_body_bytes: usize::try_from(f.max_body_bytes).unwrap_or(usize::MAX),
                 stream_limits: stream_limits(studio),
                 ..Default::default()

@@ -302,6 +302,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             &[
                 "slack_signing_secret_env",
                 "email_token_env",
+                "csrf_key_env",
                 "max_body_bytes",
             ],
         );
@@ -311,6 +312,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
                 &mut out.feedback.slack_signing_secret_env,
             ),
             ("email_token_env", &mut out.feedback.email_token_env),
+            ("csrf_key_env", &mut out.feedback.csrf_key_env),
         ] {
             if let Some(v) = w.opt_string(f, k, fp) {
                 if v.is_empty()

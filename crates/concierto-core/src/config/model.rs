@@ -87,6 +87,9 @@ pub struct FeedbackIntake {
     pub slack_signing_secret_env: String,
     /// Variable holding the inbound-mail webhook's bearer token (default `CONCIERTO_EMAIL_TOKEN`).
     pub email_token_env: String,
+    /// Variable holding the web form's CSRF key, at least 16 bytes (default
+    /// `CONCIERTO_CSRF_KEY`; unset: a random key per process).
+    pub csrf_key_env: String,
     /// Largest request body accepted, in bytes (default 1 MiB).
     pub max_body_bytes: u64,
 }
@@ -96,6 +99,7 @@ impl Default for FeedbackIntake {
         FeedbackIntake {
             slack_signing_secret_env: "SLACK_SIGNING_SECRET".into(),
             email_token_env: "CONCIERTO_EMAIL_TOKEN".into(),
+            csrf_key_env: "CONCIERTO_CSRF_KEY".into(),
             max_body_bytes: 1024 * 1024,
         }
     }
