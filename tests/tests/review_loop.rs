@@ -150,6 +150,11 @@ async fn brand_guardian_rejects_an_off_brand_draft_and_passes_the_revision() {
     let v2r = r2.verdict.as_ref().expect("round 2 verdict");
     assert!(v2r.pass && v2r.score >= 0.85, "{v2r:?}");
 
+    eprintln!(
+        "round 1: score {:.2}, pass {} — {}\nround 2: score {:.2}, pass {} — {}",
+        v1r.score, v1r.pass, v1r.notes, v2r.score, v2r.pass, v2r.notes
+    );
+
     // Both rounds are in the orchestrator's log with their scores.
     let log = sb.procs_log("orchestrator");
     assert!(

@@ -29,15 +29,21 @@
 //!   413 body over `max_body_bytes`, 415 wrong content type, 503 store down.
 //!   Secrets are [`Secret`]s, printed as `***` and never logged.
 //!
+//! The service also tells people about their quality gates: with a Slack bot
+//! token, a [`Notifier`] turns `event.gate.>` into Slack direct messages
+//! (see [`notify`]).
+//!
 //! [`router`] gives the routes for embedding in another axum server; [`start`]
-//! serves them on their own address with the [`Outbox`] and returns a
-//! [`FeedbackServer`] whose [`ServiceHandle`] stops both gracefully.
+//! serves them on their own address with the [`Outbox`] and the [`Notifier`]
+//! and returns a [`FeedbackServer`] whose [`ServiceHandle`] stops them all
+//! gracefully.
 
 pub mod email;
 mod error;
 pub mod form;
 mod intake;
 mod list;
+pub mod notify;
 mod outbox;
 pub mod slack;
 
@@ -61,6 +67,7 @@ pub use crate::intake::{
     pending, random_id, sanitize_id, subject_for,
 };
 pub use crate::list::{entry_of, list_entries, serve_list};
+pub use crate::notify::{GateNotifications, Notifier, NotifyRetry, Person};
 pub use crate::outbox::{Outbox, OutboxPass};
 
 /// A secret (signing secret, token, key): its `Debug` prints `***`.
@@ -137,6 +144,9 @@ pub struct FeedbackOptions {
     pub publish_timeout: Duration,
     /// Limits of the FEEDBACK stream that [`start`] declares.
     pub stream_limits: StreamLimits,
+    /// Gate notifications on Slack: with a bot token, [`start`] runs a
+    /// [`Notifier`]; without one, gate events go only to the bus.
+    pub gate_notifications: GateNotifications,
 }
 
 impl Default for FeedbackOptions {
@@ -151,6 +161,7 @@ impl Default for FeedbackOptions {
             outbox_every: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(2),
             stream_limits: StreamLimits::default(),
+            gate_notifications: GateNotifications::default(),
         }
     }
 }
@@ -181,7 +192,7 @@ impl FeedbackOptions {
         if self.slack_tolerance.is_zero() || self.csrf_ttl.is_zero() {
             return bad("slack_tolerance and csrf_ttl must be more than 0");
         }
-        Ok(())
+        self.gate_notifications.validate()
     }
 }
 
@@ -288,8 +299,8 @@ pub fn router(state: FeedbackState) -> Router {
 pub struct FeedbackServer {
     /// Where it listens (the bound port when `:0` was asked for).
     pub local_addr: SocketAddr,
-    /// Stops the server (in-flight requests finish) and the outbox, then
-    /// flushes the store.
+    /// Stops the server (in-flight requests finish), the outbox and the gate
+    /// notifier, then flushes the store.
     pub handle: ServiceHandle,
     /// The state, for calling [`accept`] in the same process (admin API).
     pub state: FeedbackState,
@@ -306,7 +317,8 @@ impl FeedbackServer {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Declares the FEEDBACK stream, starts the [`Outbox`] (which publishes what
-/// was left unpublished at once) and serves [`router`] on `addr`.
+/// was left unpublished at once) and, with a Slack bot token, the gate
+/// [`Notifier`], and serves [`router`] on `addr`.
 pub async fn start(
     addr: SocketAddr,
     bus: Arc<dyn Bus>,
@@ -329,6 +341,14 @@ pub async fn start(
     let local_addr = listener
         .local_addr()
         .map_err(|source| FeedbackError::Bind { addr, source })?;
+    let notifier =
+        match Notifier::from_settings(state.bus().clone(), &state.options().gate_notifications)? {
+            Some(n) => Some(n.start().await?),
+            None => {
+                tracing::warn!("no Slack bot token: gate notifications go only to the bus");
+                None
+            }
+        };
 
     let (handle, control) = ServiceHandle::new("feedback");
     let mut shutdown = control.signal.clone();
@@ -367,6 +387,11 @@ pub async fn start(
         };
         lister.abort();
         if let Err(e) = outbox.stop().await {
+            result = result.and(Err(e));
+        }
+        if let Some(notifier) = notifier
+            && let Err(e) = notifier.stop().await
+        {
             result = result.and(Err(e));
         }
         match tokio::task::spawn_blocking(move || store.flush()).await {

@@ -150,6 +150,11 @@ async fn start_service(
                 csrf_key,
                 max_body_bytes: usize::try_from(f.max_body_bytes).unwrap_or(usize::MAX),
                 stream_limits: stream_limits(studio),
+                gate_notifications: concierto_feedback::GateNotifications::from_studio(
+                    studio,
+                    secret(&f.slack_bot_token_env),
+                    &f.slack_api_base,
+                ),
                 ..Default::default()
             };
             if opts.slack_signing_secret.is_none() {

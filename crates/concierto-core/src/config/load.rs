@@ -304,6 +304,8 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
                 "email_token_env",
                 "csrf_key_env",
                 "max_body_bytes",
+                "slack_bot_token_env",
+                "slack_api_base",
             ],
         );
         for (k, slot) in [
@@ -313,13 +315,14 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             ),
             ("email_token_env", &mut out.feedback.email_token_env),
             ("csrf_key_env", &mut out.feedback.csrf_key_env),
+            ("slack_bot_token_env", &mut out.feedback.slack_bot_token_env),
         ] {
             if let Some(v) = w.opt_string(f, k, fp) {
                 if v.is_empty()
                     || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     || v.starts_with(|c: char| c.is_ascii_digit())
                 {
-                    w.error(&child(fp, k), format!("{v:?} is not an environment variable name: name the variable that holds the secret, never the secret"));
+                    w.error(&child(fp, k), "is not an environment variable name (letters, digits and `_`): name the variable that holds the secret, never the secret (the value is not repeated here)");
                 } else {
                     *slot = v;
                 }
@@ -330,6 +333,20 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             w.error(&child(fp, "max_body_bytes"), "must be at least 1");
         } else {
             out.feedback.max_body_bytes = max;
+        }
+        if let Some(url) = w.opt_string(f, "slack_api_base", fp) {
+            let url = url.trim().trim_end_matches('/').to_string();
+            let host = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if host.is_none_or(str::is_empty) {
+                w.error(
+                    &child(fp, "slack_api_base"),
+                    format!("{url:?} is not an http:// or https:// URL (Slack's is https://slack.com/api)"),
+                );
+            } else {
+                out.feedback.slack_api_base = url;
+            }
         }
     }
     if let Some(s) = w.opt_string(m, "data_dir", p) {
@@ -2073,6 +2090,53 @@ mod tests {
         );
         assert!(
             has("agents.executors.c.command: must name the program to run"),
+            "{e:?}"
+        );
+    }
+
+    /// Checks a studio whose `server.feedback` is `feedback` (YAML indented
+    /// under it).
+    fn check_feedback(feedback: &str) -> Checked {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!("agents:\n  paths: []\nserver:\n  feedback:\n{feedback}");
+        let file = dir.path().join("concierto.yaml");
+        std::fs::write(&file, text).expect("write");
+        check_with_env(&file, Vec::new())
+    }
+
+    #[test]
+    fn feedback_slack_notifier_keys_parse_with_their_defaults() {
+        let defaults = check_feedback("    max_body_bytes: 2048\n");
+        assert!(errors(&defaults).is_empty(), "{:?}", errors(&defaults));
+        let f = &defaults.studio.as_ref().expect("studio").server.feedback;
+        assert_eq!(f.slack_bot_token_env, "SLACK_BOT_TOKEN");
+        assert_eq!(f.slack_api_base, "https://slack.com/api");
+
+        let set = check_feedback(
+            "    slack_bot_token_env: STUDIO_SLACK_BOT\n    slack_api_base: \"http://127.0.0.1:9/api/\"\n",
+        );
+        assert!(errors(&set).is_empty(), "{:?}", errors(&set));
+        let f = &set.studio.as_ref().expect("studio").server.feedback;
+        assert_eq!(f.slack_bot_token_env, "STUDIO_SLACK_BOT");
+        assert_eq!(
+            f.slack_api_base, "http://127.0.0.1:9/api",
+            "the trailing / is dropped"
+        );
+
+        let bad = check_feedback(
+            "    slack_bot_token_env: \"xoxb-1234-secret\"\n    slack_api_base: slack.com/api\n",
+        );
+        let e = errors(&bad);
+        assert!(
+            e.iter()
+                .any(|p| p.contains("server.feedback.slack_bot_token_env")
+                    && p.contains("not an environment variable name")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|p| p.contains("server.feedback.slack_api_base")
+                    && p.contains("not an http:// or https:// URL")),
             "{e:?}"
         );
     }

@@ -92,6 +92,12 @@ pub struct FeedbackIntake {
     pub csrf_key_env: String,
     /// Largest request body accepted, in bytes (default 1 MiB).
     pub max_body_bytes: u64,
+    /// Variable holding the Slack bot token (`xoxb-…`) the gate notifier posts
+    /// with (default `SLACK_BOT_TOKEN`; unset: gate events go only to the bus).
+    pub slack_bot_token_env: String,
+    /// Base URL of Slack's Web API, without a trailing slash (default
+    /// `https://slack.com/api`).
+    pub slack_api_base: String,
 }
 
 impl Default for FeedbackIntake {
@@ -101,6 +107,8 @@ impl Default for FeedbackIntake {
             email_token_env: "CONCIERTO_EMAIL_TOKEN".into(),
             csrf_key_env: "CONCIERTO_CSRF_KEY".into(),
             max_body_bytes: 1024 * 1024,
+            slack_bot_token_env: "SLACK_BOT_TOKEN".into(),
+            slack_api_base: "https://slack.com/api".into(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The intake over real sockets: the router bound on 127.0.0.1:0, called with
-//! reqwest; feedback read back from the store and from the FEEDBACK stream.
+//! reqwest; feedback read back from the store and from the FEEDBACK stream;
+//! gate notifications sent to a mock of Slack's Web API.
 
 mod common;
 mod durability;
@@ -7,4 +8,5 @@ mod email;
 mod form;
 mod limits;
 mod nats;
+mod notify;
 mod slack;
