@@ -208,7 +208,9 @@ pub fn delta_e2000(x: Lab, y: Lab) -> f64 {
     let s_h = 1.0 + 0.015 * c_bar_p * t;
     let r_t = -(2.0 * d_theta).to_radians().sin() * r_c;
     let (tl, tc, th) = (dlp / s_l, dcp / s_c, d_hp / s_h);
-    (tl * tl + tc * tc + th * th + r_t * tc * th).max(0.0).sqrt()
+    (tl * tl + tc * tc + th * th + r_t * tc * th)
+        .max(0.0)
+        .sqrt()
 }
 
 /// A swatch packed into one `u64` for the search index: L, a, b and share in
@@ -247,7 +249,11 @@ mod tests {
     #[test]
     fn ciede2000_matches_sharma_reference_pairs() {
         let pairs = [
-            (lab(50.0, 2.6772, -79.7751), lab(50.0, 0.0, -82.7485), 2.0425),
+            (
+                lab(50.0, 2.6772, -79.7751),
+                lab(50.0, 0.0, -82.7485),
+                2.0425,
+            ),
             (lab(50.0, 0.0, 0.0), lab(50.0, -1.0, 2.0), 2.3669),
             (lab(50.0, 2.5, 0.0), lab(73.0, 25.0, -18.0), 27.1492),
             (
@@ -255,9 +261,21 @@ mod tests {
                 lab(60.4626, -34.1751, 39.4387),
                 1.2644,
             ),
-            (lab(50.0, 3.1571, -77.2803), lab(50.0, 0.0, -82.7485), 2.8615),
-            (lab(50.0, 2.8361, -74.0200), lab(50.0, 0.0, -82.7485), 3.4412),
-            (lab(50.0, 2.4900, -0.0010), lab(50.0, -2.4900, 0.0009), 7.1792),
+            (
+                lab(50.0, 3.1571, -77.2803),
+                lab(50.0, 0.0, -82.7485),
+                2.8615,
+            ),
+            (
+                lab(50.0, 2.8361, -74.0200),
+                lab(50.0, 0.0, -82.7485),
+                3.4412,
+            ),
+            (
+                lab(50.0, 2.4900, -0.0010),
+                lab(50.0, -2.4900, 0.0009),
+                7.1792,
+            ),
             (
                 lab(2.0776, 0.0795, -1.1350),
                 lab(0.9033, -0.0636, -0.5514),
@@ -273,7 +291,9 @@ mod tests {
 
     #[test]
     fn hex_round_trips_through_lab() {
-        for hex in ["#1f3a5f", "#d97b4a", "#000000", "#ffffff", "#00ff00", "#7f7f7f"] {
+        for hex in [
+            "#1f3a5f", "#d97b4a", "#000000", "#ffffff", "#00ff00", "#7f7f7f",
+        ] {
             let l = Lab::from_hex(hex).unwrap();
             assert_eq!(l.to_hex(), hex);
         }

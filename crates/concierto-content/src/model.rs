@@ -295,7 +295,7 @@ pub enum Outcome {
 }
 
 /// The stored item and what storing it did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Put {
     /// The item as stored.
     pub item: Item,
@@ -397,7 +397,7 @@ pub struct Query {
     /// At most this many hits (default 20, at most 1,000).
     #[serde(default = "default_limit")]
     pub limit: usize,
-    /// Skip this many hits first.
+    /// Skip this many hits first (at most 100,000).
     #[serde(default)]
     pub offset: usize,
 }

@@ -342,7 +342,12 @@ mod tests {
     #[test]
     fn rainbow_is_deterministic_across_runs() {
         let img = RgbaImage::from_fn(300, 200, |x, y| {
-            Rgba([(x % 256) as u8, (y * 255 / 199) as u8, ((x + y) % 256) as u8, 255])
+            Rgba([
+                (x % 256) as u8,
+                (y * 255 / 199) as u8,
+                ((x + y) % 256) as u8,
+                255,
+            ])
         });
         let bytes = png(&img);
         let first = palette(&bytes, 8).unwrap();

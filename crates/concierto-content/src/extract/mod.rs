@@ -1,0 +1,24 @@
+//! Extractors: pure, deterministic functions from content to features.
+//!
+//! | function | input | output |
+//! |---|---|---|
+//! | [`palette`] | encoded image bytes | dominant colours with shares (k-means in CIELAB) |
+//! | [`typography`] | HTML or CSS | font families, sizes and weights |
+//! | [`page`] | decoded HTML (see [`decode_html`]) | title, description, text, images, links, concepts |
+//! | [`concepts`] | caption, alt texts, file name | visual concepts from a fixed vocabulary |
+//! | [`trends`] | dated texts | terms and phrases rising in the latest window |
+//!
+//! None of them panics on any input; only [`palette`] can fail (undecodable image).
+
+mod concepts;
+mod css;
+mod page;
+mod palette;
+mod trends;
+mod typography;
+
+pub use concepts::{VOCABULARY, concepts};
+pub use page::{PageFeatures, PageImage, decode_html, page};
+pub use palette::{MAX_K, MAX_SAMPLES, palette, sniff_image_type};
+pub use trends::{Trend, TrendOptions, trends, trends_with};
+pub use typography::typography;
