@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::error::AgentError;
 use crate::executor::{Executor, Outcome, model_for};
-use crate::http::{ApiKey, DETAIL_HTTP_ATTEMPTS, DETAIL_REQUEST_ID, HttpClient, RetryPolicy};
+use crate::http::{Answered, ApiKey, HttpClient, RetryPolicy};
 use crate::prompt::{ImageSource, Part, Prompt, answer_outcome, stamp, word_count};
 
 /// The executor's name in results (`Usage.executor`).
@@ -175,7 +175,7 @@ impl Executor for AnthropicExecutor {
                     .join("")
             })
             .unwrap_or_default();
-        let mut out = if !text.trim().is_empty() {
+        let out = if !text.trim().is_empty() {
             answer_outcome(task, &text)
         } else if stop_reason.as_deref() == Some("refusal") {
             Outcome::failed("the model refused to answer (stop_reason: refusal)")
@@ -185,28 +185,11 @@ impl Executor for AnthropicExecutor {
                 stop_reason.as_deref().unwrap_or("none")
             ))
         };
-        let input_tokens = b
-            .pointer("/usage/input_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(estimate);
-        let output_tokens = b
-            .pointer("/usage/output_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or_else(|| word_count(&out.output));
-        out.details
-            .insert(DETAIL_HTTP_ATTEMPTS.into(), reply.attempts.to_string());
-        if let Some(id) = reply.request_id {
-            out.details.insert(DETAIL_REQUEST_ID.into(), id);
-        }
-        if let Some(r) = stop_reason {
-            out.details.insert(DETAIL_STOP_REASON.into(), r);
-        }
-        stamp(
-            out,
-            &self.def,
-            &answered_model,
-            (input_tokens, output_tokens),
-            started,
-        )
+        let answered = Answered {
+            usage: ("/usage/input_tokens", "/usage/output_tokens"),
+            estimate,
+            reason: stop_reason.map(|r| (DETAIL_STOP_REASON, r)),
+        };
+        reply.finish(out, answered, &self.def, &answered_model, started)
     }
 }

@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::error::AgentError;
 use crate::executor::Outcome;
+use crate::prompt::{stamp, word_count};
 
 /// `details` key: attempts made for the call.
 pub const DETAIL_HTTP_ATTEMPTS: &str = "http_attempts";
@@ -154,6 +155,50 @@ pub(crate) struct Reply {
     pub attempts: u32,
     /// The provider's request id.
     pub request_id: Option<String>,
+}
+
+/// What a model API's answer says beside its text: where its token counts
+/// are (JSON pointers), the prompt's estimated size, and its finish reason.
+pub(crate) struct Answered<'a> {
+    /// JSON pointers of the input and output token counts.
+    pub usage: (&'a str, &'a str),
+    /// Input tokens estimated from the prompt, when the body has none.
+    pub estimate: u64,
+    /// The `details` key and value of the finish or stop reason.
+    pub reason: Option<(&'static str, String)>,
+}
+
+impl Reply {
+    /// Completes a model call's outcome: tokens (from the body, else
+    /// estimated), attempts, request id, finish reason, then usage and cost.
+    pub(crate) fn finish(
+        self,
+        mut out: Outcome,
+        answered: Answered<'_>,
+        def: &ExecutorDef,
+        model: &str,
+        started: Instant,
+    ) -> Outcome {
+        let input_tokens = self
+            .body
+            .pointer(answered.usage.0)
+            .and_then(Value::as_u64)
+            .unwrap_or(answered.estimate);
+        let output_tokens = self
+            .body
+            .pointer(answered.usage.1)
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| word_count(&out.output));
+        out.details
+            .insert(DETAIL_HTTP_ATTEMPTS.into(), self.attempts.to_string());
+        if let Some(id) = self.request_id {
+            out.details.insert(DETAIL_REQUEST_ID.into(), id);
+        }
+        if let Some((key, reason)) = answered.reason {
+            out.details.insert(key.into(), reason);
+        }
+        stamp(out, def, model, (input_tokens, output_tokens), started)
+    }
 }
 
 /// One client per executor: the connection pool, the per-attempt timeout, the

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::error::AgentError;
 use crate::executor::{Executor, Outcome, model_for};
-use crate::http::{ApiKey, DETAIL_HTTP_ATTEMPTS, DETAIL_REQUEST_ID, HttpClient, RetryPolicy};
+use crate::http::{Answered, ApiKey, HttpClient, RetryPolicy};
 use crate::prompt::{Part, Prompt, answer_outcome, stamp, word_count};
 
 /// The executor's name in results (`Usage.executor`).
@@ -153,7 +153,7 @@ impl Executor for OpenAiExecutor {
             .map(str::to_string);
         let message = choice.and_then(|c| c.get("message"));
         let content = message.and_then(|m| m.get("content")).map(text_of);
-        let mut out = match (choice, content) {
+        let out = match (choice, content) {
             (None, _) => Outcome::retryable(format!(
                 "{OPENAI} answered with no choices: {}",
                 self.http.scrub(&crate::http::snippet(&b.to_string()))
@@ -174,29 +174,12 @@ impl Executor for OpenAiExecutor {
                 )),
             },
         };
-        let input_tokens = b
-            .pointer("/usage/prompt_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(estimate);
-        let output_tokens = b
-            .pointer("/usage/completion_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or_else(|| word_count(&out.output));
-        out.details
-            .insert(DETAIL_HTTP_ATTEMPTS.into(), reply.attempts.to_string());
-        if let Some(id) = reply.request_id {
-            out.details.insert(DETAIL_REQUEST_ID.into(), id);
-        }
-        if let Some(r) = finish_reason {
-            out.details.insert(DETAIL_FINISH_REASON.into(), r);
-        }
-        stamp(
-            out,
-            &self.def,
-            &answered_model,
-            (input_tokens, output_tokens),
-            started,
-        )
+        let answered = Answered {
+            usage: ("/usage/prompt_tokens", "/usage/completion_tokens"),
+            estimate,
+            reason: finish_reason.map(|r| (DETAIL_FINISH_REASON, r)),
+        };
+        reply.finish(out, answered, &self.def, &answered_model, started)
     }
 }
 
