@@ -174,29 +174,6 @@ impl AdminService for Admin {
                 )));
             }
         }
-        if !r.run_id.is_empty() {
-            let known: Result<v1::GetRunResponse, Status> = self
-                .ask(
-                    "orchestrator",
-                    subjects::ORCHESTRATOR_GET_RUN,
-                    &v1::GetRunRequest {
-                        run_id: r.run_id.clone(),
-                    },
-                    None,
-                )
-                .await;
-            match known {
-                Ok(found) if found.run.is_some() => {
-                    return Err(Status::already_exists(format!(
-                        "run {} exists already",
-                        r.run_id
-                    )));
-                }
-                Ok(_) => {}
-                Err(e) if e.code() == tonic::Code::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
         let run_id = if r.run_id.is_empty() {
             format!(
                 "manual:{}@{}-{}",
