@@ -23,18 +23,22 @@
 //! ```
 //!
 //! [`extract`] holds the pure extractors (also [`extract::trends`] for the
-//! learners); [`colour`] the colour maths behind palettes and colour search.
+//! learners); [`colour`] the colour maths behind palettes and colour search;
+//! [`http`] the JSON API over the library (browse, search, upload, edit,
+//! collections, exports) for the dashboard and scripts.
 
 pub mod colour;
 mod error;
 mod export;
 pub mod extract;
+pub mod http;
 mod index;
 mod library;
 mod model;
 
 pub use error::{ContentError, ErrorKind};
 pub use export::escape_html;
+pub use http::{ApiOptions, TokenAuth, router};
 pub use library::{ContentLibrary, PALETTE_SIZE};
 pub use model::{
     Blob, Collection, ColourFilter, Edit, FontUse, Hit, Item, Kind, NewItem, Outcome, Page, Put,

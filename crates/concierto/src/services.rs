@@ -15,9 +15,9 @@ use concierto_core::service::ServiceHandle;
 use concierto_core::store::{KvStore, SledStore};
 
 /// Services `serve` can run.
-pub const SERVICES: &[&str] = &["scheduler", "orchestrator", "admin", "feedback"];
+pub const SERVICES: &[&str] = &["scheduler", "orchestrator", "admin", "feedback", "ingest"];
 /// Services of the design that are not built yet.
-const NOT_BUILT: &[&str] = &["ingest", "tracker"];
+const NOT_BUILT: &[&str] = &["tracker"];
 
 /// Loads a studio, printing every problem when it has errors.
 pub fn load_studio(file: &Path) -> anyhow::Result<Arc<Studio>> {
@@ -173,6 +173,27 @@ async fn start_service(
             tracing::info!(addr = %server.local_addr, "feedback intake (Slack, email, web form) listening");
             Ok(server.handle)
         }
+        "ingest" => {
+            // The ingester's cursors in data/ingest/state, the content library
+            // (store and search index) in data/ingest/library.
+            let dir = data_dir.join(name);
+            let state_dir = dir.join("state");
+            std::fs::create_dir_all(&state_dir)
+                .with_context(|| format!("creating {}", state_dir.display()))?;
+            let store: Arc<dyn KvStore> = Arc::new(SledStore::open(&state_dir)?);
+            let library = concierto_content::ContentLibrary::open(&dir.join("library"))
+                .with_context(|| format!("opening the content library in {}", dir.display()))?
+                .with_clock(clock.clone());
+            Ok(concierto_ingest::start(
+                studio.clone(),
+                bus.clone(),
+                Arc::new(library),
+                store,
+                clock.clone(),
+                concierto_ingest::IngestOptions::default(),
+            )
+            .await?)
+        }
         other if NOT_BUILT.contains(&other) => {
             bail!(
                 "service {other:?} is not built yet; today `serve` runs: {}",
@@ -265,6 +286,7 @@ pub async fn up(file: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
         start_service("scheduler", &studio, &bus, &data_dir, &clock).await?,
         start_service("admin", &studio, &bus, &data_dir, &clock).await?,
         start_service("feedback", &studio, &bus, &data_dir, &clock).await?,
+        start_service("ingest", &studio, &bus, &data_dir, &clock).await?,
     ]);
     tracing::info!(
         studio = %studio.studio.name,

@@ -1,0 +1,238 @@
+//! [`Ingester`]: what every runner shares (library, bus, store, clock, HTTP
+//! fetcher), one read of a source ([`Ingester::run_once`]) and the store-then-
+//! announce path every source ends in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use concierto_bus::{Bus, BusExt};
+use concierto_content::{ContentError, ContentLibrary, NewItem, Outcome, Put};
+use concierto_core::clock::SharedClock;
+use concierto_core::config::{ContentSource, SourceKind};
+use concierto_core::store::{KvStore, Op};
+use concierto_core::subjects::content_ingested;
+use concierto_proto::v1::ContentItem;
+use prost::Message as _;
+
+use crate::error::IngestError;
+use crate::http::Fetcher;
+use crate::{IngestOptions, TREE, announce, folder, web, x};
+
+const PENDING: &str = "pending/";
+
+/// What one read of a source did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CycleReport {
+    /// Items the library had not seen.
+    pub new: usize,
+    /// New versions of items the library knew (same source key).
+    pub changed: usize,
+    /// Items the library already had as they are.
+    pub unchanged: usize,
+    /// Files, entries or pages skipped because they were bad or refused (each logged).
+    pub skipped: usize,
+    /// Files left alone because their size and modification time had not changed.
+    pub unmodified: usize,
+    /// Announcements published on `content.ingested.<source>`.
+    pub announced: usize,
+}
+
+/// The shared core of the ingester. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingester {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bus: Arc<dyn Bus>,
+    library: Arc<ContentLibrary>,
+    store: Arc<dyn KvStore>,
+    clock: SharedClock,
+    opts: IngestOptions,
+    fetcher: Fetcher,
+    /// Per source: no API call before this time (X rate limits).
+    blocked: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl std::fmt::Debug for Ingester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingester").finish_non_exhaustive()
+    }
+}
+
+impl Ingester {
+    /// An ingester storing into `library`, announcing on `bus`, keeping its
+    /// cursors in `store` (tree [`TREE`]) and telling time by `clock`.
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        library: Arc<ContentLibrary>,
+        store: Arc<dyn KvStore>,
+        clock: SharedClock,
+        opts: IngestOptions,
+    ) -> Result<Self, IngestError> {
+        let fetcher = Fetcher::new(&opts, store.clone())?;
+        Ok(Ingester {
+            inner: Arc::new(Inner {
+                bus,
+                library,
+                store,
+                clock,
+                opts,
+                fetcher,
+                blocked: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub(crate) fn opts(&self) -> &IngestOptions {
+        &self.inner.opts
+    }
+
+    pub(crate) fn store(&self) -> Arc<dyn KvStore> {
+        self.inner.store.clone()
+    }
+
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    pub(crate) fn fetcher(&self) -> &Fetcher {
+        &self.inner.fetcher
+    }
+
+    /// The library items are stored in.
+    pub fn library(&self) -> &Arc<ContentLibrary> {
+        &self.inner.library
+    }
+
+    pub(crate) fn blocked_until(&self, source: &str) -> Option<DateTime<Utc>> {
+        let map = self.inner.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(source).copied()
+    }
+
+    pub(crate) fn block_until(&self, source: &str, until: DateTime<Utc>) {
+        let mut map = self.inner.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(source.to_string(), until);
+    }
+
+    /// Reads `source` once: publishes announcements left over from an earlier
+    /// cycle, then reads the source, stores what is new and announces it.
+    /// Bad items are logged and counted in [`CycleReport::skipped`]; an error
+    /// means the source as a whole could not be read this time.
+    pub async fn run_once(&self, source: &ContentSource) -> Result<CycleReport, IngestError> {
+        let mut report = CycleReport::default();
+        report.announced += self.flush_outbox().await?;
+        match source.kind {
+            SourceKind::ImageDatabase | SourceKind::ComponentLibrary | SourceKind::TrainingData => {
+                folder::run(self, source, &mut report).await?
+            }
+            SourceKind::WebScraper => web::run(self, source, &mut report).await?,
+            SourceKind::TwitterStream => x::run(self, source, &mut report).await?,
+        }
+        tracing::debug!(source = %source.name, ?report, "source read");
+        Ok(report)
+    }
+
+    /// Publishes the announcements the outbox still holds; returns how many.
+    pub async fn flush_outbox(&self) -> Result<usize, IngestError> {
+        let store = self.inner.store.clone();
+        let pending = blocking(move || Ok(store.scan_prefix(TREE, PENDING.as_bytes())?)).await?;
+        let mut done = 0;
+        for (key, value) in pending {
+            match ContentItem::decode(value.as_slice()) {
+                Ok(item) => {
+                    self.publish(&item).await?;
+                    done += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping an unreadable announcement from the outbox")
+                }
+            }
+            self.inner.store.apply(TREE, vec![Op::Delete(key)])?;
+        }
+        Ok(done)
+    }
+
+    async fn publish(&self, item: &ContentItem) -> Result<(), IngestError> {
+        self.inner
+            .bus
+            .publish_durable_proto(&content_ingested(&item.source), item, &item.item_id)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores `items` of `source` in batches and announces the new and changed
+    /// ones. Returns each item's result in order; a bad item is logged and
+    /// counted as skipped, a storage failure ends the call.
+    pub(crate) async fn store_items(
+        &self,
+        source: &str,
+        items: Vec<NewItem>,
+        report: &mut CycleReport,
+    ) -> Result<Vec<Result<Put, ContentError>>, IngestError> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let batch: Vec<NewItem> = items.by_ref().take(self.inner.opts.batch.max(1)).collect();
+            let keys: Vec<String> = batch.iter().map(|n| n.source_key.clone()).collect();
+            let library = self.inner.library.clone();
+            let results = blocking(move || Ok(library.put_many(batch)?)).await?;
+            let mut announce = Vec::new();
+            for (r, key) in results.iter().zip(&keys) {
+                match r {
+                    Ok(put) => match put.outcome {
+                        Outcome::New => {
+                            report.new += 1;
+                            announce.push(announce::content_item(&put.item));
+                        }
+                        Outcome::Changed => {
+                            report.changed += 1;
+                            announce.push(announce::content_item(&put.item));
+                        }
+                        Outcome::Unchanged => report.unchanged += 1,
+                    },
+                    Err(e) => {
+                        report.skipped += 1;
+                        tracing::warn!(source, key = %key, error = %e, "item skipped");
+                    }
+                }
+            }
+            report.announced += self.announce(announce).await?;
+            out.extend(results);
+        }
+        Ok(out)
+    }
+
+    /// Writes the announcements to the outbox, publishes them, then clears them.
+    async fn announce(&self, items: Vec<ContentItem>) -> Result<usize, IngestError> {
+        if items.is_empty() {
+            return Ok(0);
+        }
+        let key = |i: &ContentItem| format!("{PENDING}{}", i.item_id).into_bytes();
+        let ops = items
+            .iter()
+            .map(|i| Op::Put(key(i), i.encode_to_vec()))
+            .collect();
+        self.inner.store.apply(TREE, ops)?;
+        for item in &items {
+            self.publish(item).await?;
+            tracing::info!(source = %item.source, item = %item.item_id, kind = %item.kind, title = %item.title, "content ingested");
+        }
+        self.inner
+            .store
+            .apply(TREE, items.iter().map(|i| Op::Delete(key(i))).collect())?;
+        Ok(items.len())
+    }
+}
+
+/// Runs blocking work (disk, extractors) off the async threads.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, IngestError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, IngestError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| IngestError::Blocking(e.to_string()))?
+}

@@ -1,0 +1,187 @@
+//! The ingester: reads the studio's `content_sources` into the content library
+//! and announces every new or changed item on `content.ingested.<source>`, which
+//! is what `on_new_inspiration` triggers fire on.
+//!
+//! ```text
+//!  content_sources (one runner each, on its refresh)
+//!   image_database / component_library ── walk the folder (confined to its root),
+//!   training_data                         notify watcher for `on_update`
+//!   web_scraper ── Fetcher: allow list, robots.txt, per-host rate limit,
+//!                  ETag / Last-Modified, size limit, timeout
+//!                  └─ RSS / Atom / JSON Feed (feed-rs), or an HTML listing → item pages
+//!   twitter_stream ── X API v2 user timeline, since_id cursor, rate-limit headers
+//!        │ NewItem (batches)
+//!        ▼
+//!  ContentLibrary::put_many (blocking thread) ── Put { outcome }
+//!        │ New | Changed                       Unchanged → nothing
+//!        ▼
+//!  outbox (store tree `ingest`, key pending/<id>) ── publish_durable(content.ingested.<source>,
+//!                                                     ContentItem, msg id = item id) ── delete
+//! ```
+//!
+//! State kept in the store (tree [`TREE`]): per-file fingerprints (size and
+//! modification time, so an unchanged file is not read again), HTTP validators
+//! per URL, the X user id and `since_id` cursor, the time of each source's last
+//! scan, and the announcements not yet published.
+//!
+//! Bad input (a feed that is not XML, a truncated image, a page in an odd
+//! encoding, an API error) is logged with the source's name and skipped; the
+//! runner keeps going and the next cycle tries again.
+
+mod announce;
+mod error;
+mod folder;
+mod http;
+mod ingester;
+mod robots;
+mod runner;
+mod training;
+mod web;
+mod x;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use concierto_bus::{Bus, StreamLimits, standard_streams};
+use concierto_content::ContentLibrary;
+use concierto_core::clock::SharedClock;
+use concierto_core::config::Studio;
+use concierto_core::service::ServiceHandle;
+use concierto_core::store::KvStore;
+use concierto_core::subjects::CONTENT_INGESTED;
+
+pub use announce::content_item;
+pub use error::IngestError;
+pub use ingester::{CycleReport, Ingester};
+pub use robots::Robots;
+
+/// The store tree the ingester keeps its cursors, fingerprints and outbox in.
+pub const TREE: &str = "ingest";
+
+/// How the ingester runs. The defaults suit a production studio; tests shorten
+/// the intervals.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// How often each runner looks at the clock (1 s).
+    pub tick: Duration,
+    /// How often a `continuous` source is read (60 s).
+    pub continuous_every: Duration,
+    /// How often an `on_update` folder is scanned in full besides its watcher (1 h).
+    pub on_update_rescan: Duration,
+    /// How soon a source that could not be read (missing folder, network
+    /// failure) is tried again (5 min; never later than its own refresh).
+    pub retry_after: Duration,
+    /// How long a watcher waits for more changes before scanning (300 ms).
+    pub debounce: Duration,
+    /// Largest file read from a folder (32 MiB); larger ones are skipped.
+    pub max_file_bytes: u64,
+    /// Most files looked at per folder scan (100,000).
+    pub max_files: usize,
+    /// Deepest folder nesting walked (32).
+    pub max_depth: usize,
+    /// Time limit of one HTTP request, headers and body (20 s).
+    pub http_timeout: Duration,
+    /// Largest HTTP response body read (10 MiB).
+    pub max_response_bytes: u64,
+    /// Least time between two requests to one host (1 s).
+    pub min_host_interval: Duration,
+    /// Hosts a web source may fetch besides its own URL's host.
+    pub allow_hosts: Vec<String>,
+    /// Most item pages fetched from one HTML listing per cycle (50).
+    pub max_listing_links: usize,
+    /// How long a host's robots.txt is trusted (1 h).
+    pub robots_ttl: Duration,
+    /// The `User-Agent` sent, and the name matched in robots.txt groups.
+    pub user_agent: String,
+    /// Base URL of the X API (`https://api.twitter.com`).
+    pub x_api_base: String,
+    /// Environment variable holding the X bearer token (`X_BEARER_TOKEN`).
+    pub x_token_env: String,
+    /// Most timeline pages read per cycle (5 of 100 posts).
+    pub x_max_pages: usize,
+    /// Longest wait for an X rate-limit window to reset inside one cycle (0:
+    /// never wait, leave the rest to the first cycle after the reset).
+    pub x_max_rate_wait: Duration,
+    /// Items handed to the library per batch (256: one flush and commit each).
+    pub batch: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            tick: Duration::from_secs(1),
+            continuous_every: Duration::from_secs(60),
+            on_update_rescan: Duration::from_secs(3600),
+            retry_after: Duration::from_secs(300),
+            debounce: Duration::from_millis(300),
+            max_file_bytes: 32 << 20,
+            max_files: 100_000,
+            max_depth: 32,
+            http_timeout: Duration::from_secs(20),
+            max_response_bytes: 10 << 20,
+            min_host_interval: Duration::from_secs(1),
+            allow_hosts: Vec::new(),
+            max_listing_links: 50,
+            robots_ttl: Duration::from_secs(3600),
+            user_agent: format!("concierto-ingest/{}", env!("CARGO_PKG_VERSION")),
+            x_api_base: "https://api.twitter.com".into(),
+            x_token_env: "X_BEARER_TOKEN".into(),
+            x_max_pages: 5,
+            x_max_rate_wait: Duration::ZERO,
+            batch: 256,
+        }
+    }
+}
+
+/// Starts one runner per configured content source: each reads its source on
+/// its `refresh` (a watcher plus a scan at start for `on_update` folders,
+/// scheduled scans on `clock` otherwise), stores what it finds in `library`
+/// and announces new and changed items on `content.ingested.<source>`. Keeps
+/// its cursors in `store` (tree [`TREE`]). Stop it with [`ServiceHandle::stop`].
+pub async fn start(
+    studio: Arc<Studio>,
+    bus: Arc<dyn Bus>,
+    library: Arc<ContentLibrary>,
+    store: Arc<dyn KvStore>,
+    clock: SharedClock,
+    opts: IngestOptions,
+) -> Result<ServiceHandle, IngestError> {
+    let limits = StreamLimits {
+        max_age: studio.server.bus.max_age,
+        max_bytes: studio.server.bus.max_bytes,
+        max_msgs: studio.server.bus.max_msgs,
+        duplicate_window: studio.server.bus.duplicate_window,
+    };
+    for spec in standard_streams(&limits)
+        .iter()
+        .filter(|s| s.subjects.iter().any(|p| p == CONTENT_INGESTED))
+    {
+        bus.ensure_stream(spec).await?;
+    }
+    let ingester = Ingester::new(bus.clone(), library, store, clock, opts)?;
+    let (handle, control) = ServiceHandle::new("ingest");
+    let mut tasks = Vec::new();
+    for source in &studio.content_sources {
+        tasks.push(tokio::spawn(runner::run(
+            ingester.clone(),
+            source.clone(),
+            control.signal.clone(),
+        )));
+    }
+    tracing::info!(sources = studio.content_sources.len(), "ingester started");
+    let store = ingester.store();
+    tokio::spawn(async move {
+        let mut signal = control.signal.clone();
+        signal.stopped().await;
+        for t in tasks {
+            if let Err(e) = t.await {
+                tracing::warn!(error = %e, "an ingest runner ended badly");
+            }
+        }
+        let result = store.flush().map_err(|e| e.to_string());
+        let _ = bus.flush().await;
+        tracing::info!("ingester stopped");
+        control.finished(result);
+    });
+    Ok(handle)
+}

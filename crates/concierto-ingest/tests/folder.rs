@@ -1,0 +1,224 @@
+//! Asset folders and training data on a temporary folder of generated PNGs,
+//! CSS and records; the watcher on a running service.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{daily, fast_opts, harness, source};
+use concierto_bus::BusExt;
+use concierto_content::Kind;
+use concierto_core::clock::SharedClock;
+use concierto_core::config::{Refresh, SourceKind, Studio};
+use concierto_proto::v1::ContentItem;
+
+fn png(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb(rgb));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn a_folder_is_ingested_once_and_changes_are_re_ingested() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("logos")).unwrap();
+    std::fs::write(root.join("logos/red.png"), png(8, 8, [220, 20, 30])).unwrap();
+    std::fs::write(root.join("blue.png"), png(8, 8, [20, 40, 220])).unwrap();
+    let mut broken = png(16, 16, [0, 200, 0]);
+    broken.truncate(broken.len() / 2);
+    std::fs::write(root.join("truncated.png"), broken).unwrap();
+    std::fs::write(
+        root.join("theme.css"),
+        "body { font-family: 'Inter', sans-serif; font-size: 16px }",
+    )
+    .unwrap();
+    std::fs::write(root.join("notes.txt"), "ignored").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("leak.png"), png(4, 4, [1, 2, 3])).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outside.path().join("leak.png"), root.join("leak.png")).unwrap();
+
+    let mut h = harness(fast_opts()).await;
+    let src = source(
+        "internal_assets",
+        SourceKind::ImageDatabase,
+        root.to_str().unwrap(),
+        daily(),
+    );
+    let r = h.ingester.run_once(&src).await.unwrap();
+    assert_eq!(r.new, 3, "two images and the stylesheet: {r:?}");
+    assert_eq!(r.skipped, 1, "the truncated PNG: {r:?}");
+    let got = h.drain().await;
+    assert_eq!(got.len(), 3);
+    let red = h
+        .library
+        .get_by_source_key("internal_assets", "logos/red.png")
+        .unwrap()
+        .unwrap();
+    assert_eq!(red.kind, Kind::Image);
+    assert_eq!(red.palette[0].hex.len(), 7);
+    assert_eq!(red.tags, vec!["logos"]);
+    let css = h
+        .library
+        .get_by_source_key("internal_assets", "theme.css")
+        .unwrap()
+        .unwrap();
+    assert!(css.typography.iter().any(|f| f.family == "Inter"));
+    assert!(
+        h.library
+            .get_by_source_key("internal_assets", "leak.png")
+            .unwrap()
+            .is_none()
+    );
+    let announced_red = got.iter().find(|i| i.title == "red.png").unwrap();
+    assert!(!announced_red.palette.is_empty());
+
+    // Twice: nothing stored twice, nothing announced.
+    let again = h.ingester.run_once(&src).await.unwrap();
+    assert_eq!((again.new, again.changed), (0, 0), "{again:?}");
+    assert_eq!(again.unmodified, 3);
+    assert!(h.drain().await.is_empty());
+
+    // Even when the fingerprints are forgotten, the library knows the content.
+    let seen: Vec<_> = h.store.scan_prefix("ingest", b"seen/").unwrap();
+    h.store
+        .apply(
+            "ingest",
+            seen.into_iter()
+                .map(|(k, _)| concierto_core::store::Op::Delete(k))
+                .collect(),
+        )
+        .unwrap();
+    let third = h.ingester.run_once(&src).await.unwrap();
+    assert_eq!(
+        (third.new, third.changed, third.unchanged),
+        (0, 0, 3),
+        "{third:?}"
+    );
+    assert!(h.drain().await.is_empty());
+
+    // A changed file: Changed, and announced.
+    std::fs::write(root.join("blue.png"), png(12, 12, [250, 200, 0])).unwrap();
+    let changed = h.ingester.run_once(&src).await.unwrap();
+    assert_eq!(changed.changed, 1, "{changed:?}");
+    let got = h.drain().await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].features.contains_key("replaces"));
+}
+
+#[tokio::test]
+async fn a_missing_folder_is_an_error_and_training_data_yields_records() {
+    let mut h = harness(fast_opts()).await;
+    let missing = source(
+        "internal_assets",
+        SourceKind::ImageDatabase,
+        "/no/such/brand-assets/",
+        daily(),
+    );
+    let err = h.ingester.run_once(&missing).await.unwrap_err();
+    assert!(err.to_string().contains("/no/such/brand-assets/"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("q1.csv"),
+        "campaign_id,name,ctr,date\nc1,Spring launch,0.12,2026-03-01\nc2,Summer drop,0.08,2026-06-01\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("more.json"),
+        r#"[{"id":"c3","name":"Autumn","ctr":0.2}]"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("bad.json"), "{not json").unwrap();
+    let src = source(
+        "successful_campaigns",
+        SourceKind::TrainingData,
+        dir.path().to_str().unwrap(),
+        daily(),
+    );
+    let r = h.ingester.run_once(&src).await.unwrap();
+    assert_eq!((r.new, r.skipped), (3, 1), "{r:?}");
+    let c1 = h
+        .library
+        .get_by_source_key("successful_campaigns", "q1.csv#c1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(c1.kind, Kind::Analytics);
+    assert_eq!(c1.title, "Spring launch");
+    let got = h.drain().await;
+    assert!(got.iter().all(|i| i.kind == "analytics"));
+
+    let fb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        fb.path().join("week.jsonl"),
+        "{\"feedback_id\":\"f1\",\"text\":\"More contrast\"}\n",
+    )
+    .unwrap();
+    let src = source(
+        "user_feedback",
+        SourceKind::TrainingData,
+        fb.path().to_str().unwrap(),
+        Refresh::Continuous,
+    );
+    assert_eq!(h.ingester.run_once(&src).await.unwrap().new, 1);
+    let f1 = h
+        .library
+        .get_by_source_key("user_feedback", "week.jsonl#f1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(f1.kind, Kind::Feedback);
+}
+
+fn agents_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studio/agents")
+}
+
+#[tokio::test]
+async fn the_watcher_picks_up_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("first.png"), png(4, 4, [10, 10, 10])).unwrap();
+    let h = harness(fast_opts()).await;
+    let yaml = format!(
+        "studio: {{ name: watch, timezone: UTC }}\nagents:\n  paths: [\"{agents}\"]\ncontent_sources:\n  curated_databases:\n    - internal_assets:\n        type: image_database\n        path: \"{}\"\n        indexer: visual-storyteller\n        refresh: on_update\n",
+        dir.path().display(),
+        agents = agents_dir().display(),
+    );
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("concierto.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let studio: Arc<Studio> =
+        Arc::new(concierto_core::config::load_with_env(&path, Vec::new()).expect("studio loads"));
+    let mut sub = h
+        .bus
+        .subscribe_proto::<ContentItem>("content.ingested.internal_assets")
+        .await
+        .unwrap();
+    let clock: SharedClock = Arc::new(h.clock.clone());
+    let service = concierto_ingest::start(
+        studio,
+        h.bus.clone(),
+        h.library.clone(),
+        h.store.clone(),
+        clock,
+        fast_opts(),
+    )
+    .await
+    .unwrap();
+    let (first, _) = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.title, "first.png");
+    // Give the watcher a moment to be in place, then add a file.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(dir.path().join("second.png"), png(4, 4, [200, 10, 10])).unwrap();
+    let (second, _) = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.title, "second.png");
+    service.stop().await.unwrap();
+}
