@@ -17,6 +17,7 @@ async fn up_drafts_and_brand_guardian_scores_the_draft_with_no_api_key() {
     let log = dir.path().join("up.log");
     let grpc = format!("127.0.0.1:{}", concierto_testkit::free_port().unwrap());
     let http = format!("127.0.0.1:{}", concierto_testkit::free_port().unwrap());
+    let library = format!("127.0.0.1:{}", concierto_testkit::free_port().unwrap());
     let mut child = Command::new(concierto_bin())
         .arg("up")
         .arg(example_studio())
@@ -27,6 +28,7 @@ async fn up_drafts_and_brand_guardian_scores_the_draft_with_no_api_key() {
         .env_remove("ANTHROPIC_API_KEY")
         .env("CONCIERTO__SERVER__GRPC_ADDR", &grpc)
         .env("CONCIERTO__SERVER__HTTP_ADDR", &http)
+        .env("CONCIERTO__SERVER__LIBRARY_ADDR", &library)
         // A token for the brand manager, so the test can read the runs.
         .env(
             "CONCIERTO__REVIEWERS__BRAND_MANAGER__TOKEN_SHA256",
@@ -111,6 +113,22 @@ async fn up_drafts_and_brand_guardian_scores_the_draft_with_no_api_key() {
         usage.input_tokens > 0 && usage.output_tokens > 0,
         "{usage:?}"
     );
+
+    // The content library's JSON API answers (empty: the example's folders do not exist here).
+    let mut s = tokio::net::TcpStream::connect(&library)
+        .await
+        .expect("library API");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(
+        format!("GET /api/items HTTP/1.1\r\nhost: {library}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"total\""), "{answer}");
 
     // Ctrl-C: a clean stop.
     let pid = child.id().to_string();

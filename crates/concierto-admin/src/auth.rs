@@ -82,6 +82,11 @@ impl Identities {
         self.by_hash.is_empty()
     }
 
+    /// The identity a bearer token stands for, if any.
+    pub fn by_token(&self, token: &str) -> Option<&Identity> {
+        self.by_hash.get(&token_sha256(token))
+    }
+
     /// The caller of `req`: `UNAUTHENTICATED` without a valid `authorization:
     /// Bearer <token>`.
     pub fn authenticate<T>(&self, req: &Request<T>) -> Result<Identity, Status> {

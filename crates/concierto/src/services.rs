@@ -184,15 +184,28 @@ async fn start_service(
             let library = concierto_content::ContentLibrary::open(&dir.join("library"))
                 .with_context(|| format!("opening the content library in {}", dir.display()))?
                 .with_clock(clock.clone());
-            Ok(concierto_ingest::start(
+            let library = Arc::new(library);
+            let ingester = concierto_ingest::start(
                 studio.clone(),
                 bus.clone(),
-                Arc::new(library),
+                library.clone(),
                 store,
                 clock.clone(),
                 concierto_ingest::IngestOptions::default(),
             )
-            .await?)
+            .await?;
+            // The content library's JSON API, in the same process: the library
+            // is opened by one process only.
+            let api = serve_library(studio, library).await?;
+            let (handle, control) = ServiceHandle::new("ingest");
+            tokio::spawn(async move {
+                let mut stop = control.signal.clone();
+                stop.stopped().await;
+                let a = api.stop().await;
+                let b = ingester.stop().await;
+                control.finished(a.and(b));
+            });
+            Ok(handle)
         }
         other if NOT_BUILT.contains(&other) => {
             bail!(
@@ -202,6 +215,33 @@ async fn start_service(
         }
         other => bail!("unknown service {other:?}; known: {}", SERVICES.join(", ")),
     }
+}
+
+/// Serves the content library's JSON API on `server.library_addr`; writes
+/// need a token of the studio's `reviewers` (as the admin API).
+async fn serve_library(
+    studio: &Arc<Studio>,
+    library: Arc<concierto_content::ContentLibrary>,
+) -> anyhow::Result<ServiceHandle> {
+    let identities = concierto_admin::identities(studio);
+    let auth: concierto_content::TokenAuth =
+        Arc::new(move |token: &str| identities.by_token(token).map(|i| i.id.clone()));
+    let router = concierto_content::router(library, auth, concierto_content::ApiOptions::default());
+    let addr = studio.server.library_addr.clone();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on server.library_addr {addr}"))?;
+    let local = listener.local_addr()?;
+    let (handle, control) = ServiceHandle::new("library");
+    let mut stop = control.signal.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.stopped().await })
+            .await;
+        control.finished(served.map_err(|e| format!("content library API: {e}")));
+    });
+    tracing::info!(addr = %local, "content library API (JSON) listening");
+    Ok(handle)
 }
 
 fn orchestrator_limits(studio: &Studio) -> concierto_orchestrator::Limits {

@@ -242,6 +242,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
         subject_prefix: "concierto.".into(),
         grpc_addr: "127.0.0.1:50051".into(),
         http_addr: "127.0.0.1:8080".into(),
+        library_addr: "127.0.0.1:8081".into(),
         bus: BusSection {
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
@@ -265,6 +266,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             "subject_prefix",
             "grpc_addr",
             "http_addr",
+            "library_addr",
             "bus",
             "tls",
             "feedback",
@@ -375,6 +377,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
     for (key, slot) in [
         ("grpc_addr", &mut out.grpc_addr),
         ("http_addr", &mut out.http_addr),
+        ("library_addr", &mut out.library_addr),
     ] {
         if let Some(s) = w.opt_string(m, key, p) {
             if s.parse::<std::net::SocketAddr>().is_err() {

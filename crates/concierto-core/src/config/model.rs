@@ -63,6 +63,8 @@ pub struct ServerSection {
     pub grpc_addr: String,
     /// Dashboard and webhooks address.
     pub http_addr: String,
+    /// The content library's JSON API, served by the ingest service (default `127.0.0.1:8081`).
+    pub library_addr: String,
     /// Bus limits.
     pub bus: BusSection,
     /// TLS for the admin API, when configured.
