@@ -7,8 +7,6 @@
 //! The answer is the `text` blocks of `content`, joined; tokens come from
 //! `usage.input_tokens` and `usage.output_tokens`.
 
-use std::time::Instant;
-
 use async_trait::async_trait;
 use concierto_core::config::{DEFAULT_ANTHROPIC_MAX_TOKENS, ExecutorDef};
 use concierto_core::roles::RoleDef;
@@ -18,8 +16,8 @@ use serde_json::{Value, json};
 
 use crate::error::AgentError;
 use crate::executor::{Executor, Outcome, model_for};
-use crate::http::{Answered, ApiKey, HttpClient, RetryPolicy};
-use crate::prompt::{ImageSource, Part, Prompt, answer_outcome, stamp, word_count};
+use crate::http::{Answered, ApiKey, Call, HttpClient, RetryPolicy};
+use crate::prompt::{ImageSource, Part, Prompt, answer_outcome};
 
 /// The executor's name in results (`Usage.executor`).
 pub const ANTHROPIC: &str = "anthropic";
@@ -129,36 +127,27 @@ impl Executor for AnthropicExecutor {
     }
 
     async fn execute(&self, role: &RoleDef, task: &Task) -> Outcome {
-        let started = Instant::now();
-        let model = model_for(&self.def, role);
-        let prompt = Prompt::render(role, task);
-        let estimate = word_count(&prompt.plain_text());
-        if model.is_empty() {
-            let out = Outcome::failed(format!(
-                "executor {:?} has no model for role {:?}: set `model` on the executor or the role",
-                self.def.name, role.name
-            ));
-            return stamp(out, &self.def, &model, (0, 0), started);
-        }
-        let body = self.body(&prompt, &model);
-        let reply = match self
+        let call = self
             .http
-            .post_json(&self.url, self.headers.clone(), &body)
-            .await
-        {
-            Ok(r) => r,
-            Err(out) => {
-                tracing::debug!(executor = %self.def.name, error = %out.error, "model call failed");
-                return stamp(out, &self.def, &model, (0, 0), started);
-            }
+            .call_model(
+                &self.def,
+                role,
+                task,
+                &self.url,
+                self.headers.clone(),
+                |prompt, model| self.body(prompt, model),
+            )
+            .await;
+        let Call {
+            started,
+            model: answered_model,
+            estimate,
+            reply,
+        } = match call {
+            Ok(c) => c,
+            Err(out) => return out,
         };
         let b = &reply.body;
-        let answered_model = b
-            .get("model")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .unwrap_or(&model)
-            .to_string();
         let stop_reason = b
             .get("stop_reason")
             .and_then(Value::as_str)

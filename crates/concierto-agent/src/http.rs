@@ -20,13 +20,16 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use concierto_core::config::ExecutorDef;
+use concierto_core::roles::RoleDef;
+use concierto_proto::v1::Task;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde_json::Value;
 
 use crate::error::AgentError;
 use crate::executor::Outcome;
-use crate::prompt::{stamp, word_count};
+use crate::executor::model_for;
+use crate::prompt::{Prompt, stamp, word_count};
 
 /// `details` key: attempts made for the call.
 pub const DETAIL_HTTP_ATTEMPTS: &str = "http_attempts";
@@ -155,6 +158,67 @@ pub(crate) struct Reply {
     pub attempts: u32,
     /// The provider's request id.
     pub request_id: Option<String>,
+}
+
+/// A model call made: when it began, the model asked for (and the one that
+/// answered), the prompt's estimated tokens, and the reply.
+pub(crate) struct Call {
+    /// When the call began.
+    pub started: Instant,
+    /// The model the answer came from: the body's `model`, else the one asked for.
+    pub model: String,
+    /// Input tokens estimated from the prompt.
+    pub estimate: u64,
+    /// The provider's reply.
+    pub reply: Reply,
+}
+
+impl HttpClient {
+    /// Renders the prompt for `role`, picks the model, and posts the body
+    /// `body` builds to `url`. A role with no model, or a call that failed
+    /// (after retries), is the finished `Outcome` to return.
+    pub(crate) async fn call_model(
+        &self,
+        def: &ExecutorDef,
+        role: &RoleDef,
+        task: &Task,
+        url: &str,
+        headers: HeaderMap,
+        body: impl FnOnce(&Prompt, &str) -> Value,
+    ) -> Result<Call, Outcome> {
+        let started = Instant::now();
+        let model = model_for(def, role);
+        let prompt = Prompt::render(role, task);
+        let estimate = word_count(&prompt.plain_text());
+        if model.is_empty() {
+            let out = Outcome::failed(format!(
+                "executor {:?} has no model for role {:?}: set `model` on the executor or the role",
+                def.name, role.name
+            ));
+            return Err(stamp(out, def, &model, (0, 0), started));
+        }
+        let body = body(&prompt, &model);
+        match self.post_json(url, headers, &body).await {
+            Ok(reply) => {
+                let model = reply
+                    .body
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .filter(|m| !m.is_empty())
+                    .map_or(model, str::to_string);
+                Ok(Call {
+                    started,
+                    model,
+                    estimate,
+                    reply,
+                })
+            }
+            Err(out) => {
+                tracing::debug!(executor = %def.name, error = %out.error, "model call failed");
+                Err(stamp(out, def, &model, (0, 0), started))
+            }
+        }
+    }
 }
 
 /// What a model API's answer says beside its text: where its token counts

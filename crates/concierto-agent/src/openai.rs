@@ -8,8 +8,6 @@
 //! `usage.completion_tokens`. Without `api_key_env` no `Authorization` header
 //! is sent (local servers).
 
-use std::time::Instant;
-
 use async_trait::async_trait;
 use concierto_core::config::ExecutorDef;
 use concierto_core::roles::RoleDef;
@@ -19,8 +17,8 @@ use serde_json::{Value, json};
 
 use crate::error::AgentError;
 use crate::executor::{Executor, Outcome, model_for};
-use crate::http::{Answered, ApiKey, HttpClient, RetryPolicy};
-use crate::prompt::{Part, Prompt, answer_outcome, stamp, word_count};
+use crate::http::{Answered, ApiKey, Call, HttpClient, RetryPolicy};
+use crate::prompt::{Part, Prompt, answer_outcome};
 
 /// The executor's name in results (`Usage.executor`).
 pub const OPENAI: &str = "openai";
@@ -120,32 +118,27 @@ impl Executor for OpenAiExecutor {
     }
 
     async fn execute(&self, role: &RoleDef, task: &Task) -> Outcome {
-        let started = Instant::now();
-        let model = model_for(&self.def, role);
-        let prompt = Prompt::render(role, task);
-        let estimate = word_count(&prompt.plain_text());
-        if model.is_empty() {
-            let out = Outcome::failed(format!(
-                "executor {:?} has no model for role {:?}: set `model` on the executor or the role",
-                self.def.name, role.name
-            ));
-            return stamp(out, &self.def, &model, (0, 0), started);
-        }
-        let body = self.body(&prompt, &model);
-        let reply = match self.http.post_json(&self.url, self.headers(), &body).await {
-            Ok(r) => r,
-            Err(out) => {
-                tracing::debug!(executor = %self.def.name, error = %out.error, "model call failed");
-                return stamp(out, &self.def, &model, (0, 0), started);
-            }
+        let call = self
+            .http
+            .call_model(
+                &self.def,
+                role,
+                task,
+                &self.url,
+                self.headers(),
+                |prompt, model| self.body(prompt, model),
+            )
+            .await;
+        let Call {
+            started,
+            model: answered_model,
+            estimate,
+            reply,
+        } = match call {
+            Ok(c) => c,
+            Err(out) => return out,
         };
         let b = &reply.body;
-        let answered_model = b
-            .get("model")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .unwrap_or(&model)
-            .to_string();
         let choice = b.pointer("/choices/0");
         let finish_reason = choice
             .and_then(|c| c.get("finish_reason"))
