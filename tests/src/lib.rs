@@ -158,6 +158,8 @@ impl Sandbox {
         let mut cmd = Command::new(concierto_bin());
         cmd.args(&all)
             .env("RUST_LOG", "info")
+            // Each process its own metrics port (a test's `env` may set one).
+            .env("CONCIERTO__SERVER__METRICS_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));

@@ -18,6 +18,7 @@ async fn up_drafts_and_brand_guardian_scores_the_draft_with_no_api_key() {
     let grpc = format!("127.0.0.1:{}", concierto_testkit::free_port().unwrap());
     let http = format!("127.0.0.1:{}", concierto_testkit::free_port().unwrap());
     let library = format!("127.0.0.1:{}", concierto_testkit::free_port().unwrap());
+    let metrics = format!("127.0.0.1:{}", concierto_testkit::free_port().unwrap());
     let mut child = Command::new(concierto_bin())
         .arg("up")
         .arg(example_studio())
@@ -29,6 +30,7 @@ async fn up_drafts_and_brand_guardian_scores_the_draft_with_no_api_key() {
         .env("CONCIERTO__SERVER__GRPC_ADDR", &grpc)
         .env("CONCIERTO__SERVER__HTTP_ADDR", &http)
         .env("CONCIERTO__SERVER__LIBRARY_ADDR", &library)
+        .env("CONCIERTO__SERVER__METRICS_ADDR", &metrics)
         // A token for the brand manager, so the test can read the runs.
         .env(
             "CONCIERTO__REVIEWERS__BRAND_MANAGER__TOKEN_SHA256",

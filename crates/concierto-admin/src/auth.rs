@@ -26,6 +26,11 @@ impl Identity {
         self.roles.iter().any(|r| r == "admin")
     }
 
+    /// True when they have one of `roles`.
+    pub fn has_any_role(&self, roles: &[&str]) -> bool {
+        self.roles.iter().any(|r| roles.contains(&r.as_str()))
+    }
+
     /// `PERMISSION_DENIED` unless they are an admin.
     pub fn require_admin(&self, what: &str) -> Result<(), Status> {
         if self.is_admin() {
@@ -90,24 +95,34 @@ impl Identities {
     /// The caller of `req`: `UNAUTHENTICATED` without a valid `authorization:
     /// Bearer <token>`.
     pub fn authenticate<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
-        let Some(value) = req.metadata().get("authorization") else {
-            return Err(Status::unauthenticated(
-                "missing `authorization: Bearer <token>` metadata",
-            ));
+        let value =
+            match req.metadata().get("authorization") {
+                None => None,
+                Some(v) => Some(v.to_str().map_err(|_| {
+                    Status::unauthenticated("the authorization metadata is not text")
+                })?),
+            };
+        self.from_authorization(value)
+            .map_err(Status::unauthenticated)
+    }
+
+    /// The caller named by an `authorization` value (`Bearer <token>`), for
+    /// HTTP servers that take the admin API's tokens (the tracker's
+    /// `POST /api/metrics`). The error says what is wrong, for a 401.
+    pub fn from_authorization(&self, value: Option<&str>) -> Result<Identity, String> {
+        let Some(value) = value else {
+            return Err("missing `authorization: Bearer <token>`".to_string());
         };
-        let value = value
-            .to_str()
-            .map_err(|_| Status::unauthenticated("the authorization metadata is not text"))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+            .ok_or_else(|| "authorization must be `Bearer <token>`".to_string())?;
         self.by_hash
             .get(&token_sha256(token))
             .cloned()
-            .ok_or_else(|| Status::unauthenticated("unknown token"))
+            .ok_or_else(|| "unknown token".to_string())
     }
 }
 

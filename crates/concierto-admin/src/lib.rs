@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use auth::{Identities, Identity, token_sha256};
-pub use service::Admin;
+pub use service::{Admin, ask_service, bus_status, remote_status};
 
 /// What can stop the admin service from starting.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +110,8 @@ pub async fn start(
         .set_serving::<AdminServiceServer<Admin>>()
         .await;
 
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder =
+        tonic::transport::Server::builder().layer(concierto_telemetry::server::GrpcMetricsLayer);
     if let Some(tls) = &opts.tls {
         let read = |p: &std::path::Path| {
             std::fs::read(p).map_err(|e| AdminError::Tls(format!("{}: {e}", p.display())))

@@ -14,6 +14,7 @@ use concierto_core::subjects;
 use concierto_proto::v1::{self, admin_service_server::AdminService};
 use futures::Stream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::auth::{Identities, Identity};
 
@@ -61,23 +62,49 @@ impl Admin {
         req: &Q,
         identity: Option<&Identity>,
     ) -> Result<R, Status> {
-        let mut out = encode(req);
-        if let Some(i) = identity {
-            out = out.header(subjects::IDENTITY_HEADER, i.id.clone());
-        }
-        let reply = self
-            .bus
-            .request(subject, out, self.timeout)
-            .await
-            .map_err(|e| bus_status(owner, e))?;
-        if let Some(err) = reply.headers.get(subjects::ERROR_HEADER) {
-            return Err(remote_status(err));
-        }
-        decode(&reply).map_err(|e| Status::internal(format!("{owner} answered badly: {e}")))
+        ask_service(
+            self.bus.as_ref(),
+            owner,
+            subject,
+            req,
+            identity.map(|i| i.id.as_str()),
+            self.timeout,
+        )
+        .await
     }
 }
 
-fn bus_status(owner: &str, e: BusError) -> Status {
+/// A bus request to the service `owner` (`"orchestrator"`, `"scheduler"`, ...)
+/// that answers on `subject`, with the caller's id in
+/// [`subjects::IDENTITY_HEADER`] when given. Nobody answering, a timeout and
+/// the reply's [`subjects::ERROR_HEADER`] become a [`Status`] that names the
+/// owner (see [`bus_status`] and [`remote_status`]). Used by the admin API and
+/// the dashboard alike, so both apply the owning service's rules the same way.
+pub async fn ask_service<Q: ProtoMessage, R: ProtoMessage>(
+    bus: &dyn Bus,
+    owner: &str,
+    subject: &str,
+    req: &Q,
+    identity: Option<&str>,
+    timeout: Duration,
+) -> Result<R, Status> {
+    let mut out = encode(req);
+    if let Some(id) = identity {
+        out = out.header(subjects::IDENTITY_HEADER, id.to_string());
+    }
+    let reply = bus
+        .request(subject, out, timeout)
+        .await
+        .map_err(|e| bus_status(owner, e))?;
+    if let Some(err) = reply.headers.get(subjects::ERROR_HEADER) {
+        return Err(remote_status(err));
+    }
+    decode(&reply).map_err(|e| Status::internal(format!("{owner} answered badly: {e}")))
+}
+
+/// A failed bus request to `owner` as a status: nobody answering is
+/// `UNAVAILABLE` ("the {owner} is not running"), a timeout `DEADLINE_EXCEEDED`.
+pub fn bus_status(owner: &str, e: BusError) -> Status {
     match e {
         BusError::NoResponders(_) => Status::unavailable(format!(
             "the {owner} is not running (nobody answers on the bus)"
@@ -89,8 +116,8 @@ fn bus_status(owner: &str, e: BusError) -> Status {
     }
 }
 
-/// `<code>: <message>` from a service's error header.
-fn remote_status(header: &str) -> Status {
+/// `<code>: <message>` from a service's error header, as a status.
+pub fn remote_status(header: &str) -> Status {
     let (code, msg) = header.split_once(": ").unwrap_or(("internal", header));
     let msg = msg.to_string();
     match code {
@@ -194,8 +221,16 @@ impl AdminService for Admin {
             requested_by: format!("admin:{}", who.id),
             cause: None,
         };
+        // The root span of the run's trace: `run.start` carries its context.
+        let span = tracing::info_span!(
+            "admin.start_run",
+            service = "admin",
+            run_id = %run_id,
+            workflow = %start.workflow,
+        );
         self.bus
             .publish_durable_proto(subjects::RUN_START, &start, &run_id)
+            .instrument(span)
             .await
             .map_err(|e| Status::unavailable(format!("could not store the run start: {e}")))?;
         tracing::info!(run = %run_id, by = %who.id, "run started over the admin API");
@@ -447,19 +482,44 @@ impl AdminService for Admin {
         request: Request<v1::GetMetricsRequest>,
     ) -> Result<Response<v1::GetMetricsResponse>, Status> {
         self.who(&request)?;
-        Err(Status::unimplemented(
-            "metrics come from the tracker, which is not built yet; progress metrics are listed by `concierto validate`",
-        ))
+        let r = self
+            .ask(
+                "tracker",
+                subjects::TRACKER_GET_METRICS,
+                request.get_ref(),
+                None,
+            )
+            .await?;
+        Ok(Response::new(r))
     }
 
     async fn record_metric(
         &self,
         request: Request<v1::RecordMetricRequest>,
     ) -> Result<Response<v1::RecordMetricResponse>, Status> {
-        self.who(&request)?;
-        Err(Status::unimplemented(
-            "metrics are recorded by the tracker, which is not built yet",
-        ))
+        let who = self.who(&request)?;
+        if !who.has_any_role(&["admin", "reviewer"]) {
+            return Err(Status::permission_denied(format!(
+                "{} may not record metrics: it needs the reviewer or admin role (reviewers.{}.roles)",
+                who.id, who.id
+            )));
+        }
+        let r = request.get_ref();
+        if r.metric.is_empty() {
+            return Err(Status::invalid_argument("metric is required"));
+        }
+        if !r.value.is_finite() {
+            return Err(Status::invalid_argument("value must be a finite number"));
+        }
+        let r = self
+            .ask(
+                "tracker",
+                subjects::TRACKER_RECORD_METRIC,
+                request.get_ref(),
+                Some(&who),
+            )
+            .await?;
+        Ok(Response::new(r))
     }
 
     async fn search_content(
@@ -467,9 +527,10 @@ impl AdminService for Admin {
         request: Request<v1::SearchContentRequest>,
     ) -> Result<Response<v1::SearchContentResponse>, Status> {
         self.who(&request)?;
-        Err(Status::unimplemented(
-            "the content library (ingestion) is not built yet",
-        ))
+        let r = self
+            .ask("ingest", subjects::LIBRARY_SEARCH, request.get_ref(), None)
+            .await?;
+        Ok(Response::new(r))
     }
 }
 

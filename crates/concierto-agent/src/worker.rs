@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use concierto_bus::{Bus, BusError, BusExt, Consumer, ConsumerSpec, Delivery, encode};
 use concierto_core::config::Studio;
@@ -418,6 +419,30 @@ async fn run_task(
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
 ) {
+    // The task's span continues the trace of the step that dispatched it.
+    let span = tracing::info_span!(
+        "agent.task",
+        service = "agent",
+        role = %ctx.role.name,
+        run_id = %task.run_id,
+        step_id = %task.step_id,
+        task_id = %task.task_id,
+        attempt = task.attempt,
+        worker = %ctx.worker,
+    );
+    concierto_telemetry::follow(&span, delivery.message.traceparent());
+    run_task_in(ctx, task, delivery, permit, span.clone())
+        .instrument(span)
+        .await
+}
+
+async fn run_task_in(
+    ctx: Arc<WorkerCtx>,
+    task: Task,
+    delivery: Delivery,
+    permit: OwnedSemaphorePermit,
+    span: tracing::Span,
+) {
     let _slot = InFlight {
         ctx: ctx.clone(),
         _permit: permit,
@@ -439,7 +464,11 @@ async fn run_task(
     let status = result.status();
 
     let mut out = encode(&result).msg_id(format!("{}/result", task.task_id));
-    if let Some(tp) = delivery.message.traceparent() {
+    // The result goes back as a child of this task's span (or, when spans are
+    // not exported, with the task's own trace context).
+    if let Some(tp) = concierto_telemetry::span_traceparent(&span)
+        .or_else(|| delivery.message.traceparent().map(str::to_string))
+    {
         out = out.traceparent(tp);
     }
     match ctx.bus.publish_durable(&ctx.result_subject, out).await {
@@ -447,6 +476,15 @@ async fn run_task(
             if let Err(e) = delivery.ack().await {
                 tracing::warn!(worker = %ctx.worker, task_id = %task.task_id, error = %e, "result stored but the ack failed; the task may be redelivered (its result is deduplicated)");
             }
+            concierto_telemetry::metrics::task_handled(
+                &ctx.role.name,
+                match status {
+                    TaskStatus::Succeeded => "succeeded",
+                    TaskStatus::Retryable => "retryable",
+                    _ => "failed",
+                },
+                latency,
+            );
             {
                 let mut s = ctx.lock();
                 if status == TaskStatus::Succeeded {

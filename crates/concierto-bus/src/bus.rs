@@ -179,7 +179,7 @@ impl Subscription {
 
     /// The next message, or `None` when the subscription ended.
     pub async fn next(&mut self) -> Option<Message> {
-        futures::StreamExt::next(&mut self.inner).await
+        futures::StreamExt::next(self).await
     }
 
     /// The dead-letter sink of the bus this came from.
@@ -191,7 +191,11 @@ impl Subscription {
 impl Stream for Subscription {
     type Item = Message;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.inner.as_mut().poll_next(cx)
+        let polled = self.inner.as_mut().poll_next(cx);
+        if let Poll::Ready(Some(m)) = &polled {
+            crate::observe::incoming(&m.subject);
+        }
+        polled
     }
 }
 
@@ -369,6 +373,7 @@ impl Consumer {
                     tracing::warn!(subject = %d.message.subject, %reason, "dead-lettering");
                     d.term(reason).await?;
                 } else {
+                    crate::observe::incoming(&d.message.subject);
                     live.push(d);
                 }
             }

@@ -371,8 +371,9 @@ impl DeadLetters for EmbeddedBus {
 
 #[async_trait]
 impl Bus for EmbeddedBus {
-    async fn publish(&self, subject: &str, msg: Outgoing) -> Result<()> {
+    async fn publish(&self, subject: &str, mut msg: Outgoing) -> Result<()> {
         validate_publish(subject)?;
+        crate::observe::outgoing(subject, &mut msg);
         self.inner.route(Message {
             subject: subject.to_string(),
             reply: None,
@@ -390,8 +391,14 @@ impl Bus for EmbeddedBus {
         self.add_sub(subject, Some(group))
     }
 
-    async fn request(&self, subject: &str, msg: Outgoing, timeout: Duration) -> Result<Message> {
+    async fn request(
+        &self,
+        subject: &str,
+        mut msg: Outgoing,
+        timeout: Duration,
+    ) -> Result<Message> {
         validate_publish(subject)?;
+        crate::observe::outgoing(subject, &mut msg);
         if !self.inner.has_listener(subject) {
             return Err(BusError::NoResponders(subject.to_string()));
         }
@@ -451,8 +458,9 @@ impl Bus for EmbeddedBus {
         Ok(())
     }
 
-    async fn publish_durable(&self, subject: &str, msg: Outgoing) -> Result<PublishAck> {
+    async fn publish_durable(&self, subject: &str, mut msg: Outgoing) -> Result<PublishAck> {
         validate_publish(subject)?;
+        crate::observe::outgoing(subject, &mut msg);
         let ack = {
             let mut streams = self.inner.lock_streams();
             let stream = streams

@@ -25,6 +25,7 @@ mod embedded;
 mod error;
 mod message;
 mod nats;
+pub mod observe;
 pub mod subject;
 mod typed;
 
@@ -66,7 +67,13 @@ pub fn standard_streams(limits: &StreamLimits) -> Vec<StreamSpec> {
         )),
         with(StreamSpec::new(
             "EVENTS",
-            &["run.event.>", "event.>", "content.ingested.>"],
+            &[
+                "run.event.>",
+                "event.>",
+                "content.ingested.>",
+                "context.>",
+                "metric.>",
+            ],
             Retention::Limits,
         )),
         with(StreamSpec::new(

@@ -171,8 +171,9 @@ impl DeadLetters for NatsBus {
 
 #[async_trait]
 impl Bus for NatsBus {
-    async fn publish(&self, subject: &str, msg: Outgoing) -> Result<()> {
+    async fn publish(&self, subject: &str, mut msg: Outgoing) -> Result<()> {
         validate_publish(subject)?;
+        crate::observe::outgoing(subject, &mut msg);
         let full = self.full(subject);
         let result = if msg.headers.is_empty() {
             self.inner.client.publish(full, msg.payload).await
@@ -217,8 +218,14 @@ impl Bus for NatsBus {
         })
     }
 
-    async fn request(&self, subject: &str, msg: Outgoing, timeout: Duration) -> Result<Message> {
+    async fn request(
+        &self,
+        subject: &str,
+        mut msg: Outgoing,
+        timeout: Duration,
+    ) -> Result<Message> {
         validate_publish(subject)?;
+        crate::observe::outgoing(subject, &mut msg);
         let mut req = async_nats::Request::new()
             .payload(msg.payload)
             .timeout(Some(timeout));
@@ -245,8 +252,9 @@ impl Bus for NatsBus {
         }
     }
 
-    async fn respond(&self, reply: &str, msg: Outgoing) -> Result<()> {
+    async fn respond(&self, reply: &str, mut msg: Outgoing) -> Result<()> {
         validate_publish(reply)?;
+        crate::observe::outgoing(reply, &mut msg);
         let client = &self.inner.client;
         let result = if msg.headers.is_empty() {
             client.publish(reply.to_string(), msg.payload).await
@@ -310,8 +318,9 @@ impl Bus for NatsBus {
         }
     }
 
-    async fn publish_durable(&self, subject: &str, msg: Outgoing) -> Result<PublishAck> {
+    async fn publish_durable(&self, subject: &str, mut msg: Outgoing) -> Result<PublishAck> {
         validate_publish(subject)?;
+        crate::observe::outgoing(subject, &mut msg);
         let publish = jetstream::message::PublishMessage::build()
             .payload(msg.payload)
             .headers(to_header_map(&msg.headers));

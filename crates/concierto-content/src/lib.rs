@@ -33,6 +33,7 @@ mod export;
 pub mod extract;
 pub mod http;
 mod index;
+pub mod learn;
 mod library;
 mod model;
 

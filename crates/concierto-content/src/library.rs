@@ -789,6 +789,43 @@ impl ContentLibrary {
         Ok(item)
     }
 
+    /// Adds visual concepts and techniques to an item (from a vision model,
+    /// say): lowercase, trimmed, at most 64 characters each, no repeats, at
+    /// most 32 in all; searchable when this returns. Nothing new: unchanged.
+    pub fn add_concepts<S: AsRef<str>>(
+        &self,
+        id: &str,
+        concepts: &[S],
+    ) -> Result<Item, ContentError> {
+        let now = self.now_ms();
+        let mut w = self.lock();
+        let mut item = self.live_item(id)?;
+        let before = item.concepts.len();
+        for c in concepts {
+            let c = c
+                .as_ref()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase();
+            if c.is_empty() || c.chars().count() > 64 || item.concepts.contains(&c) {
+                continue;
+            }
+            if item.concepts.len() >= 32 {
+                break;
+            }
+            item.concepts.push(c);
+        }
+        if item.concepts.len() == before {
+            return Ok(item);
+        }
+        item.updated_ms = now;
+        let mut tx = Tx::default();
+        self.write(&mut w, &mut tx, vec![Self::item_op(&item)?], &[&item], &[])?;
+        self.finish(&mut w, tx)?;
+        Ok(item)
+    }
+
     fn live_item(&self, id: &str) -> Result<Item, ContentError> {
         let item = self
             .get_item(id)?

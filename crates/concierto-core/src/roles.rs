@@ -32,13 +32,20 @@ pub struct RoleDef {
     pub line: usize,
 }
 
-/// Every `*.md` under `dir`, recursively, sorted.
+/// Every `*.md` under `dir`, recursively, sorted. Entries whose name starts
+/// with `.` are skipped: `.git`, editors' files, and the `..data` and
+/// `..<timestamp>` folders of a Kubernetes ConfigMap volume, which hold a
+/// second and third copy of every file the volume shows.
 pub fn role_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "md") {
@@ -221,6 +228,26 @@ fn kind(y: &Yaml) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_configmap_volume_gives_each_role_file_once() {
+        // The layout the kubelet writes: files in `..<timestamp>/`, `..data`
+        // linked to it, and a link per file beside them.
+        let dir = tempfile::tempdir().unwrap();
+        let stamp = dir.path().join("..2026_01_01_00_00_00.000000001");
+        std::fs::create_dir(&stamp).unwrap();
+        std::fs::write(stamp.join("a.md"), "x").unwrap();
+        std::fs::write(stamp.join("b.md"), "x").unwrap();
+        std::os::unix::fs::symlink(&stamp, dir.path().join("..data")).unwrap();
+        for f in ["a.md", "b.md"] {
+            std::os::unix::fs::symlink(Path::new("..data").join(f), dir.path().join(f)).unwrap();
+        }
+        std::fs::create_dir(dir.path().join(".git")).unwrap();
+        std::fs::write(dir.path().join(".git/c.md"), "x").unwrap();
+        let files = role_files(dir.path()).unwrap();
+        assert_eq!(files, [dir.path().join("a.md"), dir.path().join("b.md")]);
+    }
 
     fn parse(text: &str) -> Result<RoleDef, Vec<Problem>> {
         parse_role(Path::new("agents/x.md"), text)

@@ -61,12 +61,31 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// How long [`SledStore::open`] waits for a store's lock held by a handle being dropped.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
+    ///
+    /// sled releases its file lock only when its background flusher lets go of the
+    /// last handle, a moment after the previous owner dropped it; a service restarted
+    /// in the same process (or a test reopening a store) would otherwise fail. So a
+    /// held lock is retried for up to [`LOCK_WAIT`] before the error is returned.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db =
-            sled::open(dir).map_err(|e| StoreError(format!("opening {}: {e}", dir.display())))?;
-        Ok(SledStore { db })
+        let started = std::time::Instant::now();
+        loop {
+            match sled::open(dir) {
+                Ok(db) => return Ok(SledStore { db }),
+                // sled 0.34 reports a held lock as ErrorKind::Other with this text.
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(StoreError(format!("opening {}: {e}", dir.display()))),
+            }
+        }
     }
 
     /// A store that lives in memory only (for tests).
@@ -134,5 +153,19 @@ mod tests {
             s.scan_prefix("runs", b"r/").unwrap(),
             vec![(b"r/2".to_vec(), b"b".to_vec())]
         );
+    }
+
+    #[test]
+    fn open_waits_for_a_lock_that_is_being_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SledStore::open(dir.path()).unwrap();
+        first.put("t", b"k", b"v").unwrap();
+        first.flush().unwrap();
+        let path = dir.path().to_path_buf();
+        let second = std::thread::spawn(move || SledStore::open(&path));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(first);
+        let second = second.join().unwrap().unwrap();
+        assert_eq!(second.get("t", b"k").unwrap(), Some(b"v".to_vec()));
     }
 }

@@ -30,6 +30,9 @@ pub const GATE_EVENTS: &str = "event.gate.>";
 pub const IDENTITY_HEADER: &str = "Concierto-Identity";
 /// Every new content item (`ContentItem`).
 pub const CONTENT_INGESTED: &str = "content.ingested.>";
+/// Request: search the content library (`SearchContentRequest` →
+/// `SearchContentResponse`), answered by the ingest service.
+pub const LIBRARY_SEARCH: &str = "library.search";
 /// Every threshold crossing (`ThresholdCrossed`).
 pub const METRIC_EVENTS: &str = "event.metric.>";
 /// Every piece of human feedback taken in (`Feedback`; durable, stream
@@ -37,6 +40,16 @@ pub const METRIC_EVENTS: &str = "event.metric.>";
 pub const FEEDBACK_IN: &str = "feedback.in.>";
 /// Request: feedback received (`ListFeedbackRequest` → `ListFeedbackResponse`).
 pub const FEEDBACK_LIST: &str = "feedback.list";
+/// Every metric observation (`MetricSample`), e.g. `metric.engagement_rate`.
+pub const METRIC_SAMPLES: &str = "metric.>";
+/// Request: metrics with their series (`GetMetricsRequest` → `GetMetricsResponse`).
+pub const TRACKER_GET_METRICS: &str = "tracker.metrics.get";
+/// Request: record one observation (`RecordMetricRequest` → `RecordMetricResponse`).
+pub const TRACKER_RECORD_METRIC: &str = "tracker.metrics.record";
+/// Request: the studio's health now (`GetHealthRequest` → `SystemHealth`).
+pub const TRACKER_HEALTH: &str = "tracker.health";
+/// Standing context for agent roles (`AgentContext`; durable, stream EVENTS).
+pub const CONTEXT: &str = "context.>";
 /// Every heartbeat (`AgentHeartbeat`).
 pub const HEARTBEATS: &str = "agent.heartbeat.>";
 
@@ -73,6 +86,16 @@ pub fn gate_event(kind: &str) -> String {
 /// A threshold crossing of one metric.
 pub fn metric_event(metric: &str) -> String {
     format!("event.metric.{}", token(metric))
+}
+
+/// Standing context for one role's tasks (`AgentContext`).
+pub fn context(role: &str) -> String {
+    format!("context.{}", token(role))
+}
+
+/// One observation of a metric (`MetricSample`).
+pub fn metric_sample(metric: &str) -> String {
+    format!("metric.{}", token(metric))
 }
 
 /// `Feedback` taken in from one channel (`slack`, `email`, `web_form`, `api`).

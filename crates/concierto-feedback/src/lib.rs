@@ -284,12 +284,14 @@ impl FeedbackState {
 /// Any body over `max_body_bytes` is answered 413; a store failure 503.
 pub fn router(state: FeedbackState) -> Router {
     let limit = state.options().max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", routing::get(|| async { "ok" }))
         .route("/slack/events", routing::post(slack::events))
         .route("/slack/commands", routing::post(slack::commands))
         .route("/email/inbound", routing::post(email::inbound))
-        .route("/feedback", routing::get(form::show).post(form::submit))
+        .route("/feedback", routing::get(form::show).post(form::submit));
+    // Every answer counted in `concierto_http_requests_total{service="feedback"}`.
+    concierto_telemetry::server::count_http(routes, "feedback")
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

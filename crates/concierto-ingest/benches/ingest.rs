@@ -82,6 +82,7 @@ fn main() {
             role: "innovation-catalyst".into(),
             refresh: Refresh::Continuous,
             extract: Vec::new(),
+            allow_hosts: Vec::new(),
         };
         let started = Instant::now();
         let report = ingester.run_once(&source).await.expect("ingest");

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use concierto_bus::{Bus, BusExt};
-use concierto_content::{ContentError, ContentLibrary, NewItem, Outcome, Put};
+use concierto_content::{ContentError, ContentLibrary, Kind, NewItem, Outcome, Put};
 use concierto_core::clock::SharedClock;
 use concierto_core::config::{ContentSource, SourceKind};
 use concierto_core::store::{KvStore, Op};
@@ -20,6 +20,8 @@ use crate::http::Fetcher;
 use crate::{IngestOptions, TREE, announce, folder, web, x};
 
 const PENDING: &str = "pending/";
+/// Pictures waiting for the vision model (see `vision.rs`).
+const VISION: &str = "vision/";
 
 /// What one read of a source did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,9 @@ struct Inner {
     fetcher: Fetcher,
     /// Per source: no API call before this time (X rate limits).
     blocked: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Per source: how many batches brought new or changed items since start
+    /// (what a learner watches to recompute).
+    changes: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Ingester {
@@ -81,6 +86,7 @@ impl Ingester {
                 opts,
                 fetcher,
                 blocked: Mutex::new(HashMap::new()),
+                changes: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -111,6 +117,13 @@ impl Ingester {
         map.get(source).copied()
     }
 
+    /// How many batches of `source` brought new or changed items since this
+    /// ingester started.
+    pub fn changes(&self, source: &str) -> u64 {
+        let map = self.inner.changes.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(source).copied().unwrap_or(0)
+    }
+
     pub(crate) fn block_until(&self, source: &str, until: DateTime<Utc>) {
         let mut map = self.inner.blocked.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(source.to_string(), until);
@@ -123,6 +136,7 @@ impl Ingester {
     pub async fn run_once(&self, source: &ContentSource) -> Result<CycleReport, IngestError> {
         let mut report = CycleReport::default();
         report.announced += self.flush_outbox().await?;
+        self.look_at_pictures().await?;
         match source.kind {
             SourceKind::ImageDatabase | SourceKind::ComponentLibrary | SourceKind::TrainingData => {
                 folder::run(self, source, &mut report).await?
@@ -179,7 +193,20 @@ impl Ingester {
             let library = self.inner.library.clone();
             let results = blocking(move || Ok(library.put_many(batch)?)).await?;
             let mut announce = Vec::new();
+            let mut look = Vec::new();
             for (r, key) in results.iter().zip(&keys) {
+                if let Ok(put) = r
+                    && put.outcome != Outcome::Unchanged
+                    && put.item.kind == Kind::Image
+                    && self
+                        .inner
+                        .opts
+                        .vision
+                        .as_ref()
+                        .is_some_and(|v| v.covers(source))
+                {
+                    look.push(put.item.id.clone());
+                }
                 match r {
                     Ok(put) => match put.outcome {
                         Outcome::New => {
@@ -198,10 +225,75 @@ impl Ingester {
                     }
                 }
             }
+            if !look.is_empty() {
+                let ops = look
+                    .iter()
+                    .map(|id| {
+                        Op::Put(
+                            format!("{VISION}{id}").into_bytes(),
+                            source.as_bytes().to_vec(),
+                        )
+                    })
+                    .collect();
+                self.inner.store.apply(TREE, ops)?;
+            }
+            if !announce.is_empty() {
+                let mut map = self.inner.changes.lock().unwrap_or_else(|p| p.into_inner());
+                *map.entry(source.to_string()).or_default() += 1;
+            }
             report.announced += self.announce(announce).await?;
+            self.look_at_pictures().await?;
             out.extend(results);
         }
         Ok(out)
+    }
+
+    /// Shows the pictures waiting for a vision model (store keys
+    /// `vision/<id>`, value = source) to it and adds the concepts it names;
+    /// a picture the model could not read is logged and not asked again.
+    pub async fn look_at_pictures(&self) -> Result<usize, IngestError> {
+        let Some(vision) = self.inner.opts.vision.clone() else {
+            return Ok(0);
+        };
+        let store = self.inner.store.clone();
+        let waiting = blocking(move || Ok(store.scan_prefix(TREE, VISION.as_bytes())?)).await?;
+        let mut done = 0;
+        for (key, source) in waiting {
+            let id = String::from_utf8_lossy(&key[VISION.len()..]).to_string();
+            let source = String::from_utf8_lossy(&source).to_string();
+            let library = self.inner.library.clone();
+            let blob_id = id.clone();
+            let blob = blocking(move || Ok(library.blob(&blob_id)?)).await?;
+            match blob {
+                Some(blob) => match vision
+                    .concepts(&source, &id, &blob.media_type, &blob.bytes)
+                    .await
+                {
+                    Ok(concepts) => {
+                        let library = self.inner.library.clone();
+                        let item_id = id.clone();
+                        let found = concepts.clone();
+                        match blocking(move || Ok(library.add_concepts(&item_id, &found)?)).await {
+                            Ok(item) => {
+                                done += 1;
+                                tracing::info!(%source, item = %id, concepts = ?concepts, all = ?item.concepts, "concepts from the vision model");
+                            }
+                            Err(e) => {
+                                tracing::warn!(%source, item = %id, error = %e, "concepts could not be stored")
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%source, item = %id, error = %e, "the vision model could not read the picture; skipped")
+                    }
+                },
+                None => {
+                    tracing::warn!(%source, item = %id, "picture no longer in the library; skipped")
+                }
+            }
+            self.inner.store.apply(TREE, vec![Op::Delete(key)])?;
+        }
+        Ok(done)
     }
 
     /// Writes the announcements to the outbox, publishes them, then clears them.

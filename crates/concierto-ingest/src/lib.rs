@@ -33,9 +33,12 @@ mod error;
 mod folder;
 mod http;
 mod ingester;
+mod learner;
 mod robots;
 mod runner;
+pub mod search;
 mod training;
+mod vision;
 mod web;
 mod x;
 
@@ -48,12 +51,17 @@ use concierto_core::clock::SharedClock;
 use concierto_core::config::Studio;
 use concierto_core::service::ServiceHandle;
 use concierto_core::store::KvStore;
-use concierto_core::subjects::CONTENT_INGESTED;
+use concierto_core::subjects::{CONTENT_INGESTED, CONTEXT};
 
 pub use announce::content_item;
 pub use error::IngestError;
 pub use ingester::{CycleReport, Ingester};
+pub use learner::{
+    CAMPAIGN_INSIGHTS, Learned, PATTERN_RECOGNITION, TREND_REPORT, stored_campaign_insights,
+    stored_trend_report,
+};
 pub use robots::Robots;
+pub use vision::{INSTRUCTION as VISION_INSTRUCTION, MAX_IMAGE_BYTES, Vision, parse_concepts};
 
 /// The store tree the ingester keeps its cursors, fingerprints and outbox in.
 pub const TREE: &str = "ingest";
@@ -104,6 +112,21 @@ pub struct IngestOptions {
     pub x_max_rate_wait: Duration,
     /// Items handed to the library per batch (256: one flush and commit each).
     pub batch: usize,
+    /// How often the trend report is computed (7 days).
+    pub trend_every: Duration,
+    /// The trend report's window, compared with the one before it (7 days).
+    pub trend_window: Duration,
+    /// Roles handed the trend report as context (trend-researcher, innovation-catalyst).
+    pub trend_roles: Vec<String>,
+    /// Roles handed campaign insights as context besides the source's own
+    /// `learner` (content-creator).
+    pub campaign_roles: Vec<String>,
+    /// How long after start a learner that never ran first computes (1 min,
+    /// so the sources' first cycle lands first).
+    pub learn_delay: Duration,
+    /// Vision models by source ([`Vision::for_studio`]); `None`: concepts come
+    /// from captions, alt text and file names only.
+    pub vision: Option<Vision>,
 }
 
 impl Default for IngestOptions {
@@ -129,6 +152,12 @@ impl Default for IngestOptions {
             x_max_pages: 5,
             x_max_rate_wait: Duration::ZERO,
             batch: 256,
+            trend_every: Duration::from_secs(7 * 24 * 3600),
+            trend_window: Duration::from_secs(7 * 24 * 3600),
+            trend_roles: vec!["trend-researcher".into(), "innovation-catalyst".into()],
+            campaign_roles: vec!["content-creator".into()],
+            learn_delay: Duration::from_secs(60),
+            vision: None,
         }
     }
 }
@@ -158,13 +187,29 @@ pub async fn start(
     {
         bus.ensure_stream(spec).await?;
     }
-    let ingester = Ingester::new(bus.clone(), library, store, clock, opts)?;
+    for spec in standard_streams(&limits)
+        .iter()
+        .filter(|s| s.subjects.iter().any(|p| p == CONTEXT))
+    {
+        bus.ensure_stream(spec).await?;
+    }
+    let ingester = Ingester::new(bus.clone(), library.clone(), store, clock, opts)?;
     let (handle, control) = ServiceHandle::new("ingest");
+    search::serve(bus.clone(), library, control.signal.clone()).await?;
     let mut tasks = Vec::new();
     for source in &studio.content_sources {
         tasks.push(tokio::spawn(runner::run(
             ingester.clone(),
             source.clone(),
+            control.signal.clone(),
+        )));
+    }
+    for learner in learner::learners(&studio) {
+        tasks.push(tokio::spawn(learner::run(
+            ingester.clone(),
+            bus.clone(),
+            studio.clone(),
+            learner,
             control.signal.clone(),
         )));
     }

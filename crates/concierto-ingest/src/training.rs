@@ -282,6 +282,7 @@ mod tests {
             role: "growth-hacker".into(),
             refresh: Refresh::Every(std::time::Duration::from_secs(60)),
             extract: Vec::new(),
+            allow_hosts: Vec::new(),
         }
     }
 

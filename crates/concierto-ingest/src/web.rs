@@ -35,9 +35,11 @@ fn classify(resp: &Response) -> Body {
     }
 }
 
-/// The hosts `source` may fetch: its own URL's host and the configured extras.
-fn allow_list(ing: &Ingester, url: &Url) -> Vec<String> {
+/// The hosts `source` may fetch: its own URL's host, the source's
+/// `allow_hosts` and the ingester's.
+fn allow_list(ing: &Ingester, source: &ContentSource, url: &Url) -> Vec<String> {
     let mut allow: Vec<String> = url.host_str().map(str::to_string).into_iter().collect();
+    allow.extend(source.allow_hosts.iter().cloned());
     allow.extend(ing.opts().allow_hosts.iter().cloned());
     allow
 }
@@ -54,7 +56,7 @@ pub(crate) async fn run(
             source.name, source.location
         ))
     })?;
-    let allow = allow_list(ing, &url);
+    let allow = allow_list(ing, source, &url);
     let resp = match ing.fetcher().get(&url, &allow, true).await? {
         Fetched::NotModified => {
             tracing::debug!(source = %source.name, %url, "not modified");

@@ -260,3 +260,15 @@ async fn bad_input_is_an_error_of_that_source_only() {
     );
     assert_eq!(h.drain().await.len(), 2);
 }
+
+#[tokio::test]
+async fn a_sources_allow_hosts_lets_a_redirect_through() {
+    let (addr, _) = serve().await;
+    let mut h = harness(fast_opts()).await;
+    // `/redirect` sends the client to `localhost`, another host than the source's.
+    let mut allowed = web("redirect-allowed", addr, "/redirect");
+    allowed.allow_hosts = vec!["localhost".into()];
+    let r = h.ingester.run_once(&allowed).await.unwrap();
+    assert_eq!(r.new, 2, "{r:?}");
+    assert_eq!(h.drain().await.len(), 2);
+}

@@ -56,18 +56,26 @@ impl Default for Limits {
 pub struct Effects {
     /// Tasks to publish on `task.<role>`.
     pub tasks: Vec<v1::Task>,
+    /// The `traceparent` of the runs of `tasks`, by run id (runs without one
+    /// are left out): each task's span is a child of it.
+    pub traces: BTreeMap<String, String>,
     /// Events to publish on `run.event.<run>`.
     pub events: Vec<v1::RunEvent>,
     /// Gate changes to publish on `event.gate.<kind>`.
     pub gates: Vec<GateEvent>,
+    /// Observations to publish on `metric.<name>` (durably, stream EVENTS):
+    /// review scores, feedback response times, the queue per priority class.
+    pub metrics: Vec<v1::MetricSample>,
 }
 
 impl Effects {
     /// Adds `other`'s effects after these.
     pub fn extend(&mut self, other: Effects) {
         self.tasks.extend(other.tasks);
+        self.traces.extend(other.traces);
         self.events.extend(other.events);
         self.gates.extend(other.gates);
+        self.metrics.extend(other.metrics);
     }
 }
 
@@ -115,6 +123,10 @@ pub struct Engine {
     pub(crate) pending_batches: BTreeMap<(String, i64), Vec<(String, String)>>,
     /// Quality gates waiting for a decision, by id.
     pub(crate) open_gates: BTreeMap<String, GateRecord>,
+    /// Standing context per role, by name (see `context.rs`).
+    pub(crate) contexts: BTreeMap<String, BTreeMap<String, v1::AgentContext>>,
+    /// When the queue was last reported and what it held (see `queue_samples`).
+    last_queue_report: Option<(DateTime<Utc>, [usize; 3])>,
 }
 
 /// Most items one list page holds (a page must fit in one bus message).
@@ -140,6 +152,33 @@ pub(crate) fn preview(text: &str) -> String {
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
+}
+
+/// One observation for the tracker (`metric.<metric>`), made at `now`.
+pub(crate) fn metric_sample(
+    metric: &str,
+    value: f64,
+    unit: &str,
+    labels: &[(&str, &str)],
+    now: DateTime<Utc>,
+) -> v1::MetricSample {
+    v1::MetricSample {
+        metric: metric.to_string(),
+        value,
+        at: Some(concierto_proto::time::timestamp(now.into())),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        unit: unit.to_string(),
+    }
+}
+
+/// Remembers `run`'s trace for the tasks of these effects.
+fn note_trace(traces: &mut BTreeMap<String, String>, run: &RunRecord) {
+    if !run.traceparent.is_empty() {
+        traces.insert(run.run_id.clone(), run.traceparent.clone());
+    }
 }
 
 fn class_of(priority: i32) -> Class {
@@ -246,6 +285,8 @@ impl Engine {
             per_role: HashMap::new(),
             pending_batches: BTreeMap::new(),
             open_gates: BTreeMap::new(),
+            contexts: BTreeMap::new(),
+            last_queue_report: None,
         }
     }
 
@@ -273,6 +314,43 @@ impl Engine {
         self.queue.len()
     }
 
+    /// `queue_depth` and `queue_oldest_seconds` samples for every priority
+    /// class (label `priority`: `feedback`, `urgent`, `normal`), for the
+    /// tracker: at most once a second when a depth changed, and at least every
+    /// `every` (both on the orchestrator's clock). Empty when not due.
+    pub fn queue_samples(&mut self, now: DateTime<Utc>, every: Duration) -> Vec<v1::MetricSample> {
+        let by_class = self.queue.depth_by_class(now);
+        let depths = by_class.map(|(d, _)| d);
+        let due = match self.last_queue_report {
+            None => true,
+            Some((at, last)) => {
+                let since = (now - at).to_std().unwrap_or(Duration::ZERO);
+                since >= every || (last != depths && since >= Duration::from_secs(1))
+            }
+        };
+        if !due {
+            return Vec::new();
+        }
+        self.last_queue_report = Some((now, depths));
+        let at = Some(concierto_proto::time::timestamp(now.into()));
+        let mut out = Vec::with_capacity(6);
+        for (class, (depth, oldest)) in ["feedback", "urgent", "normal"].into_iter().zip(by_class) {
+            for (metric, value, unit) in [
+                ("queue_depth", depth as f64, ""),
+                ("queue_oldest_seconds", oldest.as_secs_f64(), "s"),
+            ] {
+                out.push(v1::MetricSample {
+                    metric: metric.into(),
+                    value,
+                    at,
+                    labels: [("priority".to_string(), class.to_string())].into(),
+                    unit: unit.into(),
+                });
+            }
+        }
+        out
+    }
+
     pub(crate) fn persist(&self, run: &RunRecord) -> Result<(), StoreError> {
         let body = serde_json::to_vec(run)
             .map_err(|e| StoreError::from_message(format!("encoding run {}: {e}", run.run_id)))?;
@@ -295,6 +373,7 @@ impl Engine {
     pub fn recover(&mut self, now: DateTime<Utc>) -> Result<Effects, StoreError> {
         let mut fx = Effects::default();
         self.recover_gates()?;
+        self.recover_contexts()?;
         for (_, bytes) in self.store.scan_prefix(RUNS, b"")? {
             let Ok(run) = serde_json::from_slice::<RunRecord>(&bytes) else {
                 tracing::error!("a stored run does not decode; left as it is");
@@ -317,6 +396,7 @@ impl Engine {
                         self.in_flight += 1;
                         *self.per_role.entry(s.role.clone()).or_insert(0) += 1;
                         fx.tasks.push(self.task_for(&run, s));
+                        note_trace(&mut fx.traces, &run);
                     }
                     StepState::InReview if s.batch_due_ms > 0 && s.batch_run.is_empty() => {
                         if let Some(l) = &s.review {
@@ -340,6 +420,17 @@ impl Engine {
     pub fn start_run(
         &mut self,
         s: v1::StartRun,
+        now: DateTime<Utc>,
+    ) -> Result<Effects, StoreError> {
+        self.start_run_traced(s, String::new(), now)
+    }
+
+    /// Starts a run, once per run id, in the trace `traceparent` names (empty:
+    /// none); the run keeps it so that all its tasks continue that trace.
+    pub fn start_run_traced(
+        &mut self,
+        s: v1::StartRun,
+        traceparent: String,
         now: DateTime<Utc>,
     ) -> Result<Effects, StoreError> {
         let mut fx = Effects::default();
@@ -391,9 +482,12 @@ impl Engine {
             failing: false,
             aux: Vec::new(),
             batch: None,
+            traceparent,
         };
+        concierto_telemetry::metrics::run_started(&run.workflow);
         if wf.is_none() {
             run.state = RunState::Failed;
+            concierto_telemetry::metrics::run_finished(&run.workflow, "failed");
             run.error = format!("unknown workflow {:?}", s.workflow);
             tracing::warn!(run = %run.run_id, error = %run.error, "run failed at start");
             fx.events.push(run.event(None, run.error.clone(), ms(now)));
@@ -414,6 +508,7 @@ impl Engine {
             let done = run.on_failure.as_ref().is_none_or(|f| !f.state.is_open());
             if done {
                 run.state = RunState::Failed;
+                concierto_telemetry::metrics::run_finished(&run.workflow, "failed");
                 tracing::warn!(run = %run.run_id, error = %run.error, "run failed");
                 fx.events.push(run.event(None, run.error.clone(), ms(now)));
             } else if let Some(f) = run.on_failure.as_mut()
@@ -432,6 +527,7 @@ impl Engine {
         {
             None => {
                 run.state = RunState::Succeeded;
+                concierto_telemetry::metrics::run_finished(&run.workflow, "succeeded");
                 tracing::info!(run = %run.run_id, workflow = %run.workflow, "run succeeded");
                 fx.events.push(run.event(None, "run succeeded", ms(now)));
             }
@@ -523,6 +619,7 @@ impl Engine {
                     }),
             );
         }
+        inputs.extend(self.context_inputs(&s.role));
         let instruction = if run.failing && run.on_failure.as_ref().is_some_and(|f| f.id == s.id) {
             format!("{}\n\nThe run failed: {}", s.task, run.error)
         } else {
@@ -606,10 +703,11 @@ impl Engine {
             tracing::info!(run = %run.run_id, step = %q.step_id, %role, attempt, "step dispatched");
             fx.events
                 .push(run.event(Some(&q.step_id), format!("dispatched to {role}"), ms(now)));
-            self.finish_or_keep(run, now, fx)?;
             if let Some(task) = task {
                 fx.tasks.push(task);
+                note_trace(&mut fx.traces, &run);
             }
+            self.finish_or_keep(run, now, fx)?;
         }
         Ok(())
     }
@@ -834,6 +932,7 @@ impl Engine {
             self.release(&role);
         }
         run.state = RunState::Cancelled;
+        concierto_telemetry::metrics::run_finished(&run.workflow, "cancelled");
         run.error = if reason.is_empty() {
             "cancelled".into()
         } else {

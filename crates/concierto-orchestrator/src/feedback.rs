@@ -20,7 +20,7 @@ use concierto_core::grammar::Quantity;
 use concierto_core::store::StoreError;
 use concierto_proto::v1;
 
-use crate::engine::{Effects, Engine, ms, step_record};
+use crate::engine::{Effects, Engine, metric_sample, ms, step_record};
 use crate::run::{RunRecord, StepState};
 
 /// Run parameter: when the feedback was received (unix ms).
@@ -62,6 +62,16 @@ impl Engine {
         fb: v1::Feedback,
         now: DateTime<Utc>,
     ) -> Result<Effects, StoreError> {
+        self.start_feedback_traced(fb, String::new(), now)
+    }
+
+    /// Like [`Engine::start_feedback`], in the trace `traceparent` names.
+    pub fn start_feedback_traced(
+        &mut self,
+        fb: v1::Feedback,
+        traceparent: String,
+        now: DateTime<Utc>,
+    ) -> Result<Effects, StoreError> {
         if fb.feedback_id.is_empty() {
             tracing::warn!("feedback without an id ignored");
             return Ok(Effects::default());
@@ -88,7 +98,7 @@ impl Engine {
                 ..Default::default()
             })),
         };
-        self.start_run(start, now)
+        self.start_run_traced(start, traceparent, now)
     }
 
     /// After `categorise`: the specialists' steps; after the first response:
@@ -165,6 +175,14 @@ impl Engine {
                 None => String::new(),
             };
             tracing::info!(run = %run.run_id, took_ms = took.as_millis() as u64, sla_ms = sla.map(|s| s.as_millis() as u64), "first response to feedback");
+            // For the tracker's feedback_response_time, in seconds.
+            fx.metrics.push(metric_sample(
+                "feedback_response_time",
+                took.as_secs_f64(),
+                "s",
+                &[("run", &run.run_id), ("step", step_id)],
+                now,
+            ));
             fx.events.push(run.event(
                 Some(step_id),
                 format!("first response after {}{verdict}", human(took)),

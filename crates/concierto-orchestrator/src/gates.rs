@@ -241,6 +241,9 @@ impl Engine {
                 x.state = StepState::Succeeded;
                 x.finished_ms = ms(now);
             }
+            // The step's own state change (the tracker counts content pieces on it).
+            fx.events
+                .push(run.event(Some(step_id), "succeeded", ms(now)));
             self.feedback_step_done(run, step_id, now, fx);
             self.advance(run, now, fx);
             return Ok(());
@@ -526,6 +529,8 @@ impl Engine {
                             x.state = StepState::Succeeded;
                             x.finished_ms = now_ms;
                         }
+                        fx.events
+                            .push(run.event(Some(&g.step_id), "succeeded", now_ms));
                         self.feedback_step_done(&mut run, &g.step_id, now, fx);
                         self.advance(&mut run, now, fx);
                     }

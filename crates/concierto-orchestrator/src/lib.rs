@@ -15,6 +15,7 @@
 //! matches `(run, step, attempt)` of an open step; on start every open step is
 //! queued or published again.
 
+mod context;
 mod engine;
 mod feedback;
 mod gates;

@@ -86,6 +86,24 @@ impl WorkQueue {
         )
     }
 
+    /// Per class (feedback, urgent, normal): steps waiting and the oldest wait.
+    pub fn depth_by_class(&self, now: DateTime<Utc>) -> [(usize, Duration); 3] {
+        let class = |c: &VecDeque<Queued>| {
+            let oldest = c
+                .iter()
+                .map(|q| q.since)
+                .min()
+                .map(|t| (now - t).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::ZERO);
+            (c.len(), oldest)
+        };
+        [
+            class(&self.classes[0]),
+            class(&self.classes[1]),
+            class(&self.classes[2]),
+        ]
+    }
+
     /// Removes every step of `run_id`.
     pub fn remove_run(&mut self, run_id: &str) {
         for c in &mut self.classes {

@@ -36,7 +36,7 @@ use concierto_core::store::StoreError;
 use concierto_core::structured::{self, FoundVerdict};
 use concierto_proto::v1;
 
-use crate::engine::{Effects, Engine, ms};
+use crate::engine::{Effects, Engine, metric_sample, ms};
 use crate::run::{
     Aux, AuxKind, BatchInfo, BatchItem, ReviewRound, ReviewerVerdict, RunRecord, RunState,
     StepRecord, StepState,
@@ -483,6 +483,7 @@ impl Engine {
             .map(|v| v.score)
             .fold(f64::INFINITY, f64::min);
         let score = if score.is_finite() { score } else { 0.0 };
+        let scored = !verdicts.is_empty();
         let passed =
             !verdicts.is_empty() && verdicts.iter().all(|v| v.pass && v.score >= pass_mark);
         let notes = verdicts
@@ -520,6 +521,20 @@ impl Engine {
             notes = %notes,
             "review round decided"
         );
+        if scored {
+            // For the tracker's quality_score: the round's lowest score.
+            fx.metrics.push(metric_sample(
+                "quality_score",
+                score,
+                "",
+                &[
+                    ("run", &run.run_id),
+                    ("step", subject),
+                    ("loop", &loop_name),
+                ],
+                now,
+            ));
+        }
         if passed {
             fx.events
                 .push(run.event(Some(subject), format!("{head}: passed"), ms(now)));
@@ -735,7 +750,10 @@ impl Engine {
                 items,
                 settled: false,
             }),
+            // A batch serves many runs: each of its dispatches starts a trace.
+            traceparent: String::new(),
         };
+        concierto_telemetry::metrics::run_started(&run.workflow);
         tracing::info!(run = %id, %loop_name, drafts = n, "batch review started");
         fx.events.push(run.event(
             None,

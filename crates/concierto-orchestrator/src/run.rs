@@ -320,6 +320,11 @@ pub struct RunRecord {
     /// Set on a batch run: the outputs it reviews.
     #[serde(default)]
     pub batch: Option<BatchInfo>,
+    /// W3C `traceparent` of the run's trace (the orchestrator's span for its
+    /// start): every task of the run, published now or after a restart,
+    /// continues it. Empty when spans are not exported.
+    #[serde(default)]
+    pub traceparent: String,
 }
 
 impl StepRecord {

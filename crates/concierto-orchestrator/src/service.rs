@@ -16,6 +16,7 @@ use concierto_core::subjects;
 use concierto_proto::v1;
 use futures::FutureExt as _;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::engine::{Effects, Engine, EngineError, Limits};
 use crate::gates::DecisionKind;
@@ -61,6 +62,10 @@ impl Default for OrchestratorOptions {
     }
 }
 
+/// How often the queue is reported to the tracker when it does not change
+/// (`metric.queue_depth`, `metric.queue_oldest_seconds`), on the clock.
+const QUEUE_REPORT_EVERY: Duration = Duration::from_secs(10);
+
 struct Orchestrator {
     engine: Engine,
     clock: SharedClock,
@@ -74,7 +79,10 @@ enum Input {
     Start(v1::StartRun),
     Result(v1::TaskResult),
     Feedback(v1::Feedback),
+    Context(v1::AgentContext),
     Tick,
+    /// An input with the `traceparent` of its trace (a run's start keeps it).
+    Traced(Box<Input>, String),
 }
 
 struct Apply(Vec<Input>);
@@ -90,14 +98,25 @@ impl Handler<Apply> for Orchestrator {
         let now = self.clock.now();
         let mut all = Effects::default();
         for input in msg.0 {
+            let (input, trace) = match input {
+                Input::Traced(input, trace) => (*input, trace),
+                input => (input, String::new()),
+            };
             let fx = match input {
-                Input::Start(s) => self.engine.start_run(s, now)?,
+                Input::Start(s) => self.engine.start_run_traced(s, trace, now)?,
                 Input::Result(r) => self.engine.apply_result(r, now)?,
-                Input::Feedback(f) => self.engine.start_feedback(f, now)?,
+                Input::Feedback(f) => self.engine.start_feedback_traced(f, trace, now)?,
+                Input::Traced(..) => Effects::default(),
+                Input::Context(c) => {
+                    self.engine.apply_context(c)?;
+                    Effects::default()
+                }
                 Input::Tick => self.engine.tick(now)?,
             };
             all.extend(fx);
         }
+        all.metrics
+            .extend(self.engine.queue_samples(now, QUEUE_REPORT_EVERY));
         Ok(all)
     }
 }
@@ -208,9 +227,27 @@ async fn publish(bus: &Arc<dyn Bus>, fx: Effects) -> bool {
     let mut ok = true;
     let publishes = fx.tasks.iter().map(|t| {
         let subject = subjects::task(&t.role);
-        let out = encode(t).msg_id(t.task_id.clone());
+        let run_trace = fx.traces.get(&t.run_id).map(String::as_str);
+        // A child of the run's span; the agent's span for the task is its child.
+        let span = tracing::info_span!(
+            "orchestrator.dispatch",
+            service = "orchestrator",
+            run_id = %t.run_id,
+            step_id = %t.step_id,
+            role = %t.role,
+            task_id = %t.task_id,
+            attempt = t.attempt,
+        );
+        concierto_telemetry::follow(&span, run_trace);
+        let mut out = encode(t).msg_id(t.task_id.clone());
+        if let Some(tp) =
+            concierto_telemetry::span_traceparent(&span).or_else(|| run_trace.map(str::to_string))
+        {
+            out = out.traceparent(tp);
+        }
         let bus = bus.clone();
         async move { (bus.publish_durable(&subject, out).await, t.task_id.clone()) }
+            .instrument(span)
     });
     for (result, task_id) in futures::future::join_all(publishes).await {
         if let Err(e) = result {
@@ -229,6 +266,15 @@ async fn publish(bus: &Arc<dyn Bus>, fx: Effects) -> bool {
     for (kind, gate) in &fx.gates {
         if let Err(e) = bus.publish_proto(&subjects::gate_event(kind), gate).await {
             tracing::warn!(error = %e, "publishing a gate event failed");
+        }
+    }
+    // Durable, so the tracker takes them even if it is down now.
+    for m in &fx.metrics {
+        if let Err(e) = bus
+            .publish_durable(&subjects::metric_sample(&m.metric), encode(m))
+            .await
+        {
+            tracing::warn!(metric = %m.metric, error = %e, "publishing a metric sample failed");
         }
     }
     ok
@@ -276,6 +322,7 @@ pub async fn start(
     let feedback = bus
         .consumer("FEEDBACK", &consumer(subjects::FEEDBACK_IN))
         .await?;
+    let contexts = bus.consumer("EVENTS", &consumer(subjects::CONTEXT)).await?;
 
     let engine = Engine::new(studio, store.clone(), opts.limits.clone());
     let addr = Orchestrator {
@@ -293,35 +340,44 @@ pub async fn start(
     let (committer, committed) = mpsc::channel::<Pending>(1024);
     let (flusher, publisher) = spawn_committer(store.clone(), bus.clone(), committed);
     let signal = control.signal.clone();
-    let mut tasks = Vec::new();
-
-    tasks.push(spawn_intake(
-        "run starts",
-        runs,
-        Input::Start,
-        addr.clone(),
-        committer.clone(),
-        signal.clone(),
-        &opts,
-    ));
-    tasks.push(spawn_intake(
-        "results",
-        results,
-        Input::Result,
-        addr.clone(),
-        committer.clone(),
-        signal.clone(),
-        &opts,
-    ));
-    tasks.push(spawn_intake(
-        "feedback",
-        feedback,
-        Input::Feedback,
-        addr.clone(),
-        committer.clone(),
-        signal.clone(),
-        &opts,
-    ));
+    let mut tasks = vec![
+        spawn_intake(
+            "run starts",
+            runs,
+            Input::Start,
+            addr.clone(),
+            committer.clone(),
+            signal.clone(),
+            &opts,
+        ),
+        spawn_intake(
+            "results",
+            results,
+            Input::Result,
+            addr.clone(),
+            committer.clone(),
+            signal.clone(),
+            &opts,
+        ),
+        spawn_intake(
+            "feedback",
+            feedback,
+            Input::Feedback,
+            addr.clone(),
+            committer.clone(),
+            signal.clone(),
+            &opts,
+        ),
+        spawn_intake(
+            "contexts",
+            contexts,
+            Input::Context,
+            addr.clone(),
+            committer.clone(),
+            signal.clone(),
+            &opts,
+        ),
+    ];
     // Timeouts and retries.
     {
         let (addr, mut signal, committer) = (addr.clone(), signal.clone(), committer.clone());
@@ -448,11 +504,60 @@ fn spawn_intake<M: concierto_bus::ProtoMessage>(
             if got.is_empty() {
                 continue;
             }
-            let (inputs, deliveries): (Vec<_>, Vec<_>) =
-                got.into_iter().map(|(m, d)| (wrap(m), d)).unzip();
+            let mut inputs = Vec::with_capacity(got.len());
+            let mut spans = Vec::with_capacity(got.len());
+            let mut deliveries = Vec::with_capacity(got.len());
+            for (m, d) in got {
+                let (input, span) = traced(wrap(m), d.message.traceparent());
+                inputs.push(input);
+                spans.push(span);
+                deliveries.push(d);
+            }
             apply(&addr, &committer, inputs, deliveries).await;
+            // The spans cover each message's handling up to its batch applied.
+            drop(spans);
         }
     })
+}
+
+/// The span handling `input` (a child of the message's `traceparent`), and the
+/// input with the trace it continues: a run keeps its start's span context so
+/// its tasks continue the trace (without span export, the context it came with).
+fn traced(input: Input, traceparent: Option<&str>) -> (Input, tracing::Span) {
+    let span = match &input {
+        Input::Start(s) => tracing::info_span!(
+            "orchestrator.start_run",
+            service = "orchestrator",
+            run_id = %s.run_id,
+            workflow = %s.workflow,
+            trigger = %s.trigger,
+        ),
+        Input::Result(r) => tracing::info_span!(
+            "orchestrator.result",
+            service = "orchestrator",
+            run_id = %r.run_id,
+            step_id = %r.step_id,
+            role = %r.role,
+            task_id = %r.task_id,
+            attempt = r.attempt,
+            status = r.status().as_str_name(),
+        ),
+        Input::Feedback(f) => tracing::info_span!(
+            "orchestrator.feedback",
+            service = "orchestrator",
+            feedback_id = %f.feedback_id,
+        ),
+        _ => return (input, tracing::Span::none()),
+    };
+    concierto_telemetry::follow(&span, traceparent);
+    let keeps_trace = matches!(input, Input::Start(_) | Input::Feedback(_));
+    let trace = concierto_telemetry::span_traceparent(&span)
+        .or_else(|| traceparent.map(str::to_string))
+        .filter(|_| keeps_trace);
+    match trace {
+        Some(trace) => (Input::Traced(Box::new(input), trace), span),
+        None => (input, span),
+    }
 }
 
 /// Applies `inputs` in the actor and hands the effects to the committer.

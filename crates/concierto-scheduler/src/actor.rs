@@ -17,6 +17,7 @@ use concierto_core::grammar::format_duration;
 use concierto_core::store::KvStore;
 use concierto_core::subjects::RUN_START;
 use concierto_proto::v1::{self, ContentItem, ListTriggersResponse, StartRun, ThresholdCrossed};
+use tracing::Instrument as _;
 
 use crate::SchedulerError;
 use crate::runs::{self, timestamp};
@@ -339,14 +340,25 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
                         }
                         unsaved = false;
                     }
+                    // The root span of the run's trace: `run.start` carries its context.
+                    let span = tracing::info_span!(
+                        "scheduler.fire",
+                        service = "scheduler",
+                        trigger = %name,
+                        run_id = %start.run_id,
+                        workflow = %start.workflow,
+                        fire_time = %fire_time.to_rfc3339(),
+                    );
                     match core
                         .bus
                         .publish_durable_proto(RUN_START, start.as_ref(), &start.run_id)
+                        .instrument(span)
                         .await
                     {
                         Ok(ack) => {
                             if !ack.duplicate {
                                 state.fires += 1;
+                                concierto_telemetry::metrics::trigger_fired(&name);
                             }
                             state.last_fire = state.last_fire.max(Some(fire_time));
                             if scheduled {

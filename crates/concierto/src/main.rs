@@ -3,7 +3,9 @@
 //! - `validate FILE`: check a studio, every problem with file, line and key.
 //! - `up`: every service in one process on the embedded bus.
 //! - `serve <service>... --nats URL`: chosen services against NATS.
-//! - `agent --role R --nats URL`: workers for one role against NATS.
+//! - `agent --role R --nats URL`: workers for one role against NATS (`--role`
+//!   repeated, or `--all-roles --except R`, for several roles in one process).
+//! - `probe URL`: one HTTP GET, exit status 0 on 2xx (the image's health check).
 //! - `run`, `gate`, `feedback`, `trigger`: the admin API (gRPC) from the command
 //!   line, with `--server`, `--token` and `--ca` (or `CONCIERTO_SERVER`,
 //!   `CONCIERTO_TOKEN`, `CONCIERTO_CA`).
@@ -13,7 +15,9 @@
 mod admin_cmds;
 mod client;
 mod local_cmds;
+mod observability;
 mod output;
+mod probe;
 mod services;
 
 use std::path::PathBuf;
@@ -59,7 +63,7 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
-    /// Run chosen services (scheduler, orchestrator) against NATS.
+    /// Run chosen services (scheduler, orchestrator, admin, feedback, ingest, dashboard) against NATS.
     Serve {
         /// Services to run.
         #[arg(required = true)]
@@ -81,12 +85,18 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
-    /// Run workers for one agent role against NATS; SIGTERM drains them.
+    /// Run workers for agent roles against NATS; SIGTERM drains them.
     Agent {
-        /// The role.
-        #[arg(long)]
-        role: String,
-        /// Workers in this process.
+        /// A role (repeat, or separate with commas, for several).
+        #[arg(long, value_delimiter = ',', required_unless_present = "all_roles")]
+        role: Vec<String>,
+        /// Every role of the studio (less those named by `--except`).
+        #[arg(long, conflicts_with = "role")]
+        all_roles: bool,
+        /// With `--all-roles`: roles left to other processes (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', requires = "all_roles")]
+        except: Vec<String>,
+        /// Workers per role in this process.
         #[arg(long, default_value_t = 1)]
         replicas: u32,
         /// Worker id prefix (default: the process id).
@@ -144,6 +154,15 @@ enum Command {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// GET an http:// URL; exit status 0 on a 2xx answer, 1 otherwise (the
+    /// container health check: `concierto probe http://127.0.0.1:9464/readyz`).
+    Probe {
+        /// The URL (plain http://).
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
+    },
 }
 
 fn init_logs(default: &str, json: bool) {
@@ -172,8 +191,8 @@ fn main() -> ExitCode {
             data,
             log_json,
         } => {
-            init_logs("info", log_json);
-            run(async move { services::up(&file, data).await })
+            // Logs, traces and metrics start once the studio is read (its `server` section).
+            run(async move { services::up(&file, data, log_json).await })
         }
         Command::Serve {
             services: names,
@@ -181,20 +200,23 @@ fn main() -> ExitCode {
             file,
             data,
             log_json,
-        } => {
-            init_logs("info", log_json);
-            run(async move { services::serve(&file, &names, nats, data).await })
-        }
+        } => run(async move { services::serve(&file, &names, nats, data, log_json).await }),
         Command::Agent {
             role,
+            all_roles,
+            except,
             replicas,
             id,
             nats,
             file,
             log_json,
         } => {
-            init_logs("info", log_json);
-            run(async move { services::agent(&file, &role, replicas, id, nats).await })
+            let roles = if all_roles {
+                services::AgentRoles::AllExcept(except)
+            } else {
+                services::AgentRoles::Named(role)
+            };
+            run(async move { services::agent(&file, &roles, replicas, id, nats, log_json).await })
         }
         Command::Run { conn, cmd } => client_command(admin_cmds::run(&conn, cmd)),
         Command::Gate { conn, cmd } => client_command(admin_cmds::gate(&conn, cmd)),
@@ -202,6 +224,17 @@ fn main() -> ExitCode {
         Command::Trigger { conn, cmd } => client_command(admin_cmds::trigger(&conn, cmd)),
         Command::Agents { cmd } => finish(local_cmds::agents(cmd)),
         Command::Token { cmd } => finish(local_cmds::token(cmd)),
+        Command::Probe { url, timeout } => {
+            let timeout = std::time::Duration::try_from_secs_f64(timeout)
+                .unwrap_or(std::time::Duration::from_secs(3));
+            match probe::probe(&url, timeout) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("concierto: probe {url}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

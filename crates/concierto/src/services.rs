@@ -14,10 +14,18 @@ use concierto_core::config::{self, Studio};
 use concierto_core::service::ServiceHandle;
 use concierto_core::store::{KvStore, SledStore};
 
+use crate::observability::Observability;
+
 /// Services `serve` can run.
-pub const SERVICES: &[&str] = &["scheduler", "orchestrator", "admin", "feedback", "ingest"];
-/// Services of the design that are not built yet.
-const NOT_BUILT: &[&str] = &["tracker"];
+pub const SERVICES: &[&str] = &[
+    "scheduler",
+    "orchestrator",
+    "admin",
+    "feedback",
+    "ingest",
+    "tracker",
+    "dashboard",
+];
 
 /// Loads a studio, printing every problem when it has errors.
 pub fn load_studio(file: &Path) -> anyhow::Result<Arc<Studio>> {
@@ -191,7 +199,7 @@ async fn start_service(
                 library.clone(),
                 store,
                 clock.clone(),
-                concierto_ingest::IngestOptions::default(),
+                ingest_options(studio),
             )
             .await?;
             // The content library's JSON API, in the same process: the library
@@ -207,11 +215,39 @@ async fn start_service(
             });
             Ok(handle)
         }
-        other if NOT_BUILT.contains(&other) => {
-            bail!(
-                "service {other:?} is not built yet; today `serve` runs: {}",
-                SERVICES.join(", ")
-            )
+        "tracker" => {
+            let store = open_store(data_dir, name)?;
+            let opts = concierto_tracker::TrackerOptions {
+                ack_wait: studio.server.bus.ack_wait,
+                streams: stream_limits(studio),
+                ..Default::default()
+            };
+            let tracker =
+                concierto_tracker::start(studio.clone(), bus.clone(), store, clock.clone(), opts)
+                    .await?;
+            // Its metrics and health join this process's `/metrics`.
+            let view = tracker.view();
+            concierto_telemetry::metrics::add_text_source(Arc::new(move || view.prometheus_text()));
+            Ok(tracker.into_handle())
+        }
+        "dashboard" => {
+            // Stateless but for its sign-in sessions (in memory): any number of
+            // replicas, with sticky sessions at the load balancer.
+            let opts = concierto_dashboard::DashboardOptions::from_studio(studio);
+            let state = concierto_dashboard::DashboardState::new(
+                studio.clone(),
+                bus.clone(),
+                clock.clone(),
+                opts,
+            )?;
+            // Engagement samples and the like, posted by scripts with a reviewer token.
+            let metrics =
+                concierto_tracker::router(bus.clone(), concierto_admin::identities(studio));
+            let (handle, addr) =
+                concierto_dashboard::serve_with(state, &studio.server.dashboard_addr, metrics)
+                    .await?;
+            tracing::info!(%addr, "dashboard listening (sign in with a reviewer token)");
+            Ok(handle)
         }
         other => bail!("unknown service {other:?}; known: {}", SERVICES.join(", ")),
     }
@@ -227,6 +263,7 @@ async fn serve_library(
     let auth: concierto_content::TokenAuth =
         Arc::new(move |token: &str| identities.by_token(token).map(|i| i.id.clone()));
     let router = concierto_content::router(library, auth, concierto_content::ApiOptions::default());
+    let router = concierto_telemetry::server::count_http(router, "ingest");
     let addr = studio.server.library_addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -242,6 +279,19 @@ async fn serve_library(
     });
     tracing::info!(addr = %local, "content library API (JSON) listening");
     Ok(handle)
+}
+
+/// The ingester's options for `studio`: vision models for the sources whose
+/// role runs on a model executor.
+fn ingest_options(studio: &Studio) -> concierto_ingest::IngestOptions {
+    let vision = concierto_ingest::Vision::for_studio(studio);
+    if !vision.is_empty() {
+        tracing::info!(?vision, "pictures are shown to vision models");
+    }
+    concierto_ingest::IngestOptions {
+        vision: (!vision.is_empty()).then_some(vision),
+        ..Default::default()
+    }
 }
 
 fn orchestrator_limits(studio: &Studio) -> concierto_orchestrator::Limits {
@@ -301,8 +351,9 @@ async fn stop_all(groups: Vec<Vec<ServiceHandle>>) {
 }
 
 /// `concierto up`: every service in one process on the embedded bus.
-pub async fn up(file: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn up(file: &Path, data_dir: Option<PathBuf>, log_json: bool) -> anyhow::Result<()> {
     let studio = load_studio(file)?;
+    let obs = Observability::start(&studio, "concierto", log_json).await?;
     let data_dir = data_dir.unwrap_or_else(|| studio.server.data_dir.clone());
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(studio.server.subject_prefix.clone()));
     ensure_standard_streams(bus.as_ref(), &stream_limits(&studio)).await?;
@@ -327,6 +378,8 @@ pub async fn up(file: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
         start_service("admin", &studio, &bus, &data_dir, &clock).await?,
         start_service("feedback", &studio, &bus, &data_dir, &clock).await?,
         start_service("ingest", &studio, &bus, &data_dir, &clock).await?,
+        start_service("tracker", &studio, &bus, &data_dir, &clock).await?,
+        start_service("dashboard", &studio, &bus, &data_dir, &clock).await?,
     ]);
     tracing::info!(
         studio = %studio.studio.name,
@@ -335,9 +388,12 @@ pub async fn up(file: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
         data = %data_dir.display(),
         "studio up; Ctrl-C stops it"
     );
+    obs.ready();
     shutdown_signal().await;
     tracing::info!("stopping");
+    obs.stopping();
     stop_all(handles).await;
+    obs.finish().await;
     Ok(())
 }
 
@@ -358,22 +414,23 @@ pub async fn serve(
     services: &[String],
     nats: Option<String>,
     data_dir: Option<PathBuf>,
+    log_json: bool,
 ) -> anyhow::Result<()> {
     if services.is_empty() {
         bail!("name the services to run: {}", SERVICES.join(", "));
     }
     for s in services {
-        if NOT_BUILT.contains(&s.as_str()) {
-            bail!(
-                "service {s:?} is not built yet; today `serve` runs: {}",
-                SERVICES.join(", ")
-            );
-        }
         if !SERVICES.contains(&s.as_str()) {
             bail!("unknown service {s:?}; known: {}", SERVICES.join(", "));
         }
     }
     let studio = load_studio(file)?;
+    let obs = Observability::start(
+        &studio,
+        &format!("concierto-{}", services.join("-")),
+        log_json,
+    )
+    .await?;
     let url = nats.unwrap_or_else(|| studio.server.nats_url.clone());
     let data_dir = data_dir.unwrap_or_else(|| studio.server.data_dir.clone());
     let bus = connect(
@@ -390,30 +447,149 @@ pub async fn serve(
         ]);
         tracing::info!(service = %s, nats = %url, "service started");
     }
+    obs.ready();
     shutdown_signal().await;
     tracing::info!("stopping");
+    obs.stopping();
     stop_all(handles).await;
     bus.flush().await?;
+    obs.finish().await;
     Ok(())
 }
 
-/// `concierto agent`: workers of one role against NATS.
+/// The roles one `concierto agent` process runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentRoles {
+    /// These roles (`--role a --role b`, `--role a,b`).
+    Named(Vec<String>),
+    /// Every role of the studio but these (`--all-roles --except a`).
+    AllExcept(Vec<String>),
+}
+
+impl AgentRoles {
+    /// The roles of `studio` this selects, in the studio's order; every name
+    /// must be a role of the studio, and at least one role must be left.
+    pub fn resolve(&self, studio: &Studio) -> anyhow::Result<Vec<String>> {
+        let names = match self {
+            AgentRoles::Named(n) | AgentRoles::AllExcept(n) => n,
+        };
+        for n in names {
+            if !studio.roles.contains_key(n) {
+                bail!(
+                    "no role {n:?} in the studio's role files; roles: {}",
+                    studio.roles.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        let roles: Vec<String> = match self {
+            AgentRoles::Named(n) => {
+                let mut out: Vec<String> = Vec::new();
+                for r in n {
+                    if !out.contains(r) {
+                        out.push(r.clone());
+                    }
+                }
+                out
+            }
+            AgentRoles::AllExcept(except) => studio
+                .roles
+                .keys()
+                .filter(|r| !except.contains(r))
+                .cloned()
+                .collect(),
+        };
+        if roles.is_empty() {
+            bail!("no role left to run");
+        }
+        Ok(roles)
+    }
+}
+
+/// `concierto agent`: workers of one or more roles against NATS.
 pub async fn agent(
     file: &Path,
-    role: &str,
+    roles: &AgentRoles,
     replicas: u32,
     id: Option<String>,
     nats: Option<String>,
+    log_json: bool,
 ) -> anyhow::Result<()> {
     let studio = load_studio(file)?;
+    let roles = roles.resolve(&studio)?;
     let url = nats.unwrap_or_else(|| studio.server.nats_url.clone());
-    let bus = connect(&url, &studio, &format!("concierto-agent-{role}")).await?;
+    let name = match roles.as_slice() {
+        [one] => format!("concierto-agent-{one}"),
+        many => format!("concierto-agent-{}-roles", many.len()),
+    };
+    let obs = Observability::start(&studio, &name, log_json).await?;
+    let bus = connect(&url, &studio, &name).await?;
     let prefix = id.unwrap_or_else(|| format!("{}-", std::process::id()));
-    let handles = start_workers(&studio, &bus, role, replicas, &prefix).await?;
-    tracing::info!(%role, replicas, nats = %url, "agent workers started");
+    let mut handles = Vec::new();
+    for role in &roles {
+        handles.extend(start_workers(&studio, &bus, role, replicas, &prefix).await?);
+    }
+    tracing::info!(roles = %roles.join(","), replicas, nats = %url, "agent workers started");
+    obs.ready();
     shutdown_signal().await;
     tracing::info!("draining");
+    obs.stopping();
     stop_all(vec![handles]).await;
     bus.flush().await?;
+    obs.finish().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod agent_roles_tests {
+    use super::*;
+
+    fn example() -> Arc<Studio> {
+        load_studio(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studio/concierto.yaml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn all_roles_except_leaves_out_the_named_ones_and_keeps_the_rest() {
+        let studio = example();
+        let roles = AgentRoles::AllExcept(vec!["content-creator".into()])
+            .resolve(&studio)
+            .unwrap();
+        assert_eq!(roles.len(), studio.roles.len() - 1);
+        assert!(!roles.contains(&"content-creator".to_string()));
+        assert!(roles.contains(&"brand-guardian".to_string()));
+    }
+
+    #[test]
+    fn named_roles_are_checked_and_deduplicated() {
+        let studio = example();
+        let roles = AgentRoles::Named(vec![
+            "brand-guardian".into(),
+            "content-creator".into(),
+            "brand-guardian".into(),
+        ])
+        .resolve(&studio)
+        .unwrap();
+        assert_eq!(roles, ["brand-guardian", "content-creator"]);
+        let err = AgentRoles::Named(vec!["content-creater".into()])
+            .resolve(&studio)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("no role \"content-creater\""),
+            "{err}"
+        );
+        let err = AgentRoles::AllExcept(vec!["nobody".into()])
+            .resolve(&studio)
+            .unwrap_err();
+        assert!(err.to_string().contains("no role \"nobody\""), "{err}");
+    }
+
+    #[test]
+    fn excepting_every_role_is_an_error() {
+        let studio = example();
+        let all: Vec<String> = studio.roles.keys().cloned().collect();
+        let err = AgentRoles::AllExcept(all).resolve(&studio).unwrap_err();
+        assert!(err.to_string().contains("no role left"), "{err}");
+    }
 }

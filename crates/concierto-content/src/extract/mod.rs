@@ -14,7 +14,7 @@ mod concepts;
 mod css;
 mod page;
 mod palette;
-mod trends;
+pub(crate) mod trends;
 mod typography;
 
 pub use concepts::{VOCABULARY, concepts};

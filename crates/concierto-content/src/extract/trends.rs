@@ -230,7 +230,7 @@ fn keep(w: &str) -> bool {
 
 /// The distinct words and adjacent word pairs of a text (stopwords removed;
 /// pairs never span punctuation or a stopword).
-fn terms(text: &str) -> BTreeSet<String> {
+pub(crate) fn terms(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for clause in text.split(['.', ',', ';', ':', '!', '?', '\n', '(', ')', '|', '"']) {
         let mut prev: Option<String> = None;

@@ -243,6 +243,10 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
         grpc_addr: "127.0.0.1:50051".into(),
         http_addr: "127.0.0.1:8080".into(),
         library_addr: "127.0.0.1:8081".into(),
+        dashboard_addr: "127.0.0.1:8082".into(),
+        metrics_addr: "127.0.0.1:9464".into(),
+        otlp_endpoint: String::new(),
+        log_format: LogFormat::Text,
         bus: BusSection {
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
@@ -267,6 +271,10 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             "grpc_addr",
             "http_addr",
             "library_addr",
+            "dashboard_addr",
+            "metrics_addr",
+            "otlp_endpoint",
+            "log_format",
             "bus",
             "tls",
             "feedback",
@@ -378,15 +386,39 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
         ("grpc_addr", &mut out.grpc_addr),
         ("http_addr", &mut out.http_addr),
         ("library_addr", &mut out.library_addr),
+        ("dashboard_addr", &mut out.dashboard_addr),
+        ("metrics_addr", &mut out.metrics_addr),
     ] {
         if let Some(s) = w.opt_string(m, key, p) {
-            if s.parse::<std::net::SocketAddr>().is_err() {
+            let off = key == "metrics_addr" && s.is_empty();
+            if !off && s.parse::<std::net::SocketAddr>().is_err() {
                 w.error(
                     &child(p, key),
                     format!("{s:?} is not an address such as 127.0.0.1:8080"),
                 );
             }
             *slot = s;
+        }
+    }
+    if let Some(s) = w.opt_string(m, "otlp_endpoint", p) {
+        let s = s.trim().to_string();
+        if !(s.is_empty() || s.starts_with("http://") || s.starts_with("https://")) {
+            w.error(
+                "server.otlp_endpoint",
+                format!("{s:?} is not an http:// or https:// URL (an OTLP gRPC endpoint such as http://jaeger:4317)"),
+            );
+        } else {
+            out.otlp_endpoint = s;
+        }
+    }
+    if let Some(s) = w.opt_string(m, "log_format", p) {
+        match s.as_str() {
+            "text" => out.log_format = LogFormat::Text,
+            "json" => out.log_format = LogFormat::Json,
+            other => w.error(
+                "server.log_format",
+                format!("{other:?} is not a log format: `text` or `json`"),
+            ),
         }
     }
     if let Some(b) = w.map(m.get("bus"), "server.bus") {
@@ -1389,6 +1421,7 @@ fn source(
             role: role?,
             refresh,
             extract: Vec::new(),
+            allow_hosts: Vec::new(),
         });
     }
     w.known_keys(
@@ -1405,6 +1438,7 @@ fn source(
             "frequency",
             "extractor",
             "extract",
+            "allow_hosts",
         ],
     );
     let kind = match w.string(s, "type", p).as_deref() {
@@ -1453,6 +1487,35 @@ fn source(
         "extract"
     };
     let extract = w.strings(s, extract_key, p, false);
+    let mut allow_hosts = Vec::new();
+    if s.contains_key("allow_hosts") {
+        let key = child(p, "allow_hosts");
+        if kind != Some(SourceKind::WebScraper) {
+            w.error(
+                &key,
+                "only a web_scraper source fetches pages: allow_hosts does not apply",
+            );
+        }
+        for h in w.strings(s, "allow_hosts", p, false) {
+            let host = h.trim().to_ascii_lowercase();
+            let ok = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                && !host.starts_with('.')
+                && !host.ends_with('.');
+            if ok {
+                allow_hosts.push(host);
+            } else {
+                w.error(
+                    &key,
+                    format!(
+                        "{h:?} is not a host name such as cdn.example.com (no scheme, port or path)"
+                    ),
+                );
+            }
+        }
+    }
     Some(ContentSource {
         name,
         group: group.to_string(),
@@ -1461,6 +1524,7 @@ fn source(
         role: role?,
         refresh,
         extract,
+        allow_hosts,
     })
 }
 
@@ -1878,6 +1942,75 @@ mod tests {
             panic!("the studio should load: {:?}", errors(c));
         });
         &studio.agents.executors[name]
+    }
+
+    fn check_text(text: &str) -> (tempfile::TempDir, Checked) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("concierto.yaml");
+        let agents = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studio/agents");
+        std::fs::write(
+            &file,
+            format!("agents:\n  paths: [\"{}\"]\n{text}", agents.display()),
+        )
+        .expect("write");
+        let checked = check_with_env(&file, Vec::new());
+        (dir, checked)
+    }
+
+    #[test]
+    fn allow_hosts_and_observability_keys() {
+        let (_d, c) = check_text(
+            "server:
+  metrics_addr: \"\"
+  otlp_endpoint: http://jaeger:4317
+  log_format: json
+content_sources:
+  external_inspiration:
+    - gallery:
+        type: web_scraper
+        url: https://gallery.example/feed
+        processor: studio-orchestrator
+        allow_hosts: [CDN.gallery.example, images.example.net]
+",
+        );
+        let studio = c
+            .studio
+            .as_ref()
+            .unwrap_or_else(|| panic!("loads: {:?}", errors(&c)));
+        assert_eq!(
+            studio.content_sources[0].allow_hosts,
+            ["cdn.gallery.example", "images.example.net"]
+        );
+        assert_eq!(studio.server.metrics_addr, "");
+        assert_eq!(studio.server.otlp_endpoint, "http://jaeger:4317");
+        assert_eq!(studio.server.log_format, LogFormat::Json);
+
+        let (_d, c) = check_text(
+            "server:
+  metrics_addr: nowhere
+  otlp_endpoint: jaeger:4317
+  log_format: xml
+content_sources:
+  external_inspiration:
+    - gallery:
+        type: web_scraper
+        url: https://gallery.example/feed
+        processor: studio-orchestrator
+        allow_hosts: [\"https://cdn.example/x\"]
+  curated_databases:
+    - assets: { type: image_database, path: /tmp, indexer: studio-orchestrator, allow_hosts: [a.example] }
+",
+        );
+        let e = errors(&c).join("\n");
+        for needle in [
+            "server.metrics_addr",
+            "server.otlp_endpoint",
+            "server.log_format",
+            "allow_hosts: \"https://cdn.example/x\" is not a host name",
+            "allow_hosts does not apply",
+        ] {
+            assert!(e.contains(needle), "{needle} in {e}");
+        }
     }
 
     #[test]

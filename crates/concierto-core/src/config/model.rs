@@ -65,12 +65,33 @@ pub struct ServerSection {
     pub http_addr: String,
     /// The content library's JSON API, served by the ingest service (default `127.0.0.1:8081`).
     pub library_addr: String,
+    /// The dashboard (HTML pages, live updates), served by `concierto serve
+    /// dashboard` and `up` (default `127.0.0.1:8082`).
+    pub dashboard_addr: String,
+    /// Where every service process answers `GET /metrics` (Prometheus text),
+    /// `/healthz` and `/readyz` (default `127.0.0.1:9464`; empty: not served).
+    pub metrics_addr: String,
+    /// OTLP endpoint traces are exported to (gRPC, e.g. `http://jaeger:4317`);
+    /// empty: `OTEL_EXPORTER_OTLP_ENDPOINT` when set, else no export.
+    pub otlp_endpoint: String,
+    /// Log lines as `text` (default) or `json`.
+    pub log_format: LogFormat,
     /// Bus limits.
     pub bus: BusSection,
     /// TLS for the admin API, when configured.
     pub tls: Option<TlsSection>,
     /// The human-feedback intake (Slack, email, web form).
     pub feedback: FeedbackIntake,
+}
+
+/// `server.log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `server.tls`: the admin API's certificate (PEM files, absolute).
@@ -343,6 +364,9 @@ pub struct ContentSource {
     pub refresh: Refresh,
     /// Extractors to run (`extractor`/`extract`).
     pub extract: Vec<String>,
+    /// Hosts a web source may fetch besides its own URL's host (`allow_hosts`;
+    /// item pages and images of a listing often live on a CDN), lowercase.
+    pub allow_hosts: Vec<String>,
 }
 
 /// What a metric is held to.

@@ -83,6 +83,7 @@ pub fn source(name: &str, kind: SourceKind, location: &str, refresh: Refresh) ->
         role: "visual-storyteller".into(),
         refresh,
         extract: Vec::new(),
+        allow_hosts: Vec::new(),
     }
 }
 

@@ -1,0 +1,332 @@
+//! The dashboard: plain server-rendered HTML pages over the studio's services,
+//! live over server-sent events, for people with a reviewer token.
+//!
+//! ```text
+//!  browser ──▶ /login (token → session cookie) ──▶ pages ──▶ bus requests ──▶ orchestrator
+//!     ▲                                              │                      tracker
+//!     │ GET /events (SSE) ◀── live hub ◀── bus subscriptions                 feedback
+//!     │                                   (run.event.>, event.gate.>,        scheduler
+//!     │                                    event.metric.>, agent.heartbeat.>)
+//!     └── /library/api/... ──▶ proxy (reqwest, the user's token) ──▶ content library API
+//! ```
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | `ok`, no session needed |
+//! | `GET /login`, `POST /login`, `POST /logout` | sign in with a reviewer token, sign out |
+//! | `GET /` | progress metrics against their targets, threshold crossings |
+//! | `GET /agents` | per role: utilization, replicas, in flight, last heartbeat |
+//! | `GET /queue` | depth and oldest age per priority, dead letters, gates open/overdue |
+//! | `GET /runs`, `GET /runs/{id}` | runs; one run's step timeline |
+//! | `GET /gates`, `GET /gates/{id}`, `POST /gates/{id}/decide` | quality gates, decided as the signed-in reviewer |
+//! | `GET /feedback` | the feedback inbox with first-response times against the SLA |
+//! | `GET /library` | the content library: gallery, search, collections, upload |
+//! | `ANY /library/api/{*path}` | proxied to `http://{server.library_addr}/api/{path}` |
+//! | `GET /events` | server-sent events: `run`, `gate`, `metric`, `heartbeat` |
+//! | `GET /assets/dashboard.css`, `/assets/dashboard.js` | the embedded style and script |
+//!
+//! Identity is the admin API's: the SHA-256 of a token must be a
+//! `reviewers.<id>.token_sha256` ([`concierto_admin::Identities`]). A session
+//! is a random id in an `HttpOnly; SameSite=Strict` cookie, mapped in memory
+//! to the identity (and the token, which the library proxy passes on) until
+//! it expires. Pages without a session redirect to `/login`; the SSE stream,
+//! the proxy and every `POST` answer 401. State-changing requests carry the
+//! feedback form's double-submit CSRF token (cookie and form field or
+//! `X-CSRF-Token` header, [`concierto_feedback::form`]).
+//!
+//! Gate decisions go to the orchestrator with the reviewer's id in
+//! [`subjects::IDENTITY_HEADER`], so the orchestrator applies the gRPC API's
+//! rules; its refusal is shown on the page. A service that is not running is
+//! named on its page ("the orchestrator is not running"), never an empty 500.
+//!
+//! Any number of replicas can run: the dashboard keeps no data, only its
+//! sessions, which live in the memory of the replica that signed the person
+//! in (so several replicas need sticky sessions at the load balancer, and a
+//! restart signs everyone out).
+//!
+//! [`subjects::IDENTITY_HEADER`]: concierto_core::subjects::IDENTITY_HEADER
+
+mod auth;
+mod html;
+mod library;
+mod live;
+mod pages;
+mod services;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing;
+use concierto_admin::Identities;
+use concierto_bus::Bus;
+use concierto_core::clock::SharedClock;
+use concierto_core::config::Studio;
+use concierto_core::service::ServiceHandle;
+use concierto_feedback::Secret;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+pub use crate::live::LiveEvent;
+
+/// What can stop the dashboard from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An option is out of range; the message says which.
+    #[error("dashboard options: {0}")]
+    Options(String),
+    /// A bus subscription for the live updates failed.
+    #[error("bus: {0}")]
+    Bus(#[from] concierto_bus::BusError),
+    /// The HTTP client of the library proxy could not be built.
+    #[error("HTTP client: {0}")]
+    Client(String),
+}
+
+/// Settings of the dashboard.
+#[derive(Debug, Clone)]
+pub struct DashboardOptions {
+    /// Base URL of the content library's JSON API (`http://{server.library_addr}`).
+    pub library_url: String,
+    /// Longest wait for a service's answer on the bus.
+    pub request_timeout: Duration,
+    /// Longest wait for the content library (the whole proxied exchange).
+    pub library_timeout: Duration,
+    /// Largest body the proxy passes either way (an upload, a blob).
+    pub library_max_bytes: usize,
+    /// How long a sign-in lasts.
+    pub session_ttl: Duration,
+    /// Key of the CSRF tokens (at least 16 bytes; random by default, so
+    /// forms open across a restart are refused and must be reloaded).
+    pub csrf_key: Secret,
+    /// How long a CSRF token is good for.
+    pub csrf_ttl: Duration,
+    /// Threshold crossings kept for the overview page.
+    pub keep_thresholds: usize,
+}
+
+impl Default for DashboardOptions {
+    fn default() -> Self {
+        DashboardOptions {
+            library_url: "http://127.0.0.1:8081".into(),
+            request_timeout: Duration::from_secs(5),
+            library_timeout: Duration::from_secs(30),
+            library_max_bytes: 128 * 1024 * 1024,
+            session_ttl: Duration::from_secs(12 * 3600),
+            csrf_key: Secret::random(),
+            csrf_ttl: Duration::from_secs(12 * 3600),
+            keep_thresholds: 50,
+        }
+    }
+}
+
+impl DashboardOptions {
+    /// From the studio's `server` section (`server.library_addr`).
+    pub fn from_studio(studio: &Studio) -> Self {
+        DashboardOptions {
+            library_url: format!("http://{}", studio.server.library_addr),
+            ..Default::default()
+        }
+    }
+
+    /// Checks the options; the error says which one to fix.
+    pub fn validate(&self) -> Result<(), DashboardError> {
+        let bad = |m: &str| Err(DashboardError::Options(m.to_string()));
+        if !(self.library_url.starts_with("http://") || self.library_url.starts_with("https://")) {
+            return bad("library_url must start with http:// or https://");
+        }
+        if self.csrf_key.len() < 16 {
+            return bad("csrf_key must have at least 16 bytes");
+        }
+        if self.request_timeout.is_zero()
+            || self.library_timeout.is_zero()
+            || self.session_ttl.is_zero()
+            || self.csrf_ttl.is_zero()
+        {
+            return bad("timeouts and lifetimes must be more than 0");
+        }
+        if self.library_max_bytes == 0 {
+            return bad("library_max_bytes must be more than 0");
+        }
+        Ok(())
+    }
+}
+
+/// Everything the pages share: cheap to clone.
+#[derive(Clone)]
+pub struct DashboardState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    studio: Arc<Studio>,
+    bus: Arc<dyn Bus>,
+    clock: SharedClock,
+    identities: Identities,
+    opts: DashboardOptions,
+    http: reqwest::Client,
+    sessions: Mutex<HashMap<String, auth::Session>>,
+    live: broadcast::Sender<LiveEvent>,
+    thresholds: Mutex<VecDeque<live::Crossing>>,
+    closing: watch::Sender<bool>,
+}
+
+impl DashboardState {
+    /// The dashboard of `studio` over `bus`; identities from the studio's
+    /// reviewers; `clock` for sessions, CSRF tokens and ages.
+    pub fn new(
+        studio: Arc<Studio>,
+        bus: Arc<dyn Bus>,
+        clock: SharedClock,
+        opts: DashboardOptions,
+    ) -> Result<Self, DashboardError> {
+        opts.validate()?;
+        let http = reqwest::Client::builder()
+            .timeout(opts.library_timeout)
+            .connect_timeout(opts.library_timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| DashboardError::Client(e.to_string()))?;
+        let (live, _) = broadcast::channel(256);
+        let (closing, _) = watch::channel(false);
+        Ok(DashboardState {
+            inner: Arc::new(Inner {
+                identities: Identities::from_studio(&studio),
+                studio,
+                bus,
+                clock,
+                opts,
+                http,
+                sessions: Mutex::new(HashMap::new()),
+                live,
+                thresholds: Mutex::new(VecDeque::new()),
+                closing,
+            }),
+        })
+    }
+
+    /// Subscribes to run, gate, threshold and heartbeat events and feeds the
+    /// live hub (`GET /events`) until [`DashboardState::close`].
+    pub async fn watch_bus(&self) -> Result<(), DashboardError> {
+        live::watch_bus(self.clone()).await
+    }
+
+    /// Ends the live feeds and every open event stream (so a graceful
+    /// shutdown does not wait for browsers).
+    pub fn close(&self) {
+        let _ = self.inner.closing.send(true);
+    }
+
+    /// Publishes an event to every open `GET /events` stream.
+    pub fn publish(&self, event: LiveEvent) {
+        let _ = self.inner.live.send(event);
+    }
+
+    /// Number of live sessions (expired ones are not counted).
+    pub fn sessions(&self) -> usize {
+        auth::live_sessions(self)
+    }
+
+    pub(crate) fn studio(&self) -> &Studio {
+        &self.inner.studio
+    }
+
+    pub(crate) fn bus(&self) -> &dyn Bus {
+        self.inner.bus.as_ref()
+    }
+
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.clock.now()
+    }
+
+    pub(crate) fn opts(&self) -> &DashboardOptions {
+        &self.inner.opts
+    }
+}
+
+/// The dashboard's routes (see the [crate docs](crate) for the table).
+pub fn router(state: DashboardState) -> Router {
+    let proxy_limit = state.opts().library_max_bytes;
+    Router::new()
+        .route("/healthz", routing::get(|| async { "ok" }))
+        .route("/login", routing::get(auth::login_page).post(auth::login))
+        .route("/logout", routing::post(auth::logout))
+        .route("/", routing::get(pages::overview))
+        .route("/agents", routing::get(pages::agents))
+        .route("/queue", routing::get(pages::queue))
+        .route("/runs", routing::get(pages::runs))
+        .route("/runs/{id}", routing::get(pages::run))
+        .route("/gates", routing::get(pages::gates))
+        .route("/gates/{id}", routing::get(pages::gate))
+        .route("/gates/{id}/decide", routing::post(pages::decide))
+        .route("/feedback", routing::get(pages::feedback))
+        .route("/library", routing::get(library::gallery))
+        .route(
+            "/library/api/{*path}",
+            routing::any(library::proxy).layer(DefaultBodyLimit::max(proxy_limit)),
+        )
+        .route("/events", routing::get(live::events))
+        .route("/assets/dashboard.css", routing::get(html::css))
+        .route("/assets/dashboard.js", routing::get(html::js))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+/// Serves the dashboard on `addr` (`127.0.0.1:0` for any free port) with its
+/// live feeds; returns the handle (stop: feeds and event streams end, then the
+/// server drains) and the address it listens on.
+pub async fn serve(
+    state: DashboardState,
+    addr: &str,
+) -> Result<(ServiceHandle, SocketAddr), DashboardError> {
+    serve_with(state, addr, Router::new()).await
+}
+
+/// [`serve`], with `extra` routes merged in beside the pages (the tracker's
+/// `POST /api/metrics`, which checks its own bearer tokens).
+pub async fn serve_with(
+    state: DashboardState,
+    addr: &str,
+    extra: Router,
+) -> Result<(ServiceHandle, SocketAddr), DashboardError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| DashboardError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| DashboardError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    state.watch_bus().await?;
+    let (handle, control) = ServiceHandle::new("dashboard");
+    let mut stop = control.signal.clone();
+    let app = router(state.clone()).merge(extra);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                stop.stopped().await;
+                state.close();
+            })
+            .await;
+        tracing::info!("dashboard stopped");
+        control.finished(served.map_err(|e| format!("dashboard: {e}")));
+    });
+    tracing::info!(addr = %local, "dashboard listening");
+    Ok((handle, local))
+}

@@ -1,0 +1,377 @@
+//! The learners, run by the ingest service next to the sources:
+//!
+//! - the **trend report**, every [`IngestOptions::trend_every`] (a week): the
+//!   window's rising terms, palettes and typefaces over the library's
+//!   inspiration ([`concierto_content::learn::trend_report`]); handed as
+//!   context `trend-report` to [`IngestOptions::trend_roles`]
+//!   (trend-researcher, innovation-catalyst) and sampled as the
+//!   `pattern_recognition` metric;
+//! - the **campaign learner**, one per `training_data` source of campaign
+//!   analytics, on that source's `training_frequency`: what its high
+//!   performers share ([`concierto_content::learn::campaign_insights`]);
+//!   handed as context `campaign-insights` to
+//!   [`IngestOptions::campaign_roles`] (content-creator) and to the source's
+//!   `learner` role.
+//!
+//! Context goes out as `AgentContext` on `context.<role>` (durable, stream
+//! EVENTS); the orchestrator hands the latest of each name to every task of
+//! the role. Each report is also kept in the store (tree [`TREE`], keys
+//! `learn/trend-report` and `learn/campaign-insights/<source>`) with the time it
+//! was computed, so a restart recomputes only when one is due.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use concierto_bus::{Bus, BusExt};
+use concierto_content::learn::{
+    CampaignInsights, TrendReport, TrendReportOptions, campaign_insights, trend_report,
+};
+use concierto_content::{ContentLibrary, Item, Kind, Query};
+use concierto_core::config::{ContentSource, Refresh, SourceKind, Studio};
+use concierto_core::service::StopSignal;
+use concierto_core::store::KvStore;
+use concierto_core::subjects;
+use concierto_proto::v1::{AgentContext, MetricSample};
+
+use crate::TREE;
+use crate::error::IngestError;
+use crate::ingester::Ingester;
+
+/// The context name of the trend report.
+pub const TREND_REPORT: &str = "trend-report";
+/// The context name of a source's campaign insights.
+pub const CAMPAIGN_INSIGHTS: &str = "campaign-insights";
+/// The metric the trend report samples.
+pub const PATTERN_RECOGNITION: &str = "pattern_recognition";
+
+/// Items read per page from the library.
+const PAGE: usize = 1000;
+
+/// What one learner computes.
+#[derive(Debug, Clone)]
+pub(crate) enum Learner {
+    /// The trend report over all inspiration.
+    Trends,
+    /// Campaign insights over one analytics source.
+    Campaigns(ContentSource),
+}
+
+impl Learner {
+    fn key(&self) -> String {
+        match self {
+            Learner::Trends => format!("learn/{TREND_REPORT}"),
+            Learner::Campaigns(s) => format!("learn/{CAMPAIGN_INSIGHTS}/{}", s.name),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Learner::Trends => TREND_REPORT.to_string(),
+            Learner::Campaigns(s) => format!("{CAMPAIGN_INSIGHTS}:{}", s.name),
+        }
+    }
+}
+
+/// The learners a studio has: the trend report always, and one campaign
+/// learner per `training_data` source that is not feedback.
+pub(crate) fn learners(studio: &Studio) -> Vec<Learner> {
+    let mut out = vec![Learner::Trends];
+    out.extend(
+        studio
+            .content_sources
+            .iter()
+            .filter(|s| s.kind == SourceKind::TrainingData)
+            .filter(|s| {
+                let says = |x: &str| x.to_ascii_lowercase().contains("feedback");
+                !says(&s.name) && !says(&s.location)
+            })
+            .cloned()
+            .map(Learner::Campaigns),
+    );
+    out
+}
+
+/// A stored report: when it was computed and what it said.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored<T> {
+    computed_ms: i64,
+    report: T,
+}
+
+/// What a learner computed, ready to hand out.
+pub enum Learned {
+    /// The trend report.
+    Trends(TrendReport),
+    /// One source's campaign insights.
+    Campaigns {
+        /// The training-data source.
+        source: String,
+        /// What its high performers share.
+        insights: CampaignInsights,
+    },
+}
+
+/// Reads every item of `query` from the library, page by page.
+fn all_items(library: &ContentLibrary, query: Query) -> Result<Vec<Item>, IngestError> {
+    let mut out = Vec::new();
+    loop {
+        let page = library
+            .search(&query.clone().page(PAGE, out.len()))
+            .map_err(IngestError::from)?;
+        let n = page.hits.len();
+        out.extend(page.hits.into_iter().map(|h| h.item));
+        if n < PAGE || out.len() >= page.total {
+            return Ok(out);
+        }
+    }
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Computes one learner's report now (on a blocking thread: it reads the library).
+pub(crate) async fn compute(
+    library: Arc<ContentLibrary>,
+    learner: Learner,
+    now: DateTime<Utc>,
+    window: Duration,
+) -> Result<Learned, IngestError> {
+    tokio::task::spawn_blocking(move || {
+        let now_ms = now.timestamp_millis();
+        match learner {
+            Learner::Trends => {
+                let opts = TrendReportOptions {
+                    window,
+                    ..TrendReportOptions::default()
+                };
+                let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+                let since = now_ms.saturating_sub(window_ms.saturating_mul(2));
+                let items =
+                    all_items(&library, Query::browse().between(Some(since), Some(now_ms)))?;
+                Ok(Learned::Trends(trend_report(&items, now_ms, &opts)))
+            }
+            Learner::Campaigns(source) => {
+                let items = all_items(
+                    &library,
+                    Query::browse().kind(Kind::Analytics).source(&source.name),
+                )?;
+                Ok(Learned::Campaigns {
+                    source: source.name,
+                    insights: campaign_insights(&items, now_ms),
+                })
+            }
+        }
+    })
+    .await
+    .map_err(|e| IngestError::Blocking(format!("learner: {e}")))?
+}
+
+/// Hands a report out: stored, published as context to its roles (those the
+/// studio has), and for the trend report sampled as `pattern_recognition`.
+pub(crate) async fn hand_out(
+    bus: &Arc<dyn Bus>,
+    store: &Arc<dyn KvStore>,
+    studio: &Studio,
+    learned: &Learned,
+    roles: &[String],
+    now: DateTime<Utc>,
+) -> Result<(), IngestError> {
+    let now_ms = now.timestamp_millis();
+    let (key, name, markdown, stored) = match learned {
+        Learned::Trends(r) => (
+            format!("learn/{TREND_REPORT}"),
+            TREND_REPORT.to_string(),
+            r.to_markdown(),
+            serde_json::to_vec(&Stored {
+                computed_ms: now_ms,
+                report: r,
+            }),
+        ),
+        Learned::Campaigns { source, insights } => (
+            format!("learn/{CAMPAIGN_INSIGHTS}/{source}"),
+            format!("{CAMPAIGN_INSIGHTS}:{source}"),
+            insights.to_markdown(),
+            serde_json::to_vec(&Stored {
+                computed_ms: now_ms,
+                report: insights,
+            }),
+        ),
+    };
+    let stored = stored.map_err(|e| IngestError::Blocking(format!("encoding a report: {e}")))?;
+    for role in roles {
+        if !studio.roles.contains_key(role) {
+            tracing::debug!(%role, context = %name, "no such role in the studio; context not sent");
+            continue;
+        }
+        let msg = AgentContext {
+            role: role.clone(),
+            name: name.clone(),
+            content: markdown.clone(),
+            content_type: "text/markdown".into(),
+            at: Some(concierto_proto::time::timestamp(now.into())),
+            source: "ingest:learner".into(),
+        };
+        bus.publish_durable_proto(
+            &subjects::context(role),
+            &msg,
+            &format!("context:{role}/{name}@{now_ms}"),
+        )
+        .await?;
+    }
+    if let Learned::Trends(r) = learned {
+        let sample = MetricSample {
+            metric: PATTERN_RECOGNITION.into(),
+            value: r.pattern_recognition,
+            at: Some(concierto_proto::time::timestamp(now.into())),
+            labels: [
+                ("items".to_string(), r.items_current.to_string()),
+                ("source".to_string(), "ingest:learner".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            unit: "ratio".into(),
+        };
+        bus.publish_durable_proto(
+            &subjects::metric_sample(PATTERN_RECOGNITION),
+            &sample,
+            &format!("{PATTERN_RECOGNITION}@{now_ms}"),
+        )
+        .await?;
+    }
+    // Stored last: a report whose hand-out failed is computed and sent again.
+    store.put(TREE, key.as_bytes(), &stored)?;
+    Ok(())
+}
+
+/// The last time a learner's report was computed, from the store.
+fn last_computed(store: &Arc<dyn KvStore>, learner: &Learner) -> Option<DateTime<Utc>> {
+    #[derive(serde::Deserialize)]
+    struct When {
+        computed_ms: i64,
+    }
+    let bytes = store.get(TREE, learner.key().as_bytes()).ok().flatten()?;
+    let w: When = serde_json::from_slice(&bytes).ok()?;
+    Utc.timestamp_millis_opt(w.computed_ms).single()
+}
+
+/// The stored trend report, when one was computed.
+pub fn stored_trend_report(store: &Arc<dyn KvStore>) -> Option<(i64, TrendReport)> {
+    let bytes = store
+        .get(TREE, format!("learn/{TREND_REPORT}").as_bytes())
+        .ok()
+        .flatten()?;
+    let s: Stored<TrendReport> = serde_json::from_slice(&bytes).ok()?;
+    Some((s.computed_ms, s.report))
+}
+
+/// A source's stored campaign insights, when computed.
+pub fn stored_campaign_insights(
+    store: &Arc<dyn KvStore>,
+    source: &str,
+) -> Option<(i64, CampaignInsights)> {
+    let bytes = store
+        .get(
+            TREE,
+            format!("learn/{CAMPAIGN_INSIGHTS}/{source}").as_bytes(),
+        )
+        .ok()
+        .flatten()?;
+    let s: Stored<CampaignInsights> = serde_json::from_slice(&bytes).ok()?;
+    Some((s.computed_ms, s.report))
+}
+
+/// Runs one learner on its frequency, and a campaign learner also as soon as
+/// its source's read brought new or changed records, until `stop`.
+pub(crate) async fn run(
+    ing: Ingester,
+    bus: Arc<dyn Bus>,
+    studio: Arc<Studio>,
+    learner: Learner,
+    mut stop: StopSignal,
+) {
+    let opts = ing.opts().clone();
+    let (every, roles) = match &learner {
+        Learner::Trends => (opts.trend_every, opts.trend_roles.clone()),
+        Learner::Campaigns(s) => {
+            let every = match s.refresh {
+                Refresh::Every(d) => d,
+                // A folder of analytics changes rarely: weekly unless said otherwise.
+                Refresh::OnUpdate | Refresh::Continuous => opts.trend_every,
+            };
+            let mut roles = opts.campaign_roles.clone();
+            if !roles.contains(&s.role) {
+                roles.push(s.role.clone());
+            }
+            (every, roles)
+        }
+    };
+    let store = ing.store();
+    let now = ing.clock().now();
+    let mut due = match last_computed(&store, &learner) {
+        Some(l) => (l + chrono(every)).min(now + chrono(every)),
+        None => now + chrono(opts.learn_delay),
+    };
+    tracing::info!(learner = %learner.name(), next = %due.to_rfc3339(), "learner started");
+    // Campaign insights are also recomputed when their source brought records.
+    let changes = |l: &Learner| match l {
+        Learner::Campaigns(source) => ing.changes(&source.name),
+        Learner::Trends => 0,
+    };
+    let mut seen = changes(&learner);
+    loop {
+        let now = ing.clock().now();
+        let changed = changes(&learner);
+        if changed != seen {
+            due = due.min(now);
+        }
+        if now >= due {
+            seen = changed;
+            let result = match compute(
+                ing.library().clone(),
+                learner.clone(),
+                now,
+                opts.trend_window,
+            )
+            .await
+            {
+                Ok(learned) => hand_out(&bus, &store, &studio, &learned, &roles, now)
+                    .await
+                    .map(|()| learned),
+                Err(e) => Err(e),
+            };
+            due = match result {
+                Ok(learned) => {
+                    match &learned {
+                        Learned::Trends(r) => tracing::info!(
+                            items = r.items_current,
+                            terms = r.terms.len(),
+                            palettes = r.palettes.len(),
+                            typefaces = r.typefaces.len(),
+                            pattern_recognition = r.pattern_recognition,
+                            "trend report computed"
+                        ),
+                        Learned::Campaigns { source, insights } => tracing::info!(
+                            %source,
+                            campaigns = insights.campaigns,
+                            high_performers = insights.high_performers,
+                            "campaign insights computed"
+                        ),
+                    }
+                    now + chrono(every)
+                }
+                Err(e) => {
+                    tracing::warn!(learner = %learner.name(), error = %e, "learner failed; tried again later");
+                    now + chrono(opts.retry_after.min(every))
+                }
+            };
+        }
+        tokio::select! {
+            biased;
+            _ = stop.stopped() => break,
+            _ = tokio::time::sleep(opts.tick) => {}
+        }
+    }
+    tracing::info!(learner = %learner.name(), "learner stopped");
+}
