@@ -315,7 +315,27 @@ fn k8s_containers() -> Vec<Container> {
                 env.extend(pairs.iter().cloned());
             }
             for e in c["env"].as_vec().into_iter().flatten() {
-                env.insert(scalar(&e["name"]), scalar(&e["value"]));
+                let from = &e["valueFrom"];
+                let value = if from.is_badvalue() {
+                    scalar(&e["value"])
+                } else {
+                    // A key of a generated Secret or ConfigMap, as the kubelet reads it.
+                    let r = if from["secretKeyRef"].is_badvalue() {
+                        &from["configMapKeyRef"]
+                    } else {
+                        &from["secretKeyRef"]
+                    };
+                    let (_, pairs) = generated
+                        .get(&scalar(&r["name"]))
+                        .unwrap_or_else(|| panic!("{name}: no generator for {:?}", r["name"]));
+                    let key = scalar(&r["key"]);
+                    pairs
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_else(|| panic!("{name}: no key {key} in {:?}", r["name"]))
+                };
+                env.insert(scalar(&e["name"]), value);
             }
             let volumes: HashMap<String, &Yaml> = pod["volumes"]
                 .as_vec()

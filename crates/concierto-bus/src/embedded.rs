@@ -374,6 +374,19 @@ impl Bus for EmbeddedBus {
     async fn publish(&self, subject: &str, mut msg: Outgoing) -> Result<()> {
         validate_publish(subject)?;
         crate::observe::outgoing(subject, &mut msg);
+        // As with NATS, a stream keeps what is published on its subjects even
+        // without a JetStream publish (e.g. run events for the tracker's
+        // durable consumer); the publisher just does not wait for the ack.
+        let stored = {
+            let mut streams = self.inner.lock_streams();
+            match streams.values_mut().find(|s| s.covers(subject)) {
+                Some(stream) => !stream.store(subject, &msg, Instant::now()).duplicate,
+                None => false,
+            }
+        };
+        if stored {
+            self.inner.notify.notify_waiters();
+        }
         self.inner.route(Message {
             subject: subject.to_string(),
             reply: None,

@@ -26,6 +26,9 @@ pub const ORCHESTRATOR_GET_GATE: &str = "orchestrator.gates.get";
 pub const ORCHESTRATOR_DECIDE_GATE: &str = "orchestrator.gates.decide";
 /// Every gate change (`Gate`): `event.gate.opened`, `.reminder`, `.escalated`, `.decided`.
 pub const GATE_EVENTS: &str = "event.gate.>";
+/// A dashboard sign-out, for every replica to refuse that session
+/// (JSON `{"id": "<session id>", "expires": <unix seconds>}`; core publish).
+pub const DASHBOARD_SIGNOUT: &str = "dashboard.signout";
 /// Header carrying the authenticated identity (a reviewer id) on admin requests over the bus.
 pub const IDENTITY_HEADER: &str = "Concierto-Identity";
 /// Every new content item (`ContentItem`).

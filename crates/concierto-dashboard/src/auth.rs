@@ -1,7 +1,15 @@
 //! Sign-in and CSRF. A reviewer token (the admin API's: its SHA-256 is a
 //! `reviewers.<id>.token_sha256`) is exchanged on `POST /login` for a session:
-//! a random id in an `HttpOnly; SameSite=Strict` cookie, mapped in memory to
-//! the identity and the token until it expires. State-changing requests carry
+//! an `HttpOnly; SameSite=Strict` cookie holding the reviewer id, the token
+//! (the library proxy passes it on) and the expiry, sealed with
+//! XChaCha20-Poly1305 under a key derived from the CSRF key. The dashboard
+//! keeps no session table, so any replica with the same key
+//! (`CONCIERTO_CSRF_KEY`) takes the cookie, and a restart signs nobody out.
+//! Every request checks the token still belongs to that reviewer (a token
+//! removed from the studio file ends its sessions). Signing out clears the
+//! cookie and revokes the session on every running replica (an id on
+//! [`subjects::DASHBOARD_SIGNOUT`], kept until the session would have
+//! expired). State-changing requests carry
 //! the double-submit CSRF token of the feedback form
 //! ([`concierto_feedback::form`]): a cookie, and the same value in the form
 //! field `csrf` or the `X-CSRF-Token` header.
@@ -10,11 +18,18 @@ use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use chrono::{DateTime, Utc};
 use concierto_admin::Identity;
+use concierto_bus::Outgoing;
+use concierto_core::subjects;
 use concierto_feedback::form::{check_token, cookie, new_token};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::DashboardState;
@@ -27,37 +42,169 @@ pub(crate) const SESSION_COOKIE: &str = "concierto_dashboard_session";
 pub(crate) const CSRF_COOKIE: &str = "concierto_dashboard_csrf";
 /// Header alternative to the `csrf` form field (scripts' `fetch`).
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
-/// Most sessions kept at once (the oldest go first).
-const MAX_SESSIONS: usize = 10_000;
+/// Most revoked sessions remembered at once (the soonest to expire go first).
+const MAX_REVOKED: usize = 100_000;
+/// Associated data of a sealed session: a cookie sealed for something else
+/// with the same key does not open as a session.
+const SESSION_AAD: &[u8] = b"concierto-dashboard-session-v1";
+/// Nonce length of XChaCha20-Poly1305 (random nonces are safe at 24 bytes).
+const NONCE_LEN: usize = 24;
 
-/// One signed-in person.
+/// The cipher that seals sessions, keyed by SHA-256 of a label and the CSRF key.
+pub(crate) fn session_cipher(csrf_key: &[u8]) -> XChaCha20Poly1305 {
+    let mut h = Sha256::new();
+    h.update(b"concierto dashboard session key\0");
+    h.update(csrf_key);
+    let key: [u8; 32] = h.finalize().into();
+    XChaCha20Poly1305::new(&key.into())
+}
+
+/// What a session cookie carries, sealed.
+#[derive(Debug, Serialize, Deserialize)]
+struct SealedSession {
+    /// Reviewer id.
+    r: String,
+    /// The reviewer's token.
+    t: String,
+    /// Expiry, Unix seconds.
+    e: i64,
+}
+
+/// One signed-in person, from an opened cookie.
 #[derive(Debug, Clone)]
-pub(crate) struct Session {
+struct Session {
+    /// The nonce in hex: names the session (sign-out revokes it).
+    id: String,
     identity: Identity,
     token: String,
     expires: DateTime<Utc>,
 }
 
-pub(crate) fn live_sessions(state: &DashboardState) -> usize {
-    let now = state.now();
-    state
+/// The cookie value of a new session.
+fn seal(
+    state: &DashboardState,
+    reviewer: &str,
+    token: &str,
+    expires: DateTime<Utc>,
+) -> Option<String> {
+    let plain = serde_json::to_vec(&SealedSession {
+        r: reviewer.to_string(),
+        t: token.to_string(),
+        e: expires.timestamp(),
+    })
+    .ok()?;
+    let nonce: [u8; NONCE_LEN] = rand::random();
+    let sealed = state
         .inner
-        .sessions
-        .lock()
-        .map(|s| s.values().filter(|x| x.expires > now).count())
-        .unwrap_or(0)
+        .session_cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: &plain,
+                aad: SESSION_AAD,
+            },
+        )
+        .ok()?;
+    let mut out = nonce.to_vec();
+    out.extend(sealed);
+    Some(URL_SAFE_NO_PAD.encode(out))
 }
 
-/// Whether the session `id` still exists and has not expired (an open event
-/// stream ends when it does not).
-pub(crate) fn session_live(state: &DashboardState, id: &str) -> bool {
-    let now = state.now();
+/// The session a cookie value stands for: sealed by this key, not expired,
+/// not signed out, and its token still the reviewer's.
+fn open(state: &DashboardState, cookie: &str) -> Option<Session> {
+    let raw = URL_SAFE_NO_PAD.decode(cookie.as_bytes()).ok()?;
+    if raw.len() <= NONCE_LEN {
+        return None;
+    }
+    let (nonce, sealed) = raw.split_at(NONCE_LEN);
+    let plain = state
+        .inner
+        .session_cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: SESSION_AAD,
+            },
+        )
+        .ok()?;
+    let s: SealedSession = serde_json::from_slice(&plain).ok()?;
+    let expires = DateTime::from_timestamp(s.e, 0)?;
+    if expires <= state.now() {
+        return None;
+    }
+    let id = hex::encode(nonce);
+    if revoked(state, &id) {
+        return None;
+    }
+    let identity = state.inner.identities.by_token(&s.t)?;
+    if identity.id != s.r {
+        return None;
+    }
+    Some(Session {
+        id,
+        identity: identity.clone(),
+        token: s.t,
+        expires,
+    })
+}
+
+fn revoked(state: &DashboardState, id: &str) -> bool {
     state
         .inner
-        .sessions
+        .revoked
         .lock()
-        .map(|s| s.get(id).is_some_and(|x| x.expires > now))
+        .map(|r| r.contains_key(id))
         .unwrap_or(false)
+}
+
+/// Remembers that session `id` was signed out, until it would have expired.
+pub(crate) fn revoke(state: &DashboardState, id: &str, expires: DateTime<Utc>) {
+    let now = state.now();
+    if expires <= now {
+        return;
+    }
+    if let Ok(mut r) = state.inner.revoked.lock() {
+        r.retain(|_, until| *until > now);
+        if r.len() >= MAX_REVOKED
+            && let Some(first) = r
+                .iter()
+                .min_by_key(|(_, until)| **until)
+                .map(|(k, _)| k.clone())
+        {
+            r.remove(&first);
+        }
+        r.insert(id.to_string(), expires);
+    }
+}
+
+/// A sign-out as it travels to the other replicas on
+/// [`subjects::DASHBOARD_SIGNOUT`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SignOut {
+    /// The session id (its nonce in hex).
+    pub id: String,
+    /// When it would have expired, Unix seconds.
+    pub expires: i64,
+}
+
+/// Takes a sign-out another replica announced.
+pub(crate) fn signed_out_elsewhere(state: &DashboardState, payload: &[u8]) {
+    match serde_json::from_slice::<SignOut>(payload) {
+        Ok(s) if s.id.len() == NONCE_LEN * 2 => {
+            if let Some(expires) = DateTime::from_timestamp(s.expires, 0) {
+                revoke(state, &s.id, expires);
+            }
+        }
+        Ok(_) | Err(_) => tracing::warn!("ignoring a malformed dashboard sign-out message"),
+    }
+}
+
+/// Whether the session of this cookie value still holds (an open event
+/// stream ends when it does not).
+pub(crate) fn session_live(state: &DashboardState, cookie: &str) -> bool {
+    open(state, cookie).is_some()
 }
 
 /// A request with a valid session, and the CSRF token its page carries.
@@ -65,7 +212,10 @@ pub(crate) fn session_live(state: &DashboardState, id: &str) -> bool {
 pub(crate) struct Authed {
     pub identity: Identity,
     pub token: String,
+    /// The session cookie's value.
+    session_cookie: String,
     session_id: String,
+    session_expires: DateTime<Utc>,
     /// The CSRF token to put in forms.
     pub csrf: String,
     /// Set when the CSRF cookie has to be (re)issued with the response.
@@ -73,9 +223,9 @@ pub(crate) struct Authed {
 }
 
 impl Authed {
-    /// The session this request came with.
-    pub(crate) fn session_id(&self) -> &str {
-        &self.session_id
+    /// The session cookie this request came with.
+    pub(crate) fn session_cookie(&self) -> &str {
+        &self.session_cookie
     }
 
     /// The `Set-Cookie` for the CSRF token, when a new one was made.
@@ -182,19 +332,9 @@ impl FromRequestParts<DashboardState> for Authed {
         parts: &mut Parts,
         state: &DashboardState,
     ) -> Result<Self, Self::Rejection> {
-        let now = state.now();
-        let found = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| {
-            let mut sessions = state.inner.sessions.lock().ok()?;
-            match sessions.get(&id) {
-                Some(s) if s.expires > now => Some((id, s.clone())),
-                Some(_) => {
-                    sessions.remove(&id);
-                    None
-                }
-                None => None,
-            }
-        });
-        let Some((session_id, session)) = found else {
+        let found = cookie(&parts.headers, SESSION_COOKIE)
+            .and_then(|c| open(state, &c).map(|session| (c, session)));
+        let Some((session_cookie, session)) = found else {
             // Pages send the browser to sign in; scripts and posts get 401.
             let page = parts.method == Method::GET
                 && !parts.uri.path().starts_with("/library/api/")
@@ -222,7 +362,9 @@ impl FromRequestParts<DashboardState> for Authed {
         Ok(Authed {
             identity: session.identity,
             token: session.token,
-            session_id,
+            session_cookie,
+            session_id: session.id,
+            session_expires: session.expires,
             csrf,
             new_csrf,
         })
@@ -321,29 +463,16 @@ pub(crate) async fn login(
             Some("Unknown token: use a token whose SHA-256 is a reviewer's token_sha256."),
         );
     };
-    let id = hex::encode(rand::random::<[u8; 32]>());
-    let now = state.now();
     let ttl = state.opts().session_ttl;
-    let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12));
-    if let Ok(mut sessions) = state.inner.sessions.lock() {
-        sessions.retain(|_, s| s.expires > now);
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-        {
-            sessions.remove(&oldest);
-        }
-        sessions.insert(
-            id.clone(),
-            Session {
-                identity: identity.clone(),
-                token: token.to_string(),
-                expires,
-            },
-        );
-    }
+    let expires =
+        state.now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(12));
+    let Some(id) = seal(&state, &identity.id, token, expires) else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot seal a session; try again",
+        )
+            .into_response();
+    };
     tracing::info!(reviewer = %identity.id, "signed in to the dashboard");
     let mut resp = Redirect::to(&next).into_response();
     if let Ok(c) = HeaderValue::from_str(&format!(
@@ -372,9 +501,24 @@ pub(crate) async fn logout(
     if let Err(r) = check_csrf(&state, &headers, Some(&form.csrf)) {
         return r.into_response();
     }
-    if let Ok(mut sessions) = state.inner.sessions.lock() {
-        sessions.remove(&who.session_id);
+    revoke(&state, &who.session_id, who.session_expires);
+    let note = SignOut {
+        id: who.session_id.clone(),
+        expires: who.session_expires.timestamp(),
+    };
+    match serde_json::to_vec(&note) {
+        Ok(body) => {
+            if let Err(e) = state
+                .bus()
+                .publish(subjects::DASHBOARD_SIGNOUT, Outgoing::new(body))
+                .await
+            {
+                tracing::warn!(error = %e, "the other dashboard replicas were not told of a sign-out; its cookie is cleared here");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot encode a sign-out"),
     }
+    tracing::info!(reviewer = %who.identity.id, "signed out of the dashboard");
     let mut resp = Redirect::to("/login").into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,

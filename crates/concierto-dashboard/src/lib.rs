@@ -27,9 +27,9 @@
 //!
 //! Identity is the admin API's: the SHA-256 of a token must be a
 //! `reviewers.<id>.token_sha256` ([`concierto_admin::Identities`]). A session
-//! is a random id in an `HttpOnly; SameSite=Strict` cookie, mapped in memory
-//! to the identity (and the token, which the library proxy passes on) until
-//! it expires. Pages without a session redirect to `/login`; the SSE stream,
+//! is an `HttpOnly; SameSite=Strict` cookie sealing the reviewer id, the
+//! token (which the library proxy passes on) and the expiry (XChaCha20-Poly1305,
+//! key derived from [`DashboardOptions::csrf_key`]). Pages without a session redirect to `/login`; the SSE stream,
 //! the proxy and every `POST` answer 401. State-changing requests carry the
 //! feedback form's double-submit CSRF token (cookie and form field or
 //! `X-CSRF-Token` header, [`concierto_feedback::form`]).
@@ -39,10 +39,12 @@
 //! rules; its refusal is shown on the page. A service that is not running is
 //! named on its page ("the orchestrator is not running"), never an empty 500.
 //!
-//! Any number of replicas can run: the dashboard keeps no data, only its
-//! sessions, which live in the memory of the replica that signed the person
-//! in (so several replicas need sticky sessions at the load balancer, and a
-//! restart signs everyone out).
+//! Any number of replicas can run: the dashboard keeps no data, and a session
+//! opens on every replica sharing the key (`CONCIERTO_CSRF_KEY`), so no sticky
+//! sessions are needed and a restart signs nobody out. A sign-out is announced
+//! to the running replicas on [`subjects::DASHBOARD_SIGNOUT`]; a replica started
+//! after it would take a copy of that cookie until it expires (to end every
+//! session of a reviewer at once, change their token in the studio file).
 //!
 //! [`subjects::IDENTITY_HEADER`]: concierto_core::subjects::IDENTITY_HEADER
 
@@ -108,8 +110,9 @@ pub struct DashboardOptions {
     pub library_max_bytes: usize,
     /// How long a sign-in lasts.
     pub session_ttl: Duration,
-    /// Key of the CSRF tokens (at least 16 bytes; random by default, so
-    /// forms open across a restart are refused and must be reloaded).
+    /// Key of the CSRF tokens, from which the session key is derived (at
+    /// least 16 bytes; random by default, so forms and sign-ins do not survive
+    /// a restart and replicas do not share them: give every replica the same).
     pub csrf_key: Secret,
     /// How long a CSRF token is good for.
     pub csrf_ttl: Duration,
@@ -177,7 +180,9 @@ struct Inner {
     identities: Identities,
     opts: DashboardOptions,
     http: reqwest::Client,
-    sessions: Mutex<HashMap<String, auth::Session>>,
+    session_cipher: chacha20poly1305::XChaCha20Poly1305,
+    /// Signed-out sessions (id → when it would have expired).
+    revoked: Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>,
     live: broadcast::Sender<LiveEvent>,
     thresholds: Mutex<VecDeque<live::Crossing>>,
     closing: watch::Sender<bool>,
@@ -201,6 +206,7 @@ impl DashboardState {
             .map_err(|e| DashboardError::Client(e.to_string()))?;
         let (live, _) = broadcast::channel(256);
         let (closing, _) = watch::channel(false);
+        let session_cipher = auth::session_cipher(opts.csrf_key.expose());
         Ok(DashboardState {
             inner: Arc::new(Inner {
                 identities: Identities::from_studio(&studio),
@@ -209,7 +215,8 @@ impl DashboardState {
                 clock,
                 opts,
                 http,
-                sessions: Mutex::new(HashMap::new()),
+                session_cipher,
+                revoked: Mutex::new(HashMap::new()),
                 live,
                 thresholds: Mutex::new(VecDeque::new()),
                 closing,
@@ -232,11 +239,6 @@ impl DashboardState {
     /// Publishes an event to every open `GET /events` stream.
     pub fn publish(&self, event: LiveEvent) {
         let _ = self.inner.live.send(event);
-    }
-
-    /// Number of live sessions (expired ones are not counted).
-    pub fn sessions(&self) -> usize {
-        auth::live_sessions(self)
     }
 
     pub(crate) fn studio(&self) -> &Studio {

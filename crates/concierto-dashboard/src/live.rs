@@ -155,6 +155,18 @@ pub(crate) async fn watch_bus(state: DashboardState) -> Result<(), DashboardErro
     forward(&state, gates, gate_event, nothing);
     forward(&state, metrics, metric_event, keep_crossing);
     forward(&state, beats, heartbeat_event, nothing);
+    let mut signouts = bus.subscribe(subjects::DASHBOARD_SIGNOUT).await?;
+    let mut closing = state.inner.closing.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                _ = closing.wait_for(|c| *c) => break,
+                m = signouts.next() => m,
+            };
+            let Some(m) = msg else { break };
+            crate::auth::signed_out_elsewhere(&state, &m.payload);
+        }
+    });
     Ok(())
 }
 
@@ -167,7 +179,7 @@ pub(crate) async fn events(
     let rx = state.inner.live.subscribe();
     let closing = state.inner.closing.subscribe();
     let hello = Event::default().event("hello").data("{}");
-    let session = who.session_id().to_string();
+    let session = who.session_cookie().to_string();
     let stream = futures::stream::unfold(
         (Some(hello), rx, closing),
         move |(first, mut rx, mut closing)| {

@@ -690,3 +690,105 @@ async fn raw_get(base: &str, path: &str, cookie: &str) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status in {answer}"))
 }
+
+/// Sessions are sealed cookies: every replica with the key takes one (as does
+/// the same dashboard after a restart), another key or a changed byte does
+/// not, and a sign-out on one replica ends the session on the others.
+#[actix_rt::test]
+async fn a_session_opens_on_every_replica_with_its_key_and_a_sign_out_ends_it_everywhere() {
+    let nats = NatsServer::start().expect("nats-server");
+    let dir = tempfile::tempdir().unwrap();
+    let st = studio(dir.path());
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let shared = b"one-key-for-every-dashboard-replica".to_vec();
+    let other = b"a-key-some-other-dashboard-has-0".to_vec();
+    let mut handles = Vec::new();
+    let mut bases = Vec::new();
+    for key in [shared.clone(), shared, other] {
+        let bus: Arc<dyn Bus> = Arc::new(
+            NatsBus::connect(&nats.url(), NatsOptions::default())
+                .await
+                .unwrap(),
+        );
+        let state = DashboardState::new(
+            st.clone(),
+            bus,
+            clock.clone(),
+            DashboardOptions {
+                csrf_key: concierto_feedback::Secret::new(key),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (handle, addr) = concierto_dashboard::serve(state, "127.0.0.1:0")
+            .await
+            .unwrap();
+        handles.push(handle);
+        bases.push(format!("http://{addr}"));
+    }
+    const SESSION: &str = "concierto_dashboard_session";
+
+    let mut a = Browser::new(&bases[0]);
+    a.sign_in(DIRECTOR).await;
+    let sealed = a.cookies[SESSION].clone();
+    assert!(
+        !sealed.contains(DIRECTOR),
+        "the token is not readable in the cookie"
+    );
+
+    // The other replica with the key: signed in, and its forms take the token.
+    let mut b = Browser::new(&bases[1]);
+    b.cookies = a.cookies.clone();
+    // (No orchestrator runs here: the page says so with 503, signed in.)
+    let (status, _, runs) = b.get("/runs").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{runs}");
+    assert!(
+        runs.contains("data-reviewer=\"creative_director\""),
+        "{runs}"
+    );
+
+    // A replica with another key, or a cookie with one character changed: not.
+    let mut c = Browser::new(&bases[2]);
+    c.cookies = a.cookies.clone();
+    assert_eq!(c.get("/runs").await.0, StatusCode::SEE_OTHER);
+    let mut forged = Browser::new(&bases[0]);
+    forged.cookies = a.cookies.clone();
+    let mut bytes = sealed.clone().into_bytes();
+    let mid = bytes.len() / 2;
+    bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+    forged
+        .cookies
+        .insert(SESSION.into(), String::from_utf8(bytes).unwrap());
+    assert_eq!(forged.get("/runs").await.0, StatusCode::SEE_OTHER);
+
+    // Signing out on A: A refuses a copy of the cookie at once, B soon after.
+    let (_, _, page) = a.get("/runs").await;
+    let csrf = Browser::csrf_of(&page);
+    let (status, _, _) = a.post_form("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(!a.cookies.contains_key(SESSION), "the cookie is cleared");
+    let mut copy = Browser::new(&bases[0]);
+    copy.cookies = b.cookies.clone();
+    assert_eq!(copy.get("/runs").await.0, StatusCode::SEE_OTHER);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = Browser::new(&bases[1]);
+        again.cookies = b.cookies.clone();
+        if again.get("/runs").await.0 == StatusCode::SEE_OTHER {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica B still takes a signed-out session"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Signing in again gives a new session, good on both.
+    b.cookies.remove(SESSION);
+    b.sign_in(DIRECTOR).await;
+    assert_eq!(b.get("/gates").await.0, StatusCode::SERVICE_UNAVAILABLE);
+
+    for h in handles.into_iter().rev() {
+        h.stop().await.unwrap();
+    }
+}

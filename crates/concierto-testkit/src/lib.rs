@@ -157,13 +157,45 @@ fn jetstream_ready(port: u16) -> bool {
 }
 
 /// A loopback port nobody listens on right now.
+///
+/// Taken at random below the kernel's ephemeral range (32768 and up on
+/// Linux), where no outgoing connection is given a local port, so a port
+/// handed out here is not taken by some client socket before the server that
+/// is meant to bind it does (a kernel-chosen port could be, and a service
+/// under test would then stop at start). Never the same port twice in one
+/// process. Falls back to a kernel-chosen port when none of the tries binds.
 pub fn free_port() -> Result<u16, TestkitError> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_767;
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..200 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(given.len());
+        let span = u64::from(HIGH - LOW) + 1;
+        let port = LOW + u16::try_from(h.finish() % span).unwrap_or(0);
+        if given.contains(&port) {
+            continue;
+        }
+        // Free on every interface (a listener on 127.0.0.1 refuses this too),
+        // as some services bind 0.0.0.0. The probe closes at the end of the
+        // statement.
+        let free = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok();
+        if free {
+            given.push(port);
+            return Ok(port);
+        }
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| TestkitError::Io("binding a probe socket", e))?;
-    listener
+    let port = listener
         .local_addr()
         .map(|a| a.port())
-        .map_err(|e| TestkitError::Io("reading the probe socket's port", e))
+        .map_err(|e| TestkitError::Io("reading the probe socket's port", e))?;
+    given.push(port);
+    Ok(port)
 }
 
 fn find_binary() -> Option<PathBuf> {
@@ -183,6 +215,19 @@ fn find_binary() -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "{ports:?}");
+        for p in ports {
+            assert!((20_000..32_768).contains(&p), "{p}");
+            TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  EVENTS metric.>  ──durable consumer "tracker"──┐
-//!  run.event.>      ──core subscription───────────┤        ┌──────────┐ store tree "tracker":
+//!  EVENTS run.event.> ─durable "tracker-runs"─────┤        ┌──────────┐ store tree "tracker":
 //!  agent.heartbeat.>──core subscription───────────┼──────▶ │ one loop │ minute points, window
 //!  event.gate.>, dlq.> ─core subscriptions────────┤        │  (Core)  │ rollups, watch states
 //!  tracker.metrics.get / .record, tracker.health ─┘        └──────────┘
@@ -18,9 +18,14 @@
 //! durable consumer on stream `EVENTS` (subjects `metric.>`): samples published
 //! while the tracker is down are taken when it is back; a delivery is
 //! acknowledged only after its writes are flushed, and a redelivery of a sample
-//! already applied (by stream sequence) is skipped. Run events, heartbeats,
-//! gate events and dead letters are core subscriptions, as they are published:
-//! what happens while the tracker is down is not counted.
+//! already applied (by stream sequence) is skipped. Run events come the same
+//! way through a second durable consumer (`tracker-runs`, subjects
+//! `run.event.>`), so runs and steps that finish while the tracker is down are
+//! counted when it is back (by the time they happened); each run and step is
+//! counted once by a stored key, so a redelivery counts nothing. Heartbeats,
+//! gate events and dead letters are core subscriptions: heartbeats describe
+//! the present, the open gates are asked of the orchestrator at start, and the
+//! dead-letter count is since the tracker started.
 //!
 //! # The metrics and how each is computed
 //!

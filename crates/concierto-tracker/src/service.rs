@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use concierto_bus::{
-    Bus, BusExt, ConsumerSpec, DEAD_LETTER_PREFIX, Delivery, Outgoing, ProtoMessage,
+    Bus, BusExt, Consumer, ConsumerSpec, DEAD_LETTER_PREFIX, Delivery, Outgoing, ProtoMessage,
     TypedSubscription, encode, ensure_standard_streams,
 };
 use concierto_core::clock::SharedClock;
@@ -27,6 +27,8 @@ use crate::{TrackerError, TrackerOptions};
 const QUEUE_GROUP: &str = "tracker";
 /// Durable name of the samples consumer.
 const DURABLE: &str = "tracker";
+/// Durable name of the run events consumer.
+const DURABLE_RUNS: &str = "tracker-runs";
 
 /// A running tracker: stop it with [`Tracker::stop`]; read its numbers with
 /// [`Tracker::view`].
@@ -95,7 +97,7 @@ impl Tracker {
 
 enum Input {
     Samples(Vec<(MetricSample, Delivery)>),
-    Run(v1::RunEvent),
+    Runs(Vec<(v1::RunEvent, Delivery)>),
     Heartbeat(v1::AgentHeartbeat),
     Gate(v1::Gate),
     DeadLetter,
@@ -130,9 +132,11 @@ pub async fn start(
     spec.max_deliver = 5;
     spec.prefetch = opts.batch * 2;
     let consumer = bus.consumer("EVENTS", &spec).await?;
-    let runs = bus
-        .subscribe_proto::<v1::RunEvent>(subjects::RUN_EVENTS)
-        .await?;
+    let mut spec = ConsumerSpec::new(DURABLE_RUNS, subjects::RUN_EVENTS);
+    spec.ack_wait = opts.ack_wait;
+    spec.max_deliver = 5;
+    spec.prefetch = opts.batch * 2;
+    let runs = bus.consumer("EVENTS", &spec).await?;
     let heartbeats = bus
         .subscribe_proto::<v1::AgentHeartbeat>(subjects::HEARTBEATS)
         .await?;
@@ -163,9 +167,6 @@ pub async fn start(
     let (tx, rx) = mpsc::channel::<Input>(1024);
     let signal = control.signal.clone();
     let mut listeners: Vec<JoinHandle<()>> = vec![
-        tokio::spawn(forward(runs, signal.clone(), tx.clone(), |m, _| {
-            Some(Input::Run(m))
-        })),
         tokio::spawn(forward(heartbeats, signal.clone(), tx.clone(), |m, _| {
             Some(Input::Heartbeat(m))
         })),
@@ -197,26 +198,20 @@ pub async fn start(
             }
         }));
     }
-    {
-        let (signal, tx) = (signal.clone(), tx.clone());
-        let (batch, wait) = (opts.batch, opts.fetch_wait);
-        listeners.push(tokio::spawn(async move {
-            while !signal.is_stopped() {
-                match consumer.fetch_proto::<MetricSample>(batch, wait).await {
-                    Ok(got) if got.is_empty() => {}
-                    Ok(got) => {
-                        if tx.send(Input::Samples(got)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "fetching metric samples failed");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
-        }));
-    }
+    listeners.push(tokio::spawn(pull(
+        consumer,
+        signal.clone(),
+        tx.clone(),
+        (opts.batch, opts.fetch_wait),
+        Input::Samples,
+    )));
+    listeners.push(tokio::spawn(pull(
+        runs,
+        signal.clone(),
+        tx.clone(),
+        (opts.batch, opts.fetch_wait),
+        Input::Runs,
+    )));
     {
         let (mut signal, tx, every) = (signal.clone(), tx.clone(), opts.tick);
         listeners.push(tokio::spawn(async move {
@@ -262,6 +257,30 @@ pub async fn start(
         control.finished(result);
     });
     Ok(Tracker { handle, view })
+}
+
+/// Hands every batch fetched from `consumer` to the loop until stopped.
+async fn pull<M: ProtoMessage>(
+    consumer: Consumer,
+    signal: StopSignal,
+    tx: mpsc::Sender<Input>,
+    (batch, wait): (usize, Duration),
+    wrap: fn(Vec<(M, Delivery)>) -> Input,
+) {
+    while !signal.is_stopped() {
+        match consumer.fetch_proto::<M>(batch, wait).await {
+            Ok(got) if got.is_empty() => {}
+            Ok(got) => {
+                if tx.send(wrap(got)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, message = %M::full_name(), "fetching from the stream failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
 }
 
 /// Hands every message of `sub` to the loop until stopped.
@@ -365,10 +384,7 @@ impl Looper {
     async fn handle(&mut self, input: Input, now: DateTime<Utc>) {
         match input {
             Input::Samples(batch) => self.samples(batch, now).await,
-            Input::Run(e) => match self.core.run_event(&e, now) {
-                Ok(out) => self.commit(out, false).await.unwrap_or(()),
-                Err(e) => tracing::error!(error = %e, "a run event could not be counted"),
-            },
+            Input::Runs(batch) => self.run_events(batch, now).await,
             Input::Heartbeat(hb) => {
                 let out = self.core.heartbeat(&hb, now);
                 self.commit(out, false).await.unwrap_or(());
@@ -478,6 +494,38 @@ impl Looper {
             tracing::warn!(subject = %d.message.subject, %reason, "dead-lettering a metric sample");
             if let Err(e) = d.term(reason).await {
                 tracing::warn!(error = %e, "dead-lettering a metric sample failed");
+            }
+        }
+    }
+
+    /// Run events from the stream: each counted (a run or step already
+    /// counted is skipped by its stored key, so a redelivery counts nothing),
+    /// the writes flushed, then every delivery acknowledged; when the store
+    /// fails, the rest are handed back to come again.
+    async fn run_events(&mut self, batch: Vec<(v1::RunEvent, Delivery)>, now: DateTime<Utc>) {
+        let mut ok = true;
+        for (e, _) in &batch {
+            let counted = match self.core.run_event(e, now) {
+                Ok(out) => self.commit(out, false).await,
+                Err(err) => Err(err.into()),
+            };
+            if let Err(err) = counted {
+                tracing::error!(run = %e.run_id, error = %err, "a run event could not be counted; it will come again");
+                ok = false;
+                break;
+            }
+        }
+        if ok && self.dirty {
+            ok = self.flush().await.is_ok();
+        }
+        for (_, d) in batch {
+            let r = if ok {
+                d.ack().await
+            } else {
+                d.nak(Some(Duration::from_secs(1))).await
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "settling a run event failed; it will come again");
             }
         }
     }

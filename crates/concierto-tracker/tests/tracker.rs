@@ -607,3 +607,93 @@ async fn metrics_health_and_records_through_the_admin_api_http_and_prometheus() 
     admin.stop().await.unwrap();
     tracker.stop().await.unwrap();
 }
+
+/// Runs and steps that finish while the tracker is down are counted when it
+/// is back, each once: run events come through a durable consumer.
+#[actix_rt::test]
+async fn run_events_published_while_the_tracker_is_down_are_counted_once_after_it_restarts() {
+    let server = NatsServer::start().unwrap();
+    let bus = nats(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let st = studio();
+    let clock = ManualClock::new(utc(10, 12, 0));
+    let step = |run: &str, at: DateTime<Utc>| v1::RunEvent {
+        run_id: run.into(),
+        step_id: "draft".into(),
+        role: "content-creator".into(),
+        step_state: v1::StepState::Succeeded as i32,
+        run_state: v1::RunState::Running as i32,
+        at: ts(at),
+        ..Default::default()
+    };
+    let publish = |e: v1::RunEvent| {
+        let bus = bus.clone();
+        async move {
+            bus.publish_proto(&subjects::run_event(&e.run_id), &e)
+                .await
+                .unwrap()
+        }
+    };
+    let daily_output = |want: f64| {
+        let bus = bus.clone();
+        async move {
+            eventually(&format!("daily_output {want}"), || {
+                let bus = bus.clone();
+                async move {
+                    let m = metrics(&bus, &["daily_output"]).await;
+                    (m.first().map(|m| m.current) == Some(want)).then_some(())
+                }
+            })
+            .await
+        }
+    };
+
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let tracker = start_tracker(&st, &bus, &store, &clock).await;
+    publish(step("run-1", utc(10, 11, 0))).await;
+    daily_output(1.0).await;
+    tracker.stop().await.unwrap();
+    drop(store);
+
+    // While it is down: two more pieces, the first one again, and a run's end.
+    publish(step("run-2", utc(10, 11, 30))).await;
+    publish(step("run-3", utc(10, 11, 45))).await;
+    publish(step("run-1", utc(10, 11, 0))).await;
+    publish(v1::RunEvent {
+        run_id: "run-2".into(),
+        run_state: v1::RunState::Succeeded as i32,
+        at: ts(utc(10, 11, 50)),
+        ..Default::default()
+    })
+    .await;
+    bus.flush().await.unwrap();
+
+    let store = Arc::new(SledStore::open(dir.path()).unwrap());
+    let tracker = start_tracker(&st, &bus, &store, &clock).await;
+    daily_output(3.0).await;
+    let success = eventually("success_rate's observation", || {
+        let bus = bus.clone();
+        async move {
+            let r: v1::GetMetricsResponse = bus
+                .request_proto(
+                    subjects::TRACKER_GET_METRICS,
+                    &v1::GetMetricsRequest {
+                        names: vec!["success_rate".into()],
+                        window_hours: 24,
+                    },
+                    Duration::from_secs(5),
+                )
+                .await
+                .ok()?;
+            let m = r.metrics.into_iter().next()?;
+            (!m.series.is_empty()).then_some(m)
+        }
+    })
+    .await;
+    assert_eq!(success.series.len(), 1, "{:?}", success.series);
+    assert_eq!(success.series[0].value, 1.0);
+    // Nothing more comes in later: the duplicate was not counted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(metrics(&bus, &["daily_output"]).await[0].current, 3.0);
+    tracker.stop().await.unwrap();
+}

@@ -141,17 +141,7 @@ async fn start_service(
                     .filter(|v| !v.is_empty())
                     .map(concierto_feedback::Secret::from)
             };
-            let csrf_key = match secret(&f.csrf_key_env) {
-                Some(k) if k.len() >= 16 => k,
-                Some(_) => bail!(
-                    "{} must hold at least 16 bytes (the web form's CSRF key)",
-                    f.csrf_key_env
-                ),
-                None => {
-                    tracing::warn!(var = %f.csrf_key_env, "no CSRF key in the environment: a random one per process (forms open across a restart, or on another replica, will be refused)");
-                    concierto_feedback::Secret::random()
-                }
-            };
+            let csrf_key = csrf_key(studio)?;
             let opts = concierto_feedback::FeedbackOptions {
                 slack_signing_secret: secret(&f.slack_signing_secret_env),
                 email_token: secret(&f.email_token_env),
@@ -231,9 +221,12 @@ async fn start_service(
             Ok(tracker.into_handle())
         }
         "dashboard" => {
-            // Stateless but for its sign-in sessions (in memory): any number of
-            // replicas, with sticky sessions at the load balancer.
-            let opts = concierto_dashboard::DashboardOptions::from_studio(studio);
+            // Stateless: sessions are sealed cookies, so any number of replicas
+            // sharing the key (server.feedback.csrf_key_env) serve every browser.
+            let opts = concierto_dashboard::DashboardOptions {
+                csrf_key: csrf_key(studio)?,
+                ..concierto_dashboard::DashboardOptions::from_studio(studio)
+            };
             let state = concierto_dashboard::DashboardState::new(
                 studio.clone(),
                 bus.clone(),
@@ -250,6 +243,21 @@ async fn start_service(
             Ok(handle)
         }
         other => bail!("unknown service {other:?}; known: {}", SERVICES.join(", ")),
+    }
+}
+
+/// The web forms' CSRF key (the dashboard also seals its sessions with it),
+/// from the variable `server.feedback.csrf_key_env` names; without it, a
+/// random key per process, with a warning.
+fn csrf_key(studio: &Studio) -> anyhow::Result<concierto_feedback::Secret> {
+    let var = &studio.server.feedback.csrf_key_env;
+    match std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        Some(k) if k.len() >= 16 => Ok(concierto_feedback::Secret::from(k)),
+        Some(_) => bail!("{var} must hold at least 16 bytes (the web forms' CSRF and session key)"),
+        None => {
+            tracing::warn!(var = %var, "no CSRF key in the environment: a random one per process (forms and dashboard sign-ins do not survive a restart, and replicas do not share them)");
+            Ok(concierto_feedback::Secret::random())
+        }
     }
 }
 

@@ -65,6 +65,7 @@ conformance!(
     request_without_subscriber_fails_fast_with_no_responders,
     ensure_stream_is_idempotent,
     durable_publish_reaches_core_subscribers_too,
+    core_publish_on_a_stream_subject_is_kept_by_the_stream,
     handles_on_one_durable_share_its_work,
     unacked_message_is_redelivered_after_ack_wait_when_its_consumer_dies,
     nak_with_delay_redelivers_after_the_delay,

@@ -240,6 +240,28 @@ pub async fn durable_publish_reaches_core_subscribers_too(h: &impl Harness) {
     assert_eq!(m.msg_id(), Some("t1"));
 }
 
+pub async fn core_publish_on_a_stream_subject_is_kept_by_the_stream(h: &impl Harness) {
+    let bus = h.bus().await;
+    bus.ensure_stream(&tasks_stream()).await.unwrap();
+    let c = bus
+        .consumer("TASKS", &consumer("content-creator"))
+        .await
+        .unwrap();
+    // Published while nobody listens, without waiting for a stream ack.
+    bus.publish_proto("task.content-creator", &task("core"))
+        .await
+        .unwrap();
+    bus.flush().await.unwrap();
+    let got = c
+        .fetch_proto::<Task>(5, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let (t, d) = got.into_iter().next().unwrap();
+    assert_eq!(t.task_id, "core");
+    d.ack().await.unwrap();
+}
+
 pub async fn handles_on_one_durable_share_its_work(h: &impl Harness) {
     let bus = h.bus().await;
     let other = h.bus().await;
