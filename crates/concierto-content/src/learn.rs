@@ -102,7 +102,7 @@ impl Default for TrendReportOptions {
 /// Whether an item is inspiration (what trends are read from): not analytics
 /// records or feedback.
 pub fn is_inspiration(item: &Item) -> bool {
-    !matches!(item.kind, Kind::Analytics | Kind::Feedback) && item.superseded_by.is_none()
+    !matches!(item.kind, Kind::Analytics | Kind::Feedback) && item.is_live()
 }
 
 /// The colour family of a swatch: a cell of a coarse CIELAB grid (ΔL 20,
@@ -457,7 +457,7 @@ fn number(v: &str) -> Option<f64> {
 pub fn campaign_insights(items: &[Item], now_ms: i64) -> CampaignInsights {
     let records: Vec<(&Item, BTreeMap<String, String>)> = items
         .iter()
-        .filter(|i| i.kind == Kind::Analytics && i.superseded_by.is_none())
+        .filter(|i| i.kind == Kind::Analytics && i.is_live())
         .map(|i| (i, record(i)))
         .collect();
     let n = records.len();
@@ -696,6 +696,7 @@ mod tests {
             updated_ms: at,
             replaces: None,
             superseded_by: None,
+            removed_ms: None,
         }
     }
 

@@ -225,6 +225,7 @@ fn prepare(new: NewItem, now: i64) -> Result<Prepared, ContentError> {
         updated_ms: now,
         replaces: None,
         superseded_by: None,
+        removed_ms: None,
     };
     let mut alts: Vec<String> = Vec::new();
     let mut concepts: Vec<String> = new
@@ -465,7 +466,7 @@ impl ContentLibrary {
         for nibble in b"0123456789abcdef" {
             for (k, v) in self.store.scan_prefix(TREE, &key(ITEM, &[*nibble]))? {
                 let item: Item = decode(&k, &v)?;
-                if item.superseded_by.is_none() {
+                if item.is_live() {
                     w.index.add_document(index::document(&self.fields, &item))?;
                 }
             }
@@ -554,7 +555,10 @@ impl ContentLibrary {
             }
             for item in reindex {
                 w.index.delete_term(index::id_term(&self.fields, &item.id));
-                w.index.add_document(index::document(&self.fields, item))?;
+                // An item gone from its source stays out when it is edited.
+                if item.is_live() {
+                    w.index.add_document(index::document(&self.fields, item))?;
+                }
             }
             tx.index = true;
         }
@@ -577,17 +581,19 @@ impl ContentLibrary {
             .map(|v| String::from_utf8_lossy(&v).into_owned());
         let existing = self.get_item(&id)?;
         if prev.as_deref() == Some(id.as_str())
-            && let Some(e) = existing.as_ref().filter(|e| e.superseded_by.is_none())
+            && let Some(e) = existing.as_ref().filter(|e| e.is_live())
         {
             return Ok(Put {
                 item: e.clone(),
                 outcome: Outcome::Unchanged,
             });
         }
-        let live_duplicate = existing.as_ref().is_some_and(|e| e.superseded_by.is_none());
+        let live_duplicate = existing.as_ref().is_some_and(Item::is_live);
         let mut item = match existing {
             Some(mut e) => {
+                // Back at a source: in the library again.
                 e.superseded_by = None;
+                e.removed_ms = None;
                 e
             }
             None => p.item,
@@ -839,6 +845,61 @@ impl ContentLibrary {
         Ok(item)
     }
 
+    /// The keys `source` has items at that start with `prefix`, sorted (all of
+    /// them with an empty prefix).
+    pub fn source_keys(&self, source: &str, prefix: &str) -> Result<Vec<String>, ContentError> {
+        let start = source_key(source, "");
+        Ok(self
+            .store
+            .scan_prefix(TREE, &source_key(source, prefix))?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[start.len()..]).into_owned())
+            .collect())
+    }
+
+    /// Forgets that `source` has an item at `key_in_source` (its file was
+    /// deleted, its record dropped). When no other source key maps to that
+    /// content, the item leaves the index (browse and search) and is marked
+    /// [`removed_ms`](Item::removed_ms); it is kept with its blob, so the
+    /// collections that hold it and fetches by id still work, and the same
+    /// content ingested again brings it back. Returns the item when it left
+    /// the library; `None` when the key was unknown or the content is still at
+    /// another key.
+    pub fn remove_source_key(
+        &self,
+        source: &str,
+        key_in_source: &str,
+    ) -> Result<Option<Item>, ContentError> {
+        let now = self.now_ms();
+        let mut w = self.lock();
+        let skey = source_key(source, key_in_source);
+        let Some(id) = self
+            .store
+            .get(TREE, &skey)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+        else {
+            return Ok(None);
+        };
+        let refs = self.refs(&id)?.saturating_sub(1);
+        let mut ops = vec![Op::Delete(skey), Self::refs_op(&id, refs)];
+        let mut tx = Tx::default();
+        let gone = match self.get_item(&id)?.filter(|i| refs == 0 && i.is_live()) {
+            Some(mut item) => {
+                item.removed_ms = Some(now);
+                item.updated_ms = now;
+                ops.push(Self::item_op(&item)?);
+                self.write(&mut w, &mut tx, ops, &[], &[id.as_str()])?;
+                Some(item)
+            }
+            None => {
+                self.write(&mut w, &mut tx, ops, &[], &[])?;
+                None
+            }
+        };
+        self.finish(&mut w, tx)?;
+        Ok(gone)
+    }
+
     /// Creates an empty collection.
     pub fn create_collection(
         &self,
@@ -907,8 +968,7 @@ impl ContentLibrary {
                 item.collections.retain(|x| x != name);
                 item.updated_ms = now;
                 ops.push(Self::item_op(&item)?);
-                let live = item.superseded_by.is_none();
-                let reindex: Vec<&Item> = if live { vec![&item] } else { vec![] };
+                let reindex: Vec<&Item> = if item.is_live() { vec![&item] } else { vec![] };
                 self.write(&mut w, &mut tx, ops, &reindex, &[])?;
             }
             None => self.write(&mut w, &mut tx, ops, &[], &[])?,
@@ -934,7 +994,7 @@ impl ContentLibrary {
                 items.push(item);
             }
         }
-        let reindex: Vec<&Item> = items.iter().filter(|i| i.superseded_by.is_none()).collect();
+        let reindex: Vec<&Item> = items.iter().filter(|i| i.is_live()).collect();
         let mut tx = Tx::default();
         self.write(&mut w, &mut tx, ops, &reindex, &[])?;
         self.finish(&mut w, tx)

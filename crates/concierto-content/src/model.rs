@@ -159,9 +159,21 @@ pub struct Item {
     /// the search index but can still be fetched by id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// When it left its source (its file was deleted, its record dropped) and
+    /// no other source still has it (ms since the Unix epoch). It is then out
+    /// of the search index, but kept: collections that hold it and fetches by
+    /// id still work, and it comes back if its content is ingested again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_ms: Option<i64>,
 }
 
 impl Item {
+    /// In the library proper: neither replaced by a newer version nor gone
+    /// from its source. Only such items are indexed (browse and search).
+    pub fn is_live(&self) -> bool {
+        self.superseded_by.is_none() && self.removed_ms.is_none()
+    }
+
     /// The time the library sorts and filters by: published if known, else ingested.
     pub fn time_ms(&self) -> i64 {
         self.published_ms.unwrap_or(self.ingested_ms)

@@ -778,3 +778,44 @@ fn svg_is_kept_when_it_is_svg_and_refused_otherwise() {
         .unwrap_err();
     assert!(matches!(err, ContentError::Image(_)), "{err}");
 }
+
+#[test]
+fn content_leaves_the_library_only_when_no_source_key_has_it() {
+    let lib = ContentLibrary::temporary().unwrap();
+    let bytes = png(40, 20, 30, NAVY, GREEN);
+    let a = lib.put(image_item("a/hero.png", bytes.clone())).unwrap();
+    lib.put(image_item("b/hero-copy.png", bytes)).unwrap();
+    let browse = |lib: &ContentLibrary| lib.search(&Query::default()).unwrap().total;
+    assert_eq!(browse(&lib), 1);
+
+    // One of its two keys gone: still in the library.
+    assert!(
+        lib.remove_source_key("image_database", "a/hero.png")
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(browse(&lib), 1);
+    // An unknown key: nothing.
+    assert!(
+        lib.remove_source_key("image_database", "nowhere.png")
+            .unwrap()
+            .is_none()
+    );
+    // The last key gone: out of browse and search, kept by id, and an edit
+    // does not bring it back into the index.
+    let gone = lib
+        .remove_source_key("image_database", "b/hero-copy.png")
+        .unwrap()
+        .expect("it left the library");
+    assert_eq!(gone.id, a.item.id);
+    assert_eq!(browse(&lib), 0);
+    let edit = Edit {
+        tags: Some(vec!["hero".into()]),
+        ..Default::default()
+    };
+    lib.update(&a.item.id, edit).unwrap();
+    assert_eq!(browse(&lib), 0);
+    let kept = lib.get(&a.item.id).unwrap().unwrap();
+    assert!(kept.removed_ms.is_some() && !kept.is_live());
+    assert!(lib.source_keys("image_database", "").unwrap().is_empty());
+}

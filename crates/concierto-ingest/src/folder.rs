@@ -4,6 +4,11 @@
 //! when they lead outside it, and hidden files are ignored. A file whose size
 //! and modification time are those recorded at its last successful ingest is
 //! not read again.
+//!
+//! What leaves a folder leaves the library: after a complete scan, files
+//! ingested before and no longer there have their items removed
+//! ([`ContentLibrary::remove_source_key`](concierto_content::ContentLibrary::remove_source_key));
+//! a training-data file read again drops the records it no longer has.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -37,13 +42,15 @@ impl FileEntry {
 }
 
 /// Lists the files under `root`, sorted by relative path, never leaving the
-/// root. Warnings name `source`.
+/// root, and whether that is all of them (false when `max_files` cut the
+/// scan short, a folder was too deep or could not be read). Warnings name
+/// `source`.
 pub(crate) fn walk(
     source: &str,
     root: &Path,
     max_depth: usize,
     max_files: usize,
-) -> Result<Vec<FileEntry>, IngestError> {
+) -> Result<(Vec<FileEntry>, bool), IngestError> {
     let folder_err = |message: String| IngestError::Folder {
         path: root.display().to_string(),
         message,
@@ -53,6 +60,7 @@ pub(crate) fn walk(
         return Err(folder_err("not a folder".into()));
     }
     let mut out = Vec::new();
+    let mut complete = true;
     let mut visited: HashSet<PathBuf> = HashSet::from([canon.clone()]);
     let mut stack: Vec<(PathBuf, String, usize)> = vec![(canon.clone(), String::new(), 0)];
     while let Some((dir, prefix, depth)) = stack.pop() {
@@ -60,6 +68,7 @@ pub(crate) fn walk(
             Ok(rd) => rd.filter_map(Result::ok).collect(),
             Err(e) => {
                 tracing::warn!(source, dir = %dir.display(), error = %e, "folder unreadable; skipped");
+                complete = false;
                 continue;
             }
         };
@@ -96,6 +105,7 @@ pub(crate) fn walk(
             if meta.is_dir() {
                 if depth + 1 > max_depth {
                     tracing::warn!(source, path = %rel, max_depth, "folder nested too deep; skipped");
+                    complete = false;
                     continue;
                 }
                 let Ok(dir_canon) = std::fs::canonicalize(&path) else {
@@ -111,7 +121,7 @@ pub(crate) fn walk(
                         max_files,
                         "too many files in one scan; the rest wait for the next one"
                     );
-                    return Ok(out);
+                    return Ok((out, false));
                 }
                 let mtime_ns = meta
                     .modified()
@@ -128,7 +138,7 @@ pub(crate) fn walk(
         }
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    Ok((out, complete))
 }
 
 /// What a file in an asset folder is.
@@ -229,13 +239,16 @@ pub(crate) async fn run(
     let opts = ing.opts().clone();
     let root = PathBuf::from(&source.location);
     let name = source.name.clone();
-    let files = blocking(move || walk(&name, &root, opts.max_depth, opts.max_files)).await?;
+    let (files, complete) =
+        blocking(move || walk(&name, &root, opts.max_depth, opts.max_files)).await?;
     let store = ing.store();
     let mut todo = Vec::new();
+    let mut present: HashSet<String> = HashSet::new();
     for f in files {
         if !wanted(source, &f.rel) {
             continue;
         }
+        present.insert(f.rel.clone());
         if f.len > opts.max_file_bytes {
             tracing::warn!(source = %source.name, path = %f.rel, size = f.len, limit = opts.max_file_bytes, "file larger than the size limit; skipped");
             report.skipped += 1;
@@ -303,7 +316,69 @@ pub(crate) async fn run(
             })
             .collect();
         store.apply(TREE, ops)?;
+        // A data file read again: its records that are no longer in it go.
+        if source.kind == SourceKind::TrainingData {
+            let mut stale = Vec::new();
+            for (i, (f, items)) in read.iter().enumerate() {
+                let Ok(items) = items else { continue };
+                if !ok[i] {
+                    continue;
+                }
+                let kept: HashSet<&str> = items.iter().map(|n| n.source_key.as_str()).collect();
+                let (library, src, prefix) = (
+                    ing.library().clone(),
+                    source.name.clone(),
+                    format!("{}#", f.rel),
+                );
+                let had = blocking(move || Ok(library.source_keys(&src, &prefix)?)).await?;
+                stale.extend(had.into_iter().filter(|k| !kept.contains(k.as_str())));
+            }
+            ing.remove_keys(&source.name, stale, report).await?;
+        }
     }
+    if complete {
+        forget_deleted(ing, source, &present, report).await?;
+    }
+    Ok(())
+}
+
+/// Removes the items of files ingested before that a complete scan no longer
+/// found.
+async fn forget_deleted(
+    ing: &Ingester,
+    source: &ContentSource,
+    present: &HashSet<String>,
+    report: &mut CycleReport,
+) -> Result<(), IngestError> {
+    let store = ing.store();
+    let prefix = seen_key(&source.name, "");
+    let gone: Vec<(Vec<u8>, String)> = store
+        .scan_prefix(TREE, &prefix)?
+        .into_iter()
+        .map(|(k, _)| {
+            let rel = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            (k, rel)
+        })
+        .filter(|(_, rel)| !present.contains(rel))
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let mut keys = Vec::new();
+    for (_, rel) in &gone {
+        if source.kind == SourceKind::TrainingData {
+            let (library, src, prefix) = (
+                ing.library().clone(),
+                source.name.clone(),
+                format!("{rel}#"),
+            );
+            keys.extend(blocking(move || Ok(library.source_keys(&src, &prefix)?)).await?);
+        } else {
+            keys.push(rel.clone());
+        }
+    }
+    ing.remove_keys(&source.name, keys, report).await?;
+    store.apply(TREE, gone.into_iter().map(|(k, _)| Op::Delete(k)).collect())?;
     Ok(())
 }
 
@@ -341,7 +416,8 @@ mod tests {
             root.path().join("inside.css"),
         )
         .unwrap();
-        let files = walk("s", root.path(), 8, 100).unwrap();
+        let (files, complete) = walk("s", root.path(), 8, 100).unwrap();
+        assert!(complete);
         let rels: Vec<&str> = files.iter().map(|f| f.rel.as_str()).collect();
         assert_eq!(rels, vec!["inside.css", "sub/a.css"]);
     }

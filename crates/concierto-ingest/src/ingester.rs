@@ -38,6 +38,9 @@ pub struct CycleReport {
     pub unmodified: usize,
     /// Announcements published on `content.ingested.<source>`.
     pub announced: usize,
+    /// Items that left the library because they left their source (a deleted
+    /// file, a record no longer in its file).
+    pub removed: usize,
 }
 
 /// The shared core of the ingester. Cheap to clone.
@@ -117,8 +120,8 @@ impl Ingester {
         map.get(source).copied()
     }
 
-    /// How many batches of `source` brought new or changed items since this
-    /// ingester started.
+    /// How many batches of `source` brought new, changed or removed items
+    /// since this ingester started.
     pub fn changes(&self, source: &str) -> u64 {
         let map = self.inner.changes.lock().unwrap_or_else(|p| p.into_inner());
         map.get(source).copied().unwrap_or(0)
@@ -173,6 +176,38 @@ impl Ingester {
             .bus
             .publish_durable_proto(&content_ingested(&item.source), item, &item.item_id)
             .await?;
+        Ok(())
+    }
+
+    /// Forgets the items of `source` at `keys` (gone from the source): each
+    /// leaves the library unless another source key still has its content.
+    pub(crate) async fn remove_keys(
+        &self,
+        source: &str,
+        keys: Vec<String>,
+        report: &mut CycleReport,
+    ) -> Result<(), IngestError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let library = self.inner.library.clone();
+        let src = source.to_string();
+        let gone = blocking(move || {
+            let mut gone = Vec::new();
+            for k in keys {
+                if let Some(item) = library.remove_source_key(&src, &k)? {
+                    gone.push((k, item.id));
+                }
+            }
+            Ok(gone)
+        })
+        .await?;
+        for (key, id) in &gone {
+            tracing::info!(source, key = %key, item = %id, "gone from its source; out of the library");
+        }
+        report.removed += gone.len();
+        let mut map = self.inner.changes.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(source.to_string()).or_default() += 1;
         Ok(())
     }
 

@@ -222,3 +222,111 @@ async fn the_watcher_picks_up_a_new_file() {
     assert_eq!(second.title, "second.png");
     service.stop().await.unwrap();
 }
+
+/// What leaves a folder leaves the library: a deleted picture is out of
+/// browse and search (kept in its collection and by id) and comes back with
+/// its file; records no longer in a data file, or in a deleted one, go.
+#[tokio::test]
+async fn deleted_files_and_dropped_records_leave_the_library() {
+    use concierto_content::Query;
+    let mut h = harness(fast_opts()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("red.png"), png(8, 8, [220, 20, 30])).unwrap();
+    std::fs::write(root.join("blue.png"), png(8, 8, [20, 40, 220])).unwrap();
+    let src = source(
+        "internal_assets",
+        SourceKind::ImageDatabase,
+        root.to_str().unwrap(),
+        daily(),
+    );
+    assert_eq!(h.ingester.run_once(&src).await.unwrap().new, 2);
+    h.drain().await;
+    let blue = h
+        .library
+        .get_by_source_key("internal_assets", "blue.png")
+        .unwrap()
+        .unwrap();
+    h.library.create_collection("moodboard", "").unwrap();
+    h.library.add_to_collection("moodboard", &blue.id).unwrap();
+    let browse = |library: &concierto_content::ContentLibrary| {
+        let page = library
+            .search(&Query {
+                source: Some("internal_assets".into()),
+                ..Query::default()
+            })
+            .unwrap();
+        let mut titles: Vec<String> = page.hits.into_iter().map(|h| h.item.title).collect();
+        titles.sort();
+        titles
+    };
+    assert_eq!(browse(&h.library), vec!["blue.png", "red.png"]);
+
+    std::fs::remove_file(root.join("blue.png")).unwrap();
+    let r = h.ingester.run_once(&src).await.unwrap();
+    assert_eq!((r.removed, r.new, r.unmodified), (1, 0, 1), "{r:?}");
+    assert_eq!(browse(&h.library), vec!["red.png"]);
+    assert!(
+        h.library
+            .get_by_source_key("internal_assets", "blue.png")
+            .unwrap()
+            .is_none()
+    );
+    let kept = h.library.get(&blue.id).unwrap().unwrap();
+    assert!(kept.removed_ms.is_some());
+    let board = h.library.collection_items("moodboard").unwrap();
+    assert_eq!(board.len(), 1, "a collection keeps what it holds");
+    // Another scan removes nothing more.
+    assert_eq!(h.ingester.run_once(&src).await.unwrap().removed, 0);
+
+    // The file back: the same item, in the library again (its announcement
+    // has the item's id as message id: the stream drops a repeat within its
+    // duplicate window).
+    std::fs::write(root.join("blue.png"), png(8, 8, [20, 40, 220])).unwrap();
+    let r = h.ingester.run_once(&src).await.unwrap();
+    assert_eq!(r.new, 1, "{r:?}");
+    h.drain().await;
+    let back = h.library.get(&blue.id).unwrap().unwrap();
+    assert!(back.removed_ms.is_none());
+    assert_eq!(back.collections, vec!["moodboard"]);
+    assert_eq!(browse(&h.library), vec!["blue.png", "red.png"]);
+
+    // Training data: a record dropped from its file, then the whole file.
+    let data = tempfile::tempdir().unwrap();
+    let csv = data.path().join("q1.csv");
+    std::fs::write(
+        &csv,
+        "campaign_id,name,ctr\nc1,Spring,0.12\nc2,Summer,0.08\nc3,Autumn,0.2\n",
+    )
+    .unwrap();
+    let campaigns = source(
+        "successful_campaigns",
+        SourceKind::TrainingData,
+        data.path().to_str().unwrap(),
+        daily(),
+    );
+    assert_eq!(h.ingester.run_once(&campaigns).await.unwrap().new, 3);
+    let before = h.ingester.changes("successful_campaigns");
+    std::fs::write(
+        &csv,
+        "campaign_id,name,ctr\nc1,Spring,0.12\nc3,Autumn,0.2\n",
+    )
+    .unwrap();
+    let r = h.ingester.run_once(&campaigns).await.unwrap();
+    assert_eq!(r.removed, 1, "{r:?}");
+    assert!(
+        h.ingester.changes("successful_campaigns") > before,
+        "the learner hears of it"
+    );
+    let keys = h.library.source_keys("successful_campaigns", "").unwrap();
+    assert_eq!(keys, vec!["q1.csv#c1", "q1.csv#c3"]);
+    std::fs::remove_file(&csv).unwrap();
+    let r = h.ingester.run_once(&campaigns).await.unwrap();
+    assert_eq!(r.removed, 2, "{r:?}");
+    assert!(
+        h.library
+            .source_keys("successful_campaigns", "")
+            .unwrap()
+            .is_empty()
+    );
+}
