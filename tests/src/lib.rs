@@ -212,24 +212,7 @@ impl Sandbox {
     }
 }
 
-/// Polls `f` every 50 ms until it gives `Some`, or panics after `within` with `what`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use concierto_testkit::eventually;
 
 /// A run from the orchestrator, or `None` if it does not answer or knows no such run.
 pub async fn get_run(bus: &Arc<dyn Bus>, run_id: &str) -> Option<v1::Run> {

@@ -74,6 +74,15 @@ impl AdminOptions {
             request_timeout: Duration::from_secs(5),
         }
     }
+
+    /// Plain gRPC on a free loopback port, 5 s for answers (tests, local tools).
+    pub fn loopback() -> Self {
+        AdminOptions {
+            addr: "127.0.0.1:0".into(),
+            tls: None,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Starts the admin service; returns its handle and the address it listens on.

@@ -14,10 +14,11 @@ use concierto_core::config::{self, Studio};
 use concierto_core::store::{KvStore, SledStore};
 use concierto_orchestrator::OrchestratorOptions;
 use concierto_proto::v1::{self, admin_service_client::AdminServiceClient};
-use concierto_testkit::NatsServer;
+use concierto_testkit::{NatsServer, eventually};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
+const PATIENCE: Duration = Duration::from_secs(20);
 const OPS: &str = "ops-token-0123";
 const DIRECTOR: &str = "director-token-4567";
 const BRAND: &str = "brand-token-89ab";
@@ -74,24 +75,6 @@ fn with_token<T>(token: &str, msg: T) -> Request<T> {
         format!("Bearer {token}").parse().expect("ascii"),
     );
     r
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn run_state(c: &mut AdminServiceClient<Channel>, id: &str) -> Option<v1::Run> {
@@ -172,17 +155,9 @@ async fn people_decide_gates_over_grpc_and_an_unanswered_gate_reminds_and_escala
             .unwrap(),
         );
     }
-    let (admin, addr) = concierto_admin::start(
-        st.clone(),
-        bus.clone(),
-        AdminOptions {
-            addr: "127.0.0.1:0".into(),
-            tls: None,
-            request_timeout: Duration::from_secs(5),
-        },
-    )
-    .await
-    .unwrap();
+    let (admin, addr) = concierto_admin::start(st.clone(), bus.clone(), AdminOptions::loopback())
+        .await
+        .unwrap();
     let mut c = AdminServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -217,7 +192,7 @@ async fn people_decide_gates_over_grpc_and_an_unanswered_gate_reminds_and_escala
     );
     assert_eq!(opened.state(), v1::GateState::Open);
     assert!(!req.content.is_empty(), "the draft is in the gate");
-    let run = eventually("the run to wait at the gate", || {
+    let run = eventually(PATIENCE, "the run to wait at the gate", || {
         let mut c = c.clone();
         async move {
             run_state(&mut c, "launch-1")
@@ -340,7 +315,7 @@ async fn people_decide_gates_over_grpc_and_an_unanswered_gate_reminds_and_escala
     ))
     .await
     .unwrap();
-    let done = eventually("the run to succeed", || {
+    let done = eventually(PATIENCE, "the run to succeed", || {
         let mut c = c.clone();
         async move {
             run_state(&mut c, "launch-1")

@@ -20,10 +20,11 @@ use concierto_core::subjects;
 use concierto_dashboard::{DashboardOptions, DashboardState};
 use concierto_orchestrator::OrchestratorOptions;
 use concierto_proto::v1;
-use concierto_testkit::NatsServer;
+use concierto_testkit::{NatsServer, eventually};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 
+const PATIENCE: Duration = Duration::from_secs(30);
 const OPS: &str = "ops-token-dash-0123";
 const DIRECTOR: &str = "director-token-dash-4567";
 const BRAND: &str = "brand-token-dash-89ab";
@@ -256,24 +257,6 @@ async fn start() -> Studio1 {
         clock,
         base: format!("http://{addr}"),
         services,
-    }
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -537,7 +520,7 @@ async fn gates_are_decided_from_the_page_by_their_reviewer_only_and_the_run_goes
     sse_until(&mut events, "run", "\"RUN_STATE_SUCCEEDED\"").await;
 
     // The run's page: its timeline with both steps and the gate wait.
-    let run = eventually("the run page to show the finished run", || {
+    let run = eventually(PATIENCE, "the run page to show the finished run", || {
         let mut d = Browser {
             http: director.http.clone(),
             base: director.base.clone(),

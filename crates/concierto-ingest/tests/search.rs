@@ -2,7 +2,6 @@
 //! the admin service, which asks the ingest service (`library.search`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use concierto_admin::{AdminOptions, token_sha256};
 use concierto_bus::{Bus, NatsBus, NatsOptions, ensure_standard_streams};
@@ -66,17 +65,9 @@ async fn search_content_pages_through_the_library() {
     ensure_standard_streams(bus.as_ref(), &Default::default())
         .await
         .unwrap();
-    let (admin, addr) = concierto_admin::start(
-        st.clone(),
-        bus.clone(),
-        AdminOptions {
-            addr: "127.0.0.1:0".into(),
-            tls: None,
-            request_timeout: Duration::from_secs(5),
-        },
-    )
-    .await
-    .unwrap();
+    let (admin, addr) = concierto_admin::start(st.clone(), bus.clone(), AdminOptions::loopback())
+        .await
+        .unwrap();
     let mut client = AdminServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();

@@ -198,6 +198,26 @@ pub fn free_port() -> Result<u16, TestkitError> {
     Ok(port)
 }
 
+/// Polls `f` every 50 ms until it gives `Some`, or panics after `within`
+/// naming `what`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn find_binary() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
         return Some(PathBuf::from(bin));

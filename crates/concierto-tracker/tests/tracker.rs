@@ -17,7 +17,7 @@ use concierto_core::config::{self, Reviewer, Studio};
 use concierto_core::store::{KvStore, SledStore};
 use concierto_core::subjects;
 use concierto_proto::v1::{self, admin_service_client::AdminServiceClient};
-use concierto_testkit::NatsServer;
+use concierto_testkit::{NatsServer, eventually};
 use concierto_tracker::{Tracker, TrackerOptions};
 use tonic::{Code, Request};
 
@@ -91,24 +91,6 @@ async fn start_tracker(
     concierto_tracker::start(st.clone(), bus.clone(), store, shared, opts())
         .await
         .expect("the tracker starts")
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
 }
 
 async fn record(bus: &Arc<dyn Bus>, metric: &str, value: f64) {
@@ -218,7 +200,7 @@ async fn engagement_below_005_starts_one_optimization_per_episode_even_across_a_
     bus.publish_durable_proto(&subjects::metric_sample("engagement_rate"), &first, "s1")
         .await
         .unwrap();
-    eventually("the streamed sample", || async {
+    eventually(PATIENCE, "the streamed sample", || async {
         let m = metrics(&bus, &["engagement_rate"]).await;
         (m.first().map(|m| m.current) == Some(0.07)).then_some(())
     })
@@ -252,7 +234,7 @@ async fn engagement_below_005_starts_one_optimization_per_episode_even_across_a_
         .await
         .unwrap();
     let tracker = start_tracker(&st, &bus, &store, &clock).await;
-    let m = eventually("the sample published while down", || async {
+    let m = eventually(PATIENCE, "the sample published while down", || async {
         let m = metrics(&bus, &["engagement_rate"]).await;
         m.into_iter().find(|m| m.current == 0.035)
     })
@@ -396,7 +378,7 @@ async fn metrics_health_and_records_through_the_admin_api_http_and_prometheus() 
         .await
         .unwrap();
 
-    let health: v1::SystemHealth = eventually("the health to show it all", || async {
+    let health: v1::SystemHealth = eventually(PATIENCE, "the health to show it all", || async {
         let h: v1::SystemHealth = bus
             .request_proto(
                 subjects::TRACKER_HEALTH,
@@ -423,21 +405,13 @@ async fn metrics_health_and_records_through_the_admin_api_http_and_prometheus() 
     assert!((cc.utilization - 0.6).abs() < 1e-9);
 
     // The admin API, with a real client.
-    let (admin, addr) = concierto_admin::start(
-        st.clone(),
-        bus.clone(),
-        AdminOptions {
-            addr: "127.0.0.1:0".into(),
-            tls: None,
-            request_timeout: Duration::from_secs(5),
-        },
-    )
-    .await
-    .unwrap();
+    let (admin, addr) = concierto_admin::start(st.clone(), bus.clone(), AdminOptions::loopback())
+        .await
+        .unwrap();
     let mut client = AdminServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
-    let all = eventually("the quality scores", || {
+    let all = eventually(PATIENCE, "the quality scores", || {
         let mut client = client.clone();
         async move {
             let r = client
@@ -570,7 +544,7 @@ async fn metrics_health_and_records_through_the_admin_api_http_and_prometheus() 
     assert_eq!(bad.status(), 400);
 
     // Prometheus text from the tracker's view.
-    let text = eventually("the recorded value in the text", || async {
+    let text = eventually(PATIENCE, "the recorded value in the text", || async {
         let t = tracker.prometheus_text();
         t.contains("concierto_metric{name=\"engagement_rate\",group=\"samples\"} 0.03")
             .then_some(t)
@@ -637,7 +611,7 @@ async fn run_events_published_while_the_tracker_is_down_are_counted_once_after_i
     let daily_output = |want: f64| {
         let bus = bus.clone();
         async move {
-            eventually(&format!("daily_output {want}"), || {
+            eventually(PATIENCE, &format!("daily_output {want}"), || {
                 let bus = bus.clone();
                 async move {
                     let m = metrics(&bus, &["daily_output"]).await;
@@ -671,7 +645,7 @@ async fn run_events_published_while_the_tracker_is_down_are_counted_once_after_i
     let store = Arc::new(SledStore::open(dir.path()).unwrap());
     let tracker = start_tracker(&st, &bus, &store, &clock).await;
     daily_output(3.0).await;
-    let success = eventually("success_rate's observation", || {
+    let success = eventually(PATIENCE, "success_rate's observation", || {
         let bus = bus.clone();
         async move {
             let r: v1::GetMetricsResponse = bus
