@@ -143,6 +143,13 @@ impl Inner {
     }
 
     /// Delivers to core subscribers; returns how many received it.
+    /// Stores `msg` in the stream covering `subject`, if one does.
+    fn store(&self, subject: &str, msg: &Outgoing) -> Option<PublishAck> {
+        let mut streams = self.lock_streams();
+        let stream = streams.values_mut().find(|s| s.covers(subject))?;
+        Some(stream.store(subject, msg, Instant::now()))
+    }
+
     fn route(&self, msg: Message) -> usize {
         let mut delivered = 0;
         let mut closed = Vec::new();
@@ -377,14 +384,11 @@ impl Bus for EmbeddedBus {
         // As with NATS, a stream keeps what is published on its subjects even
         // without a JetStream publish (e.g. run events for the tracker's
         // durable consumer); the publisher just does not wait for the ack.
-        let stored = {
-            let mut streams = self.inner.lock_streams();
-            match streams.values_mut().find(|s| s.covers(subject)) {
-                Some(stream) => !stream.store(subject, &msg, Instant::now()).duplicate,
-                None => false,
-            }
-        };
-        if stored {
+        if self
+            .inner
+            .store(subject, &msg)
+            .is_some_and(|a| !a.duplicate)
+        {
             self.inner.notify.notify_waiters();
         }
         self.inner.route(Message {
@@ -474,14 +478,10 @@ impl Bus for EmbeddedBus {
     async fn publish_durable(&self, subject: &str, mut msg: Outgoing) -> Result<PublishAck> {
         validate_publish(subject)?;
         crate::observe::outgoing(subject, &mut msg);
-        let ack = {
-            let mut streams = self.inner.lock_streams();
-            let stream = streams
-                .values_mut()
-                .find(|s| s.covers(subject))
-                .ok_or_else(|| BusError::NoStream(subject.to_string()))?;
-            stream.store(subject, &msg, Instant::now())
-        };
+        let ack = self
+            .inner
+            .store(subject, &msg)
+            .ok_or_else(|| BusError::NoStream(subject.to_string()))?;
         if !ack.duplicate {
             self.inner.notify.notify_waiters();
             self.inner.route(Message {

@@ -857,45 +857,45 @@ impl ContentLibrary {
             .collect())
     }
 
-    /// Forgets that `source` has an item at `key_in_source` (its file was
-    /// deleted, its record dropped). When no other source key maps to that
-    /// content, the item leaves the index (browse and search) and is marked
+    /// Forgets that `source` has items at `keys` (a file deleted, records
+    /// dropped), with one flush and one index commit. Content no other source
+    /// key maps to any more leaves the index (browse and search) and is marked
     /// [`removed_ms`](Item::removed_ms); it is kept with its blob, so the
     /// collections that hold it and fetches by id still work, and the same
-    /// content ingested again brings it back. Returns the item when it left
-    /// the library; `None` when the key was unknown or the content is still at
-    /// another key.
-    pub fn remove_source_key(
+    /// content ingested again brings it back. Returns the items that left the
+    /// library (an unknown key, or content still at another key, gives none).
+    pub fn remove_source_keys<S: AsRef<str>>(
         &self,
         source: &str,
-        key_in_source: &str,
-    ) -> Result<Option<Item>, ContentError> {
+        keys: &[S],
+    ) -> Result<Vec<Item>, ContentError> {
         let now = self.now_ms();
         let mut w = self.lock();
-        let skey = source_key(source, key_in_source);
-        let Some(id) = self
-            .store
-            .get(TREE, &skey)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-        else {
-            return Ok(None);
-        };
-        let refs = self.refs(&id)?.saturating_sub(1);
-        let mut ops = vec![Op::Delete(skey), Self::refs_op(&id, refs)];
         let mut tx = Tx::default();
-        let gone = match self.get_item(&id)?.filter(|i| refs == 0 && i.is_live()) {
-            Some(mut item) => {
-                item.removed_ms = Some(now);
-                item.updated_ms = now;
-                ops.push(Self::item_op(&item)?);
-                self.write(&mut w, &mut tx, ops, &[], &[id.as_str()])?;
-                Some(item)
+        let mut gone = Vec::new();
+        for k in keys {
+            let skey = source_key(source, k.as_ref());
+            let Some(id) = self
+                .store
+                .get(TREE, &skey)?
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+            else {
+                continue;
+            };
+            // Written at once, so a second key of the same content sees the count.
+            let refs = self.refs(&id)?.saturating_sub(1);
+            let mut ops = vec![Op::Delete(skey), Self::refs_op(&id, refs)];
+            match self.get_item(&id)?.filter(|i| refs == 0 && i.is_live()) {
+                Some(mut item) => {
+                    item.removed_ms = Some(now);
+                    item.updated_ms = now;
+                    ops.push(Self::item_op(&item)?);
+                    self.write(&mut w, &mut tx, ops, &[], &[id.as_str()])?;
+                    gone.push(item);
+                }
+                None => self.write(&mut w, &mut tx, ops, &[], &[])?,
             }
-            None => {
-                self.write(&mut w, &mut tx, ops, &[], &[])?;
-                None
-            }
-        };
+        }
         self.finish(&mut w, tx)?;
         Ok(gone)
     }

@@ -7,7 +7,7 @@
 //!
 //! What leaves a folder leaves the library: after a complete scan, files
 //! ingested before and no longer there have their items removed
-//! ([`ContentLibrary::remove_source_key`](concierto_content::ContentLibrary::remove_source_key));
+//! ([`ContentLibrary::remove_source_keys`](concierto_content::ContentLibrary::remove_source_keys));
 //! a training-data file read again drops the records it no longer has.
 
 use std::collections::HashSet;

@@ -192,18 +192,9 @@ impl Ingester {
         }
         let library = self.inner.library.clone();
         let src = source.to_string();
-        let gone = blocking(move || {
-            let mut gone = Vec::new();
-            for k in keys {
-                if let Some(item) = library.remove_source_key(&src, &k)? {
-                    gone.push((k, item.id));
-                }
-            }
-            Ok(gone)
-        })
-        .await?;
-        for (key, id) in &gone {
-            tracing::info!(source, key = %key, item = %id, "gone from its source; out of the library");
+        let gone = blocking(move || Ok(library.remove_source_keys(&src, &keys)?)).await?;
+        for item in &gone {
+            tracing::info!(source, item = %item.id, title = %item.title, "gone from its source; out of the library");
         }
         report.removed += gone.len();
         let mut map = self.inner.changes.lock().unwrap_or_else(|p| p.into_inner());
