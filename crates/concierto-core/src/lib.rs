@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod feedback;
 pub mod grammar;
+pub mod health;
 pub mod roles;
 pub mod service;
 pub mod store;

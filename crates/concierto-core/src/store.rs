@@ -36,17 +36,106 @@ pub trait KvStore: Send + Sync + 'static {
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.apply(tree, vec![Op::Put(key.to_vec(), value.to_vec())])
     }
+
+    /// Why the store cannot be relied on now (`None` while it works): a write
+    /// or flush failed and no flush has succeeded since. Writes may still be
+    /// accepted (held until a flush makes them durable).
+    fn trouble(&self) -> Option<String> {
+        None
+    }
+
+    /// False while reads cannot be served (the store is closed after an
+    /// error until a flush reopens it): callers should wait rather than act
+    /// on a read that fails half-way.
+    fn readable(&self) -> bool {
+        true
+    }
 }
 
-/// sled behind [`KvStore`].
+/// sled behind [`KvStore`], made to survive a failing disk.
+///
+/// sled keeps the first I/O error it meets and fails every later call with it,
+/// even once space is freed. So every write is also held in memory (newest
+/// value per key) until a [`KvStore::flush`] has made it durable: while the
+/// disk fails, writes still succeed (they are held), reads see them, and each
+/// flush first reopens sled and writes the held changes again. Nothing written
+/// is lost as long as the process lives, and the store heals on its own when
+/// the disk does. Held changes are bounded ([`MAX_HELD_BYTES`]): past that a
+/// write fails instead of growing memory without end.
 #[derive(Clone)]
 pub struct SledStore {
-    db: sled::Db,
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    /// Where it lives; `None` for a temporary store (which cannot be reopened).
+    dir: Option<std::path::PathBuf>,
+    /// `None` after a reopen failed: reads fail until one succeeds.
+    db: std::sync::RwLock<Option<sled::Db>>,
+    held: std::sync::Mutex<Held>,
+}
+
+/// A held change: the new value, or `None` for a removal.
+type Change = Option<Vec<u8>>;
+
+/// Changes not yet known to be durable.
+#[derive(Default)]
+struct Held {
+    /// Written since the last flush began, by tree and key.
+    current: std::collections::BTreeMap<(String, Vec<u8>), Change>,
+    /// Taken by a flush that has not succeeded yet (older than `current`).
+    flushing: std::collections::BTreeMap<(String, Vec<u8>), Change>,
+    /// Bytes of keys and values in both maps, roughly.
+    bytes: usize,
+    /// True from a failed sled call until a flush succeeds: sled must be reopened.
+    failing: bool,
+    /// The error that made it fail.
+    error: String,
+}
+
+/// Most bytes of changes held in memory while the disk fails (256 MiB).
+pub const MAX_HELD_BYTES: usize = 256 * 1024 * 1024;
+
+/// Held changes past which a write flushes by itself while the disk works
+/// (for callers that rely on sled's own background flushes).
+const FLUSH_HELD_BYTES: usize = 32 * 1024 * 1024;
+
+impl Held {
+    fn get(&self, tree: &str, key: &[u8]) -> Option<&Change> {
+        let k = (tree.to_string(), key.to_vec());
+        self.current.get(&k).or_else(|| self.flushing.get(&k))
+    }
+
+    /// Held changes of `tree` under `prefix`, older first so newer ones win.
+    fn under(&self, tree: &str, prefix: &[u8]) -> Vec<(Vec<u8>, Change)> {
+        let from = (tree.to_string(), prefix.to_vec());
+        let mut out = Vec::new();
+        for map in [&self.flushing, &self.current] {
+            for ((t, k), v) in map.range(from.clone()..) {
+                if t != tree || !k.starts_with(prefix) {
+                    break;
+                }
+                out.push((k.clone(), v.clone()));
+            }
+        }
+        out
+    }
+
+    fn fail(&mut self, e: &dyn std::fmt::Display) {
+        crate::health::store_error();
+        if !self.failing {
+            tracing::error!(error = %e, "store failed; writes are held in memory until the disk is writable again");
+        }
+        self.failing = true;
+        self.error = e.to_string();
+    }
 }
 
 impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStore").finish_non_exhaustive()
+        f.debug_struct("SledStore")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,6 +153,37 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 /// How long [`SledStore::open`] waits for a store's lock held by a handle being dropped.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return Ok(db),
+            // sled 0.34 reports a held lock as ErrorKind::Other with this text.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(StoreError(format!("opening {}: {e}", dir.display()))),
+        }
+    }
+}
+
+/// Writes, syncs and removes a 1 MiB probe file in `dir`: an error when the
+/// disk is full or read-only.
+fn disk_has_room(dir: &Path) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let probe = dir.join(".concierto-probe");
+    let written = (|| {
+        let mut f = std::fs::File::create(&probe)?;
+        f.write_all(&vec![0u8; 1024 * 1024])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| StoreError(format!("no room in {}: {e}", dir.display())))
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     ///
@@ -72,56 +192,244 @@ impl SledStore {
     /// in the same process (or a test reopening a store) would otherwise fail. So a
     /// held lock is retried for up to [`LOCK_WAIT`] before the error is returned.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let started = std::time::Instant::now();
-        loop {
-            match sled::open(dir) {
-                Ok(db) => return Ok(SledStore { db }),
-                // sled 0.34 reports a held lock as ErrorKind::Other with this text.
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && started.elapsed() < LOCK_WAIT =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(StoreError(format!("opening {}: {e}", dir.display()))),
-            }
-        }
+        let db = open_sled(dir)?;
+        Ok(Self::with_db(db, Some(dir.to_path_buf())))
     }
 
     /// A store that lives in memory only (for tests).
     pub fn temporary() -> Result<Self, StoreError> {
         let db = sled::Config::new().temporary(true).open().map_err(err)?;
-        Ok(SledStore { db })
+        Ok(Self::with_db(db, None))
+    }
+
+    fn with_db(db: sled::Db, dir: Option<std::path::PathBuf>) -> Self {
+        SledStore {
+            inner: std::sync::Arc::new(Inner {
+                dir,
+                db: std::sync::RwLock::new(Some(db)),
+                held: std::sync::Mutex::new(Held::default()),
+            }),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        match self.inner.held.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn db(&self) -> Result<sled::Db, sled::Error> {
+        let db = match self.inner.db.read() {
+            Ok(db) => db.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        db.ok_or_else(|| {
+            sled::Error::Io(std::io::Error::other(
+                "the store is closed after an error; it is reopened at the next flush",
+            ))
+        })
+    }
+
+    /// Why the store is failing now (`None` while it works): a write or flush
+    /// failed and no flush has succeeded since.
+    pub fn failing(&self) -> Option<String> {
+        let h = self.held();
+        h.failing.then(|| h.error.clone())
+    }
+
+    /// True while sled is open and can be read (false after a reopen failed).
+    pub fn readable(&self) -> bool {
+        self.db().is_ok()
+    }
+
+    /// Changes held in memory that are not yet durable, in bytes.
+    pub fn held_bytes(&self) -> usize {
+        self.held().bytes
+    }
+
+    /// Drops the failed sled handle and opens the folder again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let Some(dir) = &self.inner.dir else {
+            return Err(StoreError("a temporary store cannot be reopened".into()));
+        };
+        let mut db = match self.inner.db.write() {
+            Ok(db) => db,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // sled lets go of its file lock when the last handle is dropped.
+        drop(db.take());
+        *db = Some(open_sled(dir)?);
+        Ok(())
+    }
+
+    /// Writes `changes` to sled.
+    fn write_changes(
+        db: &sled::Db,
+        changes: &std::collections::BTreeMap<(String, Vec<u8>), Change>,
+    ) -> Result<(), StoreError> {
+        let mut by_tree: std::collections::BTreeMap<&str, sled::Batch> =
+            std::collections::BTreeMap::new();
+        for ((tree, key), value) in changes {
+            let batch = by_tree.entry(tree.as_str()).or_default();
+            match value {
+                Some(v) => batch.insert(key.as_slice(), v.as_slice()),
+                None => batch.remove(key.as_slice()),
+            }
+        }
+        for (tree, batch) in by_tree {
+            db.open_tree(tree).map_err(err)?.apply_batch(batch).map_err(err)?;
+        }
+        Ok(())
     }
 }
 
 impl KvStore for SledStore {
+    fn trouble(&self) -> Option<String> {
+        self.failing()
+    }
+
+    fn readable(&self) -> bool {
+        SledStore::readable(self)
+    }
+
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let t = self.db.open_tree(tree).map_err(err)?;
-        Ok(t.get(key).map_err(err)?.map(|v| v.to_vec()))
+        if let Some(change) = self.held().get(tree, key) {
+            return Ok(change.clone());
+        }
+        let read = self
+            .db()
+            .and_then(|db| db.open_tree(tree))
+            .and_then(|t| t.get(key))
+            .map(|v| v.map(|v| v.to_vec()));
+        read.map_err(|e| {
+            self.held().fail(&e);
+            err(e)
+        })
     }
 
     fn apply(&self, tree: &str, ops: Vec<Op>) -> Result<(), StoreError> {
-        let t = self.db.open_tree(tree).map_err(err)?;
+        let mut held = self.held();
+        if held.failing && held.bytes > MAX_HELD_BYTES {
+            return Err(StoreError(format!(
+                "the store is failing ({}) and {} MiB of changes wait in memory; refusing more",
+                held.error,
+                held.bytes / (1024 * 1024)
+            )));
+        }
         let mut batch = sled::Batch::default();
         for op in ops {
-            match op {
-                Op::Put(k, v) => batch.insert(k, v),
-                Op::Delete(k) => batch.remove(k),
+            let (key, value) = match op {
+                Op::Put(k, v) => (k, Some(v)),
+                Op::Delete(k) => (k, None),
+            };
+            match &value {
+                Some(v) => batch.insert(key.as_slice(), v.as_slice()),
+                None => batch.remove(key.as_slice()),
+            }
+            held.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + tree.len();
+            held.current.insert((tree.to_string(), key), value);
+        }
+        if held.failing {
+            // The next flush reopens sled and writes every held change.
+            return Ok(());
+        }
+        let written = self
+            .db()
+            .and_then(|db| db.open_tree(tree))
+            .and_then(|t| t.apply_batch(batch));
+        if let Err(e) = written {
+            held.fail(&e);
+            return Ok(());
+        }
+        if held.bytes > FLUSH_HELD_BYTES {
+            // A caller that never flushes must not grow the held changes
+            // without end: make them durable here.
+            match self.db().and_then(|db| db.flush()) {
+                Ok(_) => {
+                    held.current.clear();
+                    held.flushing.clear();
+                    held.bytes = 0;
+                }
+                Err(e) => held.fail(&e),
             }
         }
-        t.apply_batch(batch).map_err(err)
+        Ok(())
     }
 
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StoreError> {
-        let t = self.db.open_tree(tree).map_err(err)?;
-        t.scan_prefix(prefix)
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err))
-            .collect()
+        let changes = self.held().under(tree, prefix);
+        let scanned: Result<Entries, sled::Error> = self.db().and_then(|db| db.open_tree(tree)).and_then(|t| {
+            t.scan_prefix(prefix)
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .collect()
+        });
+        let entries = scanned.map_err(|e| {
+            self.held().fail(&e);
+            err(e)
+        })?;
+        if changes.is_empty() {
+            return Ok(entries);
+        }
+        let mut merged: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
+            entries.into_iter().collect();
+        for (k, v) in changes {
+            match v {
+                Some(v) => merged.insert(k, v),
+                None => merged.remove(&k),
+            };
+        }
+        Ok(merged.into_iter().collect())
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(err)
+        let failing = {
+            let mut held = self.held();
+            let current = std::mem::take(&mut held.current);
+            held.flushing.extend(current);
+            held.failing
+        };
+        let attempt = (|| {
+            if failing {
+                // Reopening needs room: while there is none, keep the failed
+                // handle (it may still serve reads) rather than lose it.
+                if let Some(dir) = &self.inner.dir {
+                    disk_has_room(dir)?;
+                }
+                self.reopen()?;
+                let held = self.held();
+                Self::write_changes(&self.db().map_err(err)?, &held.flushing)?;
+            }
+            self.db().and_then(|db| db.flush()).map(|_| ()).map_err(err)
+        })();
+        let mut held = self.held();
+        if let Err(e) = attempt {
+            held.fail(&e);
+            return Err(e);
+        }
+        if held.failing {
+            // What was written while this flush reopened sled is only held:
+            // write it to the reopened database too.
+            let written = self
+                .db()
+                .map_err(err)
+                .and_then(|db| Self::write_changes(&db, &held.current));
+            if let Err(e) = written {
+                held.fail(&e);
+                return Err(e);
+            }
+            tracing::info!("store writable again; every held change is written");
+        }
+        held.flushing.clear();
+        held.failing = false;
+        held.error.clear();
+        // Only what was written during this flush is still held.
+        held.bytes = held
+            .current
+            .iter()
+            .map(|((t, k), v)| t.len() + k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
+        Ok(())
     }
 }
 

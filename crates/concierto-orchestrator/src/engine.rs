@@ -578,12 +578,33 @@ impl Engine {
             self.close_run_gates(&run.run_id, &why, now, fx)?;
         }
         run.updated_ms = ms(now);
-        self.persist(&run)?;
+        // Memory stays right whatever the store says: a run that could not be
+        // written stays live (a final one is written again at the next tick).
+        let persisted = self.persist(&run);
         if run.state.is_final() {
-            self.live.remove(&run.run_id);
             self.queue.remove_run(&run.run_id);
-        } else {
-            self.live.insert(run.run_id.clone(), run);
+            if persisted.is_ok() {
+                self.live.remove(&run.run_id);
+                return Ok(());
+            }
+        }
+        self.live.insert(run.run_id.clone(), run);
+        persisted
+    }
+
+    /// Writes again the final runs a store error kept live, and lets them go.
+    fn persist_finished(&mut self) -> Result<(), StoreError> {
+        let finished: Vec<String> = self
+            .live
+            .values()
+            .filter(|r| r.state.is_final())
+            .map(|r| r.run_id.clone())
+            .collect();
+        for id in finished {
+            if let Some(run) = self.live.get(&id) {
+                self.persist(run)?;
+                self.live.remove(&id);
+            }
         }
         Ok(())
     }
@@ -854,6 +875,7 @@ impl Engine {
     /// Times out overdue attempts, queues retries whose backoff passed, dispatches.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<Effects, StoreError> {
         let mut fx = Effects::default();
+        self.persist_finished()?;
         let now_ms = ms(now);
         let mut touched = Vec::new();
         for run in self.live.values() {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use concierto_bus::{
     Bus, BusExt, Consumer, ConsumerSpec, Delivery, StreamLimits, encode, ensure_standard_streams,
 };
@@ -68,6 +69,7 @@ const QUEUE_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 struct Orchestrator {
     engine: Engine,
+    store: Arc<dyn KvStore>,
     clock: SharedClock,
 }
 
@@ -75,6 +77,7 @@ impl Actor for Orchestrator {
     type Context = Context<Self>;
 }
 
+#[derive(Clone)]
 enum Input {
     Start(v1::StartRun),
     Result(v1::TaskResult),
@@ -87,37 +90,77 @@ enum Input {
 
 struct Apply(Vec<Input>);
 
+/// What one [`Apply`] did: the effects of the inputs applied, and the inputs
+/// left unapplied because the store could not be read (to be applied again
+/// once it can; their deliveries are held meanwhile).
+struct Applied {
+    fx: Effects,
+    left: Vec<Input>,
+    error: Option<StoreError>,
+}
+
 impl actix::Message for Apply {
-    type Result = Result<Effects, StoreError>;
+    type Result = Applied;
+}
+
+impl Orchestrator {
+    fn apply_one(&mut self, input: Input, now: DateTime<Utc>) -> Result<Effects, StoreError> {
+        let (input, trace) = match input {
+            Input::Traced(input, trace) => (*input, trace),
+            input => (input, String::new()),
+        };
+        match input {
+            Input::Start(s) => self.engine.start_run_traced(s, trace, now),
+            Input::Result(r) => self.engine.apply_result(r, now),
+            Input::Feedback(f) => self.engine.start_feedback_traced(f, trace, now),
+            Input::Traced(..) => Ok(Effects::default()),
+            Input::Context(c) => {
+                self.engine.apply_context(c)?;
+                Ok(Effects::default())
+            }
+            Input::Tick => self.engine.tick(now),
+        }
+    }
 }
 
 impl Handler<Apply> for Orchestrator {
-    type Result = Result<Effects, StoreError>;
+    type Result = MessageResult<Apply>;
 
     fn handle(&mut self, msg: Apply, _: &mut Context<Self>) -> Self::Result {
         let now = self.clock.now();
-        let mut all = Effects::default();
+        let mut out = Applied {
+            fx: Effects::default(),
+            left: Vec::new(),
+            error: None,
+        };
         for input in msg.0 {
-            let (input, trace) = match input {
-                Input::Traced(input, trace) => (*input, trace),
-                input => (input, String::new()),
-            };
-            let fx = match input {
-                Input::Start(s) => self.engine.start_run_traced(s, trace, now)?,
-                Input::Result(r) => self.engine.apply_result(r, now)?,
-                Input::Feedback(f) => self.engine.start_feedback_traced(f, trace, now)?,
-                Input::Traced(..) => Effects::default(),
-                Input::Context(c) => {
-                    self.engine.apply_context(c)?;
-                    Effects::default()
+            if out.error.is_some() || !self.store.readable() {
+                if out.error.is_none() {
+                    out.error = Some(StoreError::from_message(
+                        "the store cannot be read until it is reopened",
+                    ));
                 }
-                Input::Tick => self.engine.tick(now)?,
-            };
-            all.extend(fx);
+                // A tick that could not run is not worth keeping: the next one comes.
+                if !matches!(input, Input::Tick) {
+                    out.left.push(input);
+                }
+                continue;
+            }
+            let keep = input.clone();
+            match self.apply_one(input, now) {
+                Ok(fx) => out.fx.extend(fx),
+                Err(e) => {
+                    if !matches!(keep, Input::Tick) {
+                        out.left.push(keep);
+                    }
+                    out.error = Some(e);
+                }
+            }
         }
-        all.metrics
+        out.fx
+            .metrics
             .extend(self.engine.queue_samples(now, QUEUE_REPORT_EVERY));
-        Ok(all)
+        MessageResult(out)
     }
 }
 
@@ -206,20 +249,17 @@ impl Handler<Query> for Orchestrator {
 }
 
 /// Makes every write so far durable.
-async fn flush(store: &Arc<dyn KvStore>) -> bool {
+async fn flush(store: &Arc<dyn KvStore>) -> Result<(), String> {
     let s = store.clone();
     match tokio::task::spawn_blocking(move || s.flush()).await {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "store flush failed");
-            false
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "store flush task failed");
-            false
-        }
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("store flush task: {e}")),
     }
 }
+
+/// The health key `/readyz` shows while the orchestrator's store fails.
+const STORE_HEALTH: &str = "orchestrator.store";
 
 /// Publishes tasks (durably) and events. False if a task could not be published:
 /// its step stays dispatched and its timeout publishes it again.
@@ -280,11 +320,6 @@ async fn publish(bus: &Arc<dyn Bus>, fx: Effects) -> bool {
     ok
 }
 
-/// Flushes, then publishes (for effects outside the intake, such as a cancel).
-async fn commit(store: &Arc<dyn KvStore>, bus: &Arc<dyn Bus>, fx: Effects) -> bool {
-    flush(store).await && publish(bus, fx).await
-}
-
 async fn settle(deliveries: Vec<Delivery>, ok: bool) {
     for d in deliveries {
         let r = if ok {
@@ -327,19 +362,27 @@ pub async fn start(
     let engine = Engine::new(studio, store.clone(), opts.limits.clone());
     let addr = Orchestrator {
         engine,
+        store: store.clone(),
         clock: clock.clone(),
     }
     .start();
+    let (handle, control) = ServiceHandle::new("orchestrator");
+    let signal = control.signal.clone();
+    let writable = Writable::default();
+    let (committer, committed) = mpsc::channel::<Pending>(1024);
+    let (flusher, publisher) = spawn_committer(
+        store.clone(),
+        bus.clone(),
+        committed,
+        writable.clone(),
+        signal.clone(),
+        opts.ack_wait,
+    );
     let fx = addr
         .send(Recover)
         .await
         .map_err(|e| StoreError::from_message(format!("orchestrator actor: {e}")))??;
-    commit(&store, &bus, fx).await;
-
-    let (handle, control) = ServiceHandle::new("orchestrator");
-    let (committer, committed) = mpsc::channel::<Pending>(1024);
-    let (flusher, publisher) = spawn_committer(store.clone(), bus.clone(), committed);
-    let signal = control.signal.clone();
+    let _ = committer.send(Pending::new(fx, Vec::new())).await;
     let mut tasks = vec![
         spawn_intake(
             "run starts",
@@ -348,6 +391,7 @@ pub async fn start(
             addr.clone(),
             committer.clone(),
             signal.clone(),
+            writable.clone(),
             &opts,
         ),
         spawn_intake(
@@ -357,6 +401,7 @@ pub async fn start(
             addr.clone(),
             committer.clone(),
             signal.clone(),
+            writable.clone(),
             &opts,
         ),
         spawn_intake(
@@ -366,6 +411,7 @@ pub async fn start(
             addr.clone(),
             committer.clone(),
             signal.clone(),
+            writable.clone(),
             &opts,
         ),
         spawn_intake(
@@ -375,6 +421,7 @@ pub async fn start(
             addr.clone(),
             committer.clone(),
             signal.clone(),
+            writable.clone(),
             &opts,
         ),
     ];
@@ -388,13 +435,13 @@ pub async fn start(
             loop {
                 tokio::select! {
                     _ = signal.stopped() => break,
-                    _ = interval.tick() => apply(&addr, &committer, vec![Input::Tick], Vec::new()).await,
+                    _ = interval.tick() => apply(&addr, &committer, vec![Input::Tick], Vec::new(), &signal).await,
                 }
             }
         }));
     }
     // Queries.
-    let queries = tokio::spawn(serve_queries(addr.clone(), bus.clone(), store.clone()));
+    let queries = tokio::spawn(serve_queries(addr.clone(), bus.clone(), committer.clone()));
 
     tokio::spawn(async move {
         let mut signal: StopSignal = control.signal.clone();
@@ -437,8 +484,119 @@ impl Handler<StopActor> for Orchestrator {
     }
 }
 
-/// Effects of one applied batch and the deliveries that caused it.
-type Pending = (Effects, Vec<Delivery>);
+/// Effects of one applied batch, the deliveries that caused it, and who
+/// waits for them to be durable (a cancel or gate decision answered after).
+struct Pending {
+    fx: Effects,
+    deliveries: Vec<Delivery>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Pending {
+    fn new(fx: Effects, deliveries: Vec<Delivery>) -> Self {
+        Pending {
+            fx,
+            deliveries,
+            done: None,
+        }
+    }
+}
+
+/// False while the store fails: the intake stops fetching (what it holds
+/// waits, kept from redelivery, instead of counting toward `max_deliver`).
+#[derive(Clone)]
+struct Writable(Arc<std::sync::atomic::AtomicBool>);
+
+impl Default for Writable {
+    fn default() -> Self {
+        Writable(Arc::new(std::sync::atomic::AtomicBool::new(true)))
+    }
+}
+
+impl Writable {
+    fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn set(&self, v: bool) {
+        self.0.store(v, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Restarts the `ack_wait` of every delivery in `group`.
+async fn keep_alive(group: &[Pending]) {
+    for p in group {
+        for d in &p.deliveries {
+            if let Err(e) = d.in_progress().await {
+                tracing::debug!(error = %e, "extending a held delivery failed");
+            }
+        }
+    }
+}
+
+/// Flushes until it works. A store error is not the messages' fault: they are
+/// held (their `ack_wait` restarted, never nak'd, so they do not count toward
+/// `max_deliver`), the store is reopened and flushed again with backoff, and
+/// `/readyz` says not ready until it heals. False only when a stop came while
+/// the store still failed: the group's deliveries are then left unsettled
+/// (delivered again after `ack_wait`) and its effects dropped.
+async fn flush_until_durable(
+    store: &Arc<dyn KvStore>,
+    rx: &mut mpsc::Receiver<Pending>,
+    group: &mut Vec<Pending>,
+    writable: &Writable,
+    signal: &StopSignal,
+    ack_wait: Duration,
+) -> bool {
+    let mut backoff = Duration::from_millis(50);
+    let mut kept_alive = tokio::time::Instant::now();
+    let mut failures = 0u64;
+    loop {
+        match flush(store).await {
+            Ok(()) => {
+                if failures > 0 {
+                    writable.set(true);
+                    concierto_core::health::clear(STORE_HEALTH);
+                    tracing::info!(
+                        failures,
+                        held = group.len(),
+                        "store writable again; held work goes on"
+                    );
+                }
+                return true;
+            }
+            Err(e) => {
+                failures += 1;
+                writable.set(false);
+                let held: usize = group.iter().map(|p| p.deliveries.len()).sum();
+                concierto_core::health::set_unready(
+                    STORE_HEALTH,
+                    format!("the orchestrator's store fails ({e}); {held} messages held"),
+                );
+                if failures == 1 {
+                    tracing::error!(error = %e, held, "store flush failed; holding the work and retrying");
+                }
+                if signal.is_stopped() && failures > 3 {
+                    tracing::error!(
+                        error = %e,
+                        held,
+                        "stopping while the store fails: held messages are delivered again after ack_wait"
+                    );
+                    return false;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        // What reaches the committer meanwhile waits in this group too.
+        while let Ok(more) = rx.try_recv() {
+            group.push(more);
+        }
+        if kept_alive.elapsed() >= ack_wait / 3 {
+            keep_alive(group).await;
+            kept_alive = tokio::time::Instant::now();
+        }
+    }
+}
 
 /// Group commit, in two stages so that one group's publishing overlaps the next
 /// group's flush: (1) take every batch waiting, flush the store once; (2) publish
@@ -448,8 +606,11 @@ fn spawn_committer(
     store: Arc<dyn KvStore>,
     bus: Arc<dyn Bus>,
     mut rx: mpsc::Receiver<Pending>,
+    writable: Writable,
+    signal: StopSignal,
+    ack_wait: Duration,
 ) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
-    let (flushed_tx, mut flushed_rx) = mpsc::channel::<(bool, Vec<Pending>)>(4);
+    let (flushed_tx, mut flushed_rx) = mpsc::channel::<Vec<Pending>>(4);
     let flusher = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut group = vec![first];
@@ -459,21 +620,30 @@ fn spawn_committer(
                     Err(_) => break,
                 }
             }
-            let ok = flush(&store).await;
-            if flushed_tx.send((ok, group)).await.is_err() {
+            if !flush_until_durable(&store, &mut rx, &mut group, &writable, &signal, ack_wait)
+                .await
+            {
+                continue;
+            }
+            if flushed_tx.send(group).await.is_err() {
                 break;
             }
         }
     });
     let publisher = tokio::spawn(async move {
-        while let Some((flushed, group)) = flushed_rx.recv().await {
+        while let Some(group) = flushed_rx.recv().await {
             let mut fx = Effects::default();
             let mut deliveries = Vec::new();
-            for (f, d) in group {
-                fx.extend(f);
-                deliveries.extend(d);
+            let mut waiting = Vec::new();
+            for p in group {
+                fx.extend(p.fx);
+                deliveries.extend(p.deliveries);
+                waiting.extend(p.done);
             }
-            let ok = flushed && publish(&bus, fx).await;
+            let ok = publish(&bus, fx).await;
+            for w in waiting {
+                let _ = w.send(());
+            }
             settle(deliveries, ok).await;
         }
     });
@@ -481,6 +651,7 @@ fn spawn_committer(
 }
 
 /// Fetches `M`s from `consumer` until stopped, applying each batch in the actor.
+/// While the store fails it fetches nothing.
 fn spawn_intake<M: concierto_bus::ProtoMessage>(
     what: &'static str,
     consumer: Consumer,
@@ -488,11 +659,16 @@ fn spawn_intake<M: concierto_bus::ProtoMessage>(
     addr: Addr<Orchestrator>,
     committer: mpsc::Sender<Pending>,
     signal: StopSignal,
+    writable: Writable,
     opts: &OrchestratorOptions,
 ) -> tokio::task::JoinHandle<()> {
     let (wait, batch) = (opts.fetch_wait, opts.batch);
     tokio::spawn(async move {
         while !signal.is_stopped() {
+            if !writable.get() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             let got = match consumer.fetch_proto::<M>(batch, wait).await {
                 Ok(g) => g,
                 Err(e) => {
@@ -513,7 +689,7 @@ fn spawn_intake<M: concierto_bus::ProtoMessage>(
                 spans.push(span);
                 deliveries.push(d);
             }
-            apply(&addr, &committer, inputs, deliveries).await;
+            apply(&addr, &committer, inputs, deliveries, &signal).await;
             // The spans cover each message's handling up to its batch applied.
             drop(spans);
         }
@@ -561,28 +737,63 @@ fn traced(input: Input, traceparent: Option<&str>) -> (Input, tracing::Span) {
 }
 
 /// Applies `inputs` in the actor and hands the effects to the committer.
+/// Inputs the store could not take yet are applied again with backoff while
+/// their deliveries are held (`ack_wait` restarted, never nak'd).
 async fn apply(
     addr: &Addr<Orchestrator>,
     committer: &mpsc::Sender<Pending>,
     inputs: Vec<Input>,
     deliveries: Vec<Delivery>,
+    signal: &StopSignal,
 ) {
-    match addr.send(Apply(inputs)).await {
-        Ok(Ok(fx)) => {
-            if let Err(mpsc::error::SendError((_, deliveries))) =
-                committer.send((fx, deliveries)).await
-            {
+    let mut fx = Effects::default();
+    let mut inputs = inputs;
+    let mut backoff = Duration::from_millis(50);
+    let mut failures = 0u32;
+    loop {
+        let applied = match addr.send(Apply(inputs)).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "orchestrator actor unavailable; messages handed back");
                 settle(deliveries, false).await;
+                return;
             }
+        };
+        fx.extend(applied.fx);
+        if applied.left.is_empty() {
+            if failures > 0 {
+                concierto_core::health::clear("orchestrator.store.read");
+            }
+            break;
         }
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "store write failed; messages handed back");
-            settle(deliveries, false).await;
+        inputs = applied.left;
+        failures += 1;
+        let why = applied
+            .error
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "the store cannot be read".into());
+        concierto_core::health::set_unready(
+            "orchestrator.store.read",
+            format!("{} messages wait for the store: {why}", inputs.len()),
+        );
+        if failures == 1 {
+            tracing::error!(error = %why, waiting = inputs.len(), "store read failed; holding the messages and retrying");
         }
-        Err(e) => {
-            tracing::error!(error = %e, "orchestrator actor unavailable; messages handed back");
-            settle(deliveries, false).await;
+        if signal.is_stopped() && failures > 3 {
+            // Unsettled: delivered again after ack_wait, to whoever runs next.
+            tracing::error!(error = %why, "stopping while the store fails: held messages are delivered again after ack_wait");
+            concierto_core::health::clear("orchestrator.store.read");
+            drop(deliveries);
+            return;
         }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        for d in &deliveries {
+            let _ = d.in_progress().await;
+        }
+    }
+    if let Err(mpsc::error::SendError(p)) = committer.send(Pending::new(fx, deliveries)).await {
+        settle(p.deliveries, false).await;
     }
 }
 
@@ -619,7 +830,24 @@ async fn forward<M: concierto_bus::ProtoMessage>(
     }))
 }
 
-async fn serve_queries(addr: Addr<Orchestrator>, bus: Arc<dyn Bus>, store: Arc<dyn KvStore>) {
+/// Hands `fx` to the committer and waits until it is durable and published.
+async fn commit(committer: &mpsc::Sender<Pending>, fx: Effects) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let pending = Pending {
+        fx,
+        deliveries: Vec::new(),
+        done: Some(tx),
+    };
+    if committer.send(pending).await.is_ok() {
+        let _ = rx.await;
+    }
+}
+
+async fn serve_queries(
+    addr: Addr<Orchestrator>,
+    bus: Arc<dyn Bus>,
+    committer: mpsc::Sender<Pending>,
+) {
     let (tx, mut rx) = mpsc::channel::<(Query, String)>(256);
     let subs = futures::future::try_join_all([
         forward(
@@ -688,11 +916,11 @@ async fn serve_queries(addr: Addr<Orchestrator>, bus: Arc<dyn Bus>, store: Arc<d
             Ok(Ok(Answer::ListGates(r))) => encode(&r),
             Ok(Ok(Answer::GetGate(r))) => encode(&r),
             Ok(Ok(Answer::Cancel(r, fx))) => {
-                commit(&store, &bus, fx).await;
+                commit(&committer, fx).await;
                 encode(&r)
             }
             Ok(Ok(Answer::DecideGate(r, fx))) => {
-                commit(&store, &bus, fx).await;
+                commit(&committer, fx).await;
                 encode(&r)
             }
             Ok(Err(e)) => error_reply(&e),

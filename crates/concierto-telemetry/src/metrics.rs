@@ -152,6 +152,12 @@ pub fn render() -> String {
     if let Some(body) = out.strip_suffix("# EOF\n") {
         out.truncate(body.len());
     }
+    out.push_str(&format!(
+        "# HELP concierto_store_errors_total Store operations that failed (a full or read-only disk).\n\
+         # TYPE concierto_store_errors_total counter\n\
+         concierto_store_errors_total {}\n",
+        concierto_core::health::store_errors_total()
+    ));
     let sources: Vec<TextSource> = match SOURCES.lock() {
         Ok(s) => s.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),

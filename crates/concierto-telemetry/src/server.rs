@@ -74,13 +74,22 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// 200 while the process is ready and no service reports a condition
+/// ([`concierto_core::health`]: a failing store, a standby waiting for its
+/// lease); else 503 with each reason on a line.
 async fn readyz(State(r): State<Readiness>) -> Response {
-    let status = if r.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, format!("{}\n", r.describe())).into_response()
+    let conditions = concierto_core::health::conditions();
+    if r.is_ready() && conditions.is_empty() {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let mut body = format!(
+        "{}\n",
+        if r.is_ready() { "not ready" } else { r.describe() }
+    );
+    for (key, why) in conditions {
+        body.push_str(&format!("{key}: {why}\n"));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
 }
 
 /// The routes: `GET /metrics`, `/healthz`, `/readyz`.

@@ -29,6 +29,24 @@ async fn readyz_follows_the_process_and_http_requests_are_counted_by_route() {
         get_text(&format!("{base}/readyz")).await,
         (200, "ready\n".into())
     );
+    // A service's condition (a failing store) makes it not ready, with why.
+    concierto_core::health::set_unready("test.store", "disk full");
+    assert_eq!(
+        get_text(&format!("{base}/readyz")).await,
+        (503, "not ready\ntest.store: disk full\n".into())
+    );
+    concierto_core::health::store_error();
+    let text = get_text(&format!("{base}/metrics")).await.1;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("concierto_store_errors_total ") && !l.ends_with(" 0")),
+        "{text}"
+    );
+    concierto_core::health::clear("test.store");
+    assert_eq!(
+        get_text(&format!("{base}/readyz")).await,
+        (200, "ready\n".into())
+    );
     readiness.set_stopping();
     readiness.set_ready();
     assert_eq!(

@@ -40,11 +40,30 @@ pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// A configuration file (`-c`) and the environment its `$VARIABLES` come from.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl NatsServer {
     /// Starts a server on a free loopback port with JetStream and a fresh store.
     pub fn start() -> Result<Self, TestkitError> {
+        Self::start_inner(None)
+    }
+
+    /// Starts a server with a configuration file (`nats-server -c`), e.g.
+    /// `deploy/nats/nats.conf`, its `$VARIABLES` taken from `env`. The
+    /// address, the client port (a free one), the monitoring port (a free one)
+    /// and the JetStream store (a fresh folder) are given on the command line
+    /// and win over the file's; the file must turn JetStream on
+    /// (`jetstream: enabled`) without a `store_dir`.
+    pub fn start_with_config(
+        config: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, TestkitError> {
+        Self::start_inner(Some((config.to_path_buf(), env.into_iter().collect())))
+    }
+
+    fn start_inner(config: Option<(PathBuf, Vec<(String, String)>)>) -> Result<Self, TestkitError> {
         let bin = find_binary().ok_or(TestkitError::NoBinary)?;
         let dir = tempfile::Builder::new()
             .prefix("concierto-nats-")
@@ -55,6 +74,7 @@ impl NatsServer {
             port: 0,
             dir,
             bin,
+            config,
         };
         let mut last = None;
         // A free port can be taken between our probe and the server's bind: retry.
@@ -99,8 +119,17 @@ impl NatsServer {
 
     fn spawn(&mut self) -> Result<(), TestkitError> {
         let log_path = self.dir.path().join("nats-server.log");
+        let err_path = self.dir.path().join("nats-server.stderr");
         let store = self.dir.path().join("jetstream");
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some((config, env)) = &self.config {
+            cmd.arg("-c")
+                .arg(config)
+                .arg("-m")
+                .arg(free_port()?.to_string())
+                .envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        let child = cmd
             .args(["-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-js")
@@ -110,7 +139,12 @@ impl NatsServer {
             .arg(&log_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Errors before logging starts (a bad configuration file) go here.
+            .stderr(
+                std::fs::File::create(&err_path)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .map_err(|e| TestkitError::Io("spawning nats-server", e))?;
         self.child = Some(child);
@@ -128,7 +162,8 @@ impl NatsServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.kill();
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default()
+            + &std::fs::read_to_string(&err_path).unwrap_or_default();
         let tail: String = log.lines().rev().take(10).collect::<Vec<_>>().join(" | ");
         Err(TestkitError::NotReady {
             port: self.port,
@@ -196,6 +231,92 @@ pub fn free_port() -> Result<u16, TestkitError> {
         .map_err(|e| TestkitError::Io("reading the probe socket's port", e))?;
     given.push(port);
     Ok(port)
+}
+
+/// A small real file system (tmpfs of a few MiB) that a test can fill to
+/// make the disk full under a service and free again: the same `ENOSPC` a
+/// full volume gives. Mounting needs root (CI runs as root);
+/// [`SmallDisk::mount`] says so when it cannot. Unmounted on drop.
+pub struct SmallDisk {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `bytes` on a new temporary folder.
+    pub fn mount(bytes: u64) -> Result<Self, TestkitError> {
+        let dir = tempfile::Builder::new()
+            .prefix("concierto-disk-")
+            .tempdir()
+            .map_err(|e| TestkitError::Io("creating the mount point", e))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| TestkitError::Io("running mount (a small disk needs root)", e))?;
+        if !out.status.success() {
+            return Err(TestkitError::Io(
+                "mounting a tmpfs (a small disk needs root)",
+                std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+            ));
+        }
+        Ok(SmallDisk { dir, mounted: true })
+    }
+
+    /// The mounted folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills what is left of the disk with a file (`filler` under the mount),
+    /// so that the next write needing space fails with `ENOSPC`.
+    pub fn fill(&self) -> Result<(), TestkitError> {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(self.filler())
+            .map_err(|e| TestkitError::Io("creating the filler", e))?;
+        let block = vec![0xA5u8; 64 * 1024];
+        loop {
+            match f.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => return Err(TestkitError::Io("filling the disk", e)),
+            }
+        }
+        // Whatever fits less than a block.
+        let mut small = vec![0xA5u8; 512];
+        while let Ok(n) = f.write(&small) {
+            if n == 0 {
+                break;
+            }
+            small.truncate(n.max(1));
+        }
+        Ok(())
+    }
+
+    /// Removes the filler: the disk has room again.
+    pub fn free(&self) -> Result<(), TestkitError> {
+        match std::fs::remove_file(self.filler()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(TestkitError::Io("removing the filler", e)),
+        }
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.path().join("filler")
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
 }
 
 /// Polls `f` every 50 ms until it gives `Some`, or panics after `within`
