@@ -142,6 +142,18 @@ impl Sandbox {
 
     /// Starts `concierto <args>` as `name`, with the sandbox's NATS, data and studio.
     pub fn spawn(&mut self, name: &str, args: &[&str]) -> &mut Proc {
+        self.spawn_with(name, args, &[], None)
+    }
+
+    /// Like [`Sandbox::spawn`], with environment variables of its own (after
+    /// the sandbox's) and, for `serve`, another data folder.
+    pub fn spawn_with(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        data: Option<&Path>,
+    ) -> &mut Proc {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         all.extend([
             "--nats".into(),
@@ -150,7 +162,8 @@ impl Sandbox {
             self.studio.display().to_string(),
         ]);
         if args.first() == Some(&"serve") {
-            all.extend(["--data".into(), self.data_dir().display().to_string()]);
+            let data = data.map_or_else(|| self.data_dir(), Path::to_path_buf);
+            all.extend(["--data".into(), data.display().to_string()]);
         }
         let log = self.dir.path().join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("log file");
@@ -164,6 +177,9 @@ impl Sandbox {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
         for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd

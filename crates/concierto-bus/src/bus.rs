@@ -81,6 +81,11 @@ pub struct ConsumerSpec {
     /// message — for consumers that drain what they get at once (the
     /// orchestrator's intake).
     pub prefetch: usize,
+    /// Where a consumer created by this call starts: `false`, at the oldest
+    /// message the stream holds; `true`, at the next message stored (NATS
+    /// `DeliverPolicy::New`), so a new listener does not replay the history.
+    /// Only the creation counts: a durable that exists keeps its place.
+    pub deliver_new: bool,
 }
 
 impl ConsumerSpec {
@@ -93,6 +98,7 @@ impl ConsumerSpec {
             max_deliver: 5,
             max_ack_pending: 0,
             prefetch: 0,
+            deliver_new: false,
         }
     }
 }
@@ -159,6 +165,37 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Waits until everything published so far has reached the server.
     async fn flush(&self) -> Result<()>;
+
+    /// Up to `max` messages stored in `stream` (a logical name, `DEADLETTER`)
+    /// from sequence `from` on, oldest first, with their sequences: for
+    /// listing dead letters and replaying them.
+    async fn stream_messages(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, crate::Message)>> {
+        let _ = (from, max);
+        Err(crate::BusError::NotFound(format!(
+            "reading stream {stream} on this bus"
+        )))
+    }
+
+    /// Removes the message `seq` from `stream`; false when there is none.
+    async fn delete_stream_message(&self, stream: &str, seq: u64) -> Result<bool> {
+        let _ = seq;
+        Err(crate::BusError::NotFound(format!(
+            "deleting from stream {stream} on this bus"
+        )))
+    }
+
+    /// The bucket leases are kept in (see [`crate::lease`]): a JetStream KV
+    /// bucket on NATS, shared by every process of the studio.
+    async fn leases(&self) -> Result<Arc<dyn crate::lease::LeaseStore>> {
+        Err(crate::BusError::NotFound(
+            "a lease bucket on this bus".into(),
+        ))
+    }
 
     /// The subject prefix (`concierto.` by default).
     fn prefix(&self) -> &str;

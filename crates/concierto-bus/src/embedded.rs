@@ -39,6 +39,7 @@ struct Inner {
     dropped: AtomicU64,
     streams: Mutex<HashMap<String, StreamState>>,
     notify: Notify,
+    leases: Arc<crate::lease::MemoryLeases>,
 }
 
 struct Sub {
@@ -102,6 +103,7 @@ impl EmbeddedBus {
                 dropped: AtomicU64::new(0),
                 streams: Mutex::new(HashMap::new()),
                 notify: Notify::new(),
+                leases: Arc::default(),
             }),
         }
     }
@@ -378,6 +380,50 @@ impl DeadLetters for EmbeddedBus {
 
 #[async_trait]
 impl Bus for EmbeddedBus {
+    async fn leases(&self) -> Result<Arc<dyn crate::lease::LeaseStore>> {
+        Ok(self.inner.leases.clone())
+    }
+
+    async fn stream_messages(&self, stream: &str, from: u64, max: usize) -> Result<Vec<(u64, Message)>> {
+        let streams = self.inner.lock_streams();
+        let s = streams
+            .get(stream)
+            .ok_or_else(|| BusError::NotFound(format!("stream {stream}")))?;
+        Ok(s.msgs
+            .range(from..)
+            .take(max)
+            .map(|(seq, m)| {
+                (
+                    *seq,
+                    Message {
+                        subject: m.subject.clone(),
+                        reply: None,
+                        headers: m.headers.clone(),
+                        payload: m.payload.clone(),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn delete_stream_message(&self, stream: &str, seq: u64) -> Result<bool> {
+        let mut streams = self.inner.lock_streams();
+        let s = streams
+            .get_mut(stream)
+            .ok_or_else(|| BusError::NotFound(format!("stream {stream}")))?;
+        match s.msgs.remove(&seq) {
+            Some(m) => {
+                s.bytes = s.bytes.saturating_sub(m.size);
+                for c in s.consumers.values_mut() {
+                    c.pending.remove(&seq);
+                    c.delivered.remove(&seq);
+                }
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     async fn publish(&self, subject: &str, mut msg: Outgoing) -> Result<()> {
         validate_publish(subject)?;
         crate::observe::outgoing(subject, &mut msg);
@@ -504,11 +550,14 @@ impl Bus for EmbeddedBus {
             match s.consumers.get_mut(&spec.durable) {
                 Some(c) => c.spec = spec.clone(),
                 None => {
+                    // Created now: from the oldest message kept, or (deliver_new)
+                    // from the next one stored.
+                    let cursor = if spec.deliver_new { s.next_seq } else { 1 };
                     s.consumers.insert(
                         spec.durable.clone(),
                         ConsumerState {
                             spec: spec.clone(),
-                            cursor: 1,
+                            cursor,
                             pending: BTreeMap::new(),
                             delivered: HashMap::new(),
                         },

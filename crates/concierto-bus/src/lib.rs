@@ -23,6 +23,7 @@
 mod bus;
 mod embedded;
 mod error;
+pub mod lease;
 mod message;
 mod nats;
 pub mod observe;
@@ -36,10 +37,11 @@ pub use bus::{
 };
 pub use embedded::EmbeddedBus;
 pub use error::{BusError, Result};
+pub use lease::{Holder, Lease, LeaseOptions, LeaseStore, MemoryLeases};
 pub use message::{
     CONTENT_TYPE, Headers, MSG_ID, Message, Outgoing, TRACEPARENT, protobuf_content_type,
 };
-pub use nats::{NatsBus, NatsOptions};
+pub use nats::{NatsAuth, NatsBus, NatsOptions, NatsTls, redact_url};
 pub use typed::{BusExt, ProtoMessage, TypedSubscription, decode, encode};
 
 /// The streams every Concierto studio declares (DESIGN.md section 2), with the

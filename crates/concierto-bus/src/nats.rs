@@ -1,6 +1,7 @@
 //! The NATS implementation: core NATS for events and request/reply, JetStream
 //! for streams and shared durable pull consumers.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -28,6 +29,14 @@ pub struct NatsOptions {
     pub client_name: String,
     /// How long to wait for the first connection.
     pub connect_timeout: Duration,
+    /// How to log in (default: anonymously, or as the URL says).
+    pub auth: NatsAuth,
+    /// TLS to the server, when configured.
+    pub tls: Option<NatsTls>,
+    /// Where this connection's inboxes (reply subjects) live. `None`:
+    /// `_INBOX.<user>` when logging in as a user (so the server can allow each
+    /// user only its own replies, as deploy/nats/nats.conf does), else `_INBOX`.
+    pub inbox_prefix: Option<String>,
 }
 
 impl Default for NatsOptions {
@@ -36,9 +45,107 @@ impl Default for NatsOptions {
             prefix: "concierto.".to_string(),
             client_name: "concierto".to_string(),
             connect_timeout: Duration::from_secs(5),
+            auth: NatsAuth::None,
+            tls: None,
+            inbox_prefix: None,
         }
     }
 }
+
+/// How a connection logs in to NATS. Secrets are never shown by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// No credentials (or those in the URL, `nats://user:password@host`).
+    #[default]
+    None,
+    /// A user and its password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// Its password.
+        password: String,
+    },
+    /// A token.
+    Token(String),
+    /// A NATS credentials file (user JWT and nkey seed).
+    CredsFile(PathBuf),
+    /// A user nkey seed (`SU...`).
+    NKey(String),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .field("password", &"<redacted>")
+                .finish(),
+            NatsAuth::Token(_) => f.write_str("Token(<redacted>)"),
+            NatsAuth::CredsFile(p) => f.debug_tuple("CredsFile").field(p).finish(),
+            NatsAuth::NKey(_) => f.write_str("NKey(<redacted>)"),
+        }
+    }
+}
+
+impl NatsAuth {
+    /// Who logs in, for messages: `user orchestrator`, `a token`, ...
+    /// (never the secret).
+    pub fn describe(&self) -> String {
+        match self {
+            NatsAuth::None => "no credentials".to_string(),
+            NatsAuth::UserPassword { user, .. } => format!("user {user}"),
+            NatsAuth::Token(_) => "a token".to_string(),
+            NatsAuth::CredsFile(p) => format!("the credentials file {}", p.display()),
+            NatsAuth::NKey(_) => "an nkey".to_string(),
+        }
+    }
+}
+
+/// TLS to NATS: PEM files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    /// CA certificates to check the server's certificate against (none: the
+    /// system's roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and its key, for servers that verify clients.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Refuse a server that does not offer TLS.
+    pub required: bool,
+}
+
+/// `url` with any user, password or token replaced by `***`, for logs and
+/// errors (`nats://***@nats:4222`). Each URL of a comma-separated list.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| {
+            let (scheme, rest) = match u.split_once("://") {
+                Some((s, r)) => (Some(s), r),
+                None => (None, u),
+            };
+            let end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(end);
+            let authority = match authority.rsplit_once('@') {
+                Some((_, host)) => format!("***@{host}"),
+                None => authority.to_string(),
+            };
+            match scheme {
+                Some(s) => format!("{s}://{authority}{path}"),
+                None => format!("{authority}{path}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// How long a publish, flush, pull or acknowledgement may wait for the
+/// connection. While NATS is unreachable the client queues them until it
+/// reconnects (a flush then waits forever, a publish once its queue is full):
+/// after this they fail instead, so that nothing, a stop included, hangs on a
+/// server that is gone. (A durable publish's acknowledgement and a request
+/// have their own timeouts.)
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The NATS bus. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -51,6 +158,8 @@ struct NatsInner {
     js: jetstream::Context,
     prefix: String,
     stream_prefix: String,
+    /// [`SEND_TIMEOUT`].
+    send_timeout: Duration,
     /// Set once this connection has declared a stream storing dead letters; until
     /// then dead letters go out on core NATS (a stream made by another process
     /// still stores them).
@@ -66,14 +175,46 @@ impl std::fmt::Debug for NatsBus {
 }
 
 impl NatsBus {
-    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`).
+    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`) with the options'
+    /// credentials and TLS. Credentials the server refuses are
+    /// [`BusError::Refused`]; errors never show a password or token, not even
+    /// one in the URL.
     pub async fn connect(url: &str, opts: NatsOptions) -> Result<Self> {
-        let client = async_nats::ConnectOptions::new()
+        let shown = redact_url(url);
+        let mut o = async_nats::ConnectOptions::new()
             .name(&opts.client_name)
             .connection_timeout(opts.connect_timeout)
+            .event_callback(|event| async move { log_event(event) });
+        if let Some(prefix) = inbox_prefix(&opts) {
+            o = o.custom_inbox_prefix(prefix);
+        }
+        o = match &opts.auth {
+            NatsAuth::None => o,
+            NatsAuth::UserPassword { user, password } => {
+                o.user_and_password(user.clone(), password.clone())
+            }
+            NatsAuth::Token(t) => o.token(t.clone()),
+            NatsAuth::NKey(seed) => o.nkey(seed.clone()),
+            NatsAuth::CredsFile(path) => o.credentials_file(path).await.map_err(|e| {
+                BusError::Transport(format!(
+                    "reading the NATS credentials file {}: {e}",
+                    path.display()
+                ))
+            })?,
+        };
+        if let Some(tls) = &opts.tls {
+            if let Some(ca) = &tls.ca {
+                o = o.add_root_certificates(ca.clone());
+            }
+            if let Some((cert, key)) = &tls.client_cert {
+                o = o.add_client_certificate(cert.clone(), key.clone());
+            }
+            o = o.require_tls(tls.required);
+        }
+        let client = o
             .connect(url)
             .await
-            .map_err(|e| BusError::Transport(format!("connecting to {url}: {e}")))?;
+            .map_err(|e| connect_error(&shown, &opts.auth, &e))?;
         Ok(Self::from_client(client, &opts.prefix))
     }
 
@@ -97,6 +238,7 @@ impl NatsBus {
                 js,
                 prefix: prefix.to_string(),
                 stream_prefix,
+                send_timeout: SEND_TIMEOUT,
                 durable_dead_letters: AtomicBool::new(false),
             }),
         }
@@ -126,6 +268,97 @@ impl NatsBus {
     fn convert(&self, m: async_nats::Message) -> Message {
         convert(&self.inner.prefix, m)
     }
+}
+
+/// The inbox prefix of a connection: the configured one, else `_INBOX.<user>`
+/// for a user login (the user as one subject token).
+fn inbox_prefix(opts: &NatsOptions) -> Option<String> {
+    opts.inbox_prefix.clone().or_else(|| match &opts.auth {
+        NatsAuth::UserPassword { user, .. } => {
+            let token: String = user
+                .chars()
+                .map(|c| match c {
+                    '.' | '*' | '>' => '_',
+                    c if c.is_whitespace() => '_',
+                    c => c,
+                })
+                .collect();
+            Some(format!("_INBOX.{token}"))
+        }
+        _ => None,
+    })
+}
+
+/// A failed connect as a [`BusError`] that says what to check.
+fn connect_error(url: &str, auth: &NatsAuth, e: &async_nats::ConnectError) -> BusError {
+    use async_nats::ConnectErrorKind as K;
+    // The client's own message may quote the URL; it is only shown redacted.
+    let detail = e.to_string().replace(url, "<url>");
+    match e.kind() {
+        K::AuthorizationViolation => BusError::Refused(match auth {
+            NatsAuth::UserPassword { user, .. } => format!(
+                "NATS refused the credentials for user {user} (authorization violation) at {url}: check the user's password (the variable server.bus.password_env names, CONCIERTO_NATS_PASSWORD by default) and its entry in the server's configuration"
+            ),
+            NatsAuth::None => format!(
+                "NATS at {url} refused a connection without credentials (authorization violation): give this process its NATS user (server.bus.user or CONCIERTO_NATS_USER, with CONCIERTO_NATS_PASSWORD), a token, a credentials file or an nkey"
+            ),
+            other => format!(
+                "NATS refused the credentials ({}) (authorization violation) at {url}",
+                other.describe()
+            ),
+        }),
+        K::Authentication => BusError::Refused(format!(
+            "cannot log in to NATS at {url} with {}: {detail} (is the nkey seed or credentials file valid?)",
+            auth.describe()
+        )),
+        K::Tls => BusError::Transport(format!(
+            "TLS to NATS at {url} failed: {detail} (check server.bus.tls: the CA, the client certificate and key, and that the server speaks TLS)"
+        )),
+        _ => BusError::Transport(format!("connecting to {url}: {detail}")),
+    }
+}
+
+/// The connection's events in the log: a refused publish or subscription
+/// (NATS permissions) is an error of this process's configuration.
+fn log_event(event: async_nats::Event) {
+    match event {
+        async_nats::Event::ServerError(e) => {
+            let text = e.to_string();
+            if text.to_ascii_lowercase().contains("permissions violation") {
+                tracing::error!(error = %text, "NATS refused an operation of this process: its user lacks the permission (see deploy/nats/nats.conf)");
+            } else {
+                tracing::error!(error = %text, "NATS server error");
+            }
+        }
+        async_nats::Event::ClientError(e) => tracing::warn!(error = %e, "NATS client error"),
+        async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS; reconnecting"),
+        async_nats::Event::Connected => tracing::debug!("connected to NATS"),
+        other => tracing::debug!(event = %other, "NATS connection event"),
+    }
+}
+
+/// `fut`, or a transport error naming `what` once `after` has passed: NATS is
+/// unreachable and the client is holding it until it reconnects.
+async fn bounded<T>(
+    what: &str,
+    after: Duration,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(after, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(BusError::Transport(format!(
+            "{what}: NATS did not take it within {after:?} (is the server reachable?)"
+        ))),
+    }
+}
+
+/// A stream message that is not there (deleted, expired): NATS 2.9 says
+/// "no message found" (10037) or "sequence N not found" (10043).
+fn is_missing(error: &str) -> bool {
+    error.contains("no message found")
+        || error.contains("not found")
+        || error.contains("10037")
+        || error.contains("10043")
 }
 
 fn convert(prefix: &str, m: async_nats::Message) -> Message {
@@ -171,19 +404,99 @@ impl DeadLetters for NatsBus {
 
 #[async_trait]
 impl Bus for NatsBus {
+    async fn stream_messages(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Message)>> {
+        let name = self.stream_name(stream);
+        let mut js_stream = self
+            .inner
+            .js
+            .get_stream(&name)
+            .await
+            .map_err(|e| BusError::NotFound(format!("stream {name}: {e}")))?;
+        let state = js_stream
+            .info()
+            .await
+            .map_err(BusError::transport)?
+            .state
+            .clone();
+        let mut out = Vec::new();
+        let mut seq = from.max(state.first_sequence);
+        while seq <= state.last_sequence && out.len() < max {
+            match js_stream.get_raw_message(seq).await {
+                Ok(raw) => {
+                    let subject = raw.subject.as_str();
+                    let headers = async_nats::HeaderMap::try_from(raw.headers.clone())
+                        .ok()
+                        .map(|h| from_header_map(&h))
+                        .unwrap_or_default();
+                    out.push((
+                        seq,
+                        Message {
+                            subject: subject
+                                .strip_prefix(self.inner.prefix.as_str())
+                                .unwrap_or(subject)
+                                .to_string(),
+                            reply: None,
+                            headers,
+                            payload: raw.payload.clone(),
+                        },
+                    ));
+                }
+                // A gap: deleted or expired.
+                Err(e) if is_missing(&e.to_string()) => {}
+                Err(e) => return Err(BusError::transport(e)),
+            }
+            seq += 1;
+        }
+        Ok(out)
+    }
+
+    async fn delete_stream_message(&self, stream: &str, seq: u64) -> Result<bool> {
+        let name = self.stream_name(stream);
+        let js_stream = self
+            .inner
+            .js
+            .get_stream(&name)
+            .await
+            .map_err(|e| BusError::NotFound(format!("stream {name}: {e}")))?;
+        match js_stream.delete_message(seq).await {
+            Ok(deleted) => Ok(deleted),
+            Err(e) if is_missing(&e.to_string()) => Ok(false),
+            Err(e) => Err(BusError::transport(e)),
+        }
+    }
+
+    async fn leases(&self) -> Result<Arc<dyn crate::lease::LeaseStore>> {
+        let bucket = self.stream_name("LEASES");
+        Ok(Arc::new(
+            crate::lease::NatsLeases::open(&self.inner.js, &bucket).await?,
+        ))
+    }
+
     async fn publish(&self, subject: &str, mut msg: Outgoing) -> Result<()> {
         validate_publish(subject)?;
         crate::observe::outgoing(subject, &mut msg);
         let full = self.full(subject);
-        let result = if msg.headers.is_empty() {
-            self.inner.client.publish(full, msg.payload).await
-        } else {
-            self.inner
-                .client
-                .publish_with_headers(full, to_header_map(&msg.headers), msg.payload)
-                .await
-        };
-        result.map_err(BusError::transport)
+        let client = &self.inner.client;
+        bounded(
+            &format!("publish on {subject}"),
+            self.inner.send_timeout,
+            async move {
+                let result = if msg.headers.is_empty() {
+                    client.publish(full, msg.payload).await
+                } else {
+                    client
+                        .publish_with_headers(full, to_header_map(&msg.headers), msg.payload)
+                        .await
+                };
+                result.map_err(BusError::transport)
+            },
+        )
+        .await
     }
 
     async fn subscribe(&self, subject: &str) -> Result<Subscription> {
@@ -256,14 +569,21 @@ impl Bus for NatsBus {
         validate_publish(reply)?;
         crate::observe::outgoing(reply, &mut msg);
         let client = &self.inner.client;
-        let result = if msg.headers.is_empty() {
-            client.publish(reply.to_string(), msg.payload).await
-        } else {
-            client
-                .publish_with_headers(reply.to_string(), to_header_map(&msg.headers), msg.payload)
-                .await
-        };
-        result.map_err(BusError::transport)
+        bounded("a reply", self.inner.send_timeout, async move {
+            let result = if msg.headers.is_empty() {
+                client.publish(reply.to_string(), msg.payload).await
+            } else {
+                client
+                    .publish_with_headers(
+                        reply.to_string(),
+                        to_header_map(&msg.headers),
+                        msg.payload,
+                    )
+                    .await
+            };
+            result.map_err(BusError::transport)
+        })
+        .await
     }
 
     async fn ensure_stream(&self, spec: &StreamSpec) -> Result<()> {
@@ -299,9 +619,12 @@ impl Bus for NatsBus {
         }
         let js = &self.inner.js;
         match js.get_stream(&config.name).await {
+            // Already as configured: nothing to write (a process whose NATS
+            // user may not update streams starts all the same).
+            Ok(s) if same_settings(&s.cached_info().config, &config) => Ok(()),
             Ok(_) => js.update_stream(&config).await.map(|_| ()).map_err(|e| {
                 BusError::Transport(format!(
-                    "stream {} exists and cannot be brought to the configured settings: {e}",
+                    "stream {} exists and cannot be brought to the configured settings (if this process's NATS user may not update streams, start a service that may first): {e}",
                     config.name
                 ))
             }),
@@ -324,12 +647,20 @@ impl Bus for NatsBus {
         let publish = jetstream::message::PublishMessage::build()
             .payload(msg.payload)
             .headers(to_header_map(&msg.headers));
-        let pending = self
-            .inner
-            .js
-            .send_publish(self.full(subject), publish)
-            .await
-            .map_err(|e| publish_error(subject, e))?;
+        // Handing it to the client is bounded here; the acknowledgement by
+        // JetStream's own timeout.
+        let pending = bounded(
+            &format!("durable publish on {subject}"),
+            self.inner.send_timeout,
+            async {
+                self.inner
+                    .js
+                    .send_publish(self.full(subject), publish)
+                    .await
+                    .map_err(|e| publish_error(subject, e))
+            },
+        )
+        .await?;
         let ack = pending.await.map_err(|e| publish_error(subject, e))?;
         let stream = ack
             .stream
@@ -365,6 +696,13 @@ impl Bus for NatsBus {
             } else {
                 i64::try_from(spec.max_ack_pending).unwrap_or(i64::MAX)
             },
+            // Applies when the consumer is created here; an existing durable
+            // keeps its place (get_or_create does not update it).
+            deliver_policy: if spec.deliver_new {
+                jetstream::consumer::DeliverPolicy::New
+            } else {
+                jetstream::consumer::DeliverPolicy::All
+            },
             ..Default::default()
         };
         let consumer: jetstream::consumer::PullConsumer = js_stream
@@ -373,6 +711,7 @@ impl Bus for NatsBus {
             .map_err(|e| BusError::Transport(format!("consumer {}: {e}", spec.durable)))?;
         let raw = NatsConsumer {
             consumer,
+            send_timeout: self.inner.send_timeout,
             prefix: self.inner.prefix.clone(),
             prefetch: spec.prefetch,
             stream: tokio::sync::Mutex::new(None),
@@ -390,12 +729,30 @@ impl Bus for NatsBus {
     }
 
     async fn flush(&self) -> Result<()> {
-        self.inner.client.flush().await.map_err(BusError::transport)
+        bounded("flush", self.inner.send_timeout, async {
+            self.inner.client.flush().await.map_err(BusError::transport)
+        })
+        .await
     }
 
     fn prefix(&self) -> &str {
         &self.inner.prefix
     }
+}
+
+/// Whether a stream's settings are those `ensure_stream` would write.
+fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
+    let mut a = have.subjects.clone();
+    let mut b = want.subjects.clone();
+    a.sort();
+    b.sort();
+    a == b
+        && have.retention == want.retention
+        && have.max_age == want.max_age
+        && have.max_messages == want.max_messages
+        && have.max_bytes == want.max_bytes
+        && have.duplicate_window == want.duplicate_window
+        && have.storage == want.storage
 }
 
 fn publish_error(subject: &str, e: jetstream::context::PublishError) -> BusError {
@@ -409,6 +766,8 @@ fn publish_error(subject: &str, e: jetstream::context::PublishError) -> BusError
 
 struct NatsConsumer {
     consumer: jetstream::consumer::PullConsumer,
+    /// Bounds a no-wait pull (the client has no timer of its own for one).
+    send_timeout: Duration,
     prefix: String,
     prefetch: usize,
     /// One pull subscription, refilled by the client as it drains: no new inbox
@@ -430,23 +789,36 @@ impl NatsConsumer {
             message: convert(&self.prefix, msg),
             delivered,
             stream_seq,
-            acker: Box::new(NatsAcker(acker)),
+            acker: Box::new(NatsAcker(acker, self.send_timeout)),
         })
     }
 
-    /// Takes what is there now, without waiting.
+    /// Takes what is there now, without waiting. Bounded by `send_timeout`:
+    /// the server's "no messages" answer never comes while it is unreachable
+    /// (a message it sent meanwhile returns after `ack_wait`).
     async fn take_now(&self, max: usize, out: &mut Vec<RawDelivery>) -> Result<()> {
-        let mut batch = self
-            .consumer
-            .fetch()
-            .max_messages(max)
-            .messages()
-            .await
-            .map_err(BusError::transport)?;
-        while let Some(m) = batch.next().await {
-            out.push(self.raw(m.map_err(BusError::transport)?)?);
+        let mut taken = Vec::new();
+        let pulled = bounded("a pull", self.send_timeout, async {
+            let mut batch = self
+                .consumer
+                .fetch()
+                .max_messages(max)
+                .messages()
+                .await
+                .map_err(BusError::transport)?;
+            while let Some(m) = batch.next().await {
+                taken.push(self.raw(m.map_err(BusError::transport)?)?);
+            }
+            Ok(())
+        })
+        .await;
+        let got = !taken.is_empty();
+        out.append(&mut taken);
+        match pulled {
+            // What arrived before the server went quiet is handed out.
+            Err(_) if got => Ok(()),
+            other => other,
         }
-        Ok(())
     }
 
     /// Pulls exactly what is asked for: what is there now; else waits for one
@@ -523,7 +895,7 @@ impl RawConsumer for NatsConsumer {
     }
 }
 
-struct NatsAcker(jetstream::message::Acker);
+struct NatsAcker(jetstream::message::Acker, Duration);
 
 #[async_trait]
 impl Acker for NatsAcker {
@@ -534,6 +906,49 @@ impl Acker for NatsAcker {
             Settle::InProgress => jetstream::AckKind::Progress,
             Settle::Term => jetstream::AckKind::Term,
         };
-        self.0.ack_with(kind).await.map_err(BusError::transport)
+        bounded("an acknowledgement", self.1, async {
+            self.0.ack_with(kind).await.map_err(BusError::transport)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        assert_eq!(
+            redact_url("nats://orchestrator:s3cret@nats:4222"),
+            "nats://***@nats:4222"
+        );
+        assert_eq!(
+            redact_url("tls://tok3n@a:4222,nats://b:4222"),
+            "tls://***@a:4222,nats://b:4222"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact_url("u:p@host:4222"), "***@host:4222");
+    }
+
+    #[test]
+    fn a_user_gets_inboxes_of_its_own_and_secrets_stay_out_of_debug() {
+        let opts = NatsOptions {
+            auth: NatsAuth::UserPassword {
+                user: "agent".into(),
+                password: "pw-9".into(),
+            },
+            ..Default::default()
+        };
+        assert_eq!(inbox_prefix(&opts).as_deref(), Some("_INBOX.agent"));
+        assert!(!format!("{opts:?}").contains("pw-9"));
+        assert_eq!(inbox_prefix(&NatsOptions::default()), None);
+        let token = NatsOptions {
+            auth: NatsAuth::Token("tok-9".into()),
+            inbox_prefix: Some("_INBOX.x".into()),
+            ..Default::default()
+        };
+        assert_eq!(inbox_prefix(&token).as_deref(), Some("_INBOX.x"));
+        assert!(!format!("{token:?}").contains("tok-9"));
     }
 }

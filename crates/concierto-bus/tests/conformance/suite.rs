@@ -650,3 +650,158 @@ pub async fn a_prefetching_handle_delivers_each_message_once_and_redelivers_the_
     assert_eq!(Some(&again[0].0.task_id), held.as_ref());
     assert_eq!(again[0].1.delivered, 2);
 }
+
+pub async fn a_deliver_new_consumer_skips_what_was_stored_before_it_and_keeps_its_place(
+    h: &impl Harness,
+) {
+    let bus = h.bus().await;
+    let events = StreamSpec::new("EVENTS", &["event.>"], Retention::Limits);
+    bus.ensure_stream(&events).await.unwrap();
+    for i in 0..3 {
+        bus.publish_durable(&format!("event.old.{i}"), Outgoing::new("old"))
+            .await
+            .unwrap();
+    }
+    let mut spec = ConsumerSpec::new("listener", "event.>");
+    spec.ack_wait = Duration::from_secs(30);
+    spec.deliver_new = true;
+    let listener = bus.consumer("EVENTS", &spec).await.unwrap();
+    assert!(
+        listener
+            .fetch(10, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a new deliver_new consumer replayed what was stored before it"
+    );
+    bus.publish_durable("event.new.1", Outgoing::new("new"))
+        .await
+        .unwrap();
+    let got = listener.fetch(10, WAIT).await.unwrap();
+    let subjects: Vec<_> = got.iter().map(|d| d.message.subject.clone()).collect();
+    assert_eq!(subjects, ["event.new.1"]);
+    for d in got {
+        d.ack().await.unwrap();
+    }
+
+    // The durable exists: opened again (as after a restart) it goes on from
+    // where it was, and what was stored meanwhile is delivered.
+    drop(listener);
+    bus.publish_durable("event.new.2", Outgoing::new("while away"))
+        .await
+        .unwrap();
+    let again = bus.consumer("EVENTS", &spec).await.unwrap();
+    let got = again.fetch(10, WAIT).await.unwrap();
+    let subjects: Vec<_> = got.iter().map(|d| d.message.subject.clone()).collect();
+    assert_eq!(subjects, ["event.new.2"]);
+    for d in got {
+        d.ack().await.unwrap();
+    }
+
+    // Without deliver_new, a new consumer starts at the oldest message kept.
+    let mut all = ConsumerSpec::new("historian", "event.>");
+    all.ack_wait = Duration::from_secs(30);
+    let historian = bus.consumer("EVENTS", &all).await.unwrap();
+    let mut subjects = Vec::new();
+    while subjects.len() < 5 {
+        let got = historian.fetch(10, WAIT).await.unwrap();
+        assert!(!got.is_empty(), "only {subjects:?}");
+        for d in got {
+            subjects.push(d.message.subject.clone());
+            d.ack().await.unwrap();
+        }
+    }
+    assert_eq!(
+        subjects,
+        [
+            "event.old.0",
+            "event.old.1",
+            "event.old.2",
+            "event.new.1",
+            "event.new.2"
+        ]
+    );
+}
+
+pub async fn stored_dead_letters_are_listed_in_order_and_deleted_one_by_one(h: &impl Harness) {
+    let bus = h.bus().await;
+    bus.ensure_stream(&tasks_stream()).await.unwrap();
+    bus.ensure_stream(&dlq_stream()).await.unwrap();
+    let c = bus
+        .consumer("TASKS", &consumer("trend-researcher"))
+        .await
+        .unwrap();
+    for id in ["d1", "d2", "d3"] {
+        bus.publish_durable_proto("task.trend-researcher", &task(id), id)
+            .await
+            .unwrap();
+        let d = c.fetch(1, WAIT).await.unwrap().pop().unwrap();
+        d.term(format!("gave up on {id}")).await.unwrap();
+    }
+    let listed = concierto_testkit::eventually(WAIT, "three dead letters stored", || {
+        let bus = bus.clone();
+        async move {
+            let l = bus.stream_messages("DEADLETTER", 0, 10).await.ok()?;
+            (l.len() == 3).then_some(l)
+        }
+    })
+    .await;
+    let seqs: Vec<u64> = listed.iter().map(|(s, _)| *s).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let letter: DeadLetter = concierto_bus::decode(&listed[1].1).unwrap();
+    assert_eq!(listed[1].1.subject, "dlq.task.trend-researcher");
+    assert_eq!(letter.reason, "gave up on d2");
+    let original: Task = prost::Message::decode(letter.payload.as_slice()).unwrap();
+    assert_eq!(original.task_id, "d2");
+    // Paging: from the second sequence on, at most one.
+    let page = bus.stream_messages("DEADLETTER", seqs[1], 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].0, seqs[1]);
+    // Deleting one leaves the others; deleting it again finds nothing.
+    assert!(bus.delete_stream_message("DEADLETTER", seqs[1]).await.unwrap());
+    assert!(!bus.delete_stream_message("DEADLETTER", seqs[1]).await.unwrap());
+    let left: Vec<u64> = bus
+        .stream_messages("DEADLETTER", 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(left, [seqs[0], seqs[2]]);
+    assert!(bus.stream_messages("NO_SUCH_STREAM", 0, 10).await.is_err());
+}
+
+pub async fn a_lease_has_one_holder_and_passes_on_when_released(h: &impl Harness) {
+    use concierto_bus::lease::{self, Holder, LeaseOptions};
+    let a = h.bus().await;
+    let b = h.bus().await;
+    let opts = LeaseOptions {
+        ttl: Duration::from_millis(1500),
+    };
+    let first = lease::acquire(a.leases().await.unwrap(), "orchestrator", "a", opts, |_| {})
+        .await
+        .unwrap();
+    let (told_tx, mut told) = tokio::sync::mpsc::unbounded_channel();
+    let store_b = b.leases().await.unwrap();
+    let second = tokio::spawn(async move {
+        lease::acquire(store_b, "orchestrator", "b", opts, move |who| {
+            let _ = told_tx.send(who.clone());
+        })
+        .await
+        .unwrap()
+    });
+    // b learns who holds it and waits, well past the ttl, while a renews.
+    let who = tokio::time::timeout(WAIT, told.recv()).await.unwrap().unwrap();
+    assert_eq!(who, Holder::Held("a".into()));
+    tokio::time::sleep(opts.ttl * 3).await;
+    assert!(!second.is_finished(), "b took a lease a still renews");
+    assert!(!first.is_lost());
+    // a lets go: b has it at once.
+    first.release().await;
+    let second = tokio::time::timeout(WAIT, second).await.unwrap().unwrap();
+    assert!(!second.is_lost());
+    assert_eq!(
+        a.leases().await.unwrap().get("orchestrator").await.unwrap().unwrap().0,
+        b"b".to_vec()
+    );
+}
