@@ -18,6 +18,7 @@
 //! `server.tls` names a certificate and key.
 
 pub mod auth;
+pub mod dead_letters;
 mod service;
 
 use std::net::SocketAddr;
@@ -32,7 +33,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use auth::{Identities, Identity, token_sha256};
-pub use service::{Admin, ask_service, bus_status, remote_status};
+pub use service::{
+    Admin, RECORD_METRIC_ROLES, ask_service, bus_status, record_metric_denied, remote_status,
+};
 
 /// What can stop the admin service from starting.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,19 @@ use tracing::Instrument as _;
 
 use crate::auth::{Identities, Identity};
 
+/// Roles that may record metric values (`RecordMetric`, the tracker's
+/// `POST /api/metrics`): a value can cross a threshold and start runs, so a
+/// plain reviewer may not.
+pub const RECORD_METRIC_ROLES: [&str; 2] = ["admin", "metrics"];
+
+/// Why `who` may not record metric values, naming the roles it needs.
+pub fn record_metric_denied(who: &str) -> String {
+    format!(
+        "{who} may not record metrics: it needs the admin or metrics role \
+         (reviewers.{who}.roles: [metrics])"
+    )
+}
+
 /// A server stream of `T`.
 pub type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -498,11 +511,8 @@ impl AdminService for Admin {
         request: Request<v1::RecordMetricRequest>,
     ) -> Result<Response<v1::RecordMetricResponse>, Status> {
         let who = self.who(&request)?;
-        if !who.has_any_role(&["admin", "reviewer"]) {
-            return Err(Status::permission_denied(format!(
-                "{} may not record metrics: it needs the reviewer or admin role (reviewers.{}.roles)",
-                who.id, who.id
-            )));
+        if !who.has_any_role(&RECORD_METRIC_ROLES) {
+            return Err(Status::permission_denied(record_metric_denied(&who.id)));
         }
         let r = request.get_ref();
         if r.metric.is_empty() {
@@ -530,6 +540,27 @@ impl AdminService for Admin {
         let r = self
             .ask("ingest", subjects::LIBRARY_SEARCH, request.get_ref(), None)
             .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<v1::ListDeadLettersRequest>,
+    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        self.who(&request)?;
+        let r = crate::dead_letters::list(self.bus.as_ref(), request.get_ref()).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        request: Request<v1::ReplayDeadLetterRequest>,
+    ) -> Result<Response<v1::ReplayDeadLetterResponse>, Status> {
+        let who = self.who(&request)?;
+        who.require_admin("replay dead letters")?;
+        let seq = request.get_ref().sequence;
+        let r = crate::dead_letters::replay(self.bus.as_ref(), seq).await?;
+        tracing::info!(seq, subject = %r.subject, by = %who.id, "dead letter replayed over the admin API");
         Ok(Response::new(r))
     }
 }

@@ -14,10 +14,12 @@
 
 mod admin_cmds;
 mod client;
+mod dlq_cmds;
 mod local_cmds;
 mod observability;
 mod output;
 mod probe;
+mod leased;
 mod services;
 
 use std::path::PathBuf;
@@ -62,6 +64,11 @@ enum Command {
         /// Log lines as JSON.
         #[arg(long)]
         log_json: bool,
+        /// How long a stop (SIGTERM, Ctrl-C) may take: past it, the process names
+        /// what did not stop or flush and exits with status 1. A second signal exits
+        /// at once.
+        #[arg(long, default_value = "8s", value_parser = parse_grace, env = "CONCIERTO_GRACE")]
+        grace: std::time::Duration,
     },
     /// Run chosen services (scheduler, orchestrator, admin, feedback, ingest, dashboard) against NATS.
     Serve {
@@ -84,6 +91,11 @@ enum Command {
         /// Log lines as JSON.
         #[arg(long)]
         log_json: bool,
+        /// How long a stop (SIGTERM, Ctrl-C) may take: past it, the process names
+        /// what did not stop or flush and exits with status 1. A second signal exits
+        /// at once.
+        #[arg(long, default_value = "8s", value_parser = parse_grace, env = "CONCIERTO_GRACE")]
+        grace: std::time::Duration,
     },
     /// Run workers for agent roles against NATS; SIGTERM drains them.
     Agent {
@@ -115,6 +127,11 @@ enum Command {
         /// Log lines as JSON.
         #[arg(long)]
         log_json: bool,
+        /// How long a stop (SIGTERM, Ctrl-C) may take: past it, the process names
+        /// what did not stop or flush and exits with status 1. A second signal exits
+        /// at once.
+        #[arg(long, default_value = "8s", value_parser = parse_grace, env = "CONCIERTO_GRACE")]
+        grace: std::time::Duration,
     },
     /// Runs: list, show, start, cancel, watch (admin API).
     Run {
@@ -144,6 +161,13 @@ enum Command {
         #[command(subcommand)]
         cmd: TriggerCmd,
     },
+    /// Dead letters: list, replay (admin API).
+    Dlq {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: dlq_cmds::DlqCmd,
+    },
     /// A studio's agent roles and how they run (no server needed).
     Agents {
         #[command(subcommand)]
@@ -163,6 +187,11 @@ enum Command {
         #[arg(long, default_value_t = 3.0)]
         timeout: f64,
     },
+}
+
+/// `--grace`: a duration such as `8s`, `30 seconds` or `1m`.
+fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
+    concierto_core::grammar::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn init_logs(default: &str, json: bool) {
@@ -190,9 +219,10 @@ fn main() -> ExitCode {
             file,
             data,
             log_json,
+            grace,
         } => {
             // Logs, traces and metrics start once the studio is read (its `server` section).
-            run(async move { services::up(&file, data, log_json).await })
+            run(async move { services::up(&file, data, log_json, grace).await })
         }
         Command::Serve {
             services: names,
@@ -200,7 +230,8 @@ fn main() -> ExitCode {
             file,
             data,
             log_json,
-        } => run(async move { services::serve(&file, &names, nats, data, log_json).await }),
+            grace,
+        } => run(async move { services::serve(&file, &names, nats, data, log_json, grace).await }),
         Command::Agent {
             role,
             all_roles,
@@ -210,18 +241,22 @@ fn main() -> ExitCode {
             nats,
             file,
             log_json,
+            grace,
         } => {
             let roles = if all_roles {
                 services::AgentRoles::AllExcept(except)
             } else {
                 services::AgentRoles::Named(role)
             };
-            run(async move { services::agent(&file, &roles, replicas, id, nats, log_json).await })
+            run(
+                async move { services::agent(&file, &roles, replicas, id, nats, log_json, grace).await },
+            )
         }
         Command::Run { conn, cmd } => client_command(admin_cmds::run(&conn, cmd)),
         Command::Gate { conn, cmd } => client_command(admin_cmds::gate(&conn, cmd)),
         Command::Feedback { conn, cmd } => client_command(admin_cmds::feedback(&conn, cmd)),
         Command::Trigger { conn, cmd } => client_command(admin_cmds::trigger(&conn, cmd)),
+        Command::Dlq { conn, cmd } => client_command(dlq_cmds::dlq(&conn, cmd)),
         Command::Agents { cmd } => finish(local_cmds::agents(cmd)),
         Command::Token { cmd } => finish(local_cmds::token(cmd)),
         Command::Probe { url, timeout } => {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use concierto_bus::{
-    Bus, EmbeddedBus, NatsBus, NatsOptions, StreamLimits, ensure_standard_streams,
+    Bus, EmbeddedBus, NatsAuth, NatsBus, NatsOptions, NatsTls, StreamLimits,
+    ensure_standard_streams, redact_url,
 };
 use concierto_core::clock::{SharedClock, SystemClock};
 use concierto_core::config::{self, Studio};
@@ -61,30 +62,195 @@ fn open_store(data_dir: &Path, service: &str) -> anyhow::Result<Arc<dyn KvStore>
     Ok(Arc::new(SledStore::open(&dir)?))
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
+/// How long the bus may take to flush when the process stops.
+pub const STOP_FLUSH: Duration = Duration::from_secs(2);
+
+/// SIGTERM and Ctrl-C (SIGINT), listened to from creation on: the first asks
+/// for a stop, a second (during the stop) exits at once.
+pub struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
+impl Signals {
+    /// Starts listening (until then SIGTERM ends the process at once, as
+    /// while the services start).
+    pub fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(signal = name, error = %e, "cannot listen to this signal");
+                    None
+                }
+            };
+            Signals {
+                term: listen(SignalKind::terminate(), "SIGTERM"),
+                int: listen(SignalKind::interrupt(), "SIGINT"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
+    }
+
+    /// Waits for the next signal; its name and the exit status it calls for
+    /// when it cuts a stop short (128 + its number).
+    pub async fn next(&mut self) -> (&'static str, i32) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        if s.recv().await.is_none() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.term) => ("SIGTERM", 143),
+                _ = recv(&mut self.int) => ("SIGINT", 130),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            ("Ctrl-C", 130)
+        }
+    }
+}
+
+/// Stops the process's services within `grace` of the first signal: the
+/// groups of `groups` in reverse order ([`stop_all`]), then a flush of `bus`
+/// (at most [`STOP_FLUSH`]; `bus` names what it is flushed to), then the
+/// telemetry. A second signal meanwhile exits at once. When a service did not
+/// stop within the grace, or the bus could not be flushed, it says which and
+/// what, and exits with status 1 at once (what was not flushed is not waited
+/// for). Returns after a clean stop.
+async fn shut_down(
+    groups: Vec<Vec<ServiceHandle>>,
+    bus: Option<(&dyn Bus, String)>,
+    obs: Observability,
+    grace: Duration,
+    mut signals: Signals,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + grace;
+    let flush_target = bus.as_ref().map(|(_, target)| target.clone());
+    let running = std::sync::Mutex::new(
+        groups
+            .iter()
+            .flatten()
+            .map(|h| h.name().to_string())
+            .collect::<Vec<_>>(),
+    );
+    let stop = async {
+        stop_all(groups, &running).await;
+        let Some((bus, target)) = bus else {
+            return None;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let within = STOP_FLUSH.min(left);
+        match tokio::time::timeout(within, bus.flush()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("the bus could not be flushed to {target}: {e}")),
+            Err(_) => Some(format!(
+                "the bus could not be flushed to {target} within {within:?}"
+            )),
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout_at(deadline, stop) => outcome,
+        (name, status) = signals.next() => {
+            let left = names(&running);
+            tracing::error!(signal = name, still_stopping = %left, "a second signal: exiting at once");
+            eprintln!("concierto: {name} again while stopping: exiting at once (still stopping: {left})");
+            std::process::exit(status);
+        }
+    };
+    let mut problems = Vec::new();
+    match outcome {
+        Ok(None) => {}
+        Ok(Some(unflushed)) => problems.push(format!(
+            "{unflushed}; messages published since the last flush may not have reached it"
+        )),
+        Err(_) => {
+            problems.push(format!(
+                "did not stop within the grace period of {grace:?}: {} (what they hold is not \
+                 flushed; work they did not acknowledge is delivered again after its ack_wait)",
+                names(&running)
+            ));
+            if let Some(target) = flush_target {
+                problems.push(format!(
+                    "the bus was not flushed to {target}: messages published since the last \
+                     flush may not have reached it"
+                ));
+            }
+        }
+    }
+    // The metrics server and the last spans: within what is left, at least half a second.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if tokio::time::timeout(left.max(Duration::from_millis(500)), obs.finish())
+        .await
+        .is_err()
+    {
+        problems.push("the telemetry (metrics server, last spans) did not finish in time".into());
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    for p in &problems {
+        tracing::error!(problem = %p, "unclean stop");
+        eprintln!("concierto: unclean stop: {p}");
+    }
+    // Not returned: dropping the runtime would wait for whatever still runs.
+    std::process::exit(1);
+}
+
+/// The names in `running`, comma-separated.
+fn names(running: &std::sync::Mutex<Vec<String>>) -> String {
+    running.lock().unwrap_or_else(|p| p.into_inner()).join(", ")
+}
+
+/// Starts a service; one of [`crate::leased::LEASED`] under its lease (one
+/// active instance per studio, the others standbys).
 async fn start_service(
+    name: &str,
+    studio: &Arc<Studio>,
+    bus: &Arc<dyn Bus>,
+    data_dir: &Path,
+    clock: &SharedClock,
+) -> anyhow::Result<ServiceHandle> {
+    let Some(service) = crate::leased::LEASED.iter().copied().find(|s| *s == name) else {
+        return start_unleased(name, studio, bus, data_dir, clock).await;
+    };
+    let (studio, bus2, data_dir, clock) = (
+        studio.clone(),
+        bus.clone(),
+        data_dir.to_path_buf(),
+        clock.clone(),
+    );
+    crate::leased::leased(bus, service, Default::default(), move || {
+        let (studio, bus, data_dir, clock) =
+            (studio.clone(), bus2.clone(), data_dir.clone(), clock.clone());
+        async move { start_unleased(service, &studio, &bus, &data_dir, &clock).await }
+    })
+    .await
+}
+
+async fn start_unleased(
     name: &str,
     studio: &Arc<Studio>,
     bus: &Arc<dyn Bus>,
@@ -345,13 +511,18 @@ async fn start_workers(
 }
 
 /// Stops services in groups, last group first; the services of one group stop
-/// together (e.g. every agent worker drains at once).
-async fn stop_all(groups: Vec<Vec<ServiceHandle>>) {
+/// together (e.g. every agent worker drains at once). Each service's name leaves
+/// `running` once it has stopped.
+async fn stop_all(groups: Vec<Vec<ServiceHandle>>, running: &std::sync::Mutex<Vec<String>>) {
     for group in groups.into_iter().rev() {
         let stops = group.into_iter().map(|h| async move {
             let name = h.name().to_string();
             if let Err(e) = h.stop().await {
                 tracing::error!(service = %name, error = %e, "stopped with an error");
+            }
+            let mut left = running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = left.iter().position(|n| *n == name) {
+                left.remove(i);
             }
         });
         futures::future::join_all(stops).await;
@@ -359,7 +530,12 @@ async fn stop_all(groups: Vec<Vec<ServiceHandle>>) {
 }
 
 /// `concierto up`: every service in one process on the embedded bus.
-pub async fn up(file: &Path, data_dir: Option<PathBuf>, log_json: bool) -> anyhow::Result<()> {
+pub async fn up(
+    file: &Path,
+    data_dir: Option<PathBuf>,
+    log_json: bool,
+    grace: Duration,
+) -> anyhow::Result<()> {
     let studio = load_studio(file)?;
     let obs = Observability::start(&studio, "concierto", log_json).await?;
     let data_dir = data_dir.unwrap_or_else(|| studio.server.data_dir.clone());
@@ -397,21 +573,18 @@ pub async fn up(file: &Path, data_dir: Option<PathBuf>, log_json: bool) -> anyho
         "studio up; Ctrl-C stops it"
     );
     obs.ready();
-    shutdown_signal().await;
-    tracing::info!("stopping");
+    let mut signals = Signals::new();
+    let (signal, _) = signals.next().await;
+    tracing::info!(signal, ?grace, "stopping");
     obs.stopping();
-    stop_all(handles).await;
-    obs.finish().await;
-    Ok(())
+    shut_down(handles, None, obs, grace, signals).await
 }
 
 async fn connect(url: &str, studio: &Studio, name: &str) -> anyhow::Result<Arc<dyn Bus>> {
-    let opts = NatsOptions {
-        prefix: studio.server.subject_prefix.clone(),
-        client_name: name.to_string(),
-        connect_timeout: Duration::from_secs(10),
-    };
+    let opts = nats_options(studio, name, url, |var| std::env::var(var).ok())?;
+    let who = opts.auth.describe();
     let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(url, opts).await?);
+    tracing::info!(nats = %redact_url(url), login = %who, "connected to NATS");
     ensure_standard_streams(bus.as_ref(), &stream_limits(studio)).await?;
     Ok(bus)
 }
@@ -423,6 +596,7 @@ pub async fn serve(
     nats: Option<String>,
     data_dir: Option<PathBuf>,
     log_json: bool,
+    grace: Duration,
 ) -> anyhow::Result<()> {
     if services.is_empty() {
         bail!("name the services to run: {}", SERVICES.join(", "));
@@ -453,16 +627,15 @@ pub async fn serve(
         handles.push(vec![
             start_service(s, &studio, &bus, &data_dir, &clock).await?,
         ]);
-        tracing::info!(service = %s, nats = %url, "service started");
+        tracing::info!(service = %s, nats = %redact_url(&url), "service started");
     }
     obs.ready();
-    shutdown_signal().await;
-    tracing::info!("stopping");
+    let mut signals = Signals::new();
+    let (signal, _) = signals.next().await;
+    tracing::info!(signal, ?grace, "stopping");
     obs.stopping();
-    stop_all(handles).await;
-    bus.flush().await?;
-    obs.finish().await;
-    Ok(())
+    let target = format!("NATS at {}", redact_url(&url));
+    shut_down(handles, Some((bus.as_ref(), target)), obs, grace, signals).await
 }
 
 /// The roles one `concierto agent` process runs.
@@ -521,6 +694,7 @@ pub async fn agent(
     id: Option<String>,
     nats: Option<String>,
     log_json: bool,
+    grace: Duration,
 ) -> anyhow::Result<()> {
     let studio = load_studio(file)?;
     let roles = roles.resolve(&studio)?;
@@ -536,15 +710,231 @@ pub async fn agent(
     for role in &roles {
         handles.extend(start_workers(&studio, &bus, role, replicas, &prefix).await?);
     }
-    tracing::info!(roles = %roles.join(","), replicas, nats = %url, "agent workers started");
+    tracing::info!(roles = %roles.join(","), replicas, nats = %redact_url(&url), "agent workers started");
     obs.ready();
-    shutdown_signal().await;
-    tracing::info!("draining");
+    let mut signals = Signals::new();
+    let (signal, _) = signals.next().await;
+    tracing::info!(signal, ?grace, "draining");
     obs.stopping();
-    stop_all(vec![handles]).await;
-    bus.flush().await?;
-    obs.finish().await;
-    Ok(())
+    let target = format!("NATS at {}", redact_url(&url));
+    shut_down(
+        vec![handles],
+        Some((bus.as_ref(), target)),
+        obs,
+        grace,
+        signals,
+    )
+    .await
+}
+
+/// How this process connects to NATS: `server.bus` with its secrets from the
+/// environment (`env` looks a variable up) or the files it names. At most one
+/// way to log in: a credentials file, an nkey seed, a token, or a user
+/// (`server.bus.user`, else `CONCIERTO_NATS_USER`) with its password.
+pub fn nats_options(
+    studio: &Studio,
+    client_name: &str,
+    url: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<NatsOptions> {
+    let a = &studio.server.bus.auth;
+    let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let mut ways: Vec<(String, NatsAuth)> = Vec::new();
+    if let Some(path) = &a.creds_file {
+        ways.push((
+            format!("the credentials file {}", path.display()),
+            NatsAuth::CredsFile(path.clone()),
+        ));
+    }
+    if let Some(path) = &a.nkey_seed_file {
+        let seed = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the NATS nkey seed file {}", path.display()))?;
+        ways.push((
+            format!("the nkey seed file {}", path.display()),
+            NatsAuth::NKey(seed.trim().to_string()),
+        ));
+    }
+    if let Some(seed) = var(&a.nkey_seed_env) {
+        ways.push((
+            format!("the nkey seed in {}", a.nkey_seed_env),
+            NatsAuth::NKey(seed.trim().to_string()),
+        ));
+    }
+    if let Some(token) = var(&a.token_env) {
+        ways.push((
+            format!("the token in {}", a.token_env),
+            NatsAuth::Token(token),
+        ));
+    }
+    let user = a
+        .user
+        .clone()
+        .or_else(|| var(concierto_core::config::BusAuth::USER_ENV));
+    match (user, var(&a.password_env)) {
+        (Some(user), Some(password)) => ways.push((
+            format!("user {user} with the password in {}", a.password_env),
+            NatsAuth::UserPassword { user, password },
+        )),
+        (Some(user), None) => bail!(
+            "NATS user {user} has no password: set {} (the variable server.bus.password_env names)",
+            a.password_env
+        ),
+        (None, Some(_)) => bail!(
+            "{} holds a NATS password but no user is given: set server.bus.user or {}",
+            a.password_env,
+            concierto_core::config::BusAuth::USER_ENV
+        ),
+        (None, None) => {}
+    }
+    if ways.len() > 1 {
+        let names: Vec<&str> = ways.iter().map(|(n, _)| n.as_str()).collect();
+        bail!(
+            "more than one way to log in to NATS is given ({}): keep one",
+            names.join("; ")
+        );
+    }
+    let auth = ways.pop().map(|(_, a)| a).unwrap_or_default();
+    if auth != NatsAuth::None && redact_url(url) != url {
+        bail!(
+            "the NATS URL {} carries credentials and server.bus gives {}: keep one",
+            redact_url(url),
+            auth.describe()
+        );
+    }
+    let tls = studio.server.bus.tls.as_ref().map(|t| NatsTls {
+        ca: t.ca.clone(),
+        client_cert: t.cert.clone().zip(t.key.clone()),
+        required: t.required,
+    });
+    Ok(NatsOptions {
+        prefix: studio.server.subject_prefix.clone(),
+        client_name: client_name.to_string(),
+        connect_timeout: Duration::from_secs(10),
+        auth,
+        tls,
+        // `_INBOX.<user>` for a user (NatsBus::connect): the only inboxes its
+        // NATS permissions let it read (deploy/nats/nats.conf).
+        inbox_prefix: None,
+    })
+}
+
+#[cfg(test)]
+mod nats_options_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn studio(bus: &str) -> (tempfile::TempDir, Studio) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("seed.nk"), "SUAEXAMPLESEED\n").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "pem").unwrap();
+        let file = dir.path().join("concierto.yaml");
+        std::fs::write(
+            &file,
+            format!("agents:\n  paths: []\nserver:\n  bus:\n{bus}"),
+        )
+        .unwrap();
+        let studio = config::load_with_env(&file, Vec::new()).unwrap();
+        (dir, studio)
+    }
+
+    fn opts(studio: &Studio, env: &[(&str, &str)]) -> anyhow::Result<NatsOptions> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        nats_options(studio, "test", "nats://nats:4222", |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn the_default_variables_give_a_user_and_its_password() {
+        let (_d, s) = studio("    max_deliver: 5\n");
+        assert_eq!(opts(&s, &[]).unwrap().auth, NatsAuth::None);
+        let o = opts(
+            &s,
+            &[
+                ("CONCIERTO_NATS_USER", "agent"),
+                ("CONCIERTO_NATS_PASSWORD", "pw-1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            o.auth,
+            NatsAuth::UserPassword {
+                user: "agent".into(),
+                password: "pw-1".into()
+            }
+        );
+        assert!(
+            !format!("{o:?}").contains("pw-1"),
+            "Debug hides the password"
+        );
+        let o = opts(&s, &[("CONCIERTO_NATS_TOKEN", "tok")]).unwrap();
+        assert_eq!(o.auth, NatsAuth::Token("tok".into()));
+    }
+
+    #[test]
+    fn the_configured_user_variable_file_and_tls_are_used() {
+        let (d, s) =
+            studio("    user: orchestrator\n    password_env: ORCH_PW\n    tls: { ca: ca.pem }\n");
+        let o = opts(&s, &[("ORCH_PW", "pw-2"), ("CONCIERTO_NATS_USER", "other")]).unwrap();
+        assert_eq!(
+            o.auth,
+            NatsAuth::UserPassword {
+                user: "orchestrator".into(),
+                password: "pw-2".into()
+            }
+        );
+        let tls = o.tls.unwrap();
+        assert_eq!(tls.ca, Some(d.path().join("ca.pem")));
+        assert!(tls.required);
+        let (_d, s) = studio("    nkey_seed_file: seed.nk\n");
+        assert_eq!(
+            opts(&s, &[]).unwrap().auth,
+            NatsAuth::NKey("SUAEXAMPLESEED".into())
+        );
+    }
+
+    #[test]
+    fn missing_or_ambiguous_credentials_are_errors_that_name_the_variable() {
+        let (_d, s) = studio("    user: orchestrator\n");
+        let e = opts(&s, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("orchestrator has no password") && e.contains("CONCIERTO_NATS_PASSWORD"),
+            "{e}"
+        );
+        let (_d, s) = studio("    max_deliver: 5\n");
+        let e = opts(&s, &[("CONCIERTO_NATS_PASSWORD", "pw")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no user is given"), "{e}");
+        let e = opts(
+            &s,
+            &[
+                ("CONCIERTO_NATS_USER", "agent"),
+                ("CONCIERTO_NATS_PASSWORD", "pw-3"),
+                ("CONCIERTO_NATS_TOKEN", "tok-3"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("more than one way"), "{e}");
+        assert!(
+            !e.contains("pw-3") && !e.contains("tok-3"),
+            "no secret in {e}"
+        );
+        let env: HashMap<String, String> =
+            [("CONCIERTO_NATS_TOKEN".to_string(), "tok".to_string())].into();
+        let e = nats_options(&s, "t", "nats://u:secret@nats:4222", |k| {
+            env.get(k).cloned()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("carries credentials") && !e.contains("secret@"),
+            "{e}"
+        );
+    }
 }
 
 #[cfg(test)]

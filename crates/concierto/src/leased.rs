@@ -1,0 +1,179 @@
+//! Services of which only one instance may be active per studio (the
+//! orchestrator, scheduler, tracker and ingester: two would split or repeat
+//! the work): each runs under a lease on the bus (`concierto_bus::lease`).
+//! A process that does not get the lease waits as a standby, says so in its
+//! log and on `/readyz` (503), and starts the service the moment the lease is
+//! its own; a holder that loses its lease stops the service at once and goes
+//! back to standby. A clean stop releases the lease so a standby takes over
+//! without waiting for the ttl.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use concierto_bus::Bus;
+use concierto_bus::lease::{self, Holder, Lease, LeaseOptions, LeaseStore};
+use concierto_core::service::{ServiceHandle, StopSignal};
+
+/// The services that run under a lease.
+pub const LEASED: &[&str] = &["orchestrator", "scheduler", "tracker", "ingest"];
+
+/// This process's holder id: host name and process id.
+fn holder_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn health_key(service: &str) -> String {
+    format!("{service}.lease")
+}
+
+fn standing_by(service: &str, who: &Holder) {
+    let why = match who {
+        Holder::Held(h) => format!("standby: the {service} lease is held by {h}"),
+        Holder::Free => format!("standby: waiting for the {service} lease"),
+    };
+    tracing::warn!(service, "{why}; this instance starts when it is free");
+    concierto_core::health::set_unready(&health_key(service), why);
+}
+
+/// Runs the service `start` starts only while this process holds its lease.
+/// When the lease is free now, the service is started before this returns
+/// (so a start error fails the caller, as without a lease); else it waits in
+/// the background as a standby.
+pub async fn leased<F, Fut>(
+    bus: &Arc<dyn Bus>,
+    service: &'static str,
+    opts: LeaseOptions,
+    mut start: F,
+) -> anyhow::Result<ServiceHandle>
+where
+    F: FnMut() -> Fut + 'static,
+    Fut: Future<Output = anyhow::Result<ServiceHandle>> + 'static,
+{
+    let store = bus
+        .leases()
+        .await
+        .with_context(|| format!("opening the lease bucket for {service}"))?;
+    let holder = holder_id();
+    // The lease at once when it is free (or released by a clean stop).
+    let first = tokio::time::timeout(
+        opts.ttl / 6,
+        lease::acquire(store.clone(), service, &holder, opts, |_| {}),
+    )
+    .await;
+    let active = match first {
+        Ok(Ok(lease)) => {
+            tracing::info!(service, %holder, "lease taken: this instance is active");
+            let inner = match start().await {
+                Ok(h) => h,
+                Err(e) => {
+                    lease.release().await;
+                    return Err(e);
+                }
+            };
+            Some((lease, inner))
+        }
+        Ok(Err(e)) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("reading the {service} lease on the bus")));
+        }
+        Err(_) => None,
+    };
+    let (handle, control) = ServiceHandle::new(service);
+    let signal = control.signal.clone();
+    actix::spawn(async move {
+        let result = supervise(store, service, holder, opts, active, signal, &mut start).await;
+        concierto_core::health::clear(&health_key(service));
+        control.finished(result);
+    });
+    Ok(handle)
+}
+
+async fn supervise<F, Fut>(
+    store: Arc<dyn LeaseStore>,
+    service: &'static str,
+    holder: String,
+    opts: LeaseOptions,
+    mut active: Option<(Lease, ServiceHandle)>,
+    mut signal: StopSignal,
+    start: &mut F,
+) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<ServiceHandle>>,
+{
+    let mut retry = Duration::from_secs(1);
+    loop {
+        let (mut lease, inner) = match active.take() {
+            Some(a) => a,
+            None => {
+                standing_by(service, &Holder::Free);
+                let acquired = tokio::select! {
+                    _ = signal.stopped() => return Ok(()),
+                    l = lease::acquire(store.clone(), service, &holder, opts, |who| standing_by(service, who)) => l,
+                };
+                let lease = match acquired {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(service, error = %e, "the lease bucket cannot be read; trying again");
+                        tokio::select! {
+                            _ = signal.stopped() => return Ok(()),
+                            _ = tokio::time::sleep(retry) => {}
+                        }
+                        continue;
+                    }
+                };
+                concierto_core::health::clear(&health_key(service));
+                tracing::info!(service, %holder, "lease taken: this instance is active");
+                match start().await {
+                    Ok(inner) => {
+                        retry = Duration::from_secs(1);
+                        (lease, inner)
+                    }
+                    Err(e) => {
+                        tracing::error!(service, error = %format!("{e:#}"), ?retry, "the service did not start; releasing the lease and trying again");
+                        concierto_core::health::set_unready(
+                            &health_key(service),
+                            format!("{service} did not start: {e:#}"),
+                        );
+                        lease.release().await;
+                        tokio::select! {
+                            _ = signal.stopped() => return Ok(()),
+                            _ = tokio::time::sleep(retry) => {}
+                        }
+                        retry = (retry * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = signal.stopped() => {
+                let result = inner.stop().await;
+                lease.release().await;
+                return result;
+            }
+            _ = lease.lost() => {
+                tracing::error!(service, "the lease is lost: stopping this instance's {service} at once and standing by");
+                concierto_core::health::set_unready(
+                    &health_key(service),
+                    format!("standby: the {service} lease was lost"),
+                );
+                if let Err(e) = inner.stop().await {
+                    tracing::error!(service, error = %e, "stopped with an error after losing the lease");
+                }
+            }
+        }
+    }
+}
