@@ -1,0 +1,137 @@
+//! Two orchestrators on one studio, as the real binary on a real nats-server
+//! sharing one data folder (as a Kubernetes StatefulSet reattaches a volume):
+//! one is active and the other a standby that says so on `/readyz`; when the
+//! active one is SIGKILLed amid work the standby takes the lease over, opens
+//! the store and finishes every run. None is lost or stuck.
+
+use std::time::{Duration, Instant};
+
+use concierto_bus::BusExt;
+use concierto_core::subjects;
+use concierto_e2e::{Sandbox, eventually, list_runs};
+use concierto_proto::v1;
+
+const ROLES: &[&str] = &[
+    "performance-benchmarker",
+    "workflow-optimizer",
+    "studio-orchestrator",
+];
+
+/// The lease's ttl is 6 s; the standby polls every second, then opens the
+/// store (sled waits up to 3 s for a dying holder's lock) and recovers.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(15);
+
+async fn readyz(port: u16) -> Option<(u16, String)> {
+    let resp = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.text().await.unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_orchestrator_is_active_and_the_standby_takes_over_when_it_is_killed() {
+    let mut sb = Sandbox::new(&[("CONCIERTO__SERVER__BUS__ACK_WAIT", "3 seconds")]);
+    let ports = [
+        concierto_testkit::free_port().unwrap(),
+        concierto_testkit::free_port().unwrap(),
+    ];
+    let names = ["orch-a", "orch-b"];
+    for (name, port) in names.iter().zip(ports) {
+        let addr = format!("127.0.0.1:{port}");
+        sb.spawn_with(
+            name,
+            &["serve", "orchestrator"],
+            &[("CONCIERTO__SERVER__METRICS_ADDR", addr.as_str())],
+            None,
+        );
+    }
+    for role in ROLES {
+        sb.spawn(role, &["agent", "--role", role]);
+    }
+    let client = sb.client().await;
+
+    // One ready, one standby saying why.
+    let (active, standby) = eventually(
+        Duration::from_secs(30),
+        "one active orchestrator and one standby",
+        || async {
+            let a = readyz(ports[0]).await?;
+            let b = readyz(ports[1]).await?;
+            match (a.0, b.0) {
+                (200, 503) if b.1.contains("standby") => Some((0, 1)),
+                (503, 200) if a.1.contains("standby") => Some((1, 0)),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    // Still so a while later: the standby never starts on its own.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(readyz(ports[standby]).await.map(|r| r.0), Some(503));
+    assert_eq!(readyz(ports[active]).await.map(|r| r.0), Some(200));
+    eventually(Duration::from_secs(30), "the orchestrator to answer", || async {
+        list_runs(&client).await
+    })
+    .await;
+
+    let n = 150;
+    for i in 0..n {
+        let id = format!("lease@{i:03}");
+        let start = v1::StartRun {
+            run_id: id.clone(),
+            workflow: "system-improvement".into(),
+            trigger: "continuous_optimization".into(),
+            priority: v1::Priority::Normal as i32,
+            params: [("builtin.sleep_ms".to_string(), "30".to_string())].into(),
+            requested_by: "e2e".into(),
+            ..Default::default()
+        };
+        client
+            .publish_durable_proto(subjects::RUN_START, &start, &id)
+            .await
+            .unwrap();
+    }
+    let ours = |runs: Vec<v1::Run>| -> Vec<v1::Run> {
+        runs.into_iter()
+            .filter(|r| r.run_id.starts_with("lease@"))
+            .collect()
+    };
+    eventually(Duration::from_secs(60), "some runs to finish", || async {
+        let done = ours(list_runs(&client).await?)
+            .iter()
+            .filter(|r| r.state() == v1::RunState::Succeeded)
+            .count();
+        (done >= 15).then_some(())
+    })
+    .await;
+
+    // SIGKILL the active one mid-work: the standby takes over.
+    sb.proc(names[active]).kill();
+    let killed = Instant::now();
+    eventually(TAKEOVER_BOUND * 2, "the standby to become active", || async {
+        readyz(ports[standby]).await.filter(|(s, _)| *s == 200)
+    })
+    .await;
+    let took = killed.elapsed();
+    eprintln!("the standby was active {took:?} after the SIGKILL");
+    assert!(
+        took <= TAKEOVER_BOUND,
+        "takeover took {took:?}:\n{}",
+        sb.logs()
+    );
+
+    let runs = eventually(Duration::from_secs(120), "every run to succeed", || async {
+        let runs = ours(list_runs(&client).await?);
+        let ok = runs
+            .iter()
+            .filter(|r| r.state() == v1::RunState::Succeeded)
+            .count();
+        (ok == n).then_some(runs)
+    })
+    .await;
+    assert_eq!(runs.len(), n, "every run stored once");
+    let log = sb.procs_log(names[standby]);
+    assert!(log.contains("standby"), "{log}");
+    assert!(log.contains("lease taken"), "{log}");
+}
