@@ -181,6 +181,16 @@ impl NatsBus {
     /// one in the URL.
     pub async fn connect(url: &str, opts: NatsOptions) -> Result<Self> {
         let shown = redact_url(url);
+        // Credentials in the URL (`nats://user:password@host`, `nats://token@host`)
+        // are used when the options give none; the client is given the URL
+        // without them.
+        let (plain_url, in_url) = credentials_in_url(url);
+        let mut opts = opts;
+        if opts.auth == NatsAuth::None
+            && let Some(auth) = in_url
+        {
+            opts.auth = auth;
+        }
         let mut o = async_nats::ConnectOptions::new()
             .name(&opts.client_name)
             .connection_timeout(opts.connect_timeout)
@@ -212,9 +222,9 @@ impl NatsBus {
             o = o.require_tls(tls.required);
         }
         let client = o
-            .connect(url)
+            .connect(plain_url.as_str())
             .await
-            .map_err(|e| connect_error(&shown, &opts.auth, &e))?;
+            .map_err(|e| connect_error(&shown, &opts, &e))?;
         Ok(Self::from_client(client, &opts.prefix))
     }
 
@@ -270,6 +280,65 @@ impl NatsBus {
     }
 }
 
+/// `url` without the credentials in it, and those credentials: `user:password`
+/// (percent-decoded) or a token. Each URL of a comma-separated list is
+/// cleaned; the credentials are the first URL's that has some.
+fn credentials_in_url(url: &str) -> (String, Option<NatsAuth>) {
+    let mut found = None;
+    let plain: Vec<String> = url
+        .split(',')
+        .map(|u| {
+            let (scheme, rest) = match u.split_once("://") {
+                Some((s, r)) => (Some(s), r),
+                None => (None, u),
+            };
+            let end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(end);
+            let host = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    if found.is_none() && !userinfo.is_empty() {
+                        found = Some(match userinfo.split_once(':') {
+                            Some((user, password)) => NatsAuth::UserPassword {
+                                user: percent_decode(user),
+                                password: percent_decode(password),
+                            },
+                            None => NatsAuth::Token(percent_decode(userinfo)),
+                        });
+                    }
+                    host
+                }
+                None => authority,
+            };
+            match scheme {
+                Some(s) => format!("{s}://{host}{path}"),
+                None => format!("{host}{path}"),
+            }
+        })
+        .collect();
+    (plain.join(","), found)
+}
+
+/// `%XX` escapes decoded (others kept as written).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The inbox prefix of a connection: the configured one, else `_INBOX.<user>`
 /// for a user login (the user as one subject token).
 fn inbox_prefix(opts: &NatsOptions) -> Option<String> {
@@ -290,10 +359,15 @@ fn inbox_prefix(opts: &NatsOptions) -> Option<String> {
 }
 
 /// A failed connect as a [`BusError`] that says what to check.
-fn connect_error(url: &str, auth: &NatsAuth, e: &async_nats::ConnectError) -> BusError {
+fn connect_error(url: &str, opts: &NatsOptions, e: &async_nats::ConnectError) -> BusError {
     use async_nats::ConnectErrorKind as K;
-    // The client's own message may quote the URL; it is only shown redacted.
-    let detail = e.to_string().replace(url, "<url>");
+    let auth = &opts.auth;
+    // The client never sees the credentials in the URL, so its message holds none.
+    let detail = e.to_string();
+    let tls_trouble = {
+        let d = detail.to_ascii_lowercase();
+        d.contains("certificate") || d.contains("tls") || d.contains("handshake")
+    };
     match e.kind() {
         K::AuthorizationViolation => BusError::Refused(match auth {
             NatsAuth::UserPassword { user, .. } => format!(
@@ -313,6 +387,9 @@ fn connect_error(url: &str, auth: &NatsAuth, e: &async_nats::ConnectError) -> Bu
         )),
         K::Tls => BusError::Transport(format!(
             "TLS to NATS at {url} failed: {detail} (check server.bus.tls: the CA, the client certificate and key, and that the server speaks TLS)"
+        )),
+        K::Io if tls_trouble || opts.tls.is_some() => BusError::Transport(format!(
+            "TLS to NATS at {url} failed: {detail} (check server.bus.tls: the CA the server's certificate is signed by, the client certificate and key when the server verifies clients)"
         )),
         _ => BusError::Transport(format!("connecting to {url}: {detail}")),
     }
@@ -429,10 +506,7 @@ impl Bus for NatsBus {
             match js_stream.get_raw_message(seq).await {
                 Ok(raw) => {
                     let subject = raw.subject.as_str();
-                    let headers = async_nats::HeaderMap::try_from(raw.headers.clone())
-                        .ok()
-                        .map(|h| from_header_map(&h))
-                        .unwrap_or_default();
+                    let headers = from_header_map(&raw.headers);
                     out.push((
                         seq,
                         Message {
@@ -711,6 +785,7 @@ impl Bus for NatsBus {
             .map_err(|e| BusError::Transport(format!("consumer {}: {e}", spec.durable)))?;
         let raw = NatsConsumer {
             consumer,
+            client: self.inner.client.clone(),
             send_timeout: self.inner.send_timeout,
             prefix: self.inner.prefix.clone(),
             prefetch: spec.prefetch,
@@ -766,6 +841,8 @@ fn publish_error(subject: &str, e: jetstream::context::PublishError) -> BusError
 
 struct NatsConsumer {
     consumer: jetstream::consumer::PullConsumer,
+    /// Its connection: no pull is sent while it is down.
+    client: async_nats::Client,
     /// Bounds a no-wait pull (the client has no timer of its own for one).
     send_timeout: Duration,
     prefix: String,
@@ -821,6 +898,27 @@ impl NatsConsumer {
         }
     }
 
+    /// `pull`, given up as soon as the connection is lost: nothing can arrive
+    /// until it is back, and the client would wait for its own timer (the
+    /// pull's expiry and 5 s more). A message the server sent just before is
+    /// delivered again after `ack_wait`.
+    async fn while_connected(
+        &self,
+        pull: impl std::future::Future<Output = Result<Vec<RawDelivery>>>,
+    ) -> Result<Vec<RawDelivery>> {
+        let lost = async {
+            while self.client.connection_state() == async_nats::connection::State::Connected {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            pulled = pull => pulled,
+            _ = lost => Err(BusError::Transport(
+                "the connection to NATS was lost during a pull".to_string(),
+            )),
+        }
+    }
+
     /// Pulls exactly what is asked for: what is there now; else waits for one
     /// (a pull of one returns as soon as it arrives), then takes what else is there.
     async fn fetch_exact(&self, max: usize, wait: Duration) -> Result<Vec<RawDelivery>> {
@@ -850,8 +948,15 @@ impl NatsConsumer {
 #[async_trait]
 impl RawConsumer for NatsConsumer {
     async fn fetch(&self, max: usize, wait: Duration) -> Result<Vec<RawDelivery>> {
+        // A pull queued while the connection is down would only wait for its
+        // timeout (and reach the server after the reconnection, for nobody).
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BusError::Transport(
+                "not connected to NATS (reconnecting): nothing pulled".to_string(),
+            ));
+        }
         if self.prefetch == 0 {
-            return self.fetch_exact(max, wait).await;
+            return self.while_connected(self.fetch_exact(max, wait)).await;
         }
         let mut guard = self.stream.lock().await;
         let stream = match guard.as_mut() {
@@ -929,6 +1034,28 @@ mod tests {
         );
         assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(redact_url("u:p@host:4222"), "***@host:4222");
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_taken_out_of_it() {
+        let (plain, auth) =
+            credentials_in_url("nats://orchestrator:p%40ss@nats:4222,nats://b:4222");
+        assert_eq!(plain, "nats://nats:4222,nats://b:4222");
+        assert_eq!(
+            auth,
+            Some(NatsAuth::UserPassword {
+                user: "orchestrator".into(),
+                password: "p@ss".into()
+            })
+        );
+        let (plain, auth) = credentials_in_url("tls://s3cr3t@nats:4222");
+        assert_eq!(plain, "tls://nats:4222");
+        assert_eq!(auth, Some(NatsAuth::Token("s3cr3t".into())));
+        assert_eq!(
+            credentials_in_url("nats://127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".to_string(), None)
+        );
+        assert_eq!(percent_decode("a%2"), "a%2");
     }
 
     #[test]
