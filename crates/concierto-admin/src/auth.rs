@@ -1,7 +1,9 @@
 //! Bearer tokens to identities. A person's token is never stored: the studio
 //! file holds its SHA-256 (`reviewers.<id>.token_sha256`), and a call's token is
 //! hashed and looked up. Roles: `reviewer` (read, decide the gates they review,
-//! give feedback) and `admin` (also start and cancel runs, fire triggers).
+//! give feedback), `admin` (also start and cancel runs, fire triggers, record
+//! metric values) and `metrics` (record metric values: a machine feeding the
+//! tracker).
 
 use std::collections::HashMap;
 
@@ -16,7 +18,7 @@ pub struct Identity {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// `reviewer`, `admin`.
+    /// `reviewer`, `admin`, `metrics`.
     pub roles: Vec<String>,
 }
 

@@ -3,8 +3,11 @@
 //! The program (`command[0]`, with `command[1..]` as arguments) gets the
 //! whole prompt as plain text on stdin — the system prompt, a line `---`, then
 //! the user message — and answers on stdout. It runs in `working_dir` (else
-//! the studio's folder), in a process group of its own, with the executor's
-//! `env` plus:
+//! the studio's folder), in a process group of its own, with an environment
+//! of its own: nothing of the agent's environment (its API keys, the Slack
+//! signing secret, the mail token) but [`BASE_ENV`] (`PATH`, `HOME`, `LANG`,
+//! `LC_ALL`, `TZ`, `TMPDIR`) and the names the executor's `env` lists (or maps
+//! to `~`), when set; then the values its `env` map sets, and:
 //!
 //! | variable | value |
 //! |---|---|
@@ -20,6 +23,7 @@
 //! | exits with another status | `FAILED`, with the last 2 KB of stderr |
 //! | is killed by a signal | `RETRYABLE`, naming the signal |
 //! | prints more than `max_output_bytes` | its group is killed; `FAILED` |
+//! | writes on stderr | only the last 2 KB are kept |
 //! | runs past `timeout` | its group is killed; `RETRYABLE` |
 //! | cannot be started | `FAILED`, naming the program |
 //!
@@ -52,6 +56,10 @@ pub const DETAIL_EXIT_STATUS: &str = "exit_status";
 
 /// The exit code meaning "try again later" (`EX_TEMPFAIL` of `sysexits.h`).
 pub const EX_TEMPFAIL: i32 = 75;
+
+/// The variables of the agent's environment every program gets, when set;
+/// others only when the executor's `env` names them.
+pub const BASE_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
 /// How much of the end of stderr a failure carries.
 const STDERR_TAIL: usize = 2048;
@@ -117,6 +125,17 @@ impl CommandExecutor {
 
     fn command(&self, role: &RoleDef, task: &Task, model: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.program);
+        // Only what is allowed of the agent's environment: it holds secrets.
+        cmd.env_clear();
+        let passed = BASE_ENV
+            .iter()
+            .copied()
+            .chain(self.def.pass_env.iter().map(String::as_str));
+        for name in passed {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
         cmd.args(&self.args)
             .current_dir(&self.dir)
             .envs(&self.def.env)

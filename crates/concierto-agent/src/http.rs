@@ -12,6 +12,14 @@
 //!      └─ other 4xx ──▶ FAILED with the provider's message
 //! ```
 //!
+//! A `Retry-After` is read as whole or fractional seconds or an HTTP date;
+//! negative, non-finite and unreadable values are ignored (the backoff
+//! applies), and anything beyond [`RETRY_AFTER_CEILING`] counts as that
+//! ceiling, so no answer can make a worker wait (or compute a date) without
+//! bound. A body (success or error) larger than [`MAX_RESPONSE_BYTES`] is not
+//! read further: the call fails (`FAILED`, not retried) with "response larger
+//! than N bytes".
+//!
 //! The API key travels in an [`ApiKey`], whose `Debug` prints `***`; header
 //! values that carry it are marked sensitive, and provider messages are
 //! scrubbed of it before they go anywhere.
@@ -35,6 +43,14 @@ use crate::prompt::{Prompt, stamp, word_count};
 pub const DETAIL_HTTP_ATTEMPTS: &str = "http_attempts";
 /// `details` key: the provider's request id (`x-request-id` or `request-id`).
 pub const DETAIL_REQUEST_ID: &str = "request_id";
+
+/// Most bytes of a model API's answer read (16 MiB); a longer answer fails the
+/// call.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Longest `Retry-After` taken as given (one day): a longer one, or an HTTP
+/// date further away, counts as this.
+pub const RETRY_AFTER_CEILING: Duration = Duration::from_secs(24 * 3600);
 
 /// How an HTTP executor retries: answers 429 and 5xx, timeouts and
 /// connection failures are tried again up to `max_retries` times, waiting
@@ -273,6 +289,7 @@ pub(crate) struct HttpClient {
     timeout: Duration,
     pub policy: RetryPolicy,
     key: Option<ApiKey>,
+    max_response_bytes: usize,
 }
 
 impl fmt::Debug for HttpClient {
@@ -282,6 +299,7 @@ impl fmt::Debug for HttpClient {
             .field("timeout", &self.timeout)
             .field("policy", &self.policy)
             .field("key", &self.key)
+            .field("max_response_bytes", &self.max_response_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -313,6 +331,7 @@ impl HttpClient {
             timeout: def.timeout,
             policy: RetryPolicy::for_executor(def),
             key,
+            max_response_bytes: MAX_RESPONSE_BYTES,
         })
     }
 
@@ -344,8 +363,22 @@ impl HttpClient {
             let attempt = tokio::time::timeout(self.timeout, self.attempt(url, &headers, body));
             let (transient, retry_after) = match attempt.await {
                 Err(_) => (Transient::Timeout, None),
-                Ok(Err(e)) if e.is_timeout() => (Transient::Timeout, None),
-                Ok(Err(e)) => (Transient::Transport(self.scrub(&error_chain(&e))), None),
+                Ok(Err(AttemptError::TooLarge(status))) => {
+                    return Err(with_details(
+                        Outcome::failed(format!(
+                            "{provider} answered {} with a response larger than {} bytes; \
+                             it was not read",
+                            status.as_u16(),
+                            self.max_response_bytes
+                        )),
+                        attempts,
+                        &request_id,
+                    ));
+                }
+                Ok(Err(AttemptError::Http(e))) if e.is_timeout() => (Transient::Timeout, None),
+                Ok(Err(AttemptError::Http(e))) => {
+                    (Transient::Transport(self.scrub(&error_chain(&e))), None)
+                }
                 Ok(Ok((status, resp_headers, bytes))) => {
                     if let Some(id) = header_text(&resp_headers, "x-request-id")
                         .or_else(|| header_text(&resp_headers, "request-id"))
@@ -382,7 +415,7 @@ impl HttpClient {
                         let retry_after = resp_headers
                             .get(RETRY_AFTER)
                             .and_then(|v| v.to_str().ok())
-                            .and_then(parse_retry_after);
+                            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
                         (Transient::Status { status, message }, retry_after)
                     } else {
                         return Err(with_details(
@@ -418,8 +451,11 @@ impl HttpClient {
             }
             let wait = match retry_after {
                 Some(wait) if wait > self.policy.max_retry_after => {
-                    let at = chrono::Utc::now()
-                        + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+                    let now = chrono::Utc::now();
+                    let at = chrono::Duration::from_std(wait)
+                        .ok()
+                        .and_then(|d| now.checked_add_signed(d))
+                        .unwrap_or(now);
                     let what = match &transient {
                         Transient::Status { status, message } => {
                             format!("{} ({message})", status.as_u16())
@@ -456,14 +492,15 @@ impl HttpClient {
         }
     }
 
-    /// One attempt: the status, headers and whole body.
+    /// One attempt: the status, headers and whole body, read chunk by chunk
+    /// up to `max_response_bytes`.
     async fn attempt(
         &self,
         url: &str,
         headers: &HeaderMap,
         body: &Value,
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), reqwest::Error> {
-        let resp = self
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), AttemptError> {
+        let mut resp = self
             .client
             .post(url)
             .headers(headers.clone())
@@ -472,9 +509,36 @@ impl HttpClient {
             .send()
             .await?;
         let status = resp.status();
+        let max = self.max_response_bytes;
+        if resp
+            .content_length()
+            .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
+        {
+            return Err(AttemptError::TooLarge(status));
+        }
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await?.to_vec();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            if bytes.len().saturating_add(chunk.len()) > max {
+                return Err(AttemptError::TooLarge(status));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         Ok((status, headers, bytes))
+    }
+}
+
+/// Why an attempt gave no answer to look at.
+enum AttemptError {
+    /// The request failed (connection, timeout, a broken body).
+    Http(reqwest::Error),
+    /// The answer (with this status) is longer than `max_response_bytes`.
+    TooLarge(StatusCode),
+}
+
+impl From<reqwest::Error> for AttemptError {
+    fn from(e: reqwest::Error) -> Self {
+        AttemptError::Http(e)
     }
 }
 
@@ -498,22 +562,30 @@ fn header_text(headers: &HeaderMap, name: &'static str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `Retry-After` as a wait: whole seconds, or an HTTP date (a date in the past
-/// is no wait).
-pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+/// `Retry-After` as a wait at `now`: seconds (whole or not), or an HTTP date
+/// (a date in the past is no wait), at most [`RETRY_AFTER_CEILING`].
+/// Negative, non-finite and unreadable values are `None`: no wait asked.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(RETRY_AFTER_CEILING));
     }
-    if let Ok(secs) = value.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
+    if let Ok(secs) = value.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return None;
+        }
+        // Clamped before the conversion: `from_secs_f64` panics on a value
+        // as large as 1e300.
+        let secs = secs.min(RETRY_AFTER_CEILING.as_secs_f64());
         return Some(Duration::from_secs_f64(secs));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
+    let wait = at.with_timezone(&chrono::Utc).signed_duration_since(now);
+    Some(
+        wait.to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(RETRY_AFTER_CEILING),
+    )
 }
 
 /// The provider's error message from a JSON error body (`{"error":
@@ -592,20 +664,36 @@ mod tests {
 
     #[test]
     fn retry_after_is_seconds_or_an_http_date() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        let now = chrono::DateTime::parse_from_rfc3339("2026-03-10T12:00:00Z")
+            .expect("date")
+            .with_timezone(&chrono::Utc);
+        let parse = |v: &str| parse_retry_after(v, now);
+        assert_eq!(parse("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
+            parse("Tue, 10 Mar 2026 12:01:30 GMT"),
+            Some(Duration::from_secs(90))
         );
-        let later = chrono::Utc::now() + chrono::Duration::seconds(90);
-        let text = later.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-        let wait = parse_retry_after(&text).expect("date");
-        assert!(
-            wait > Duration::from_secs(85) && wait <= Duration::from_secs(90),
-            "{wait:?}"
-        );
-        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse("soon"), None);
+    }
+
+    #[test]
+    fn hostile_retry_after_values_are_ignored_or_clamped() {
+        let now = chrono::Utc::now();
+        let parse = |v: &str| parse_retry_after(v, now);
+        for ignored in ["-5", "NaN", "nan", "inf", "-inf", "-0.5", ""] {
+            assert_eq!(parse(ignored), None, "{ignored:?}");
+        }
+        for huge in [
+            "1e300",
+            "18446744073709551615",
+            "99999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse(huge), Some(RETRY_AFTER_CEILING), "{huge:?}");
+        }
     }
 
     #[test]

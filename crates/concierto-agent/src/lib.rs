@@ -84,12 +84,15 @@ mod worker;
 
 pub use anthropic::{ANTHROPIC, ANTHROPIC_VERSION, AnthropicExecutor, DETAIL_STOP_REASON};
 pub use builtin::{BrandRules, BuiltinExecutor};
-pub use command::{COMMAND, CommandExecutor, DETAIL_EXIT_STATUS, EX_TEMPFAIL};
+pub use command::{BASE_ENV, COMMAND, CommandExecutor, DETAIL_EXIT_STATUS, EX_TEMPFAIL};
 pub use error::AgentError;
 pub use executor::{
     Executor, MODEL_ALIASES, Outcome, executor_def, executor_for, executor_name, model_for,
 };
-pub use http::{ApiKey, DETAIL_HTTP_ATTEMPTS, DETAIL_REQUEST_ID, RetryPolicy};
+pub use http::{
+    ApiKey, DETAIL_HTTP_ATTEMPTS, DETAIL_REQUEST_ID, MAX_RESPONSE_BYTES, RETRY_AFTER_CEILING,
+    RetryPolicy, parse_retry_after,
+};
 pub use openai::{DETAIL_FINISH_REASON, OPENAI, OpenAiExecutor};
 pub use prompt::DETAIL_EXECUTOR_NAME;
 pub use worker::{TASKS_STREAM, WorkerOptions, consumer_spec, default_worker_id, start_worker};

@@ -335,3 +335,28 @@ async fn the_key_never_reaches_logs_errors_outputs_or_details() {
     assert!(text.contains("model call failed"), "{text}");
     assert_absent(ANTHROPIC_KEY, &text, "a log line");
 }
+
+/// A 20 MiB answer, streamed chunked or announced by its `Content-Length`, is
+/// refused at 16 MiB: the step fails, not retried.
+#[tokio::test]
+async fn an_answer_larger_than_16_mib_fails_the_step() {
+    for chunked in [true, false] {
+        let body = huge_json(
+            r#"{"type":"message","role":"assistant","model":"m","stop_reason":"end_turn","content":[{"type":"text","text":""#,
+            HUGE,
+            r#""}]}"#,
+        );
+        let server = StreamingServer::start(200, body, chunked).await;
+        let out = executor(&claude_def(&server.url), 3)
+            .execute(&role(None), &task())
+            .await;
+        assert_status(&out, TaskStatus::Failed);
+        assert!(
+            out.error
+                .contains("anthropic answered 200 with a response larger than 16777216 bytes"),
+            "chunked {chunked}: {}",
+            out.error
+        );
+        assert_eq!(server.count(), 1, "chunked {chunked}: not retried");
+    }
+}

@@ -346,3 +346,85 @@ fn relative_programs_with_a_slash_are_taken_from_the_working_folder() {
     let e = CommandExecutor::new(&def(&[]), base).expect_err("no command");
     assert!(e.to_string().contains("needs `command`"), "{e}");
 }
+
+/// The agent's environment holds secrets (API keys, the Slack signing
+/// secret): the program gets only `PATH`, `HOME`, `LANG`, `LC_ALL`, `TZ`,
+/// `TMPDIR`, what the executor's `env` lists, what its map sets, and the
+/// `CONCIERTO_*` task variables.
+#[test]
+fn the_program_gets_only_the_allowed_part_of_the_agents_environment() {
+    // SAFETY: set before this test starts any thread (its runtime is built
+    // below); nextest runs every test in a process of its own.
+    unsafe {
+        std::env::set_var("CONCIERTO_TEST_FAKE_SIGNING_SECRET", "fake-secret-3f9c1d");
+        std::env::set_var("CONCIERTO_TEST_PASSED", "passed-on");
+        std::env::set_var("CONCIERTO_TEST_PASSED_BY_MAP", "passed-too");
+        std::env::set_var("TZ", "Europe/Lisbon");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = def(&["/usr/bin/env"]);
+    d.pass_env = vec![
+        "CONCIERTO_TEST_PASSED".into(),
+        "CONCIERTO_TEST_PASSED_BY_MAP".into(),
+        "CONCIERTO_TEST_NOT_SET".into(),
+    ];
+    d.env.insert("STUDIO_MODE".into(), "draft".into());
+    let out = runtime.block_on(run(&d, dir.path(), &task()));
+
+    assert_status(&out, TaskStatus::Succeeded);
+    let vars: Vec<&str> = out.output.lines().collect();
+    assert!(
+        !out.output.contains("fake-secret-3f9c1d"),
+        "the secret reached the program"
+    );
+    assert!(
+        !out.output.contains("CONCIERTO_TEST_FAKE_SIGNING_SECRET"),
+        "{vars:?}"
+    );
+    assert!(
+        vars.contains(&"CONCIERTO_TEST_PASSED=passed-on"),
+        "{vars:?}"
+    );
+    assert!(
+        vars.contains(&"CONCIERTO_TEST_PASSED_BY_MAP=passed-too"),
+        "{vars:?}"
+    );
+    assert!(vars.contains(&"TZ=Europe/Lisbon"), "{vars:?}");
+    assert!(vars.iter().any(|v| v.starts_with("PATH=")), "{vars:?}");
+    assert!(vars.contains(&"STUDIO_MODE=draft"), "{vars:?}");
+    assert!(vars.contains(&"CONCIERTO_ROLE=content-creator"), "{vars:?}");
+    assert!(
+        !vars.iter().any(|v| v.starts_with("CONCIERTO_TEST_NOT_SET")),
+        "{vars:?}"
+    );
+    let allowed = |v: &&str| {
+        let name = v.split('=').next().unwrap_or_default();
+        concierto_agent::BASE_ENV.contains(&name)
+            || d.pass_env.iter().any(|p| p == name)
+            || d.env.contains_key(name)
+            || name.starts_with("CONCIERTO_")
+    };
+    let others: Vec<&&str> = vars.iter().filter(|v| !allowed(v)).collect();
+    assert!(others.is_empty(), "not allowed: {others:?}");
+}
+
+/// A program that floods stderr (20 MiB) keeps only its tail in the failure:
+/// stderr is read in a bounded buffer, as stdout is bounded by
+/// `max_output_bytes`.
+#[tokio::test]
+async fn a_stderr_flood_is_kept_to_its_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    script(
+        dir.path(),
+        "noisy.sh",
+        "head -c 20971520 /dev/zero | tr '\\0' 'e' >&2\necho 'the last words' >&2\nexit 3",
+    );
+    let out = run(&def(&["./noisy.sh"]), dir.path(), &task()).await;
+    assert_status(&out, TaskStatus::Failed);
+    assert!(out.error.ends_with("the last words"), "{}", out.error.len());
+    assert!(out.error.len() < 3000, "{} bytes", out.error.len());
+}

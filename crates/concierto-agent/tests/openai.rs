@@ -435,3 +435,86 @@ async fn the_key_never_reaches_logs_errors_outputs_or_details() {
     );
     assert_absent(OPENAI_KEY, &text, "a log line");
 }
+
+/// `Retry-After` values no provider should send: a huge number and a far
+/// date are taken as a one-day wait (longer than the executor waits: it gives
+/// up at once, retryable, saying when), negative and NaN are ignored (the
+/// backoff applies). None of them panics the worker.
+#[tokio::test]
+async fn hostile_retry_after_values_are_clamped_or_ignored() {
+    for value in ["1e300", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+        let server = MockServer::start(vec![
+            Reply::json(429, error_body("Rate limit reached", "requests"))
+                .header("retry-after", value),
+            ok(),
+        ])
+        .await;
+        let out = executor(&gpt_def(&server.url), 3)
+            .execute(&role(None), &task())
+            .await;
+        assert_status(&out, TaskStatus::Retryable);
+        assert_eq!(server.count(), 1, "{value}: not waited for");
+        assert!(
+            out.error.contains("asked to retry after 86400s"),
+            "{value}: {}",
+            out.error
+        );
+    }
+    for value in ["-5", "NaN"] {
+        let server = MockServer::start(vec![
+            Reply::json(429, error_body("Rate limit reached", "requests"))
+                .header("retry-after", value),
+            ok(),
+        ])
+        .await;
+        let out = executor(&gpt_def(&server.url), 3)
+            .execute(&role(None), &task())
+            .await;
+        assert_status(&out, TaskStatus::Succeeded);
+        assert_eq!(out.details["http_attempts"], "2", "{value}: retried");
+        assert_eq!(server.count(), 2);
+    }
+}
+
+/// An answer of 20 MiB, streamed without a length, is read up to 16 MiB and
+/// fails the step (not retried: the same request would get the same answer).
+#[tokio::test]
+async fn an_answer_larger_than_16_mib_fails_without_being_read_whole() {
+    let body = huge_json(
+        r#"{"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":""#,
+        HUGE,
+        r#""}}]}"#,
+    );
+    let server = StreamingServer::start(200, body, true).await;
+    let out = executor(&gpt_def(&server.url), 3)
+        .execute(&role(None), &task())
+        .await;
+    assert_status(&out, TaskStatus::Failed);
+    assert!(
+        out.error
+            .contains("openai answered 200 with a response larger than 16777216 bytes"),
+        "{}",
+        out.error
+    );
+    assert_eq!(out.details["http_attempts"], "1");
+    assert_eq!(server.count(), 1, "not retried");
+    assert!(out.output.is_empty());
+}
+
+/// An error answer is bounded too.
+#[tokio::test]
+async fn a_huge_error_answer_is_not_read_whole() {
+    let body = huge_json(r#"{"error":{"message":""#, HUGE, r#""}}"#);
+    let server = StreamingServer::start(500, body, true).await;
+    let out = executor(&gpt_def(&server.url), 3)
+        .execute(&role(None), &task())
+        .await;
+    assert_status(&out, TaskStatus::Failed);
+    assert!(
+        out.error
+            .contains("answered 500 with a response larger than"),
+        "{}",
+        out.error
+    );
+    assert_eq!(server.count(), 1);
+}

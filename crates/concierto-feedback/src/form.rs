@@ -27,6 +27,9 @@ use crate::intake;
 pub const CSRF_COOKIE: &str = "concierto_csrf";
 /// Longest author, email or run id kept from the form.
 const MAX_FIELD: usize = 200;
+/// Longest message the form takes (a longer one is refused with 400 and the
+/// form again).
+pub const MAX_MESSAGE_CHARS: usize = 5_000;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -134,7 +137,7 @@ fn render_form(token: &str, values: &FormValues, error: Option<&str>) -> String 
 <label for=\"author\">Your name</label><input id=\"author\" name=\"author\" maxlength=\"{MAX_FIELD}\" value=\"{author}\">\n\
 <label for=\"email\">Email (optional)</label><input id=\"email\" name=\"email\" type=\"email\" maxlength=\"{MAX_FIELD}\" value=\"{email}\">\n\
 <label for=\"run_id\">Run id (optional)</label><input id=\"run_id\" name=\"run_id\" maxlength=\"{MAX_FIELD}\" value=\"{run_id}\">\n\
-<label for=\"message\">Message</label><textarea id=\"message\" name=\"message\" required>{message}</textarea>\n\
+<label for=\"message\">Message</label><textarea id=\"message\" name=\"message\" maxlength=\"{MAX_MESSAGE_CHARS}\" required>{message}</textarea>\n\
 <button type=\"submit\">Send</button>\n</form>",
         token = escape(token),
         author = escape(&values.author),
@@ -213,6 +216,16 @@ pub(crate) async fn submit(
         return Ok(html(
             StatusCode::BAD_REQUEST,
             render_form(&values.csrf, &values, Some("Please write a message.")),
+            None,
+        ));
+    }
+    let length = values.message.trim().chars().count();
+    if length > MAX_MESSAGE_CHARS {
+        let error =
+            format!("Your message has {length} characters; please keep it to {MAX_MESSAGE_CHARS}.");
+        return Ok(html(
+            StatusCode::BAD_REQUEST,
+            render_form(&values.csrf, &values, Some(&error)),
             None,
         ));
     }

@@ -1,16 +1,18 @@
 //! The one path every piece of feedback takes: stored (and flushed) first, then
 //! published on `feedback.in.<channel>` with its id as the message id.
 //!
-//! Two store trees:
+//! Store trees:
 //! - [`FEEDBACK_TREE`]: key = feedback id, value = the encoded `Feedback`;
 //! - [`OUTBOX_TREE`]: key = feedback id, empty value, present while the record
-//!   has not been published yet.
+//!   has not been published yet;
+//! - the time index ([`crate::index`]), which pages of the list read.
 //!
-//! The outbox entry is written before the record (both under one lock, then one
-//! flush), so a record never exists without its outbox entry until it has been
-//! published; the entry is removed only after the bus acknowledged the publish.
+//! The outbox entry is written first, then the index entry, then the record
+//! (all under one lock, then one flush), so a record never exists
+//! without its outbox entry until it has been published; the entry is removed
+//! only after the bus acknowledged the publish. Every field is capped first
+//! ([`crate::caps`]).
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 
 use concierto_bus::{BusExt, PublishAck};
@@ -19,8 +21,8 @@ use concierto_core::subjects;
 use concierto_proto::v1::{Feedback, FeedbackChannel};
 use prost::Message as _;
 
-use crate::FeedbackState;
 use crate::error::FeedbackError;
+use crate::{FeedbackState, caps, index};
 
 /// Store tree of feedback records (key = feedback id, value = protobuf bytes).
 pub const FEEDBACK_TREE: &str = "feedback";
@@ -128,6 +130,7 @@ fn normalize(state: &FeedbackState, fb: &mut Feedback) -> Result<(), FeedbackErr
         fb.feedback_id = random_id(prefix);
     }
     check_id(&fb.feedback_id)?;
+    caps::apply(fb);
     if fb.received_at.is_none() {
         let now = state.clock().now();
         fb.received_at = Some(prost_types::Timestamp {
@@ -186,19 +189,20 @@ pub(crate) async fn mark_published(state: &FeedbackState, id: &str) -> Result<()
 pub async fn accept(state: &FeedbackState, mut fb: Feedback) -> Result<Accepted, FeedbackError> {
     normalize(state, &mut fb)?;
     let id = fb.feedback_id.clone();
-    let bytes = fb.encode_to_vec();
 
     let stored = {
         let _guard = state.accept_lock().lock().await;
         let key = id.as_bytes().to_vec();
+        let fb = fb.clone();
         blocking(state.store().clone(), move |s| {
             if let Some(_existing) = s.get(FEEDBACK_TREE, &key)? {
                 let pending = s.get(OUTBOX_TREE, &key)?.is_some();
                 return Ok(Some(pending));
             }
-            // Outbox first: a record is never stored without its entry.
-            s.apply(OUTBOX_TREE, vec![Op::Put(key.clone(), Vec::new())])?;
-            s.apply(FEEDBACK_TREE, vec![Op::Put(key, bytes)])?;
+            // Outbox first: a record is never stored without its entry (nor
+            // without its time index entry, written next).
+            s.apply(OUTBOX_TREE, vec![Op::Put(key, Vec::new())])?;
+            index::put_record(s, &fb)?;
             s.flush()?;
             Ok(None)
         })
@@ -236,7 +240,7 @@ pub async fn accept(state: &FeedbackState, mut fb: Feedback) -> Result<Accepted,
     })
 }
 
-fn decode(id: &[u8], value: &[u8]) -> Result<Feedback, FeedbackError> {
+pub(crate) fn decode(id: &[u8], value: &[u8]) -> Result<Feedback, FeedbackError> {
     Feedback::decode(value).map_err(|e| FeedbackError::Corrupt {
         id: String::from_utf8_lossy(id).into_owned(),
         detail: e.to_string(),
@@ -258,72 +262,6 @@ pub fn pending(store: &dyn KvStore) -> Result<Vec<String>, FeedbackError> {
         .into_iter()
         .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
         .collect())
-}
-
-/// Up to `limit` stored pieces of feedback, newest first. Blocking (scans the
-/// whole tree; records that do not decode are skipped with a warning).
-pub fn list(store: &dyn KvStore, limit: usize) -> Result<Vec<Feedback>, FeedbackError> {
-    Ok(list_page(store, limit, "")?.0)
-}
-
-fn sort_key(fb: &Feedback) -> (Reverse<(i64, i32)>, String) {
-    let ts = fb
-        .received_at
-        .as_ref()
-        .map(|t| (t.seconds, t.nanos))
-        .unwrap_or((0, 0));
-    (Reverse(ts), fb.feedback_id.clone())
-}
-
-fn token_of(fb: &Feedback) -> String {
-    let (Reverse((s, n)), id) = sort_key(fb);
-    format!("{s}:{n}:{id}")
-}
-
-fn parse_token(token: &str) -> Result<(Reverse<(i64, i32)>, String), FeedbackError> {
-    let bad =
-        || FeedbackError::Invalid(format!("page token {token:?} is not one this server gave"));
-    let mut parts = token.splitn(3, ':');
-    let s = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    let n = parts.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
-    let id = parts.next().ok_or_else(bad)?;
-    Ok((Reverse((s, n)), id.to_string()))
-}
-
-/// A page of stored feedback, newest first: up to `page_size` records after
-/// `page_token` (empty for the first page), and the token of the next page
-/// (empty when this is the last). Blocking.
-pub fn list_page(
-    store: &dyn KvStore,
-    page_size: usize,
-    page_token: &str,
-) -> Result<(Vec<Feedback>, String), FeedbackError> {
-    let after = if page_token.is_empty() {
-        None
-    } else {
-        Some(parse_token(page_token)?)
-    };
-    let mut all: Vec<Feedback> = store
-        .scan_prefix(FEEDBACK_TREE, b"")
-        .map_err(FeedbackError::from)?
-        .into_iter()
-        .filter_map(|(k, v)| match decode(&k, &v) {
-            Ok(fb) => Some(fb),
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping an unreadable feedback record");
-                None
-            }
-        })
-        .filter(|fb| after.as_ref().is_none_or(|a| sort_key(fb) > *a))
-        .collect();
-    all.sort_by_cached_key(sort_key);
-    let more = all.len() > page_size;
-    all.truncate(page_size);
-    let next = match (more, all.last()) {
-        (true, Some(last)) => token_of(last),
-        _ => String::new(),
-    };
-    Ok((all, next))
 }
 
 #[cfg(test)]
@@ -381,39 +319,17 @@ mod tests {
     }
 
     #[test]
-    fn pages_are_newest_first_and_chain() {
+    fn records_are_read_back_by_id() {
         let store = concierto_core::store::SledStore::temporary().expect("store");
-        for (i, id) in ["a", "b", "c", "d", "e"].iter().enumerate() {
-            let fb = Feedback {
-                feedback_id: id.to_string(),
-                text: "t".into(),
-                received_at: Some(prost_types::Timestamp {
-                    seconds: 1000 + i as i64,
-                    nanos: 0,
-                }),
-                ..Default::default()
-            };
-            store
-                .put(FEEDBACK_TREE, id.as_bytes(), &fb.encode_to_vec())
-                .expect("put");
-        }
+        let fb = Feedback {
+            feedback_id: "c".into(),
+            text: "t".into(),
+            ..Default::default()
+        };
+        crate::index::put_record(&store, &fb).expect("put");
         store.put(FEEDBACK_TREE, b"zz", b"\xff\xff").expect("put");
-        let (first, next) = list_page(&store, 2, "").expect("page");
-        let ids: Vec<_> = first.iter().map(|f| f.feedback_id.as_str()).collect();
-        assert_eq!(ids, ["e", "d"]);
-        let (second, next) = list_page(&store, 2, &next).expect("page");
-        let ids: Vec<_> = second.iter().map(|f| f.feedback_id.as_str()).collect();
-        assert_eq!(ids, ["c", "b"]);
-        let (third, next) = list_page(&store, 2, &next).expect("page");
-        assert_eq!(third.len(), 1);
-        assert_eq!(next, "");
-        assert_eq!(list(&store, 10).expect("list").len(), 5);
-        assert!(list_page(&store, 2, "nonsense").is_err());
         assert!(get(&store, "zz").is_err());
-        assert_eq!(
-            get(&store, "c").expect("get").map(|f| f.feedback_id),
-            Some("c".into())
-        );
+        assert_eq!(get(&store, "c").expect("get"), Some(fb));
         assert_eq!(get(&store, "nope").expect("get"), None);
     }
 }

@@ -8,9 +8,9 @@
 //! ```text
 //!  POST /slack/events   ── signature, age, replay ─┐
 //!  POST /slack/commands ── signature, age, replay ─┤
-//!  POST /email/inbound  ── bearer token, MIME ─────┼─▶ accept(): store + flush ──▶ answer 200/202
-//!  POST /feedback       ── CSRF double submit ─────┤        │ (tree "feedback", and its id
-//!  admin SubmitFeedback ───────────────────────────┘        │  in tree "feedback_outbox")
+//!  POST /email/inbound  ── bearer token, MIME ─────┼─▶ accept(): caps, store + flush ──▶ answer 200/202
+//!  POST /feedback       ── rate limit, CSRF ───────┤        │ (tree "feedback", its id in tree
+//!  admin SubmitFeedback ───────────────────────────┘        │  "feedback_outbox", the time index)
 //!                                                           ▼
 //!                         publish_durable(feedback.in.<channel>, msg id = feedback id)
 //!                           ok ─▶ id removed from the outbox
@@ -25,9 +25,14 @@
 //!   stored once and answered with the same id and `"duplicate": true`;
 //!   otherwise `<channel>-<random UUID>`.
 //! - Every refusal is a status with a short reason: 400 malformed, 401 bad
-//!   signature or token, 403 bad form token, 404 channel not configured,
-//!   413 body over `max_body_bytes`, 415 wrong content type, 503 store down.
-//!   Secrets are [`Secret`]s, printed as `***` and never logged.
+//!   signature or token (or a replayed Slack request), 403 bad form token,
+//!   404 channel not configured, 413 body over `max_body_bytes` (the web
+//!   form: over `form_max_body_bytes`, 64 KiB), 415 wrong content type, 429
+//!   the web form's rate limit ([`rate`]), 503 store down. Secrets are
+//!   [`Secret`]s, printed as `***` and never logged.
+//! - What is kept of each message is capped ([`caps`]): text, subject, names,
+//!   metadata and attachments; pages of `feedback.list` read a time index
+//!   ([`index`]), not every record.
 //!
 //! The service also tells people about their quality gates: with a Slack bot
 //! token, a [`Notifier`] turns `event.gate.>` into Slack direct messages
@@ -38,13 +43,17 @@
 //! and returns a [`FeedbackServer`] whose [`ServiceHandle`] stops them all
 //! gracefully.
 
+pub mod caps;
 pub mod email;
 mod error;
 pub mod form;
+pub mod index;
 mod intake;
 mod list;
 pub mod notify;
 mod outbox;
+pub mod rate;
+pub mod replay;
 pub mod slack;
 
 use std::fmt;
@@ -62,13 +71,15 @@ use concierto_core::store::KvStore;
 use concierto_core::subjects::FEEDBACK_IN;
 
 pub use crate::error::FeedbackError;
+pub use crate::index::{ensure_time_index, list, list_page, put_record};
 pub use crate::intake::{
-    Accepted, FEEDBACK_TREE, MAX_ID_LEN, OUTBOX_TREE, accept, channel_name, get, list, list_page,
-    pending, random_id, sanitize_id, subject_for,
+    Accepted, FEEDBACK_TREE, MAX_ID_LEN, OUTBOX_TREE, accept, channel_name, get, pending,
+    random_id, sanitize_id, subject_for,
 };
 pub use crate::list::{entry_of, list_entries, serve_list};
 pub use crate::notify::{GateNotifications, Notifier, NotifyRetry, Person};
 pub use crate::outbox::{Outbox, OutboxPass};
+pub use crate::rate::FormRateLimit;
 
 /// A secret (signing secret, token, key): its `Debug` prints `***`.
 #[derive(Clone)]
@@ -120,6 +131,10 @@ impl From<String> for Secret {
     }
 }
 
+/// The web form's body limit by default (64 KiB: a 5,000-character message
+/// fits, percent-encoded).
+pub const DEFAULT_FORM_MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// How the intake runs.
 #[derive(Debug, Clone)]
 pub struct FeedbackOptions {
@@ -135,6 +150,11 @@ pub struct FeedbackOptions {
     pub csrf_ttl: Duration,
     /// Largest request body; a larger one is answered 413 (1 MiB by default).
     pub max_body_bytes: usize,
+    /// Largest body of a web-form post (64 KiB by default; never more than
+    /// `max_body_bytes`): the form is open to anyone.
+    pub form_max_body_bytes: usize,
+    /// Rate limits of web-form posts, per client address and overall.
+    pub form_rate: FormRateLimit,
     /// How far a Slack request's timestamp may be from our clock (5 minutes).
     pub slack_tolerance: Duration,
     /// How often the outbox re-publishes what the bus refused (5 s).
@@ -157,6 +177,8 @@ impl Default for FeedbackOptions {
             csrf_key: Secret::random(),
             csrf_ttl: Duration::from_secs(12 * 3600),
             max_body_bytes: 1024 * 1024,
+            form_max_body_bytes: DEFAULT_FORM_MAX_BODY_BYTES,
+            form_rate: FormRateLimit::default(),
             slack_tolerance: Duration::from_secs(300),
             outbox_every: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(2),
@@ -183,8 +205,14 @@ impl FeedbackOptions {
         if self.email_token.as_ref().is_some_and(Secret::is_empty) {
             return bad("email_token is empty; leave it unset to turn inbound email off");
         }
-        if self.max_body_bytes == 0 {
-            return bad("max_body_bytes must be more than 0");
+        if self.max_body_bytes == 0 || self.form_max_body_bytes == 0 {
+            return bad("max_body_bytes and form_max_body_bytes must be more than 0");
+        }
+        if self.form_rate.per_client_per_minute == 0
+            || self.form_rate.per_minute == 0
+            || self.form_rate.max_clients == 0
+        {
+            return bad("the form's rate limits must be more than 0");
         }
         if self.outbox_every.is_zero() || self.publish_timeout.is_zero() {
             return bad("outbox_every and publish_timeout must be more than 0");
@@ -196,9 +224,9 @@ impl FeedbackOptions {
     }
 }
 
-/// What the handlers share: bus, store, clock, options, the Slack replay guard
-/// and the lock that makes "already stored?" and "store" one step. Cheap to
-/// clone.
+/// What the handlers share: bus, store, clock, options, the Slack replay guard,
+/// the web form's rate limiter and the lock that makes "already stored?" and
+/// "store" one step. Cheap to clone.
 #[derive(Clone)]
 pub struct FeedbackState {
     inner: Arc<Inner>,
@@ -209,7 +237,8 @@ struct Inner {
     store: Arc<dyn KvStore>,
     clock: SharedClock,
     opts: FeedbackOptions,
-    replay: slack::ReplayGuard,
+    replay: replay::SharedReplayGuard,
+    form_limiter: rate::RateLimiter,
     accept_lock: tokio::sync::Mutex<()>,
 }
 
@@ -234,8 +263,9 @@ impl FeedbackState {
                 bus,
                 store,
                 clock,
+                form_limiter: rate::RateLimiter::new(opts.form_rate),
                 opts,
-                replay: slack::ReplayGuard::default(),
+                replay: replay::SharedReplayGuard::default(),
                 accept_lock: tokio::sync::Mutex::new(()),
             }),
         }
@@ -261,8 +291,13 @@ impl FeedbackState {
         &self.inner.opts
     }
 
-    pub(crate) fn replay_guard(&self) -> &slack::ReplayGuard {
+    pub(crate) fn replay_guard(&self) -> &replay::SharedReplayGuard {
         &self.inner.replay
+    }
+
+    /// The web form's rate limiter.
+    pub fn form_limiter(&self) -> &rate::RateLimiter {
+        &self.inner.form_limiter
     }
 
     pub(crate) fn accept_lock(&self) -> &tokio::sync::Mutex<()> {
@@ -278,18 +313,30 @@ impl FeedbackState {
 /// | `POST /slack/commands` | 200 `{"response_type":"ephemeral","text"}`; 401, 400, 404 |
 /// | `POST /email/inbound` | 202 `{"feedback_id","duplicate"}`; 401, 400, 415 |
 /// | `GET /feedback` | 200 the form, sets the CSRF cookie |
-/// | `POST /feedback` | 200 thank-you page; 400 form with the error; 403 bad token |
+/// | `POST /feedback` | 200 thank-you page; 400 form with the error; 403 bad token; 429 over the rate limit |
 /// | `GET /healthz` | 200 `ok` |
 ///
-/// Any body over `max_body_bytes` is answered 413; a store failure 503.
+/// Any body over `max_body_bytes` (a form post: over `form_max_body_bytes`)
+/// is answered 413; a store failure 503. The form's rate limit is per client
+/// address: serve the router with
+/// `into_make_service_with_connect_info::<SocketAddr>()` (as [`start`] does),
+/// else only its global limit applies.
 pub fn router(state: FeedbackState) -> Router {
     let limit = state.options().max_body_bytes;
+    let form_limit = state.options().form_max_body_bytes.min(limit);
+    let form = routing::get(form::show)
+        .post(form::submit)
+        .layer(DefaultBodyLimit::max(form_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate::limit_form,
+        ));
     let routes = Router::new()
         .route("/healthz", routing::get(|| async { "ok" }))
         .route("/slack/events", routing::post(slack::events))
         .route("/slack/commands", routing::post(slack::commands))
         .route("/email/inbound", routing::post(email::inbound))
-        .route("/feedback", routing::get(form::show).post(form::submit));
+        .route("/feedback", form);
     // Every answer counted in `concierto_http_requests_total{service="feedback"}`.
     concierto_telemetry::server::count_http(routes, "feedback")
         .layer(DefaultBodyLimit::max(limit))
@@ -336,6 +383,11 @@ pub async fn start(
         bus.ensure_stream(spec).await?;
     }
     let outbox_every = opts.outbox_every;
+    // A store of an older version is indexed by time once, before serving.
+    let indexing = store.clone();
+    tokio::task::spawn_blocking(move || ensure_time_index(indexing.as_ref()))
+        .await
+        .map_err(|e| FeedbackError::Internal(format!("indexing stored feedback: {e}")))??;
     let state = FeedbackState::new(bus, store, clock, opts);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -356,9 +408,12 @@ pub async fn start(
     let mut shutdown = control.signal.clone();
     let app = router(state.clone());
     let mut server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.stopped().await })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.stopped().await })
+        .await
     });
     let outbox = Outbox::new(state.clone()).start(outbox_every);
     let lister = tokio::spawn(serve_list(

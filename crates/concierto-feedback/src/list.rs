@@ -14,7 +14,7 @@ use concierto_core::subjects;
 use concierto_proto::v1;
 use futures::StreamExt as _;
 
-use crate::intake::list_page;
+use crate::index::list_page;
 
 /// What a feedback run says about its feedback, for `ListFeedback`: the
 /// routing and the first response, from the stored run.

@@ -3,7 +3,8 @@
 //! from Slack"): `v0=` + hex HMAC-SHA256 of `v0:{timestamp}:{raw body}` with the
 //! app's signing secret, in `X-Slack-Signature`; the timestamp in
 //! `X-Slack-Request-Timestamp` must be within the tolerance of our clock, and a
-//! signature seen within the window is refused as a replay.
+//! signature seen within the window — by this replica or any other on the same
+//! bus ([`crate::replay`]) — is refused as a replay.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -134,7 +135,7 @@ impl ReplayGuard {
 }
 
 /// Verifies a request (signature, age, replay) with the state's secret and clock.
-fn authenticate(
+async fn authenticate(
     state: &FeedbackState,
     headers: &HeaderMap,
     body: &[u8],
@@ -162,7 +163,15 @@ fn authenticate(
     .map_err(unauthorized)?;
     state
         .replay_guard()
-        .check(header(SIGNATURE_HEADER).unwrap_or(""), ts, now, tolerance)
+        .check(
+            state.bus().as_ref(),
+            header(SIGNATURE_HEADER).unwrap_or(""),
+            ts,
+            now,
+            tolerance,
+            state.options().publish_timeout,
+        )
+        .await
         .map_err(unauthorized)
 }
 
@@ -249,7 +258,7 @@ pub(crate) async fn events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FeedbackError> {
-    authenticate(&state, &headers, &body)?;
+    authenticate(&state, &headers, &body).await?;
     let envelope: Value = serde_json::from_slice(&body)
         .map_err(|e| FeedbackError::Invalid(format!("not a Slack event (JSON): {e}")))?;
     match str_field(&envelope, "type") {
@@ -305,7 +314,7 @@ pub(crate) async fn commands(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FeedbackError> {
-    authenticate(&state, &headers, &body)?;
+    authenticate(&state, &headers, &body).await?;
     let cmd: Command = serde_urlencoded::from_bytes(&body)
         .map_err(|e| FeedbackError::Invalid(format!("not a Slack slash command (form): {e}")))?;
     let name = if cmd.command.is_empty() {

@@ -1,6 +1,6 @@
-//! HTTP: `POST /api/metrics` records an observation (a reviewer's or admin's
-//! bearer token, checked by [`concierto_admin::Identities`] as the admin API
-//! does), and the Prometheus text of a [`TrackerView`].
+//! HTTP: `POST /api/metrics` records an observation (the bearer token of a
+//! reviewer with the `admin` or `metrics` role, checked by
+//! [`concierto_admin::Identities`] as the admin API does), and the Prometheus text of a [`TrackerView`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,8 +26,10 @@ use tonic::Code;
 use crate::service::TrackerView;
 use crate::spec;
 
-/// Roles that may record a metric (the admin API's `RecordMetric` rule too).
-pub const RECORD_ROLES: [&str; 2] = ["admin", "reviewer"];
+/// Roles that may record a metric (the admin API's `RecordMetric` rule too):
+/// `admin` or `metrics`, never a plain reviewer (a value can cross a threshold
+/// and start runs).
+pub const RECORD_ROLES: [&str; 2] = concierto_admin::RECORD_METRIC_ROLES;
 
 /// Body of `POST /api/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,8 +53,8 @@ struct ApiState {
 /// `POST /api/metrics`, ready to merge into another server (the dashboard's).
 /// The observation goes to the tracker as a `tracker.metrics.record` request,
 /// so the tracker may run in another process. Answers: 200 `{"recorded":
-/// true}`; 401 without a known token; 403 for a token without the reviewer or
-/// admin role; 400 for a bad name, value or body; 503 when the tracker does not
+/// true}`; 401 without a known token; 403 for a token without the admin or
+/// metrics role; 400 for a bad name, value or body; 503 when the tracker does not
 /// answer.
 pub fn router(bus: Arc<dyn Bus>, identities: Identities) -> Router {
     let state = ApiState {
@@ -92,10 +94,7 @@ async fn record(
     if !who.has_any_role(&RECORD_ROLES) {
         return problem(
             StatusCode::FORBIDDEN,
-            format!(
-                "{} may not record metrics: it needs the reviewer or admin role",
-                who.id
-            ),
+            concierto_admin::record_metric_denied(&who.id),
         );
     }
     let Json(body) = match body {

@@ -25,13 +25,15 @@ const PATIENCE: Duration = Duration::from_secs(20);
 const OPS: &str = "ops-token-0123";
 const BRAND: &str = "brand-token-89ab";
 const VIEWER: &str = "viewer-token-cdef";
+const FEEDER: &str = "feeder-token-4567";
 
 fn utc(d: u32, h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, d, h, m, 0).unwrap()
 }
 
 /// The example studio with the seed's threshold trigger only, and reviewers
-/// with tokens (one admin, one reviewer, one with no role).
+/// with tokens (one admin, one reviewer, one with no role, one machine with
+/// the `metrics` role).
 fn studio() -> Arc<Studio> {
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/studio/concierto.yaml");
@@ -43,6 +45,7 @@ fn studio() -> Arc<Studio> {
         ("ops", OPS, vec!["admin"]),
         ("brand_manager", BRAND, vec!["reviewer"]),
         ("viewer", VIEWER, vec![]),
+        ("campaign_feed", FEEDER, vec!["metrics"]),
     ] {
         st.reviewers.insert(
             id.to_string(),
@@ -476,14 +479,22 @@ async fn metrics_health_and_records_through_the_admin_api_http_and_prometheus() 
         labels: Default::default(),
     };
     client
-        .record_metric(with_token(BRAND, rec("engagement_rate", 0.04)))
+        .record_metric(with_token(FEEDER, rec("engagement_rate", 0.04)))
         .await
-        .expect("a reviewer records");
-    let e = client
-        .record_metric(with_token(VIEWER, rec("engagement_rate", 0.04)))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        .expect("a metrics reviewer records");
+    // A plain reviewer may not: a value can cross a threshold and start runs.
+    for token in [BRAND, VIEWER] {
+        let e = client
+            .record_metric(with_token(token, rec("engagement_rate", 0.04)))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(
+            e.message().contains("admin or metrics role"),
+            "{}",
+            e.message()
+        );
+    }
     let e = client
         .record_metric(with_token(OPS, rec("Engagement Rate", 0.04)))
         .await
@@ -510,10 +521,25 @@ async fn metrics_health_and_records_through_the_admin_api_http_and_prometheus() 
         }
         r.send()
     };
-    let ok = post(Some(BRAND), serde_json::json!({"metric": "engagement_rate", "value": 0.03, "labels": {"campaign": "spring"}}))
+    let ok = post(Some(FEEDER), serde_json::json!({"metric": "engagement_rate", "value": 0.03, "labels": {"campaign": "spring"}}))
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+    let reviewer = post(
+        Some(BRAND),
+        serde_json::json!({"metric": "engagement_rate", "value": 0.01}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reviewer.status(), 403);
+    let answer: serde_json::Value = reviewer.json().await.unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("admin or metrics role"),
+        "{answer}"
+    );
     let no = post(
         None,
         serde_json::json!({"metric": "engagement_rate", "value": 0.03}),

@@ -336,3 +336,119 @@ pub fn assert_absent(needle: &str, haystack: &str, where_: &str) {
         lines.len()
     );
 }
+
+/// A raw HTTP/1.1 server that answers every request with `status` and `body`,
+/// written in 1 MiB pieces: chunked (no `Content-Length`, so the client cannot
+/// know the size before it reads) or with a `Content-Length`. It counts the
+/// requests it answered. Stopped when dropped.
+pub struct StreamingServer {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StreamingServer {
+    /// Starts it.
+    pub async fn start(status: u16, body: Vec<u8>, chunked: bool) -> StreamingServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let body = Arc::new(body);
+        let counted = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let body = body.clone();
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    // The request: headers, then Content-Length bytes of body.
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let header_end = loop {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&got[..header_end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while got.len() < header_end + length {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let framing = if chunked {
+                        "Transfer-Encoding: chunked".to_string()
+                    } else {
+                        format!("Content-Length: {}", body.len())
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{framing}\r\nConnection: close\r\n\r\n"
+                    );
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    for piece in body.chunks(1024 * 1024) {
+                        let written = if chunked {
+                            let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+                            framed.extend_from_slice(piece);
+                            framed.extend_from_slice(b"\r\n");
+                            conn.write_all(&framed).await
+                        } else {
+                            conn.write_all(piece).await
+                        };
+                        if written.is_err() {
+                            // The client stopped reading: as expected.
+                            return;
+                        }
+                    }
+                    if chunked {
+                        let _ = conn.write_all(b"0\r\n\r\n").await;
+                    }
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        StreamingServer {
+            url: format!("http://{addr}"),
+            requests,
+            task,
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn count(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for StreamingServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// 20 MiB: more than the executors read of an answer.
+pub const HUGE: usize = 20 * 1024 * 1024;
+
+/// A JSON body of about `size` bytes: `prefix`, then `size` letters inside a
+/// string, then `suffix` (a valid answer, were it read whole).
+pub fn huge_json(prefix: &str, size: usize, suffix: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(prefix.len() + size + suffix.len());
+    body.extend_from_slice(prefix.as_bytes());
+    body.resize(prefix.len() + size, b'a');
+    body.extend_from_slice(suffix.as_bytes());
+    body
+}

@@ -1,6 +1,8 @@
 //! A harness: an embedded (or given) bus with the standard streams, a temporary
-//! store, a manual clock, and the router served on a free loopback port.
+//! store, a manual clock, and the router served on a free loopback port (with
+//! each connection's peer address, as `start` serves it).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -77,7 +79,11 @@ impl Harness {
         let addr = listener.local_addr().expect("addr");
         let app = router(state.clone());
         let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
         });
         Harness {
             base: format!("http://{addr}"),

@@ -3,7 +3,7 @@ use concierto_proto::v1::FeedbackChannel;
 use crate::common::Harness;
 
 /// GETs the form: (cookie pair `concierto_csrf=...`, hidden field token).
-async fn load_form(h: &Harness) -> (String, String) {
+pub async fn load_form(h: &Harness) -> (String, String) {
     let resp = h.http.get(h.url("/feedback")).send().await.expect("send");
     assert_eq!(resp.status(), 200);
     let set_cookie = resp
@@ -24,7 +24,7 @@ async fn load_form(h: &Harness) -> (String, String) {
     (pair, token)
 }
 
-fn form(token: &str, message: &str) -> Vec<(&'static str, String)> {
+pub fn form(token: &str, message: &str) -> Vec<(&'static str, String)> {
     vec![
         ("csrf", token.to_string()),
         ("author", "Dana".to_string()),

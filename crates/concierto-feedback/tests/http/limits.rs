@@ -6,6 +6,7 @@ use crate::common::{EMAIL_TOKEN, Harness, options};
 async fn oversized_body_is_413() {
     let h = Harness::new().await;
     assert_eq!(FeedbackOptions::default().max_body_bytes, 1024 * 1024);
+    assert_eq!(FeedbackOptions::default().form_max_body_bytes, 64 * 1024);
     let big = "x".repeat(1024 * 1024 + 1);
     for path in [
         "/email/inbound",

@@ -5,8 +5,10 @@
 mod common;
 mod durability;
 mod email;
+mod flood;
 mod form;
 mod limits;
+mod list;
 mod nats;
 mod notify;
 mod slack;

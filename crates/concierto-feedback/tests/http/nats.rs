@@ -76,3 +76,87 @@ async fn bus_consumer(bus: &NatsBus) -> concierto_bus::Consumer {
     .await
     .expect("consumer")
 }
+
+/// Two replicas of the intake, each with its own store, on one nats-server:
+/// a signed Slack request replayed to the second replica is refused there
+/// (the replay guard is shared through the bus), and nothing is stored twice.
+#[tokio::test]
+async fn a_slack_request_replayed_to_another_replica_is_refused() {
+    let nats = NatsServer::start().expect("nats-server");
+    let mut replicas = Vec::new();
+    let mut stores = Vec::new();
+    let clock = clock();
+    for _ in 0..2 {
+        let bus = Arc::new(
+            NatsBus::connect(&nats.url(), NatsOptions::default())
+                .await
+                .expect("connect"),
+        );
+        let store = Arc::new(SledStore::temporary().expect("store"));
+        let server = start(
+            "127.0.0.1:0".parse().expect("addr"),
+            bus,
+            store.clone() as Arc<dyn KvStore>,
+            Arc::new(clock.clone()),
+            options(),
+        )
+        .await
+        .expect("start");
+        stores.push(store);
+        replicas.push(server);
+    }
+    let body = slack_event(
+        "EvReplay1",
+        json!({"type": "message", "user": "U1", "text": "the footer is cut off",
+               "channel": "C1", "ts": "4.0"}),
+    );
+    let ts = concierto_core::clock::Clock::now(&clock)
+        .timestamp()
+        .to_string();
+    let http = reqwest::Client::new();
+    let url = |i: usize| format!("http://{}/slack/events", replicas[i].local_addr);
+
+    let first = slack_request(&http, &url(0), &ts, &body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(first.status(), 200);
+    // The very same request (timestamp, signature, body) to the other replica.
+    let replay = slack_request(&http, &url(1), &ts, &body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(replay.status(), 401);
+    assert!(
+        replay.text().await.expect("text").contains("replayed"),
+        "refused as a replay"
+    );
+    let stored = |i: usize| concierto_feedback::list(stores[i].as_ref(), 10).expect("list");
+    assert_eq!(stored(0).len(), 1);
+    assert_eq!(
+        stored(1).len(),
+        0,
+        "the replica that refused stored nothing"
+    );
+
+    // A new request (a new signature) to the second replica is taken in.
+    clock.advance(Duration::from_secs(1));
+    let ts = concierto_core::clock::Clock::now(&clock)
+        .timestamp()
+        .to_string();
+    let body = slack_event(
+        "EvReplay2",
+        json!({"type": "message", "user": "U1", "text": "and the header",
+               "channel": "C1", "ts": "5.0"}),
+    );
+    let fresh = slack_request(&http, &url(1), &ts, &body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(stored(1).len(), 1);
+
+    for r in replicas {
+        r.stop().await.expect("stops");
+    }
+}
