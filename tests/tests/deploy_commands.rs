@@ -7,6 +7,9 @@
 //! replica's own data volume, under a per-process root folder) put in their
 //! local place; ConfigMap volumes get the kubelet's layout (`..data` links).
 //! The operator's admin token (what the admin-tokens Secret holds) is added.
+//! NATS is a real nats-server with `deploy/nats/nats.conf` (one user per
+//! service, their permissions), its passwords generated for the test and given
+//! as an `.env` file (compose) or the `concierto-nats` Secret (k8s) would.
 //!
 //! Then, over the admin API of the `admin` container: a run of the example
 //! studio's daily pipeline with a slow builtin step; SIGTERM to the
@@ -122,7 +125,34 @@ fn scalar(y: &Yaml) -> String {
     }
 }
 
-/// Compose interpolation with nothing set: `${X:-default}` → default, `${X}` → "".
+/// The NATS passwords of `deploy/nats/nats.conf` (its `password: $VARIABLE`
+/// lines), generated once per test process: what an operator's `.env` file
+/// (compose) or the `concierto-nats` Secret (k8s) holds.
+fn nats_passwords() -> &'static BTreeMap<String, String> {
+    static PASSWORDS: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+    PASSWORDS.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let conf = std::fs::read_to_string(repo().join("deploy/nats/nats.conf")).unwrap();
+        let vars: Vec<String> = conf
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("password: $"))
+            .map(str::to_string)
+            .collect();
+        assert!(vars.len() >= 8, "one password per service user: {vars:?}");
+        vars.into_iter()
+            .map(|v| {
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write(v.as_bytes());
+                // nats-server reads the value as configuration: start with a letter.
+                let pw = format!("p{:016x}{:016x}", h.finish(), std::process::id());
+                (v, pw)
+            })
+            .collect()
+    })
+}
+
+/// Compose interpolation with only the NATS passwords set (the `.env` file):
+/// `${X:-default}` → X or default, `${X:?message}` → X (required), `${X}` → X or "".
 fn interpolate(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
@@ -130,8 +160,19 @@ fn interpolate(s: &str) -> String {
         out.push_str(&rest[..i]);
         let end = rest[i..].find('}').expect("closed ${...}") + i;
         let inner = &rest[i + 2..end];
-        if let Some((_, default)) = inner.split_once(":-") {
-            out.push_str(default);
+        let (name, default, required) = match inner.split_once(":-") {
+            Some((n, d)) => (n, d, false),
+            None => match inner.split_once(":?") {
+                Some((n, _)) => (n, "", true),
+                None => (inner, "", false),
+            },
+        };
+        match nats_passwords().get(name) {
+            Some(v) => out.push_str(v),
+            None => {
+                assert!(!required, "compose requires {name}, which no .env gives");
+                out.push_str(default);
+            }
         }
         rest = &rest[end + 1..];
     }
@@ -478,6 +519,22 @@ impl Replica {
             };
             env.insert(k.clone(), local);
         }
+        // Its NATS user's password: compose interpolated it from the `.env`
+        // file; the k8s Secret `concierto-nats` holds it once the operator
+        // filled it (empty in the base).
+        let user = env
+            .get("CONCIERTO_NATS_USER")
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: no CONCIERTO_NATS_USER (its NATS user)"));
+        let var = format!("CONCIERTO_NATS_{}_PASSWORD", user.to_uppercase());
+        let password = nats_passwords()
+            .get(&var)
+            .unwrap_or_else(|| panic!("{name}: NATS user {user} is not in deploy/nats/nats.conf"));
+        let given = env.entry("CONCIERTO_NATS_PASSWORD".into()).or_default();
+        if given.is_empty() {
+            given.clone_from(password);
+        }
+        assert_eq!(given, password, "{name}: CONCIERTO_NATS_PASSWORD is {var}");
         // What the admin-tokens Secret holds for the operator.
         env.insert(
             "CONCIERTO__REVIEWERS__CREATIVE_DIRECTOR__TOKEN_SHA256".into(),
@@ -546,11 +603,18 @@ impl Replica {
 
     /// SIGTERM; the exit status within `within` (None: still running, killed).
     fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
+        let c = self.child.as_ref()?;
         Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
             .status()
             .unwrap();
+        self.wait_exit(within)
+    }
+
+    /// Waits up to `within` for it to exit, sending nothing (a second SIGTERM
+    /// would cut its stop short); kills it after.
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(s) = c.try_wait().unwrap() {
@@ -695,7 +759,11 @@ async fn run_cluster(what: &str, containers: Vec<Container>) {
         cc.replicas
     );
 
-    let nats = NatsServer::start().expect("nats-server starts");
+    let nats = NatsServer::start_with_config(
+        &repo().join("deploy/nats/nats.conf"),
+        nats_passwords().clone(),
+    )
+    .expect("nats-server starts with deploy/nats/nats.conf");
     let dir = tempfile::tempdir().unwrap();
     let mut replicas: Vec<Replica> = Vec::new();
     for c in &containers {
@@ -895,7 +963,7 @@ async fn run_cluster(what: &str, containers: Vec<Container>) {
         }
     }
     for r in &mut replicas {
-        let status = r.terminate(Duration::from_secs(60));
+        let status = r.wait_exit(Duration::from_secs(60));
         if !status.is_some_and(|s| s.success()) {
             failed.push(format!("{}: {status:?}", r.name));
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use concierto_bus::{Bus, BusExt};
+use concierto_bus::BusExt;
 use concierto_core::subjects;
 use concierto_e2e::{Sandbox, eventually, list_runs};
 use concierto_proto::v1;

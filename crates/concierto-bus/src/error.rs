@@ -40,6 +40,9 @@ pub enum BusError {
         #[source]
         source: prost::DecodeError,
     },
+    /// The server refused this process's credentials (or their absence).
+    #[error("{0}")]
+    Refused(String),
     /// The connection or the server failed.
     #[error("bus transport: {0}")]
     Transport(String),

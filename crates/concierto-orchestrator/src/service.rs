@@ -652,6 +652,7 @@ fn spawn_committer(
 
 /// Fetches `M`s from `consumer` until stopped, applying each batch in the actor.
 /// While the store fails it fetches nothing.
+#[allow(clippy::too_many_arguments)]
 fn spawn_intake<M: concierto_bus::ProtoMessage>(
     what: &'static str,
     consumer: Consumer,

@@ -158,9 +158,7 @@ async fn shut_down(
     );
     let stop = async {
         stop_all(groups, &running).await;
-        let Some((bus, target)) = bus else {
-            return None;
-        };
+        let (bus, target) = bus?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let within = STOP_FLUSH.min(left);
         match tokio::time::timeout(within, bus.flush()).await {
@@ -279,6 +277,7 @@ async fn start_unleased(
             let store = open_store(data_dir, name)?;
             let opts = concierto_scheduler::SchedulerOptions {
                 instance: format!("scheduler-{}", std::process::id()),
+                ack_wait: studio.server.bus.ack_wait,
                 ..Default::default()
             };
             Ok(
@@ -313,6 +312,13 @@ async fn start_unleased(
                 email_token: secret(&f.email_token_env),
                 csrf_key,
                 max_body_bytes: usize::try_from(f.max_body_bytes).unwrap_or(usize::MAX),
+                form_max_body_bytes: usize::try_from(f.form_max_body_bytes)
+                    .unwrap_or(usize::MAX),
+                form_rate: concierto_feedback::FormRateLimit {
+                    per_client_per_minute: f.form_per_client_per_minute,
+                    per_minute: f.form_per_minute,
+                    ..Default::default()
+                },
                 stream_limits: stream_limits(studio),
                 gate_notifications: concierto_feedback::GateNotifications::from_studio(
                     studio,
@@ -427,8 +433,9 @@ fn csrf_key(studio: &Studio) -> anyhow::Result<concierto_feedback::Secret> {
     }
 }
 
-/// Serves the content library's JSON API on `server.library_addr`; writes
-/// need a token of the studio's `reviewers` (as the admin API).
+/// Serves the content library's JSON API on `server.library_addr`; writes,
+/// and reads unless `server.library_public`, need a token of the studio's
+/// `reviewers` (as the admin API).
 async fn serve_library(
     studio: &Arc<Studio>,
     library: Arc<concierto_content::ContentLibrary>,
@@ -436,7 +443,8 @@ async fn serve_library(
     let identities = concierto_admin::identities(studio);
     let auth: concierto_content::TokenAuth =
         Arc::new(move |token: &str| identities.by_token(token).map(|i| i.id.clone()));
-    let router = concierto_content::router(library, auth, concierto_content::ApiOptions::default());
+    let router =
+        concierto_content::router(library, auth, concierto_content::ApiOptions::for_studio(studio));
     let router = concierto_telemetry::server::count_http(router, "ingest");
     let addr = studio.server.library_addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr)

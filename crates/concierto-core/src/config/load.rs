@@ -234,6 +234,23 @@ fn studio_section(w: &mut Walker<'_>, v: Option<&Value>) -> StudioSection {
     out
 }
 
+/// A `true`/`false` key (also the text `"true"`/`"false"`, as environment
+/// overrides give), or `default` when absent.
+fn flag(w: &mut Walker<'_>, m: &Map<String, Value>, key: &str, path: &str, default: bool) -> bool {
+    match m.get(key) {
+        None | Some(Value::Null) => default,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+        Some(other) => {
+            w.error(
+                &child(path, key),
+                format!("must be true or false, found {}", describe(other)),
+            );
+            default
+        }
+    }
+}
+
 fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> ServerSection {
     let p = "server";
     let mut out = ServerSection {
@@ -243,7 +260,9 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
         grpc_addr: "127.0.0.1:50051".into(),
         http_addr: "127.0.0.1:8080".into(),
         library_addr: "127.0.0.1:8081".into(),
+        library_public: false,
         dashboard_addr: "127.0.0.1:8082".into(),
+        dashboard_secure_cookies: false,
         metrics_addr: "127.0.0.1:9464".into(),
         otlp_endpoint: String::new(),
         log_format: LogFormat::Text,
@@ -254,6 +273,8 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             max_age: Duration::from_secs(7 * 24 * 3600),
             max_bytes: 0,
             max_msgs: 0,
+            auth: BusAuth::default(),
+            tls: None,
         },
         tls: None,
         feedback: FeedbackIntake::default(),
@@ -271,7 +292,9 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             "grpc_addr",
             "http_addr",
             "library_addr",
+            "library_public",
             "dashboard_addr",
+            "dashboard_secure_cookies",
             "metrics_addr",
             "otlp_endpoint",
             "log_format",
@@ -316,6 +339,9 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
                 "max_body_bytes",
                 "slack_bot_token_env",
                 "slack_api_base",
+                "form_max_body_bytes",
+                "form_per_client_per_minute",
+                "form_per_minute",
             ],
         );
         for (k, slot) in [
@@ -344,6 +370,38 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
         } else {
             out.feedback.max_body_bytes = max;
         }
+        // The web form: open to anyone, so its own smaller limits.
+        let max = w.count(f, "form_max_body_bytes", fp, out.feedback.form_max_body_bytes);
+        if max < 1024 {
+            w.error(
+                &child(fp, "form_max_body_bytes"),
+                format!("must be at least 1024 (bytes), found {max}"),
+            );
+        } else {
+            if f.contains_key("form_max_body_bytes") && max > out.feedback.max_body_bytes {
+                w.warning(
+                    &child(fp, "form_max_body_bytes"),
+                    "is more than max_body_bytes, which applies to the form too",
+                );
+            }
+            out.feedback.form_max_body_bytes = max;
+        }
+        for (k, slot) in [
+            (
+                "form_per_client_per_minute",
+                &mut out.feedback.form_per_client_per_minute,
+            ),
+            ("form_per_minute", &mut out.feedback.form_per_minute),
+        ] {
+            let n = w.count(f, k, fp, u64::from(*slot));
+            match u32::try_from(n) {
+                Ok(n) if n >= 1 => *slot = n,
+                _ => w.error(
+                    &child(fp, k),
+                    format!("must be a number of posts per minute from 1 to {}", u32::MAX),
+                ),
+            }
+        }
         if let Some(url) = w.opt_string(f, "slack_api_base", fp) {
             let url = url.trim().trim_end_matches('/').to_string();
             let host = url
@@ -363,6 +421,12 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
         out.data_dir = PathBuf::from(s);
     }
     if let Some(s) = w.opt_string(m, "nats_url", p) {
+        if nats_url_has_credentials(&s) {
+            w.warning(
+                "server.nats_url",
+                "carries credentials (user, password or token before `@`): keep secrets out of the studio file; use server.bus.user with the password in CONCIERTO_NATS_PASSWORD (or `--nats`/CONCIERTO_NATS_URL from the environment)",
+            );
+        }
         out.nats_url = s;
     }
     if let Some(s) = w.opt_string(m, "subject_prefix", p) {
@@ -400,6 +464,8 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             *slot = s;
         }
     }
+    out.library_public = flag(w, m, "library_public", p, false);
+    out.dashboard_secure_cookies = flag(w, m, "dashboard_secure_cookies", p, false);
     if let Some(s) = w.opt_string(m, "otlp_endpoint", p) {
         let s = s.trim().to_string();
         if !(s.is_empty() || s.starts_with("http://") || s.starts_with("https://")) {
@@ -433,6 +499,13 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
                 "max_age",
                 "max_bytes",
                 "max_msgs",
+                "user",
+                "password_env",
+                "token_env",
+                "creds_file",
+                "nkey_seed_env",
+                "nkey_seed_file",
+                "tls",
             ],
         );
         let d = out.bus.clone();
@@ -443,6 +516,8 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             max_age: w.duration(b, "max_age", bp, d.max_age),
             max_bytes: w.count(b, "max_bytes", bp, d.max_bytes),
             max_msgs: w.count(b, "max_msgs", bp, d.max_msgs),
+            auth: bus_auth(w, b, bp, base_dir),
+            tls: bus_tls(w, b.get("tls"), base_dir),
         };
         if out.bus.max_deliver == 0 {
             w.error("server.bus.max_deliver", "must be at least 1");
@@ -452,6 +527,138 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
         }
     }
     out
+}
+
+/// True when a NATS URL (or a comma-separated list of them) carries a user,
+/// password or token before `@`.
+fn nats_url_has_credentials(urls: &str) -> bool {
+    urls.split(',').any(|u| {
+        let rest = u.trim().split_once("://").map_or(u.trim(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        authority.contains('@')
+    })
+}
+
+/// `server.bus` credentials: names of variables and files, checked here; the
+/// secrets themselves are read when a process connects.
+fn bus_auth(w: &mut Walker<'_>, b: &Map<String, Value>, bp: &str, base_dir: &Path) -> BusAuth {
+    let mut out = BusAuth::default();
+    if let Some(user) = w.opt_string(b, "user", bp) {
+        if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            w.error(
+                &child(bp, "user"),
+                format!("{user:?} is not a NATS user name (no spaces; the password goes in the variable `password_env` names)"),
+            );
+        } else {
+            out.user = Some(user);
+        }
+    }
+    for (k, slot) in [
+        ("password_env", &mut out.password_env),
+        ("token_env", &mut out.token_env),
+        ("nkey_seed_env", &mut out.nkey_seed_env),
+    ] {
+        if let Some(v) = w.opt_string(b, k, bp) {
+            if is_env_var_name(&v) {
+                *slot = v;
+            } else {
+                w.error(&child(bp, k), "is not an environment variable name (letters, digits and `_`): name the variable that holds the secret, never the secret (the value is not repeated here)");
+            }
+        }
+    }
+    for (k, slot) in [
+        ("creds_file", &mut out.creds_file),
+        ("nkey_seed_file", &mut out.nkey_seed_file),
+    ] {
+        if let Some(v) = w.opt_string(b, k, bp) {
+            let path = base_dir.join(v);
+            if !path.is_file() {
+                w.error(
+                    &child(bp, k),
+                    format!(
+                        "{} is not a file (a mounted secret; relative paths are taken from the studio file's folder)",
+                        path.display()
+                    ),
+                );
+            }
+            *slot = Some(path);
+        }
+    }
+    // One way to log in: the keys given in the file (or its overrides).
+    let given = |k: &str| b.get(k).is_some_and(|v| !v.is_null());
+    let ways: Vec<(&str, &str)> = [
+        ("user", "user"),
+        ("password_env", "user"),
+        ("token_env", "token"),
+        ("creds_file", "creds"),
+        ("nkey_seed_env", "nkey"),
+        ("nkey_seed_file", "nkey"),
+    ]
+    .into_iter()
+    .filter(|(k, _)| given(k))
+    .collect();
+    if let Some((first, way)) = ways.first()
+        && let Some((other, _)) = ways.iter().find(|(_, w2)| w2 != way)
+    {
+        w.error(
+            &child(bp, other),
+            format!("`{first}` and `{other}` are two ways to log in to NATS: keep one (a user with a password, a token, a credentials file, or an nkey seed)"),
+        );
+    }
+    if given("nkey_seed_env") && given("nkey_seed_file") {
+        w.error(
+            &child(bp, "nkey_seed_file"),
+            "`nkey_seed_env` and `nkey_seed_file` both name the nkey seed: keep one",
+        );
+    }
+    out
+}
+
+/// `server.bus.tls`: PEM files relative to the studio file; `cert` and `key`
+/// together; `required` (default true).
+fn bus_tls(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Option<BusTls> {
+    let tp = "server.bus.tls";
+    let t = w.map(v, tp)?;
+    w.known_keys(t, tp, &["ca", "cert", "key", "required"]);
+    let file = |w: &mut Walker<'_>, k: &str| {
+        let path = base_dir.join(w.opt_string(t, k, tp)?);
+        if !path.is_file() {
+            w.error(
+                &child(tp, k),
+                format!(
+                    "{} is not a file (a PEM file, relative to the studio file)",
+                    path.display()
+                ),
+            );
+        }
+        Some(path)
+    };
+    let tls = BusTls {
+        ca: file(w, "ca"),
+        cert: file(w, "cert"),
+        key: file(w, "key"),
+        required: match t.get("required") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
+            Some(other) => {
+                w.error(
+                    &child(tp, "required"),
+                    format!("must be true or false, found {}", describe(other)),
+                );
+                true
+            }
+        },
+    };
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => w.error(
+            tp,
+            "`cert` needs its `key` (the client certificate's private key)",
+        ),
+        (None, Some(_)) => w.error(tp, "`key` needs its `cert` (the client certificate)"),
+        _ => {}
+    }
+    Some(tls)
 }
 
 fn agents_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> AgentsSection {
@@ -675,16 +882,27 @@ fn executor_def(
         w.error(&child(ep, "max_output_bytes"), "must be at least 1");
     }
     def.prices = prices(w, e.get("prices"), &child(ep, "prices"));
-    if let Some(env) = w.map(e.get("env"), &child(ep, "env")) {
-        let envp = child(ep, "env");
+    let envp = child(ep, "env");
+    let not_a_name =
+        "is not an environment variable name (letters, digits and `_`, not starting with a digit)";
+    if matches!(e.get("env"), Some(Value::Array(_) | Value::String(_))) {
+        // `env: [NAME, ...]`: passed on from the agent's own environment.
+        for (i, name) in w.strings(e, "env", ep, false).into_iter().enumerate() {
+            if !is_env_var_name(&name) {
+                w.error(&item(&envp, i), not_a_name);
+            } else if !def.pass_env.contains(&name) {
+                def.pass_env.push(name);
+            }
+        }
+    } else if let Some(env) = w.map(e.get("env"), &envp) {
         for key in env.keys() {
             if !is_env_var_name(key) {
-                w.error(
-                    &child(&envp, key),
-                    "is not an environment variable name (letters, digits and `_`, not starting with a digit)",
-                );
+                w.error(&child(&envp, key), not_a_name);
             }
-            if let Some(value) = w.opt_string(env, key, &envp) {
+            if env.get(key).is_some_and(Value::is_null) {
+                // `NAME: ~`: passed on, like a listed name.
+                def.pass_env.push(key.clone());
+            } else if let Some(value) = w.opt_string(env, key, &envp) {
                 def.env.insert(key.clone(), value);
             }
         }
@@ -811,10 +1029,10 @@ fn reviewers_section(w: &mut Walker<'_>, v: Option<&Value>) -> IndexMap<String, 
         let roles = if r.contains_key("roles") {
             let roles = w.strings(r, "roles", &p, false);
             for (i, role) in roles.iter().enumerate() {
-                if role != "reviewer" && role != "admin" {
+                if !["reviewer", "admin", "metrics"].contains(&role.as_str()) {
                     w.error(
                         &item(&child(&p, "roles"), i),
-                        format!("unknown role {role:?}; expected reviewer or admin"),
+                        format!("unknown role {role:?}; expected reviewer, admin or metrics"),
                     );
                 }
             }
@@ -1422,6 +1640,7 @@ fn source(
             refresh,
             extract: Vec::new(),
             allow_hosts: Vec::new(),
+            allow_private_networks: false,
         });
     }
     w.known_keys(
@@ -1439,6 +1658,7 @@ fn source(
             "extractor",
             "extract",
             "allow_hosts",
+            "allow_private_networks",
         ],
     );
     let kind = match w.string(s, "type", p).as_deref() {
@@ -1516,6 +1736,13 @@ fn source(
             }
         }
     }
+    let allow_private_networks = flag(w, s, "allow_private_networks", p, false);
+    if s.contains_key("allow_private_networks") && kind != Some(SourceKind::WebScraper) {
+        w.error(
+            &child(p, "allow_private_networks"),
+            "only a web_scraper source fetches pages: allow_private_networks does not apply",
+        );
+    }
     Some(ContentSource {
         name,
         group: group.to_string(),
@@ -1525,6 +1752,7 @@ fn source(
         refresh,
         extract,
         allow_hosts,
+        allow_private_networks,
     })
 }
 
@@ -2014,6 +2242,45 @@ content_sources:
     }
 
     #[test]
+    fn library_public_secure_cookies_and_private_networks_are_checked() {
+        let (_d, c) = check_text("server: { library_public: true }\n");
+        let studio = c.studio.as_ref().expect("loads");
+        assert!(studio.server.library_public);
+        assert!(!studio.server.dashboard_secure_cookies);
+        let (_d, c) = check_text(
+            "content_sources:
+  external_inspiration:
+    - lan:
+        type: web_scraper
+        url: http://10.0.0.5/feed
+        processor: studio-orchestrator
+        allow_private_networks: true
+",
+        );
+        let studio = c.studio.as_ref().expect("loads");
+        assert!(studio.content_sources[0].allow_private_networks);
+        assert!(!studio.server.library_public, "reads need a token by default");
+
+        let (_d, c) = check_text(
+            "server:
+  library_public: yes please
+  dashboard_secure_cookies: 1
+content_sources:
+  curated_databases:
+    - assets: { type: image_database, path: /tmp, indexer: studio-orchestrator, allow_private_networks: true }
+",
+        );
+        let e = errors(&c).join("\n");
+        for needle in [
+            "concierto.yaml:4: error: server.library_public: must be true or false",
+            "concierto.yaml:5: error: server.dashboard_secure_cookies: must be true or false",
+            "concierto.yaml:8: error: content_sources.curated_databases[0].assets.allow_private_networks: only a web_scraper source",
+        ] {
+            assert!(e.contains(needle), "{needle} in {e}");
+        }
+    }
+
+    #[test]
     fn executor_keys_parse_with_their_defaults() {
         let (dir, c) = check_executors(
             "    gpt:
@@ -2230,6 +2497,36 @@ content_sources:
         );
     }
 
+    #[test]
+    fn a_command_env_list_names_what_is_passed_on_from_the_agent() {
+        let (_dir, c) = check_executors(
+            "    a: { kind: command, command: [x], env: [HTTP_PROXY, LANGUAGE, HTTP_PROXY] }
+    b: { kind: command, command: [x], env: { MODE: fast, PASSED: ~ } }
+",
+        );
+        let a = executor(&c, "a");
+        assert_eq!(a.pass_env, ["HTTP_PROXY", "LANGUAGE"]);
+        assert!(a.env.is_empty());
+        let b = executor(&c, "b");
+        assert_eq!(b.pass_env, ["PASSED"]);
+        assert_eq!(b.env.get("MODE").map(String::as_str), Some("fast"));
+
+        let (_dir, c) = check_executors(
+            "    c:\n      kind: command\n      command: [x]\n      env: [OK, \"2BAD\", 3]\n",
+        );
+        assert!(c.studio.is_none());
+        let e = errors(&c);
+        let has = |needle: &str| e.iter().any(|p| p.contains(needle));
+        assert!(
+            has(":7: error: agents.executors.c.env[1]: is not an environment variable name"),
+            "{e:?}"
+        );
+        assert!(
+            has("agents.executors.c.env[2]: must be text, found a number"),
+            "{e:?}"
+        );
+    }
+
     /// Checks a studio whose `server.feedback` is `feedback` (YAML indented
     /// under it).
     fn check_feedback(feedback: &str) -> Checked {
@@ -2275,5 +2572,171 @@ content_sources:
                     && p.contains("not an http:// or https:// URL")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn feedback_form_limits_parse_with_their_defaults() {
+        let defaults = check_feedback("    max_body_bytes: 2048\n");
+        assert!(
+            !defaults
+                .problems
+                .iter()
+                .any(|p| p.to_string().contains("form_")),
+            "no warning about a key that is not there: {:?}",
+            defaults.problems
+        );
+        let f = &defaults.studio.as_ref().expect("studio").server.feedback;
+        assert_eq!(
+            (
+                f.form_max_body_bytes,
+                f.form_per_client_per_minute,
+                f.form_per_minute
+            ),
+            (64 * 1024, 10, 60)
+        );
+        let set = check_feedback(
+            "    form_max_body_bytes: 16384\n    form_per_client_per_minute: 3\n    form_per_minute: 30\n",
+        );
+        assert!(errors(&set).is_empty(), "{:?}", errors(&set));
+        let f = &set.studio.as_ref().expect("studio").server.feedback;
+        assert_eq!(
+            (
+                f.form_max_body_bytes,
+                f.form_per_client_per_minute,
+                f.form_per_minute
+            ),
+            (16384, 3, 30)
+        );
+        let bad = check_feedback(
+            "    form_max_body_bytes: 100\n    form_per_client_per_minute: 0\n    form_per_minute: lots\n",
+        );
+        let e = errors(&bad);
+        let has = |needle: &str| e.iter().any(|p| p.contains(needle));
+        assert!(
+            has(":5: error: server.feedback.form_max_body_bytes: must be at least 1024"),
+            "{e:?}"
+        );
+        assert!(
+            has(":6: error: server.feedback.form_per_client_per_minute: must be a number of posts per minute"),
+            "{e:?}"
+        );
+        assert!(
+            has(":7: error: server.feedback.form_per_minute: must be a whole number"),
+            "{e:?}"
+        );
+    }
+
+    /// Checks a studio whose `server.bus` is `bus` (YAML indented under it),
+    /// with `pem` written beside the studio file.
+    fn check_bus(bus: &str) -> (tempfile::TempDir, Checked) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), "pem").expect("write");
+        std::fs::write(dir.path().join("nats.creds"), "creds").expect("write");
+        let text = format!("agents:\n  paths: []\nserver:\n  bus:\n{bus}");
+        let file = dir.path().join("concierto.yaml");
+        std::fs::write(&file, text).expect("write");
+        let checked = check_with_env(&file, Vec::new());
+        (dir, checked)
+    }
+
+    #[test]
+    fn bus_credentials_and_tls_keys_parse_with_their_defaults() {
+        let (_d, c) = check_bus("    max_deliver: 3\n");
+        assert!(errors(&c).is_empty(), "{:?}", errors(&c));
+        let b = &c.studio.as_ref().expect("studio").server.bus;
+        assert_eq!(b.auth, BusAuth::default());
+        assert_eq!(b.auth.password_env, "CONCIERTO_NATS_PASSWORD");
+        assert_eq!(b.auth.token_env, "CONCIERTO_NATS_TOKEN");
+        assert_eq!(b.auth.nkey_seed_env, "CONCIERTO_NATS_NKEY_SEED");
+        assert!(b.tls.is_none());
+
+        let (d, c) = check_bus(
+            "    user: orchestrator\n    password_env: ORCH_NATS_PASSWORD\n    tls: { ca: ca.pem }\n",
+        );
+        assert!(errors(&c).is_empty(), "{:?}", errors(&c));
+        let b = &c.studio.as_ref().expect("studio").server.bus;
+        assert_eq!(b.auth.user.as_deref(), Some("orchestrator"));
+        assert_eq!(b.auth.password_env, "ORCH_NATS_PASSWORD");
+        let tls = b.tls.as_ref().expect("tls");
+        assert_eq!(tls.ca.as_deref(), Some(d.path().join("ca.pem").as_path()));
+        assert!(tls.required, "required by default once tls is given");
+        assert!(tls.cert.is_none() && tls.key.is_none());
+
+        let (d, c) = check_bus("    creds_file: nats.creds\n    tls: { required: false }\n");
+        assert!(errors(&c).is_empty(), "{:?}", errors(&c));
+        let b = &c.studio.as_ref().expect("studio").server.bus;
+        assert_eq!(
+            b.auth.creds_file.as_deref(),
+            Some(d.path().join("nats.creds").as_path())
+        );
+        assert!(!b.tls.as_ref().expect("tls").required);
+    }
+
+    #[test]
+    fn bad_bus_credentials_and_tls_are_errors_with_their_key_and_line() {
+        let (_d, c) = check_bus(
+            "    user: \"my user\"\n    password_env: \"s3cr3t-pa55!\"\n    token_env: NATS_TOKEN\n    creds_file: missing.creds\n    tls:\n      cert: ca.pem\n      required: maybe\n      verify: yes\n",
+        );
+        let e = errors(&c);
+        let has = |key: &str, what: &str| {
+            assert!(
+                e.iter().any(|p| p.contains(key) && p.contains(what)),
+                "no {key}: {what} in {e:?}"
+            );
+        };
+        has(
+            "concierto.yaml:5: error: server.bus.user",
+            "not a NATS user name",
+        );
+        has(
+            "concierto.yaml:6: error: server.bus.password_env",
+            "not an environment variable name",
+        );
+        has("server.bus.token_env", "two ways to log in to NATS");
+        has("server.bus.creds_file", "missing.creds is not a file");
+        has("server.bus.tls.required", "must be true or false");
+        has("server.bus.tls.verify", "unknown key `verify`");
+        has("server.bus.tls", "`cert` needs its `key`");
+        assert!(
+            !e.iter().any(|p| p.contains("s3cr3t-pa55!")),
+            "a secret put where a variable name goes is not repeated: {e:?}"
+        );
+
+        let (_d, c) = check_bus("    nkey_seed_env: SEED\n    nkey_seed_file: nats.creds\n");
+        let e = errors(&c);
+        assert!(
+            e.iter()
+                .any(|p| p.contains("server.bus.nkey_seed_file") && p.contains("keep one")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_nats_url_with_credentials_is_warned_about() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("concierto.yaml");
+        std::fs::write(
+            &file,
+            "agents:\n  paths: []\nserver:\n  nats_url: \"nats://admin:hunter2@nats:4222\"\n",
+        )
+        .expect("write");
+        let c = check_with_env(&file, Vec::new());
+        let warned: Vec<String> = c
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Warning)
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            warned
+                .iter()
+                .any(|p| p.contains("server.nats_url") && p.contains("carries credentials")),
+            "{warned:?}"
+        );
+        assert!(!warned.iter().any(|p| p.contains("hunter2")), "{warned:?}");
+        assert!(nats_url_has_credentials("nats://a:4222,tls://tok@b:4222"));
+        assert!(!nats_url_has_credentials(
+            "nats://nats:4222,nats://other:4222/x@y"
+        ));
     }
 }

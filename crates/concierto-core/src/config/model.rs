@@ -65,9 +65,16 @@ pub struct ServerSection {
     pub http_addr: String,
     /// The content library's JSON API, served by the ingest service (default `127.0.0.1:8081`).
     pub library_addr: String,
+    /// The content library's reads (browse, search, blobs, exports) need no
+    /// token (`library_public`, default false: every route needs a reviewer's).
+    pub library_public: bool,
     /// The dashboard (HTML pages, live updates), served by `concierto serve
     /// dashboard` and `up` (default `127.0.0.1:8082`).
     pub dashboard_addr: String,
+    /// The dashboard's cookies carry `Secure` (`dashboard_secure_cookies`,
+    /// default false): set it when browsers reach the dashboard over HTTPS
+    /// (a TLS-terminating proxy in front of it).
+    pub dashboard_secure_cookies: bool,
     /// Where every service process answers `GET /metrics` (Prometheus text),
     /// `/healthz` and `/readyz` (default `127.0.0.1:9464`; empty: not served).
     pub metrics_addr: String,
@@ -115,6 +122,13 @@ pub struct FeedbackIntake {
     pub csrf_key_env: String,
     /// Largest request body accepted, in bytes (default 1 MiB).
     pub max_body_bytes: u64,
+    /// Largest web-form post, in bytes (default 64 KiB; `max_body_bytes`
+    /// applies too).
+    pub form_max_body_bytes: u64,
+    /// Web-form posts per minute from one client address (default 10).
+    pub form_per_client_per_minute: u32,
+    /// Web-form posts per minute from everyone (default 60).
+    pub form_per_minute: u32,
     /// Variable holding the Slack bot token (`xoxb-…`) the gate notifier posts
     /// with (default `SLACK_BOT_TOKEN`; unset: gate events go only to the bus).
     pub slack_bot_token_env: String,
@@ -130,6 +144,9 @@ impl Default for FeedbackIntake {
             email_token_env: "CONCIERTO_EMAIL_TOKEN".into(),
             csrf_key_env: "CONCIERTO_CSRF_KEY".into(),
             max_body_bytes: 1024 * 1024,
+            form_max_body_bytes: 64 * 1024,
+            form_per_client_per_minute: 10,
+            form_per_minute: 60,
             slack_bot_token_env: "SLACK_BOT_TOKEN".into(),
             slack_api_base: "https://slack.com/api".into(),
         }
@@ -151,6 +168,63 @@ pub struct BusSection {
     pub max_bytes: u64,
     /// Most messages per stream; zero for no limit.
     pub max_msgs: u64,
+    /// How `serve` and `agent` log in to NATS.
+    pub auth: BusAuth,
+    /// TLS to NATS (`server.bus.tls`), when configured.
+    pub tls: Option<BusTls>,
+}
+
+/// `server.bus` credentials: where the secrets are (environment variables,
+/// mounted files), never the secrets. At most one way is used: a credentials
+/// file, an nkey seed, a token, or a user with a password.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusAuth {
+    /// The NATS user (`server.bus.user`; unset: `CONCIERTO_NATS_USER` from the
+    /// environment, when set).
+    pub user: Option<String>,
+    /// Variable holding the user's password (default `CONCIERTO_NATS_PASSWORD`).
+    pub password_env: String,
+    /// Variable holding a token (default `CONCIERTO_NATS_TOKEN`).
+    pub token_env: String,
+    /// A NATS credentials file (user JWT and nkey seed), relative paths taken
+    /// from the studio file's folder.
+    pub creds_file: Option<PathBuf>,
+    /// Variable holding a user nkey seed (default `CONCIERTO_NATS_NKEY_SEED`).
+    pub nkey_seed_env: String,
+    /// A file holding a user nkey seed (a mounted Secret).
+    pub nkey_seed_file: Option<PathBuf>,
+}
+
+impl BusAuth {
+    /// The variable a user name is taken from when `server.bus.user` is unset.
+    pub const USER_ENV: &'static str = "CONCIERTO_NATS_USER";
+}
+
+impl Default for BusAuth {
+    fn default() -> Self {
+        BusAuth {
+            user: None,
+            password_env: "CONCIERTO_NATS_PASSWORD".into(),
+            token_env: "CONCIERTO_NATS_TOKEN".into(),
+            creds_file: None,
+            nkey_seed_env: "CONCIERTO_NATS_NKEY_SEED".into(),
+            nkey_seed_file: None,
+        }
+    }
+}
+
+/// `server.bus.tls`: TLS to NATS (PEM files).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusTls {
+    /// CA certificates the server's certificate is checked against (default:
+    /// the system's roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate, for servers that verify clients (with `key`).
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key: Option<PathBuf>,
+    /// Refuse a server that does not speak TLS (default true).
+    pub required: bool,
 }
 
 /// Run priority as written in a workflow or trigger.
@@ -367,6 +441,9 @@ pub struct ContentSource {
     /// Hosts a web source may fetch besides its own URL's host (`allow_hosts`;
     /// item pages and images of a listing often live on a CDN), lowercase.
     pub allow_hosts: Vec<String>,
+    /// A web source may fetch from loopback, private, link-local and other
+    /// non-public addresses (`allow_private_networks`, default false).
+    pub allow_private_networks: bool,
 }
 
 /// What a metric is held to.
@@ -488,8 +565,13 @@ pub struct ExecutorDef {
     pub max_output_bytes: u64,
     /// Prices, to compute `Usage.cost_usd`; `None`: cost is reported as zero.
     pub prices: Option<Prices>,
-    /// Extra environment variables for a `command`.
+    /// Variables set for a `command` (`env: {NAME: value}`).
     pub env: IndexMap<String, String>,
+    /// Variables a `command` gets from the agent's own environment (`env:
+    /// [NAME, ...]`, or `NAME: ~` in the map form). The agent's other
+    /// variables (its keys and secrets) are withheld, except `PATH`, `HOME`,
+    /// `LANG`, `LC_ALL`, `TZ` and `TMPDIR`.
+    pub pass_env: Vec<String>,
     /// Working folder of a `command` (absolute; given relative to the studio
     /// file's folder).
     pub working_dir: Option<PathBuf>,
@@ -517,6 +599,7 @@ impl ExecutorDef {
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             prices: None,
             env: IndexMap::new(),
+            pass_env: Vec::new(),
             working_dir: None,
         }
     }
@@ -600,8 +683,9 @@ pub struct Reviewer {
     /// SHA-256 (hex) of their admin token.
     pub token_sha256: Option<String>,
     /// What they may do over the admin API: `reviewer` (read, decide their
-    /// gates, give feedback; the default) and `admin` (also start and cancel
-    /// runs, fire triggers).
+    /// gates, give feedback; the default), `admin` (also start and cancel
+    /// runs, fire triggers, record metric values) and `metrics` (record
+    /// metric values).
     pub roles: Vec<String>,
     /// Who is told when their gates pass the SLA.
     pub escalation: Vec<String>,
