@@ -95,11 +95,14 @@ pub async fn replay(bus: &dyn Bus, seq: u64) -> Result<v1::ReplayDeadLetterRespo
     let Some((_, m)) = found else {
         return Err(Status::not_found(format!("no dead letter {seq}")));
     };
-    let letter: v1::DeadLetter = decode(&m)
-        .map_err(|e| Status::failed_precondition(format!("dead letter {seq} does not decode: {e}")))?;
-    if letter.subject.is_empty() || letter
+    let letter: v1::DeadLetter = decode(&m).map_err(|e| {
+        Status::failed_precondition(format!("dead letter {seq} does not decode: {e}"))
+    })?;
+    if letter.subject.is_empty()
+        || letter
             .subject
-            .starts_with(&format!("{}.", concierto_bus::DEAD_LETTER_PREFIX)) {
+            .starts_with(&format!("{}.", concierto_bus::DEAD_LETTER_PREFIX))
+    {
         return Err(Status::failed_precondition(format!(
             "dead letter {seq} has no subject to go back to"
         )));

@@ -110,7 +110,13 @@ async fn a_dead_lettered_run_start_is_listed_and_an_admin_replays_it_into_a_run(
         payload: b"\xff\xff".to_vec().into(),
     };
     bus.dead_letters()
-        .dead_letter(dead_letter_for(&other, "does not decode".into(), 1, "nobody", ""))
+        .dead_letter(dead_letter_for(
+            &other,
+            "does not decode".into(),
+            1,
+            "nobody",
+            "",
+        ))
         .await
         .unwrap();
 
@@ -230,23 +236,27 @@ async fn a_dead_lettered_run_start_is_listed_and_an_admin_replays_it_into_a_run(
     assert!(!replayed.stream.is_empty());
 
     // The run starts and finishes; the letter is gone, the other one stays.
-    eventually(Duration::from_secs(20), "the replayed run to succeed", || {
-        let mut c = c.clone();
-        async move {
-            let r = c
-                .get_run(with_token(
-                    OPS,
-                    v1::GetRunRequest {
-                        run_id: "announce@lost".into(),
-                    },
-                ))
-                .await
-                .ok()?
-                .into_inner()
-                .run?;
-            (r.state() == v1::RunState::Succeeded).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the replayed run to succeed",
+        || {
+            let mut c = c.clone();
+            async move {
+                let r = c
+                    .get_run(with_token(
+                        OPS,
+                        v1::GetRunRequest {
+                            run_id: "announce@lost".into(),
+                        },
+                    ))
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .run?;
+                (r.state() == v1::RunState::Succeeded).then_some(())
+            }
+        },
+    )
     .await;
     let left = c
         .list_dead_letters(with_token(READER, v1::ListDeadLettersRequest::default()))
@@ -254,7 +264,10 @@ async fn a_dead_lettered_run_start_is_listed_and_an_admin_replays_it_into_a_run(
         .unwrap()
         .into_inner();
     assert_eq!(left.dead_letters.len(), 1);
-    assert_eq!(left.dead_letters[0].letter.clone().unwrap().subject, "task.nobody");
+    assert_eq!(
+        left.dead_letters[0].letter.clone().unwrap().subject,
+        "task.nobody"
+    );
 
     admin.stop().await.unwrap();
     worker.stop().await.unwrap();

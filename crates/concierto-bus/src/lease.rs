@@ -169,7 +169,10 @@ pub async fn acquire(
                 let now = tokio::time::Instant::now();
                 match seen {
                     Some((r, since)) if r == rev && now.duration_since(since) >= opts.ttl => {
-                        tracing::warn!(lease = name, "the lease was not renewed for its ttl; taking it over");
+                        tracing::warn!(
+                            lease = name,
+                            "the lease was not renewed for its ttl; taking it over"
+                        );
                         store.update(name, me.clone(), rev).await
                     }
                     Some((r, _)) if r == rev => Ok(None),
@@ -183,7 +186,9 @@ pub async fn acquire(
         match taken {
             Ok(Some(rev)) => return Ok(start_renewing(store, name, me, rev, opts)),
             Ok(None) => {}
-            Err(e) => tracing::warn!(lease = name, error = %e, "taking the lease failed; trying again"),
+            Err(e) => {
+                tracing::warn!(lease = name, error = %e, "taking the lease failed; trying again")
+            }
         }
         tokio::time::sleep(opts.poll_every()).await;
     }
@@ -213,11 +218,8 @@ fn start_renewing(
                 }
                 _ = tokio::time::sleep(opts.renew_every()) => {}
             }
-            let attempt = tokio::time::timeout(
-                opts.renew_every(),
-                store.update(&key, me.clone(), rev),
-            )
-            .await;
+            let attempt =
+                tokio::time::timeout(opts.renew_every(), store.update(&key, me.clone(), rev)).await;
             match attempt {
                 Ok(Ok(Some(next))) => {
                     rev = next;

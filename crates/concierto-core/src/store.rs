@@ -278,7 +278,10 @@ impl SledStore {
             }
         }
         for (tree, batch) in by_tree {
-            db.open_tree(tree).map_err(err)?.apply_batch(batch).map_err(err)?;
+            db.open_tree(tree)
+                .map_err(err)?
+                .apply_batch(batch)
+                .map_err(err)?;
         }
         Ok(())
     }
@@ -359,11 +362,12 @@ impl KvStore for SledStore {
 
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StoreError> {
         let changes = self.held().under(tree, prefix);
-        let scanned: Result<Entries, sled::Error> = self.db().and_then(|db| db.open_tree(tree)).and_then(|t| {
-            t.scan_prefix(prefix)
-                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-                .collect()
-        });
+        let scanned: Result<Entries, sled::Error> =
+            self.db().and_then(|db| db.open_tree(tree)).and_then(|t| {
+                t.scan_prefix(prefix)
+                    .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                    .collect()
+            });
         let entries = scanned.map_err(|e| {
             self.held().fail(&e);
             err(e)

@@ -34,7 +34,9 @@ fn a_full_disk_holds_writes_and_a_freed_disk_takes_them_all() {
     // Write until sled notices the disk is full: each write still succeeds.
     let mut failed_at = None;
     for i in 0..2_000 {
-        store.put("runs", format!("k{i:05}").as_bytes(), &value(i)).unwrap();
+        store
+            .put("runs", format!("k{i:05}").as_bytes(), &value(i))
+            .unwrap();
         if i % 50 == 49 && store.flush().is_err() {
             failed_at = Some(i);
             break;
@@ -44,9 +46,14 @@ fn a_full_disk_holds_writes_and_a_freed_disk_takes_them_all() {
     let why = store.failing().expect("a failing store says so");
     assert!(!why.is_empty());
     // Reads see every write, held or not.
-    assert_eq!(store.get("runs", b"before").unwrap().as_deref(), Some(&b"kept"[..]));
     assert_eq!(
-        store.get("runs", format!("k{failed_at:05}").as_bytes()).unwrap(),
+        store.get("runs", b"before").unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(
+        store
+            .get("runs", format!("k{failed_at:05}").as_bytes())
+            .unwrap(),
         Some(value(failed_at))
     );
     assert_eq!(
@@ -56,23 +63,33 @@ fn a_full_disk_holds_writes_and_a_freed_disk_takes_them_all() {
     // More writes and deletes while it fails; flushes keep failing.
     store.put("runs", b"during", b"held").unwrap();
     store
-        .apply("runs", vec![concierto_core::store::Op::Delete(b"k00000".to_vec())])
+        .apply(
+            "runs",
+            vec![concierto_core::store::Op::Delete(b"k00000".to_vec())],
+        )
         .unwrap();
     assert!(store.flush().is_err());
     assert!(store.failing().is_some());
 
     disk.free().unwrap();
-    store.flush().expect("the store heals once the disk has room");
+    store
+        .flush()
+        .expect("the store heals once the disk has room");
     assert!(store.failing().is_none());
     assert_eq!(store.held_bytes(), 0);
     drop(store);
 
     // Everything is on disk: a fresh open sees it all.
     let again = SledStore::open(&dir).unwrap();
-    assert_eq!(again.get("runs", b"during").unwrap().as_deref(), Some(&b"held"[..]));
+    assert_eq!(
+        again.get("runs", b"during").unwrap().as_deref(),
+        Some(&b"held"[..])
+    );
     assert_eq!(again.get("runs", b"k00000").unwrap(), None);
     assert_eq!(
-        again.get("runs", format!("k{failed_at:05}").as_bytes()).unwrap(),
+        again
+            .get("runs", format!("k{failed_at:05}").as_bytes())
+            .unwrap(),
         Some(value(failed_at))
     );
     assert_eq!(again.scan_prefix("runs", b"k").unwrap().len(), failed_at);

@@ -620,8 +620,7 @@ fn spawn_committer(
                     Err(_) => break,
                 }
             }
-            if !flush_until_durable(&store, &mut rx, &mut group, &writable, &signal, ack_wait)
-                .await
+            if !flush_until_durable(&store, &mut rx, &mut group, &writable, &signal, ack_wait).await
             {
                 continue;
             }

@@ -84,7 +84,11 @@ async fn readyz(State(r): State<Readiness>) -> Response {
     }
     let mut body = format!(
         "{}\n",
-        if r.is_ready() { "not ready" } else { r.describe() }
+        if r.is_ready() {
+            "not ready"
+        } else {
+            r.describe()
+        }
     );
     for (key, why) in conditions {
         body.push_str(&format!("{key}: {why}\n"));

@@ -52,11 +52,15 @@ pub async fn dlq(conn: &ConnArgs, cmd: DlqCmd) -> Result<(), CliError> {
             let mut token = String::new();
             loop {
                 let r = c
-                    .unary(c.client.clone().list_dead_letters(v1::ListDeadLettersRequest {
-                        subject_prefix: subject.clone(),
-                        page_size: 200,
-                        page_token: token.clone(),
-                    }))
+                    .unary(
+                        c.client
+                            .clone()
+                            .list_dead_letters(v1::ListDeadLettersRequest {
+                                subject_prefix: subject.clone(),
+                                page_size: 200,
+                                page_token: token.clone(),
+                            }),
+                    )
                     .await?;
                 all.extend(r.dead_letters);
                 if r.next_page_token.is_empty() || all.len() >= 10_000 {

@@ -85,8 +85,9 @@ where
             Some((lease, inner))
         }
         Ok(Err(e)) => {
-            return Err(anyhow::Error::new(e)
-                .context(format!("reading the {service} lease on the bus")));
+            return Err(
+                anyhow::Error::new(e).context(format!("reading the {service} lease on the bus"))
+            );
         }
         Err(_) => None,
     };
