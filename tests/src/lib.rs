@@ -278,3 +278,55 @@ pub async fn list_runs(bus: &Arc<dyn Bus>) -> Option<Vec<v1::Run>> {
         token = page.next_page_token;
     }
 }
+
+/// `GET /readyz` on a process's metrics port: status and body, or `None`
+/// when nothing answers.
+pub async fn readyz(port: u16) -> Option<(u16, String)> {
+    let resp = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        use std::io::{Read as _, Write as _};
+        write!(
+            stream,
+            "GET /readyz HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        Some(text)
+    })
+    .await
+    .ok()??;
+    let (head, body) = resp.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The `system-improvement` run `run_id` of the example studio, its builtin
+/// steps sleeping `sleep_ms` each: the no-op workload of the bulk tests.
+pub fn system_improvement_run(run_id: &str, sleep_ms: u32) -> v1::StartRun {
+    v1::StartRun {
+        run_id: run_id.to_string(),
+        workflow: "system-improvement".into(),
+        trigger: "continuous_optimization".into(),
+        priority: v1::Priority::Normal as i32,
+        params: [("builtin.sleep_ms".to_string(), sleep_ms.to_string())].into(),
+        requested_by: "e2e".into(),
+        ..Default::default()
+    }
+}
+
+/// The stored runs whose id starts with `prefix`, when the orchestrator
+/// answers, and how many of them succeeded.
+pub async fn runs_with_prefix(bus: &Arc<dyn Bus>, prefix: &str) -> Option<(Vec<v1::Run>, usize)> {
+    let runs: Vec<v1::Run> = list_runs(bus)
+        .await?
+        .into_iter()
+        .filter(|r| r.run_id.starts_with(prefix))
+        .collect();
+    let ok = runs
+        .iter()
+        .filter(|r| r.state() == v1::RunState::Succeeded)
+        .count();
+    Some((runs, ok))
+}

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use concierto_bus::BusExt;
 use concierto_core::subjects;
-use concierto_e2e::{Sandbox, eventually, list_runs};
-use concierto_proto::v1;
+use concierto_e2e::{
+    Sandbox, eventually, list_runs, readyz, runs_with_prefix, system_improvement_run,
+};
 
 const ROLES: &[&str] = &[
     "performance-benchmarker",
@@ -20,14 +21,6 @@ const ROLES: &[&str] = &[
 /// The lease's ttl is 6 s; the standby polls every second, then opens the
 /// store (sled waits up to 3 s for a dying holder's lock) and recovers.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(15);
-
-async fn readyz(port: u16) -> Option<(u16, String)> {
-    let resp = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-        .await
-        .ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.text().await.unwrap_or_default()))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_orchestrator_is_active_and_the_standby_takes_over_when_it_is_killed() {
@@ -70,38 +63,24 @@ async fn one_orchestrator_is_active_and_the_standby_takes_over_when_it_is_killed
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(readyz(ports[standby]).await.map(|r| r.0), Some(503));
     assert_eq!(readyz(ports[active]).await.map(|r| r.0), Some(200));
-    eventually(Duration::from_secs(30), "the orchestrator to answer", || async {
-        list_runs(&client).await
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the orchestrator to answer",
+        || async { list_runs(&client).await },
+    )
     .await;
 
     let n = 150;
     for i in 0..n {
         let id = format!("lease@{i:03}");
-        let start = v1::StartRun {
-            run_id: id.clone(),
-            workflow: "system-improvement".into(),
-            trigger: "continuous_optimization".into(),
-            priority: v1::Priority::Normal as i32,
-            params: [("builtin.sleep_ms".to_string(), "30".to_string())].into(),
-            requested_by: "e2e".into(),
-            ..Default::default()
-        };
+        let start = system_improvement_run(&id, 30);
         client
             .publish_durable_proto(subjects::RUN_START, &start, &id)
             .await
             .unwrap();
     }
-    let ours = |runs: Vec<v1::Run>| -> Vec<v1::Run> {
-        runs.into_iter()
-            .filter(|r| r.run_id.starts_with("lease@"))
-            .collect()
-    };
     eventually(Duration::from_secs(60), "some runs to finish", || async {
-        let done = ours(list_runs(&client).await?)
-            .iter()
-            .filter(|r| r.state() == v1::RunState::Succeeded)
-            .count();
+        let (_, done) = runs_with_prefix(&client, "lease@").await?;
         (done >= 15).then_some(())
     })
     .await;
@@ -109,9 +88,11 @@ async fn one_orchestrator_is_active_and_the_standby_takes_over_when_it_is_killed
     // SIGKILL the active one mid-work: the standby takes over.
     sb.proc(names[active]).kill();
     let killed = Instant::now();
-    eventually(TAKEOVER_BOUND * 2, "the standby to become active", || async {
-        readyz(ports[standby]).await.filter(|(s, _)| *s == 200)
-    })
+    eventually(
+        TAKEOVER_BOUND * 2,
+        "the standby to become active",
+        || async { readyz(ports[standby]).await.filter(|(s, _)| *s == 200) },
+    )
     .await;
     let took = killed.elapsed();
     eprintln!("the standby was active {took:?} after the SIGKILL");
@@ -122,11 +103,7 @@ async fn one_orchestrator_is_active_and_the_standby_takes_over_when_it_is_killed
     );
 
     let runs = eventually(Duration::from_secs(120), "every run to succeed", || async {
-        let runs = ours(list_runs(&client).await?);
-        let ok = runs
-            .iter()
-            .filter(|r| r.state() == v1::RunState::Succeeded)
-            .count();
+        let (runs, ok) = runs_with_prefix(&client, "lease@").await?;
         (ok == n).then_some(runs)
     })
     .await;

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use concierto_bus::BusExt;
 use concierto_core::subjects;
-use concierto_e2e::{Sandbox, eventually, list_runs};
-use concierto_proto::v1;
+use concierto_e2e::{
+    Sandbox, eventually, list_runs, readyz, runs_with_prefix, system_improvement_run,
+};
 use concierto_testkit::SmallDisk;
 
 const ROLES: &[&str] = &[
@@ -21,14 +22,6 @@ const ROLES: &[&str] = &[
     "workflow-optimizer",
     "studio-orchestrator",
 ];
-
-async fn readyz(port: u16) -> Option<(u16, String)> {
-    let resp = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
-        .await
-        .ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.text().await.unwrap_or_default()))
-}
 
 async fn metric(port: u16, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
@@ -77,32 +70,23 @@ async fn a_full_disk_for_ten_seconds_loses_no_accepted_run() {
         });
     }
     client.flush().await.unwrap();
-    eventually(Duration::from_secs(30), "the orchestrator to be ready", || async {
-        readyz(port).await.filter(|(s, _)| *s == 200)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the orchestrator to be ready",
+        || async { readyz(port).await.filter(|(s, _)| *s == 200) },
+    )
     .await;
-    eventually(Duration::from_secs(30), "the orchestrator to answer", || async {
-        list_runs(&client).await
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the orchestrator to answer",
+        || async { list_runs(&client).await },
+    )
     .await;
 
     let n = 300;
-    let ours = |runs: Vec<v1::Run>| -> Vec<v1::Run> {
-        runs.into_iter()
-            .filter(|r| r.run_id.starts_with("disk@"))
-            .collect()
-    };
     for i in 0..n {
         let id = format!("disk@{i:03}");
-        let start = v1::StartRun {
-            run_id: id.clone(),
-            workflow: "system-improvement".into(),
-            trigger: "continuous_optimization".into(),
-            priority: v1::Priority::Normal as i32,
-            params: [("builtin.sleep_ms".to_string(), "20".to_string())].into(),
-            requested_by: "e2e".into(),
-            ..Default::default()
-        };
+        let start = system_improvement_run(&id, 20);
         // Accepted: stored by the bus, as the admin API's StartRun does.
         client
             .publish_durable_proto(subjects::RUN_START, &start, &id)
@@ -115,9 +99,11 @@ async fn a_full_disk_for_ten_seconds_loses_no_accepted_run() {
     let pid = sb.proc("orchestrator").pid();
 
     // The store fails: not ready, and it says why.
-    let (_, why) = eventually(Duration::from_secs(30), "/readyz to say not ready", || async {
-        readyz(port).await.filter(|(s, _)| *s == 503)
-    })
+    let (_, why) = eventually(
+        Duration::from_secs(30),
+        "/readyz to say not ready",
+        || async { readyz(port).await.filter(|(s, _)| *s == 503) },
+    )
     .await;
     assert!(why.contains("orchestrator.store"), "{why}");
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -126,23 +112,23 @@ async fn a_full_disk_for_ten_seconds_loses_no_accepted_run() {
         Some(503),
         "still not ready while the disk is full"
     );
-    let errors = metric(port, "concierto_store_errors_total").await.unwrap_or(0.0);
+    let errors = metric(port, "concierto_store_errors_total")
+        .await
+        .unwrap_or(0.0);
     assert!(errors > 0.0, "store errors counted: {errors}");
 
     disk.free().unwrap();
     let runs = eventually(Duration::from_secs(120), "every run to succeed", || async {
-        let runs = ours(list_runs(&client).await?);
-        let ok = runs
-            .iter()
-            .filter(|r| r.state() == v1::RunState::Succeeded)
-            .count();
+        let (runs, ok) = runs_with_prefix(&client, "disk@").await?;
         (ok == n).then_some(runs)
     })
     .await;
     assert_eq!(runs.len(), n, "every accepted run is stored once");
-    eventually(Duration::from_secs(30), "/readyz to be ready again", || async {
-        readyz(port).await.filter(|(s, _)| *s == 200)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "/readyz to be ready again",
+        || async { readyz(port).await.filter(|(s, _)| *s == 200) },
+    )
     .await;
     assert_eq!(dead.load(Ordering::SeqCst), 0, "nothing dead-lettered");
     assert_eq!(

@@ -116,14 +116,18 @@ async fn up_drafts_and_brand_guardian_scores_the_draft_with_no_api_key() {
         "{usage:?}"
     );
 
-    // The content library's JSON API answers (empty: the example's folders do not exist here).
+    // The content library's JSON API answers a reviewer (empty: the example's
+    // folders do not exist here); its reads need a token.
     let mut s = tokio::net::TcpStream::connect(&library)
         .await
         .expect("library API");
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(
-        format!("GET /api/items HTTP/1.1\r\nhost: {library}\r\nconnection: close\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "GET /api/items HTTP/1.1\r\nhost: {library}\r\nauthorization: Bearer {TOKEN}\r\n\
+             connection: close\r\n\r\n"
+        )
+        .as_bytes(),
     )
     .await
     .unwrap();

@@ -9,6 +9,10 @@ pub enum ContentError {
     /// unsupported format).
     #[error("image: {0} (supported formats: PNG, JPEG, WebP, GIF)")]
     Image(String),
+    /// The input is over a size limit (an image's pixels or decode memory);
+    /// the message names the limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// No item has this id.
     #[error("no content item {0}: check the id (a content hash) with a search")]
     ItemNotFound(String),
@@ -54,6 +58,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request conflicts with the current state (409).
     Conflict,
+    /// The input is over a size limit (413).
+    TooLarge,
     /// Storage or index failure (500).
     Internal,
 }
@@ -69,6 +75,7 @@ impl ContentError {
             ContentError::CollectionExists(_) | ContentError::Superseded { .. } => {
                 ErrorKind::Conflict
             }
+            ContentError::TooLarge(_) => ErrorKind::TooLarge,
             ContentError::Store(_) | ContentError::Index(_) | ContentError::Corrupt { .. } => {
                 ErrorKind::Internal
             }

@@ -3,14 +3,14 @@
 //!
 //! ```text
 //!  request ──▶ auth (Authorization: Bearer <token> → identity)
-//!                │ writes always; reads when `read_requires_token`
+//!                │ writes always; reads unless `read_requires_token` is off
 //!                ▼
 //!  handler ──▶ spawn_blocking(ContentLibrary call) ──▶ JSON, or {"error": "..."}
 //! ```
 //!
 //! | route | answers |
 //! |---|---|
-//! | `GET /api/items?q=&kind=&source=&collection=&tag=&colour=&delta_e=&min_share=&from=&to=&limit=&offset=` | 200 `{total, items: [item + score]}`; 400 |
+//! | `GET /api/items?q=&kind=&source=&collection=&tag=&colour=&delta_e=&min_share=&from=&to=&limit=&offset=` | 200 `{total, items: [item + score]}`; 400 (also search text over a limit: [`MAX_QUERY_CHARS`](crate::MAX_QUERY_CHARS), [`MAX_QUERY_TERMS`](crate::MAX_QUERY_TERMS), [`MAX_QUERY_DEPTH`](crate::MAX_QUERY_DEPTH)) |
 //! | `GET /api/items/{id}` | 200 the item; 404 |
 //! | `GET /api/items/{id}/blob` | 200 the original bytes (`ETag`, `Cache-Control`), 304; 404 |
 //! | `PATCH /api/items/{id}` `{title?, tags?, notes?}` | 200 the item; 400, 401, 404, 409 (superseded) |
@@ -25,62 +25,67 @@
 //! | `GET /api/collections/{name}/export.json` | 200 the collection as JSON (attachment); 404 |
 //! | `GET /healthz` | 200 `{"status": "ok"}` (never needs a token) |
 //!
-//! Reads answer 401 without a valid token when
-//! [`ApiOptions::read_requires_token`] is set. A JSON body in another media
-//! type is answered 415, a malformed one 400, one over 1 MiB 413.
+//! Reads answer 401 without a valid token unless
+//! [`ApiOptions::read_requires_token`] is turned off (the studio's
+//! `server.library_public: true`). A JSON body in another media type is
+//! answered 415, a malformed one 400, one over 1 MiB 413.
 //!
 //! # Uploads
 //!
-//! Every `file` field is checked by its content ([`extract::sniff_image_type`]:
-//! PNG, JPEG, WebP, GIF), never by its name or declared type. A file that is
-//! not one of those, or does not decode, is refused with its reason and the
-//! others are still stored. A file over [`ApiOptions::max_file_bytes`], files
-//! over [`ApiOptions::max_upload_bytes`] together, or more than
+//! Every `file` field is checked by its content
+//! ([`sniff_image_type`](crate::extract::sniff_image_type): PNG, JPEG, WebP,
+//! GIF), never by its name or declared type. A file that is not one of
+//! those, or does not decode, is refused with its reason and the others are
+//! still stored. A file over [`ApiOptions::max_file_bytes`], files over
+//! [`ApiOptions::max_upload_bytes`] together, or more than
 //! [`ApiOptions::max_files`] files refuse the whole upload with 413 and store
-//! nothing. The answer is 201 when something new was stored, 200 when every
-//! file was known already, and 415 (or 400) with the same body plus an
-//! `error` when every file was refused.
+//! nothing. An image whose header declares more pixels than
+//! [`MAX_DIMENSION`](crate::extract::MAX_DIMENSION) a side or more memory
+//! than [`MAX_DECODE_BYTES`](crate::extract::MAX_DECODE_BYTES) (a
+//! decompression bomb) is refused before it is decoded; at most
+//! [`MAX_CONCURRENT_DECODES`](crate::extract::MAX_CONCURRENT_DECODES) images
+//! decode at once. The answer is 201 when something new was stored, 200 when
+//! every file was known already, and 413 (an image over a decoding limit),
+//! 415 (not an image) or 400 with the same body plus an `error` when every
+//! file was refused.
 //!
 //! An upload's source key is `<sha256 of the bytes>/<file name>`, so the same
-//! bytes uploaded again are [`Outcome::Unchanged`] (the upload's tags are
-//! added to the item) and two different files with the same name never
-//! replace each other.
+//! bytes uploaded again are [`Outcome::Unchanged`](crate::Outcome::Unchanged)
+//! (the upload's tags are added to the item) and two different files with
+//! the same name never replace each other.
 
 use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::multipart::{MultipartError, MultipartRejection};
+use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Multipart, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
+
+mod upload;
 
 use crate::error::{ContentError, ErrorKind};
-use crate::extract;
 use crate::library::ContentLibrary;
-use crate::model::{ColourFilter, Edit, Item, Kind, NewItem, Outcome, Query};
+use crate::model::{ColourFilter, Edit, Item, Kind, Query};
 
 /// Maps a bearer token to the identity it belongs to (`None`: unknown token).
 pub type TokenAuth = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Largest JSON request body (`PATCH`, collections).
 const MAX_JSON_BYTES: usize = 1024 * 1024;
-/// Largest text field of an upload (`tags`, `collection`, `source`).
-const MAX_UPLOAD_FIELD: usize = 64 * 1024;
 /// Room for multipart boundaries and part headers on top of the file bytes.
 const MULTIPART_OVERHEAD: usize = 64 * 1024;
-/// Longest file name kept from an upload (characters).
-const MAX_FILE_NAME: usize = 150;
 
 /// How the API runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiOptions {
-    /// Reads (`GET`) need a valid bearer token too (writes always do).
+    /// Reads (`GET`) need a valid bearer token too (writes always do); on by
+    /// default, off for a studio with `server.library_public: true`.
     pub read_requires_token: bool,
     /// Largest single uploaded file (25 MiB by default).
     pub max_file_bytes: usize,
@@ -93,7 +98,7 @@ pub struct ApiOptions {
 impl Default for ApiOptions {
     fn default() -> Self {
         ApiOptions {
-            read_requires_token: false,
+            read_requires_token: true,
             max_file_bytes: 25 * 1024 * 1024,
             max_upload_bytes: 100 * 1024 * 1024,
             max_files: 32,
@@ -102,6 +107,15 @@ impl Default for ApiOptions {
 }
 
 impl ApiOptions {
+    /// The defaults, with reads public when the studio says
+    /// `server.library_public: true`.
+    pub fn for_studio(studio: &concierto_core::config::Studio) -> Self {
+        ApiOptions {
+            read_requires_token: !studio.server.library_public,
+            ..ApiOptions::default()
+        }
+    }
+
     /// Checks the options; the error says which one to fix.
     pub fn validate(&self) -> Result<(), ContentError> {
         let bad = |m: &str| Err(ContentError::Invalid(format!("content API options: {m}")));
@@ -141,7 +155,7 @@ pub fn router(library: Arc<ContentLibrary>, auth: TokenAuth, opts: ApiOptions) -
         .route("/api/items/{id}/blob", routing::get(get_blob))
         .route(
             "/api/upload",
-            routing::post(upload).layer(DefaultBodyLimit::max(upload_limit)),
+            routing::post(upload::upload).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route(
             "/api/collections",
@@ -210,6 +224,7 @@ impl From<ContentError> for ApiError {
             ErrorKind::Invalid => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())
@@ -573,291 +588,6 @@ async fn patch_item(
 }
 
 // ---------------------------------------------------------------------------
-// Upload
-
-/// One file as received.
-struct Received {
-    name: String,
-    bytes: Vec<u8>,
-}
-
-#[derive(Serialize)]
-struct Stored {
-    id: String,
-    outcome: Outcome,
-    title: String,
-}
-
-#[derive(Serialize)]
-struct Refused {
-    name: String,
-    reason: String,
-}
-
-/// The last path segment of a file name, without control characters, at most
-/// [`MAX_FILE_NAME`] characters; `upload` when nothing is left.
-fn clean_file_name(raw: &str) -> String {
-    let base = raw.rsplit(['/', '\\']).next().unwrap_or(raw);
-    let name: String = base
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_FILE_NAME)
-        .collect();
-    let name = name.trim();
-    if name.is_empty() || name == "." || name == ".." {
-        "upload".to_string()
-    } else {
-        name.to_string()
-    }
-}
-
-/// The title an upload gets: its file name without the extension.
-fn title_of(name: &str) -> String {
-    match name.rsplit_once('.') {
-        Some((stem, _)) if !stem.trim().is_empty() => stem.to_string(),
-        _ => name.to_string(),
-    }
-}
-
-async fn text_field(
-    field: &mut axum::extract::multipart::Field<'_>,
-    name: &str,
-) -> Result<String, ApiError> {
-    let mut buf = Vec::new();
-    while let Some(chunk) = field.chunk().await? {
-        if buf.len() + chunk.len() > MAX_UPLOAD_FIELD {
-            return Err(ApiError::too_large(format!(
-                "field {name}: at most {MAX_UPLOAD_FIELD} bytes"
-            )));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    String::from_utf8(buf)
-        .map_err(|_| ApiError::bad_request(format!("field {name} is not UTF-8 text")))
-}
-
-/// What a multipart upload carried.
-#[derive(Default)]
-struct UploadForm {
-    files: Vec<Received>,
-    tags: Vec<String>,
-    collection: Option<String>,
-    source: Option<String>,
-}
-
-async fn read_upload(mut mp: Multipart, opts: &ApiOptions) -> Result<UploadForm, ApiError> {
-    let mut form = UploadForm::default();
-    let mut total = 0usize;
-    let mut files_seen = 0usize;
-    // A limit broken: remembered, and the rest of the body still read (up to
-    // the body limit) so the client gets the answer rather than a reset.
-    let mut refusal: Option<ApiError> = None;
-    while let Some(mut field) = mp.next_field().await? {
-        let field_name = field.name().unwrap_or("").to_string();
-        match field_name.as_str() {
-            "file" => {
-                files_seen += 1;
-                if refusal.is_some() {
-                    continue;
-                }
-                if files_seen > opts.max_files {
-                    refusal = Some(ApiError::too_large(format!(
-                        "more than {} files: upload at most {} at a time",
-                        opts.max_files, opts.max_files
-                    )));
-                    continue;
-                }
-                let name = clean_file_name(field.file_name().unwrap_or(""));
-                let mut bytes = Vec::new();
-                while let Some(chunk) = field.chunk().await? {
-                    if bytes.len() + chunk.len() > opts.max_file_bytes {
-                        refusal = Some(ApiError::too_large(format!(
-                            "{name}: larger than {} bytes, the most one file may have",
-                            opts.max_file_bytes
-                        )));
-                        break;
-                    }
-                    if total + bytes.len() + chunk.len() > opts.max_upload_bytes {
-                        refusal = Some(ApiError::too_large(format!(
-                            "the files together are larger than {} bytes: upload fewer at a time",
-                            opts.max_upload_bytes
-                        )));
-                        break;
-                    }
-                    bytes.extend_from_slice(&chunk);
-                }
-                if refusal.is_some() {
-                    continue;
-                }
-                total += bytes.len();
-                // A browser sends an empty, nameless part for an empty file input.
-                if bytes.is_empty() && field.file_name().unwrap_or("").is_empty() {
-                    continue;
-                }
-                form.files.push(Received { name, bytes });
-            }
-            "tags" => {
-                let v = text_field(&mut field, "tags").await?;
-                form.tags.extend(
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|t| !t.is_empty())
-                        .map(str::to_string),
-                );
-            }
-            "collection" => {
-                let v = text_field(&mut field, "collection").await?;
-                form.collection = Some(v.trim().to_string()).filter(|v| !v.is_empty());
-            }
-            "source" => {
-                let v = text_field(&mut field, "source").await?;
-                form.source = Some(v.trim().to_string()).filter(|v| !v.is_empty());
-            }
-            // Other fields (a submit button, a CSRF token) are skipped.
-            _ => {}
-        }
-    }
-    match refusal {
-        Some(e) => Err(e),
-        None => Ok(form),
-    }
-}
-
-async fn upload(
-    Writer(who): Writer,
-    State(st): State<ApiState>,
-    headers: HeaderMap,
-    mp: Result<Multipart, MultipartRejection>,
-) -> Result<Response, ApiError> {
-    let is_multipart = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("multipart/form-data")
-        });
-    if !is_multipart {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "an upload is multipart/form-data with one `file` field per file",
-        ));
-    }
-    let mp = mp.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let form = read_upload(mp, &st.opts).await?;
-    if form.files.is_empty() {
-        return Err(ApiError::bad_request(
-            "no files: send one `file` field per file",
-        ));
-    }
-    let source = form.source.unwrap_or_else(|| "upload".to_string());
-    let tags = form.tags;
-    let collection = form.collection;
-
-    let mut refused = Vec::new();
-    let mut wrong_type = false;
-    let mut names = Vec::new();
-    let mut batch = Vec::new();
-    for f in form.files {
-        let Some(media_type) = extract::sniff_image_type(&f.bytes) else {
-            wrong_type = true;
-            refused.push(Refused {
-                name: f.name,
-                reason: "not a PNG, JPEG, WebP or GIF image (checked by its content, not its \
-                         name or declared type)"
-                    .to_string(),
-            });
-            continue;
-        };
-        let hash = hex::encode(Sha256::digest(&f.bytes));
-        batch.push(
-            NewItem::new(Kind::Image, source.clone(), format!("{hash}/{}", f.name))
-                .title(title_of(&f.name))
-                .bytes(f.bytes, Some(media_type))
-                .tags(tags.clone()),
-        );
-        names.push(f.name);
-    }
-
-    let results = run(&st.library, move |lib| {
-        if let Some(c) = &collection {
-            lib.collection(c)?;
-        }
-        let mut out = Vec::with_capacity(batch.len());
-        for (name, r) in names.into_iter().zip(lib.put_many(batch)?) {
-            let put = match r {
-                Ok(p) => p,
-                Err(e) => {
-                    out.push((name, Err(e)));
-                    continue;
-                }
-            };
-            let mut item = put.item;
-            if put.outcome == Outcome::Unchanged && tags.iter().any(|t| !item.tags.contains(t)) {
-                let mut merged = item.tags.clone();
-                merged.extend(tags.iter().cloned());
-                item = lib.update(
-                    &item.id,
-                    Edit {
-                        tags: Some(merged),
-                        ..Edit::default()
-                    },
-                )?;
-            }
-            if let Some(c) = &collection {
-                lib.add_to_collection(c, &item.id)?;
-            }
-            out.push((
-                name,
-                Ok(Stored {
-                    id: item.id,
-                    outcome: put.outcome,
-                    title: item.title,
-                }),
-            ));
-        }
-        Ok(out)
-    })
-    .await?;
-
-    let mut items = Vec::new();
-    for (name, r) in results {
-        match r {
-            Ok(s) => {
-                tracing::info!(who = %who, id = %s.id, outcome = ?s.outcome, file = %name, "content uploaded");
-                items.push(s);
-            }
-            Err(e) if e.kind() == ErrorKind::Invalid => {
-                wrong_type |= matches!(e, ContentError::Image(_));
-                refused.push(Refused {
-                    name,
-                    reason: e.to_string(),
-                });
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    for r in &refused {
-        tracing::info!(who = %who, file = %r.name, reason = %r.reason, "upload refused");
-    }
-    let stored_new = items.iter().any(|s| s.outcome != Outcome::Unchanged);
-    let status = if stored_new {
-        StatusCode::CREATED
-    } else if !items.is_empty() {
-        StatusCode::OK
-    } else if wrong_type {
-        StatusCode::UNSUPPORTED_MEDIA_TYPE
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    let mut body = json!({ "items": items, "refused": refused });
-    if items.is_empty() {
-        body["error"] = json!("every file was refused: see `refused` for why");
-    }
-    Ok((status, Json(body)).into_response())
-}
-
-// ---------------------------------------------------------------------------
 // Collections
 
 async fn list_collections(
@@ -1055,15 +785,6 @@ mod tests {
             let e = parse_query(Some(bad)).expect_err(bad);
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
         }
-    }
-
-    #[test]
-    fn file_names_lose_paths_and_control_characters() {
-        assert_eq!(clean_file_name("../../etc/passwd"), "passwd");
-        assert_eq!(clean_file_name("C:\\art\\riso\n.png"), "riso.png");
-        assert_eq!(clean_file_name(".."), "upload");
-        assert_eq!(title_of("hero shot.png"), "hero shot");
-        assert_eq!(title_of(".hidden"), ".hidden");
     }
 
     #[test]

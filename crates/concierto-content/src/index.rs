@@ -30,6 +30,90 @@ pub(crate) const MAX_LIMIT: usize = 1_000;
 pub(crate) const MAX_OFFSET: usize = 100_000;
 /// Text beyond this many bytes is stored but not indexed.
 const MAX_INDEXED_TEXT: usize = 100_000;
+/// Longest search text, in characters.
+pub const MAX_QUERY_CHARS: usize = 1_000;
+/// Most words in a search text (operators `AND`, `OR`, `NOT` not counted).
+pub const MAX_QUERY_TERMS: usize = 64;
+/// Deepest nesting in a search text: groups `(…)`, `[…]`, `{…}` inside one
+/// another, plus `NOT`s in a row (the query parser recurses on both).
+pub const MAX_QUERY_DEPTH: usize = 8;
+/// Most tag filters in one search.
+pub const MAX_QUERY_TAGS: usize = 64;
+
+/// Refuses search text the query parser should not see: over
+/// [`MAX_QUERY_CHARS`], [`MAX_QUERY_TERMS`] or [`MAX_QUERY_DEPTH`] (deep
+/// nesting overflows the parser's stack; many terms make a query costly).
+/// The error names the limit.
+pub(crate) fn check_text(text: &str) -> Result<(), ContentError> {
+    let refuse = |what: String| {
+        Err(ContentError::Invalid(format!(
+            "search text {what}: simplify the search"
+        )))
+    };
+    let chars = text.chars().count();
+    if chars > MAX_QUERY_CHARS {
+        return refuse(format!(
+            "has {chars} characters, more than the limit of {MAX_QUERY_CHARS}"
+        ));
+    }
+    let terms = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !matches!(*w, "AND" | "OR" | "NOT"))
+        .count();
+    if terms > MAX_QUERY_TERMS {
+        return refuse(format!(
+            "has {terms} words, more than the limit of {MAX_QUERY_TERMS}"
+        ));
+    }
+    let depth = nesting(text);
+    if depth > MAX_QUERY_DEPTH {
+        return refuse(format!(
+            "nests groups or NOTs {depth} deep, more than the limit of {MAX_QUERY_DEPTH}"
+        ));
+    }
+    Ok(())
+}
+
+/// How deep the query parser would recurse: open groups (`(`, `[`, `{`, also
+/// inside quotes, to be safe) plus the `NOT`s in a row before each leaf.
+fn nesting(text: &str) -> usize {
+    // Per open group, the NOTs in a row before it; then those since.
+    let mut outer: Vec<usize> = Vec::new();
+    let mut nots = 0usize;
+    let mut deepest = 0usize;
+    let mut word = String::new();
+    fn end_word(word: &mut String, nots: &mut usize) {
+        if word.is_empty() {
+            return;
+        }
+        if word == "NOT" {
+            *nots += 1;
+        } else {
+            *nots = 0;
+        }
+        word.clear();
+    }
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                end_word(&mut word, &mut nots);
+                outer.push(nots);
+                nots = 0;
+            }
+            ')' | ']' | '}' => {
+                end_word(&mut word, &mut nots);
+                outer.pop();
+                nots = 0;
+            }
+            c if c.is_whitespace() => end_word(&mut word, &mut nots),
+            c => word.push(c),
+        }
+        let level = outer.len() + outer.iter().sum::<usize>() + nots;
+        deepest = deepest.max(level);
+    }
+    end_word(&mut word, &mut nots);
+    deepest.max(outer.len() + outer.iter().sum::<usize>() + nots)
+}
 
 #[derive(Clone, Copy)]
 pub(crate) struct Fields {
@@ -299,4 +383,44 @@ fn ids(searcher: &Searcher, f: &Fields, docs: Hits) -> ScoredIds {
             Some((id, score))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_counts_groups_and_nots_in_a_row() {
+        assert_eq!(nesting("riso print"), 0);
+        assert_eq!(nesting("(riso OR print) -zine"), 1);
+        assert_eq!(nesting("title:(a (b [c TO d]))"), 3);
+        assert_eq!(nesting("NOT NOT NOT a"), 3);
+        assert_eq!(nesting("NOT a NOT b NOT c"), 1);
+        assert_eq!(nesting("NOT (NOT (a))"), 4);
+        assert_eq!(nesting(")))((("), 3);
+        assert_eq!(nesting(&"(".repeat(1000)), 1000);
+    }
+
+    #[test]
+    fn search_text_over_a_limit_is_refused_naming_it() {
+        assert!(check_text("riso print -zine \"two colours\" title:(poster OR flyer)").is_ok());
+        let cases = [
+            ("(".repeat(1000), "1000 deep"),
+            ("(".repeat(9) + "a", "limit of 8"),
+            ("NOT ".repeat(9) + "a", "limit of 8"),
+            ("a ".repeat(65), "limit of 64"),
+            ("a,".repeat(65), "limit of 64"),
+            ("x".repeat(1001), "limit of 1000"),
+        ];
+        for (text, needle) in cases {
+            let e = check_text(&text).expect_err(&text);
+            assert!(matches!(e, ContentError::Invalid(_)), "{e}");
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        assert!(check_text(&"(".repeat(8)).is_ok(), "at the limit is fine");
+        assert!(
+            check_text(&"é".repeat(1000)).is_ok(),
+            "characters, not bytes"
+        );
+    }
 }

@@ -31,6 +31,7 @@ pub mod colour;
 mod error;
 mod export;
 pub mod extract;
+mod gate;
 pub mod http;
 mod index;
 pub mod learn;
@@ -40,7 +41,8 @@ mod model;
 pub use error::{ContentError, ErrorKind};
 pub use export::escape_html;
 pub use http::{ApiOptions, TokenAuth, router};
-pub use library::{ContentLibrary, PALETTE_SIZE};
+pub use index::{MAX_QUERY_CHARS, MAX_QUERY_DEPTH, MAX_QUERY_TAGS, MAX_QUERY_TERMS};
+pub use library::{ContentLibrary, MAX_CONCURRENT_SEARCHES, PALETTE_SIZE};
 pub use model::{
     Blob, Collection, ColourFilter, Edit, FontUse, Hit, Item, Kind, NewItem, Outcome, Page, Put,
     Query, Swatch,

@@ -1,6 +1,7 @@
 //! Sign-in and CSRF. A reviewer token (the admin API's: its SHA-256 is a
 //! `reviewers.<id>.token_sha256`) is exchanged on `POST /login` for a session:
-//! an `HttpOnly; SameSite=Strict` cookie holding the reviewer id, the token
+//! an `HttpOnly; SameSite=Strict` cookie (also `Secure` with
+//! `DashboardOptions::secure_cookies`) holding the reviewer id, the token
 //! (the library proxy passes it on) and the expiry, sealed with
 //! XChaCha20-Poly1305 under a key derived from the CSRF key. The dashboard
 //! keeps no session table, so any replica with the same key
@@ -34,6 +35,7 @@ use subtle::ConstantTimeEq;
 
 use crate::DashboardState;
 use crate::html::{self, esc};
+use crate::security::cookie_attributes;
 
 /// The session cookie.
 pub(crate) const SESSION_COOKIE: &str = "concierto_dashboard_session";
@@ -228,6 +230,11 @@ impl Authed {
         &self.session_cookie
     }
 
+    /// The session's id (its nonce in hex).
+    pub(crate) fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
     /// The `Set-Cookie` for the CSRF token, when a new one was made.
     pub fn csrf_cookie(&self, state: &DashboardState) -> Option<HeaderValue> {
         self.new_csrf
@@ -238,8 +245,9 @@ impl Authed {
 
 fn csrf_cookie_header(token: &str, state: &DashboardState) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
-        "{CSRF_COOKIE}={token}; Path=/; Max-Age={}; SameSite=Strict; HttpOnly",
-        state.opts().csrf_ttl.as_secs()
+        "{CSRF_COOKIE}={token}; Max-Age={}{}",
+        state.opts().csrf_ttl.as_secs(),
+        cookie_attributes(state)
     ))
     .ok()
 }
@@ -476,8 +484,9 @@ pub(crate) async fn login(
     tracing::info!(reviewer = %identity.id, "signed in to the dashboard");
     let mut resp = Redirect::to(&next).into_response();
     if let Ok(c) = HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={id}; Path=/; Max-Age={}; SameSite=Strict; HttpOnly",
-        ttl.as_secs()
+        "{SESSION_COOKIE}={id}; Max-Age={}{}",
+        ttl.as_secs(),
+        cookie_attributes(&state)
     )) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -520,12 +529,12 @@ pub(crate) async fn logout(
     }
     tracing::info!(reviewer = %who.identity.id, "signed out of the dashboard");
     let mut resp = Redirect::to("/login").into_response();
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "concierto_dashboard_session=; Path=/; Max-Age=0; SameSite=Strict; HttpOnly",
-        ),
-    );
+    if let Ok(c) = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=; Max-Age=0{}",
+        cookie_attributes(&state)
+    )) {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
     resp
 }
 

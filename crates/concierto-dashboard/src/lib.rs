@@ -22,7 +22,7 @@
 //! | `GET /feedback` | the feedback inbox with first-response times against the SLA |
 //! | `GET /library` | the content library: gallery, search, collections, upload |
 //! | `ANY /library/api/{*path}` | proxied to `http://{server.library_addr}/api/{path}` |
-//! | `GET /events` | server-sent events: `run`, `gate`, `metric`, `heartbeat` |
+//! | `GET /events` | server-sent events: `run`, `gate`, `metric`, `heartbeat`; 429 over 4 streams per session or 256 in all |
 //! | `GET /assets/dashboard.css`, `/assets/dashboard.js` | the embedded style and script |
 //!
 //! Identity is the admin API's: the SHA-256 of a token must be a
@@ -33,6 +33,12 @@
 //! the proxy and every `POST` answer 401. State-changing requests carry the
 //! feedback form's double-submit CSRF token (cookie and form field or
 //! `X-CSRF-Token` header, [`concierto_feedback::form`]).
+//!
+//! Every response carries a Content-Security-Policy (no inline script or
+//! style, nothing from elsewhere, no framing), `X-Frame-Options: DENY`,
+//! `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin`;
+//! cookies carry `Secure` with [`DashboardOptions::secure_cookies`] (see
+//! `security.rs`).
 //!
 //! Gate decisions go to the orchestrator with the reviewer's id in
 //! [`subjects::IDENTITY_HEADER`], so the orchestrator applies the gRPC API's
@@ -53,6 +59,7 @@ mod html;
 mod library;
 mod live;
 mod pages;
+mod security;
 mod services;
 
 use std::collections::{HashMap, VecDeque};
@@ -118,6 +125,16 @@ pub struct DashboardOptions {
     pub csrf_ttl: Duration,
     /// Threshold crossings kept for the overview page.
     pub keep_thresholds: usize,
+    /// Cookies carry `Secure`, so browsers send them over HTTPS only: set it
+    /// when browsers reach the dashboard over HTTPS (a TLS-terminating proxy
+    /// in front; the dashboard itself speaks plain HTTP). From the studio's
+    /// `server.dashboard_secure_cookies` (false by default).
+    pub secure_cookies: bool,
+    /// Most `GET /events` streams one session may have open at once (4);
+    /// another is answered 429.
+    pub max_streams_per_session: usize,
+    /// Most `GET /events` streams open at once in all (256).
+    pub max_streams: usize,
 }
 
 impl Default for DashboardOptions {
@@ -131,15 +148,20 @@ impl Default for DashboardOptions {
             csrf_key: Secret::random(),
             csrf_ttl: Duration::from_secs(12 * 3600),
             keep_thresholds: 50,
+            secure_cookies: false,
+            max_streams_per_session: 4,
+            max_streams: 256,
         }
     }
 }
 
 impl DashboardOptions {
-    /// From the studio's `server` section (`server.library_addr`).
+    /// From the studio's `server` section (`server.library_addr`,
+    /// `server.dashboard_secure_cookies`).
     pub fn from_studio(studio: &Studio) -> Self {
         DashboardOptions {
             library_url: format!("http://{}", studio.server.library_addr),
+            secure_cookies: studio.server.dashboard_secure_cookies,
             ..Default::default()
         }
     }
@@ -162,6 +184,9 @@ impl DashboardOptions {
         }
         if self.library_max_bytes == 0 {
             return bad("library_max_bytes must be more than 0");
+        }
+        if self.max_streams == 0 || self.max_streams_per_session == 0 {
+            return bad("max_streams and max_streams_per_session must be more than 0");
         }
         Ok(())
     }
@@ -186,6 +211,8 @@ struct Inner {
     live: broadcast::Sender<LiveEvent>,
     thresholds: Mutex<VecDeque<live::Crossing>>,
     closing: watch::Sender<bool>,
+    /// Open `GET /events` streams.
+    streams: Mutex<security::Streams>,
 }
 
 impl DashboardState {
@@ -220,6 +247,7 @@ impl DashboardState {
                 live,
                 thresholds: Mutex::new(VecDeque::new()),
                 closing,
+                streams: Mutex::new(security::Streams::default()),
             }),
         })
     }
@@ -283,6 +311,7 @@ pub fn router(state: DashboardState) -> Router {
         .route("/assets/dashboard.css", routing::get(html::css))
         .route("/assets/dashboard.js", routing::get(html::js))
         .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn(security::headers))
         .with_state(state)
 }
 
@@ -318,6 +347,7 @@ pub async fn serve_with(
     state.watch_bus().await?;
     let (handle, control) = ServiceHandle::new("dashboard");
     let mut stop = control.signal.clone();
+    let extra = extra.layer(axum::middleware::from_fn(security::headers));
     let app = router(state.clone()).merge(extra);
     tokio::spawn(async move {
         let served = axum::serve(listener, app)

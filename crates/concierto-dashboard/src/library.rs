@@ -127,7 +127,7 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `#rrggbb` only (it goes into a style attribute).
+/// `#rrggbb` only (it goes into an attribute).
 fn is_hex_colour(h: &str) -> bool {
     h.len() == 7 && h.starts_with('#') && h[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -153,8 +153,11 @@ fn card(item: &Value, collections: &[String]) -> String {
                 .map(|sw| {
                     let hex = s(sw, "hex");
                     let share = sw.get("share").and_then(Value::as_f64).unwrap_or(0.0);
+                    // An SVG fill, not a style attribute: the page's policy
+                    // allows no inline style.
                     format!(
-                        "<a class=\"swatch\" style=\"background:{hex}\" title=\"{hex} {:.0}%\" href=\"/library?colour={}\"></a>",
+                        "<a class=\"swatch\" title=\"{hex} {:.0}%\" href=\"/library?colour={}\">\
+<svg viewBox=\"0 0 1 1\" aria-hidden=\"true\"><rect width=\"1\" height=\"1\" fill=\"{hex}\"/></svg></a>",
                         share * 100.0,
                         seg(hex)
                     )
@@ -414,7 +417,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_plain_hex_colours_reach_a_style_attribute() {
+    fn only_plain_hex_colours_reach_an_attribute() {
         assert!(is_hex_colour("#a1b2c3"));
         assert!(!is_hex_colour("#a1b2c"));
         assert!(!is_hex_colour("red;x:url(y)"));
@@ -435,6 +438,8 @@ mod tests {
         );
         assert!(html.contains("Poster &lt;1&gt;"), "{html}");
         assert_eq!(html.matches("class=\"swatch\"").count(), 1, "{html}");
+        assert!(html.contains("fill=\"#ff0000\""), "an SVG fill: {html}");
+        assert!(!html.contains("style="), "no inline style: {html}");
         assert!(html.contains("href=\"/library?tag=neon\""), "{html}");
         assert!(html.contains("data-collection=\"spring\""), "{html}");
         assert!(html.contains("<option value=\"summer\">"), "{html}");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use concierto_bus::{BusExt, ProtoMessage, TypedSubscription};
 use concierto_core::subjects;
 use concierto_proto::v1;
@@ -17,6 +18,7 @@ use tokio::sync::broadcast;
 
 use crate::auth::Authed;
 use crate::html;
+use crate::security::{self, StreamSlot};
 use crate::{DashboardError, DashboardState};
 
 /// One event for the browsers.
@@ -171,22 +173,35 @@ pub(crate) async fn watch_bus(state: DashboardState) -> Result<(), DashboardErro
 }
 
 /// `GET /events`: the hub as server-sent events, until the browser leaves or
-/// the dashboard stops.
-pub(crate) async fn events(
-    State(state): State<DashboardState>,
-    who: Authed,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// the dashboard stops; 429 when the session, or the dashboard, has its most
+/// streams open.
+pub(crate) async fn events(State(state): State<DashboardState>, who: Authed) -> Response {
+    let slot = match security::open_stream(&state, who.session_id()) {
+        Ok(slot) => slot,
+        Err(why) => return security::too_many_streams(why),
+    };
+    Sse::new(stream(state, &who, slot))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// The events of one browser; `slot` is held as long as the stream lives.
+fn stream(
+    state: DashboardState,
+    who: &Authed,
+    slot: StreamSlot,
+) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
     let rx = state.inner.live.subscribe();
     let closing = state.inner.closing.subscribe();
     let hello = Event::default().event("hello").data("{}");
     let session = who.session_cookie().to_string();
-    let stream = futures::stream::unfold(
-        (Some(hello), rx, closing),
-        move |(first, mut rx, mut closing)| {
+    futures::stream::unfold(
+        (Some(hello), rx, closing, slot),
+        move |(first, mut rx, mut closing, slot)| {
             let (state, session) = (state.clone(), session.clone());
             async move {
                 if let Some(e) = first {
-                    return Some((Ok(e), (None, rx, closing)));
+                    return Some((Ok(e), (None, rx, closing, slot)));
                 }
                 // Signed out or expired: the stream ends with the session.
                 if *closing.borrow() || !crate::auth::session_live(&state, &session) {
@@ -204,11 +219,10 @@ pub(crate) async fn events(
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 };
-                Some((Ok(e), (None, rx, closing)))
+                Some((Ok(e), (None, rx, closing, slot)))
             }
         },
-    );
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    )
 }
 
 /// The overview's list of threshold crossings.

@@ -160,7 +160,7 @@ pub(crate) async fn agents(State(state): State<DashboardState>, who: Authed) -> 
                         .unwrap_or_else(|| "never".into());
                     format!(
                         "<tr data-role=\"{role}\"><td>{role}</td>\
-<td><span class=\"bar\" title=\"{pct}%\"><span style=\"width:{pct}%\"></span></span> {pct}%</td>\
+<td><span class=\"bar\" title=\"{pct}%\"><svg viewBox=\"0 0 100 1\" preserveAspectRatio=\"none\" aria-hidden=\"true\"><rect width=\"{pct}\" height=\"1\"/></svg></span> {pct}%</td>\
 <td class=\"num\">{replicas}</td><td class=\"num\">{in_flight}</td><td>{age}</td>\
 <td class=\"num\">{done}</td><td class=\"num\">{failed}</td></tr>",
                         role = esc(&r.role),

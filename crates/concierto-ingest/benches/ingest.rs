@@ -83,6 +83,8 @@ fn main() {
             refresh: Refresh::Continuous,
             extract: Vec::new(),
             allow_hosts: Vec::new(),
+            // The feed is served on 127.0.0.1.
+            allow_private_networks: true,
         };
         let started = Instant::now();
         let report = ingester.run_once(&source).await.expect("ingest");

@@ -25,6 +25,16 @@ pub enum IngestError {
         /// What failed.
         message: String,
     },
+    /// A fetch was refused before connecting: the address is loopback,
+    /// private, link-local or otherwise not public, and the source does not
+    /// allow private networks (`allow_private_networks`).
+    #[error("fetch {url}: refused: {message}")]
+    PrivateAddress {
+        /// The address asked for.
+        url: String,
+        /// Which address and how to allow it.
+        message: String,
+    },
     /// A response was not what the source expects (not a feed, bad JSON).
     #[error("{url}: {message}")]
     BadContent {

@@ -11,6 +11,7 @@
 //! a training-data file read again drops the records it no longer has.
 
 use std::collections::HashSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -141,6 +142,51 @@ pub(crate) fn walk(
     Ok((out, complete))
 }
 
+/// Why a file was not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReadError {
+    /// It has more than the limit's bytes (it may have grown since the walk).
+    TooLarge(u64),
+    /// It could not be opened or read, or is no longer a regular file.
+    Io(String),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooLarge(limit) => write!(
+                f,
+                "larger than the size limit of {limit} bytes (it grew after the folder was walked); skipped"
+            ),
+            ReadError::Io(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Reads at most `limit` bytes of a regular file: a file with more (however
+/// its size looked when the folder was walked) is [`ReadError::TooLarge`],
+/// and no more than `limit + 1` bytes are ever held.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let file = std::fs::File::open(path).map_err(|e| ReadError::Io(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| ReadError::Io(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(ReadError::Io("no longer a regular file".into()));
+    }
+    if meta.len() > limit {
+        return Err(ReadError::TooLarge(limit));
+    }
+    // The size known now (capped) as a capacity hint; the read itself is bounded.
+    let hint = usize::try_from(meta.len()).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(hint);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| ReadError::Io(e.to_string()))?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge(limit));
+    }
+    Ok(bytes)
+}
+
 /// What a file in an asset folder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AssetType {
@@ -252,6 +298,7 @@ pub(crate) async fn run(
         if f.len > opts.max_file_bytes {
             tracing::warn!(source = %source.name, path = %f.rel, size = f.len, limit = opts.max_file_bytes, "file larger than the size limit; skipped");
             report.skipped += 1;
+            report.too_large += 1;
             continue;
         }
         let seen = store.get(TREE, &seen_key(&source.name, &f.rel))?;
@@ -274,21 +321,24 @@ pub(crate) async fn run(
             chunk.extend(rest.next());
         }
         let src = source.clone();
+        let limit = opts.max_file_bytes;
         let read = blocking(move || {
             Ok(chunk
                 .into_iter()
                 .map(|f| {
-                    let items = std::fs::read(&f.path)
+                    let bytes = read_bounded(&f.path, limit);
+                    let too_large = matches!(bytes, Err(ReadError::TooLarge(_)));
+                    let items = bytes
                         .map_err(|e| e.to_string())
                         .and_then(|b| items_of(&src, &f, b));
-                    (f, items)
+                    (f, items, too_large)
                 })
                 .collect::<Vec<_>>())
         })
         .await?;
         let mut all = Vec::new();
         let mut owners = Vec::new();
-        for (i, (f, items)) in read.iter().enumerate() {
+        for (i, (f, items, too_large)) in read.iter().enumerate() {
             match items {
                 Ok(items) => {
                     owners.extend(std::iter::repeat_n(i, items.len()));
@@ -296,10 +346,14 @@ pub(crate) async fn run(
                 }
                 Err(e) => {
                     report.skipped += 1;
+                    if *too_large {
+                        report.too_large += 1;
+                    }
                     tracing::warn!(source = %source.name, path = %f.rel, error = %e, "file skipped");
                 }
             }
         }
+        let read: Vec<_> = read.into_iter().map(|(f, items, _)| (f, items)).collect();
         let results = ing.store_items(&source.name, all, report).await?;
         let mut ok = vec![true; read.len()];
         for (r, owner) in results.iter().zip(&owners) {
@@ -393,6 +447,25 @@ mod tests {
         assert_eq!(asset_type("colors.tokens.json"), Some(AssetType::Tokens));
         assert_eq!(asset_type("notes.txt"), None);
         assert_eq!(folder_tags("logos/dark/a.png"), vec!["logos", "dark"]);
+    }
+
+    #[test]
+    fn reads_stop_at_the_limit_whatever_the_walk_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.css");
+        std::fs::write(&path, vec![b'a'; 100]).unwrap();
+        assert_eq!(read_bounded(&path, 100).unwrap().len(), 100);
+        // The file grew past the limit after the walk measured it.
+        std::fs::write(&path, vec![b'a'; 101]).unwrap();
+        assert_eq!(read_bounded(&path, 100), Err(ReadError::TooLarge(100)));
+        assert!(matches!(
+            read_bounded(&dir.path().join("gone.css"), 100),
+            Err(ReadError::Io(_))
+        ));
+        assert!(matches!(
+            read_bounded(dir.path(), 100),
+            Err(ReadError::Io(_))
+        ));
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! It keeps to the allow list, honours robots.txt (cached per host), waits
 //! out a minimum interval per host, asks conditionally with the ETag and
 //! Last-Modified it remembered (store tree `ingest`, keys `http/<url>`), stops
-//! reading past the size limit, and gives up after the timeout. Redirects are
-//! followed by hand (at most five) so every hop meets the same rules.
+//! reading past the size limit (a declared `Content-Length` over it is refused
+//! before the body is read; a body that grows past it is cut off), and gives
+//! up after the timeout. Unless the source allows private networks, it
+//! connects only to public addresses ([`crate::netguard`]: literal addresses
+//! checked before connecting, names by the resolver). Redirects are followed
+//! by hand (at most five) so every hop meets the same rules.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +20,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::error::IngestError;
+use crate::netguard::{self, PublicOnly, Reach};
 use crate::robots::Robots;
 use crate::{IngestOptions, TREE};
 
@@ -64,7 +69,10 @@ struct Validators {
 
 /// The HTTP client of the ingester.
 pub(crate) struct Fetcher {
-    client: reqwest::Client,
+    /// Connects to public addresses only (its resolver drops the others).
+    public: reqwest::Client,
+    /// Connects anywhere (sources with `allow_private_networks`).
+    any: reqwest::Client,
     store: Arc<dyn KvStore>,
     user_agent: String,
     max_bytes: u64,
@@ -104,15 +112,26 @@ pub(crate) fn host_allowed(url: &Url, allow: &[String]) -> bool {
 
 impl Fetcher {
     pub fn new(opts: &IngestOptions, store: Arc<dyn KvStore>) -> Result<Self, IngestError> {
-        let client = reqwest::Client::builder()
-            .timeout(opts.http_timeout)
-            .connect_timeout(opts.http_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(opts.user_agent.clone())
+        let builder = || {
+            let mut b = reqwest::Client::builder()
+                .timeout(opts.http_timeout)
+                .connect_timeout(opts.http_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(opts.user_agent.clone());
+            for (host, addr) in &opts.resolve {
+                b = b.resolve(host, *addr);
+            }
+            b
+        };
+        let client_err = |e: reqwest::Error| IngestError::Config(format!("HTTP client: {e}"));
+        let public = builder()
+            .dns_resolver(Arc::new(PublicOnly))
             .build()
-            .map_err(|e| IngestError::Config(format!("HTTP client: {e}")))?;
+            .map_err(client_err)?;
+        let any = builder().build().map_err(client_err)?;
         Ok(Fetcher {
-            client,
+            public,
+            any,
             store,
             user_agent: opts.user_agent.clone(),
             max_bytes: opts.max_response_bytes,
@@ -136,16 +155,28 @@ impl Fetcher {
         tokio::time::sleep_until(at).await;
     }
 
-    /// One request, paced, its body read up to the size limit.
-    pub async fn send(&self, url: &Url, headers: HeaderMap) -> Result<Response, IngestError> {
+    /// One request, paced, its body read up to the size limit; to a public
+    /// address only unless `reach` is [`Reach::Any`].
+    pub async fn send(
+        &self,
+        url: &Url,
+        headers: HeaderMap,
+        reach: Reach,
+    ) -> Result<Response, IngestError> {
+        let client = match reach {
+            Reach::Public => {
+                netguard::check_literal(url).map_err(|np| refused(url, &np))?;
+                &self.public
+            }
+            Reach::Any => &self.any,
+        };
         self.pace(url).await;
-        let mut resp = self
-            .client
+        let mut resp = client
             .get(url.clone())
             .headers(headers)
             .send()
             .await
-            .map_err(|e| fetch_err(url, describe(&e)))?;
+            .map_err(|e| request_err(url, &e))?;
         if let Some(len) = resp.content_length()
             && len > self.max_bytes
         {
@@ -158,11 +189,7 @@ impl Fetcher {
             ));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| fetch_err(url, describe(&e)))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| request_err(url, &e))? {
             if (body.len() + chunk.len()) as u64 > self.max_bytes {
                 return Err(fetch_err(
                     url,
@@ -179,21 +206,23 @@ impl Fetcher {
         })
     }
 
-    async fn robots_for(&self, url: &Url) -> Robots {
+    /// The host's robots.txt rules (cached). An address the request may not
+    /// reach is an error (not "closed"), so the refusal says why.
+    async fn robots_for(&self, url: &Url, reach: Reach) -> Result<Robots, IngestError> {
         let key = authority(url);
         {
             let cache = self.robots.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, r)) = cache.get(&key)
                 && at.elapsed() < self.robots_ttl
             {
-                return r.clone();
+                return Ok(r.clone());
             }
         }
         let mut robots_url = url.clone();
         robots_url.set_path("/robots.txt");
         robots_url.set_query(None);
         robots_url.set_fragment(None);
-        let robots = match self.send(&robots_url, HeaderMap::new()).await {
+        let robots = match self.send(&robots_url, HeaderMap::new(), reach).await {
             Ok(r) if (200..300).contains(&r.status) => {
                 let end = r.body.len().min(MAX_ROBOTS_BYTES as usize);
                 Robots::parse(&String::from_utf8_lossy(&r.body[..end]), &self.user_agent)
@@ -201,25 +230,29 @@ impl Fetcher {
             Ok(r) if (400..500).contains(&r.status) => Robots::allow_all(),
             Ok(r) => {
                 tracing::warn!(url = %robots_url, status = r.status, "robots.txt unavailable; the host is treated as closed for now");
-                return Robots::disallow_all();
+                return Ok(Robots::disallow_all());
             }
+            Err(e @ IngestError::PrivateAddress { .. }) => return Err(e),
             Err(e) => {
                 tracing::warn!(url = %robots_url, error = %e, "robots.txt unreachable; the host is treated as closed for now");
-                return Robots::disallow_all();
+                return Ok(Robots::disallow_all());
             }
         };
         let mut cache = self.robots.lock().unwrap_or_else(|p| p.into_inner());
         cache.insert(key, (Instant::now(), robots.clone()));
-        robots
+        Ok(robots)
     }
 
-    /// A GET under every rule: host in `allow`, robots.txt, pacing, size and
-    /// time limits; conditional when `conditional` and validators are known.
+    /// A GET under every rule: host in `allow`, public addresses only unless
+    /// `reach` allows private ones, robots.txt, pacing, size and time limits;
+    /// conditional when `conditional` and validators are known. Every
+    /// redirect hop meets the same rules.
     pub async fn get(
         &self,
         url: &Url,
         allow: &[String],
         conditional: bool,
+        reach: Reach,
     ) -> Result<Fetched, IngestError> {
         let mut current = url.clone();
         for _ in 0..=MAX_REDIRECTS {
@@ -236,7 +269,10 @@ impl Fetcher {
                 Some(q) => format!("{}?{q}", current.path()),
                 None => current.path().to_string(),
             };
-            if !self.robots_for(&current).await.allowed(&path) {
+            if reach == Reach::Public {
+                netguard::check_literal(&current).map_err(|np| refused(&current, &np))?;
+            }
+            if !self.robots_for(&current, reach).await?.allowed(&path) {
                 return Err(fetch_err(&current, "disallowed by the host's robots.txt"));
             }
             let mut headers = HeaderMap::new();
@@ -248,7 +284,7 @@ impl Fetcher {
                     headers.insert(header::IF_MODIFIED_SINCE, lm);
                 }
             }
-            let resp = self.send(&current, headers).await?;
+            let resp = self.send(&current, headers, reach).await?;
             match resp.status {
                 304 => return Ok(Fetched::NotModified),
                 200..=299 => return Ok(Fetched::Body(Box::new(resp))),
@@ -294,13 +330,38 @@ impl Fetcher {
     }
 }
 
-/// A reqwest error with its kind spelled out (timeouts say so).
+fn refused(url: &Url, np: &netguard::NotPublic) -> IngestError {
+    // The caller logs the error (the runner, or the listing's "page skipped").
+    tracing::debug!(%url, reason = %np, "fetch refused: not a public address");
+    IngestError::PrivateAddress {
+        url: url.to_string(),
+        message: np.to_string(),
+    }
+}
+
+/// A failed request: refused by the resolver ([`IngestError::PrivateAddress`])
+/// or a fetch error saying what happened.
+fn request_err(url: &Url, e: &reqwest::Error) -> IngestError {
+    match netguard::not_public_in(e) {
+        Some(np) => refused(url, np),
+        None => fetch_err(url, describe(e)),
+    }
+}
+
+/// A reqwest error with its kind spelled out (timeouts say so) and its causes.
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
+    let mut text = if e.is_timeout() {
         format!("timed out ({e})")
     } else if e.is_connect() {
         format!("could not connect ({e})")
     } else {
         e.to_string()
+    };
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
     }
+    text
 }

@@ -34,6 +34,10 @@ pub struct CycleReport {
     pub unchanged: usize,
     /// Files, entries or pages skipped because they were bad or refused (each logged).
     pub skipped: usize,
+    /// Of those skipped, files over the size limit
+    /// ([`IngestOptions::max_file_bytes`](crate::IngestOptions::max_file_bytes))
+    /// and pictures over a decoding limit (too many pixels for their memory).
+    pub too_large: usize,
     /// Files left alone because their size and modification time had not changed.
     pub unmodified: usize,
     /// Announcements published on `content.ingested.<source>`.
@@ -247,6 +251,9 @@ impl Ingester {
                     },
                     Err(e) => {
                         report.skipped += 1;
+                        if e.kind() == concierto_content::ErrorKind::TooLarge {
+                            report.too_large += 1;
+                        }
                         tracing::warn!(source, key = %key, error = %e, "item skipped");
                     }
                 }

@@ -6,8 +6,9 @@
 //!  content_sources (one runner each, on its refresh)
 //!   image_database / component_library ── walk the folder (confined to its root),
 //!   training_data                         notify watcher for `on_update`
-//!   web_scraper ── Fetcher: allow list, robots.txt, per-host rate limit,
-//!                  ETag / Last-Modified, size limit, timeout
+//!   web_scraper ── Fetcher: allow list, public addresses only (unless the
+//!                  source says `allow_private_networks`), robots.txt, per-host
+//!                  rate limit, ETag / Last-Modified, size limit, timeout
 //!                  └─ RSS / Atom / JSON Feed (feed-rs), or an HTML listing → item pages
 //!   twitter_stream ── X API v2 user timeline, since_id cursor, rate-limit headers
 //!        │ NewItem (batches)
@@ -34,6 +35,7 @@ mod folder;
 mod http;
 mod ingester;
 mod learner;
+mod netguard;
 mod robots;
 mod runner;
 pub mod search;
@@ -42,6 +44,7 @@ mod vision;
 mod web;
 mod x;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +69,9 @@ pub use vision::{INSTRUCTION as VISION_INSTRUCTION, MAX_IMAGE_BYTES, Vision, par
 /// The store tree the ingester keeps its cursors, fingerprints and outbox in.
 pub const TREE: &str = "ingest";
 
+/// How long a stopping ingester waits for the bus to flush.
+pub const STOP_FLUSH: Duration = Duration::from_secs(2);
+
 /// How the ingester runs. The defaults suit a production studio; tests shorten
 /// the intervals.
 #[derive(Debug, Clone)]
@@ -81,7 +87,9 @@ pub struct IngestOptions {
     pub retry_after: Duration,
     /// How long a watcher waits for more changes before scanning (300 ms).
     pub debounce: Duration,
-    /// Largest file read from a folder (32 MiB); larger ones are skipped.
+    /// Largest file read from a folder (32 MiB); larger ones are skipped with
+    /// a warning and counted ([`CycleReport::too_large`]), and a file that
+    /// grows past it while read is cut off and skipped the same way.
     pub max_file_bytes: u64,
     /// Most files looked at per folder scan (100,000).
     pub max_files: usize,
@@ -95,6 +103,14 @@ pub struct IngestOptions {
     pub min_host_interval: Duration,
     /// Hosts a web source may fetch besides its own URL's host.
     pub allow_hosts: Vec<String>,
+    /// Every source (also the X API at `x_api_base`) may fetch from
+    /// loopback, private and other non-public addresses (false: only a web
+    /// source with `allow_private_networks: true` may).
+    pub allow_private_networks: bool,
+    /// Fixed addresses for host names, as curl's `--resolve` (the port of
+    /// the URL is used). They are what the operator chose: not checked
+    /// against the private-network rule.
+    pub resolve: Vec<(String, SocketAddr)>,
     /// Most item pages fetched from one HTML listing per cycle (50).
     pub max_listing_links: usize,
     /// How long a host's robots.txt is trusted (1 h).
@@ -144,6 +160,8 @@ impl Default for IngestOptions {
             max_response_bytes: 10 << 20,
             min_host_interval: Duration::from_secs(1),
             allow_hosts: Vec::new(),
+            allow_private_networks: false,
+            resolve: Vec::new(),
             max_listing_links: 50,
             robots_ttl: Duration::from_secs(3600),
             user_agent: format!("concierto-ingest/{}", env!("CARGO_PKG_VERSION")),
@@ -224,7 +242,16 @@ pub async fn start(
             }
         }
         let result = store.flush().map_err(|e| e.to_string());
-        let _ = bus.flush().await;
+        // Bounded: with NATS gone a flush would wait for a reconnection that may never come.
+        match tokio::time::timeout(STOP_FLUSH, bus.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not flush the bus on stop (the last announcements may not have reached it)");
+            }
+            Err(_) => {
+                tracing::warn!(within = ?STOP_FLUSH, "could not flush the bus on stop in time (the last announcements may not have reached it)");
+            }
+        }
         tracing::info!("ingester stopped");
         control.finished(result);
     });

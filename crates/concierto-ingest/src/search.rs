@@ -61,7 +61,10 @@ pub fn search(
     let page = library
         .search(&query.page(size, offset))
         .map_err(|e| match e.kind() {
-            concierto_content::ErrorKind::Invalid => invalid(e.to_string()),
+            // Search text over a limit (length, words, nesting) among them.
+            concierto_content::ErrorKind::Invalid | concierto_content::ErrorKind::TooLarge => {
+                invalid(e.to_string())
+            }
             _ => ("internal", e.to_string()),
         })?;
     let next = offset + page.hits.len();

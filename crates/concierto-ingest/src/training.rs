@@ -283,6 +283,7 @@ mod tests {
             refresh: Refresh::Every(std::time::Duration::from_secs(60)),
             extract: Vec::new(),
             allow_hosts: Vec::new(),
+            allow_private_networks: false,
         }
     }
 

@@ -10,6 +10,7 @@ use url::Url;
 use crate::error::IngestError;
 use crate::http::{Fetched, Response, host_allowed};
 use crate::ingester::{CycleReport, Ingester};
+use crate::netguard::Reach;
 
 /// What a response holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,12 @@ fn allow_list(ing: &Ingester, source: &ContentSource, url: &Url) -> Vec<String> 
     allow
 }
 
+/// Which addresses `source` may reach: public ones, unless it (or the
+/// ingester) allows private networks.
+fn reach(ing: &Ingester, source: &ContentSource) -> Reach {
+    Reach::allowing_private(source.allow_private_networks || ing.opts().allow_private_networks)
+}
+
 /// Reads a web source once.
 pub(crate) async fn run(
     ing: &Ingester,
@@ -57,7 +64,11 @@ pub(crate) async fn run(
         ))
     })?;
     let allow = allow_list(ing, source, &url);
-    let resp = match ing.fetcher().get(&url, &allow, true).await? {
+    let resp = match ing
+        .fetcher()
+        .get(&url, &allow, true, reach(ing, source))
+        .await?
+    {
         Fetched::NotModified => {
             tracing::debug!(source = %source.name, %url, "not modified");
             return Ok(());
@@ -217,7 +228,11 @@ async fn listing(
     let mut items = Vec::new();
     let mut fetched = Vec::new();
     for link in links {
-        match ing.fetcher().get(&link, allow, true).await {
+        match ing
+            .fetcher()
+            .get(&link, allow, true, reach(ing, source))
+            .await
+        {
             Ok(Fetched::NotModified) => {}
             Ok(Fetched::Body(page)) => {
                 let ct = page

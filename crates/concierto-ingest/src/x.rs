@@ -15,6 +15,7 @@ use url::Url;
 use crate::TREE;
 use crate::error::IngestError;
 use crate::ingester::{CycleReport, Ingester};
+use crate::netguard::Reach;
 
 /// How long to stay away after a 429 that says nothing about its reset.
 const DEFAULT_BACKOFF: chrono::Duration = chrono::Duration::minutes(15);
@@ -55,7 +56,8 @@ impl Api<'_> {
         self.wait_for_window().await?;
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, self.auth.clone());
-        let resp = self.ing.fetcher().send(url, headers).await?;
+        let reach = Reach::allowing_private(self.ing.opts().allow_private_networks);
+        let resp = self.ing.fetcher().send(url, headers, reach).await?;
         let reset = resp
             .header("x-rate-limit-reset")
             .and_then(|v| v.trim().parse::<i64>().ok())

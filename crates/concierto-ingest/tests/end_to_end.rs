@@ -55,6 +55,7 @@ content_sources:
         url: "{feed}"
         frequency: "daily"
         processor: innovation-catalyst
+        allow_private_networks: true
 "#,
         agents = agents.display(),
     );

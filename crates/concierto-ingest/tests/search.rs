@@ -2,13 +2,15 @@
 //! the admin service, which asks the ingest service (`library.search`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use concierto_admin::{AdminOptions, token_sha256};
-use concierto_bus::{Bus, NatsBus, NatsOptions, ensure_standard_streams};
+use concierto_bus::{Bus, NatsBus, NatsOptions, encode, ensure_standard_streams};
 use concierto_content::{ContentLibrary, Kind, NewItem};
 use concierto_core::clock::{ManualClock, SharedClock};
 use concierto_core::config::{self, Reviewer, Studio};
 use concierto_core::store::SledStore;
+use concierto_core::subjects;
 use concierto_ingest::IngestOptions;
 use concierto_proto::v1::SearchContentRequest;
 use concierto_proto::v1::admin_service_client::AdminServiceClient;
@@ -175,6 +177,49 @@ async fn search_content_pages_through_the_library() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+
+    // Search text that would overflow the query parser's stack: refused with
+    // the limit named, over the bus (`library.search`, the error header) and
+    // through the admin API (INVALID_ARGUMENT); the service keeps answering.
+    let hostile = SearchContentRequest {
+        query: "(".repeat(1000),
+        ..Default::default()
+    };
+    let reply = bus
+        .request(
+            subjects::LIBRARY_SEARCH,
+            encode(&hostile),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("the ingest service answers");
+    let header = reply
+        .headers
+        .get(subjects::ERROR_HEADER)
+        .expect("an error header");
+    assert!(header.starts_with("invalid_argument: "), "{header}");
+    assert!(header.contains("limit of 8"), "{header}");
+    let err = client.search_content(ask(hostile)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("nests groups or NOTs"), "{err}");
+    let err = client
+        .search_content(ask(SearchContentRequest {
+            query: "riso ".repeat(100),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("limit of 64"), "{err}");
+    let r = client
+        .search_content(ask(SearchContentRequest {
+            query: "(risograph OR bento) -zine".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect("a normal search still works")
+        .into_inner();
+    assert_eq!(r.items.len(), 6);
 
     ingest.stop().await.unwrap();
     admin.stop().await.unwrap();

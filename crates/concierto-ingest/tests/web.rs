@@ -110,13 +110,16 @@ async fn serve() -> (SocketAddr, Arc<Counters>) {
     (addr, counters)
 }
 
+/// A web source reading the local server (on 127.0.0.1: private networks allowed).
 fn web(name: &str, addr: SocketAddr, path: &str) -> concierto_core::config::ContentSource {
-    source(
+    let mut s = source(
         name,
         SourceKind::WebScraper,
         &format!("http://{addr}{path}"),
         daily(),
-    )
+    );
+    s.allow_private_networks = true;
+    s
 }
 
 #[tokio::test]

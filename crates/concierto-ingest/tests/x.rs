@@ -107,6 +107,8 @@ fn opts(base: &str, env: &str) -> IngestOptions {
     IngestOptions {
         x_api_base: base.into(),
         x_token_env: env.into(),
+        // The fake X API listens on 127.0.0.1.
+        allow_private_networks: true,
         ..fast_opts()
     }
 }

@@ -8,7 +8,8 @@
 //! | [`concepts`] | caption, alt texts, file name | visual concepts from a fixed vocabulary |
 //! | [`trends`] | dated texts | terms and phrases rising in the latest window |
 //!
-//! None of them panics on any input; only [`palette`] can fail (undecodable image).
+//! None of them panics on any input; only [`palette`] can fail (an undecodable
+//! image, or one over the decoding limits: [`MAX_DIMENSION`], [`MAX_DECODE_BYTES`]).
 
 mod concepts;
 mod css;
@@ -19,6 +20,9 @@ mod typography;
 
 pub use concepts::{VOCABULARY, concepts};
 pub use page::{PageFeatures, PageImage, decode_html, page};
-pub use palette::{MAX_K, MAX_SAMPLES, palette, sniff_image_type};
+pub use palette::{
+    MAX_CONCURRENT_DECODES, MAX_DECODE_BYTES, MAX_DIMENSION, MAX_K, MAX_SAMPLES, palette,
+    sniff_image_type,
+};
 pub use trends::{Trend, TrendOptions, trends, trends_with};
 pub use typography::typography;

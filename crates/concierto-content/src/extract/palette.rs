@@ -11,6 +11,7 @@ use image::{GenericImageView, ImageReader, Limits};
 
 use crate::colour::{Lab, LinearTable, delta_e76};
 use crate::error::ContentError;
+use crate::gate::Gate;
 use crate::model::Swatch;
 
 /// At most this many pixels are clustered.
@@ -20,10 +21,20 @@ const MERGE_DELTA_E: f64 = 3.0;
 const MAX_ITERATIONS: usize = 40;
 /// Largest k accepted.
 pub const MAX_K: usize = 32;
-/// Largest width or height decoded.
-const MAX_DIMENSION: u32 = 20_000;
-/// Largest decoder allocation.
-const MAX_ALLOC: u64 = 512 * 1024 * 1024;
+/// Largest width or height decoded (pixels); a larger image is refused
+/// before anything is allocated for it.
+pub const MAX_DIMENSION: u32 = 16_384;
+/// Most memory one decode may take (96 MiB: a 24-megapixel photo decodes to
+/// 72 MB as RGB). The decoder checks it against the size the image header
+/// declares, before allocating, so a small file declaring a huge picture (a
+/// decompression bomb) costs nothing.
+pub const MAX_DECODE_BYTES: u64 = 96 * 1024 * 1024;
+/// Most images decoded at once in this process (uploads, ingestion, every
+/// library): with [`MAX_DECODE_BYTES`] at most 192 MiB go to pictures
+/// however many arrive together; the others wait their turn.
+pub const MAX_CONCURRENT_DECODES: usize = 2;
+
+static DECODES: Gate = Gate::new(MAX_CONCURRENT_DECODES);
 
 /// The image types we can decode, identified by their first bytes.
 pub fn sniff_image_type(bytes: &[u8]) -> Option<&'static str> {
@@ -36,8 +47,20 @@ pub fn sniff_image_type(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// Decodes an image, refusing oversized ones.
-pub(crate) fn decode(bytes: &[u8]) -> Result<image::DynamicImage, ContentError> {
+/// The limits every decode runs under.
+fn limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_DIMENSION);
+    limits.max_image_height = Some(MAX_DIMENSION);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits
+}
+
+/// Decodes an image under [`MAX_DIMENSION`] and [`MAX_DECODE_BYTES`]. An
+/// image over a limit is [`ContentError::TooLarge`], refused from its header
+/// before its pixels are allocated. The caller holds a turn of `DECODES`
+/// while the picture lives.
+fn decode(bytes: &[u8]) -> Result<image::DynamicImage, ContentError> {
     if sniff_image_type(bytes).is_none() {
         return Err(ContentError::Image(
             "not a PNG, JPEG, WebP or GIF image (checked by content)".into(),
@@ -46,27 +69,32 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<image::DynamicImage, ContentError> 
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ContentError::Image(e.to_string()))?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_DIMENSION);
-    limits.max_image_height = Some(MAX_DIMENSION);
-    limits.max_alloc = Some(MAX_ALLOC);
-    reader.limits(limits);
-    reader
-        .decode()
-        .map_err(|e| ContentError::Image(format!("cannot decode: {e}")))
+    reader.limits(limits());
+    reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(l) => ContentError::TooLarge(format!(
+            "the image is over a decoding limit ({l}): at most {MAX_DIMENSION} pixels wide \
+             and high and {} MiB decoded; scale it down",
+            MAX_DECODE_BYTES >> 20
+        )),
+        e => ContentError::Image(format!("cannot decode: {e}")),
+    })
 }
 
 /// The `k` (at most) dominant colours of an encoded image, largest share first.
 ///
 /// Deterministic: the same bytes and `k` give the same swatches on every run.
 /// Fully transparent images give an empty palette. Undecodable bytes give
-/// [`ContentError::Image`].
+/// [`ContentError::Image`]; an image over [`MAX_DIMENSION`] or
+/// [`MAX_DECODE_BYTES`] gives [`ContentError::TooLarge`].
 pub fn palette(image_bytes: &[u8], k: usize) -> Result<Vec<Swatch>, ContentError> {
     if k == 0 || k > MAX_K {
         return Err(ContentError::Invalid(format!(
             "palette size {k}: ask for 1 to {MAX_K} colours"
         )));
     }
+    // At most MAX_CONCURRENT_DECODES pictures in memory at once: the turn is
+    // held until the decoded picture is dropped.
+    let _turn = DECODES.enter();
     let img = decode(image_bytes)?;
     Ok(palette_of(&img, k))
 }

@@ -84,6 +84,7 @@ pub fn source(name: &str, kind: SourceKind, location: &str, refresh: Refresh) ->
         refresh,
         extract: Vec::new(),
         allow_hosts: Vec::new(),
+        allow_private_networks: false,
     }
 }
 
