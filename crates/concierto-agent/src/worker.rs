@@ -26,6 +26,9 @@ use crate::executor::{Executor, Outcome};
 /// The stream tasks are stored in.
 pub const TASKS_STREAM: &str = "TASKS";
 
+/// How long a stopping worker waits for the bus to flush.
+pub const STOP_FLUSH: Duration = Duration::from_secs(2);
+
 /// How a worker runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerOptions {
@@ -99,6 +102,8 @@ pub fn consumer_spec(role: &str, opts: &WorkerOptions) -> ConsumerSpec {
         max_ack_pending: 0,
         // Never pull a task this worker cannot start at once.
         prefetch: 0,
+        // A new role's queue takes the tasks already waiting for it.
+        deliver_new: false,
     }
 }
 
@@ -386,8 +391,15 @@ async fn run(
     heartbeats.abort();
     let _ = heartbeats.await;
     ctx.publish_heartbeat(AgentState::Stopped).await;
-    if let Err(e) = ctx.bus.flush().await {
-        tracing::warn!(worker = %ctx.worker, error = %e, "could not flush the bus on stop");
+    // Bounded: with NATS gone a flush would wait for a reconnection that may never come.
+    match tokio::time::timeout(STOP_FLUSH, ctx.bus.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(worker = %ctx.worker, error = %e, "could not flush the bus on stop (the last results and heartbeats may not have reached it)");
+        }
+        Err(_) => {
+            tracing::warn!(worker = %ctx.worker, within = ?STOP_FLUSH, "could not flush the bus on stop in time (the last results and heartbeats may not have reached it)");
+        }
     }
     tracing::info!(worker = %ctx.worker, "agent worker stopped");
     control.finished(Ok(()));

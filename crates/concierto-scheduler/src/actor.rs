@@ -373,16 +373,23 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
                                 instance = %core.instance,
                                 "trigger fired"
                             );
-                            if let Err(e) =
-                                save_state_async(core.store.clone(), name.clone(), state.clone())
-                                    .await
+                            match save_state_async(core.store.clone(), name.clone(), state.clone())
+                                .await
                             {
-                                // The run is started; the worst a crash now does is publish
-                                // the same id again, which the bus drops as a duplicate.
-                                tracing::error!(trigger = %name, run_id = %start.run_id, error = %e, "could not record a fire");
-                                blocked = Some(e.to_string());
+                                Ok(()) => results.push(Ok(start.run_id.clone())),
+                                Err(e) => {
+                                    // The run is started; the worst a crash now does is
+                                    // publish the same id again, which the bus drops as a
+                                    // duplicate.
+                                    tracing::error!(trigger = %name, run_id = %start.run_id, error = %e, "could not record a fire");
+                                    blocked = Some(e.to_string());
+                                    results.push(Err(SchedulerError::NotRecorded {
+                                        trigger: name.clone(),
+                                        run_id: start.run_id.clone(),
+                                        reason: e.to_string(),
+                                    }));
+                                }
                             }
-                            results.push(Ok(start.run_id.clone()));
                         }
                         Err(e) => {
                             tracing::error!(
@@ -459,6 +466,14 @@ impl Handler<Content> for SchedulerActor {
         let starts = runs::content_starts(&self.core.studio, &msg.0, self.core.clock.now());
         if starts.is_empty() {
             tracing::debug!(source = %msg.0.source, item = %msg.0.item_id, "new content fires no trigger");
+        } else if msg.0.item_id.trim().is_empty() {
+            // Its run id would be `<trigger>@`, the same for every such item.
+            return AtomicResponse::new(Box::pin(fut::ready(vec![Err(
+                SchedulerError::InvalidEvent(format!(
+                    "a content item from source {:?} has no item_id: its run would have no id of its own",
+                    msg.0.source
+                )),
+            )])));
         }
         let work = self.fire_work(starts);
         AtomicResponse::new(self.run(work))
@@ -477,6 +492,14 @@ impl Handler<Threshold> for SchedulerActor {
         let starts = runs::threshold_starts(&self.core.studio, &msg.0, self.core.clock.now());
         if starts.is_empty() {
             tracing::debug!(metric = %msg.0.metric, value = msg.0.value, entered = msg.0.entered, "threshold event fires no trigger");
+        } else if msg.0.at.is_none() {
+            // Its run id would carry the time it was handled, another on each delivery.
+            return AtomicResponse::new(Box::pin(fut::ready(vec![Err(
+                SchedulerError::InvalidEvent(format!(
+                    "a threshold crossing of {} has no `at`: its run id would differ on each delivery",
+                    msg.0.metric
+                )),
+            )])));
         }
         let work = self.fire_work(starts);
         AtomicResponse::new(self.run(work))
@@ -514,13 +537,16 @@ impl Handler<FireNow> for SchedulerActor {
         let name = trigger.name.clone();
         let work = self.fire_work(vec![start]);
         AtomicResponse::new(Box::pin(self.run(work).map(move |results, _, _| {
-            results
-                .into_iter()
-                .next()
-                .unwrap_or(Err(SchedulerError::NotFired {
+            match results.into_iter().next() {
+                // The run is started: that is the answer (the failure to record it is
+                // logged).
+                Some(Err(SchedulerError::NotRecorded { run_id, .. })) => Ok(run_id),
+                Some(result) => result,
+                None => Err(SchedulerError::NotFired {
                     trigger: name,
                     reason: "nothing was published".to_string(),
-                }))
+                }),
+            }
         })))
     }
 }

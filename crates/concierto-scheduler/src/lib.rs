@@ -12,25 +12,33 @@
 //!   intervals fire at multiples of their length since the Unix epoch, so every scheduler
 //!   process computes the same fire times;
 //! - **event** triggers fire on new content (`content.ingested.>`, `source: [...]`) and on
-//!   thresholds crossed (`event.metric.>`, `metric: "engagement_rate < 0.05"`);
+//!   thresholds crossed (`event.metric.>`, `metric: "engagement_rate < 0.05"`), read from
+//!   stream `EVENTS` through durable consumers, so an event published while the scheduler
+//!   is down fires when it is back;
 //! - any trigger fires **by hand** on a `scheduler.fire` request, and `scheduler.triggers`
 //!   lists them all with their next and last fire and their counters.
 //!
 //! # The flow
 //!
 //! ```text
-//!  clock ──tick──▶ SchedulerActor ── due fires, misfire policy ──▶ publish_durable(run.start, id)
-//!                     ▲     ▲                                         │ then
-//!  content.ingested.> ┘     │                                         ▼
-//!  event.metric.>  ─────────┤                          store "scheduler": cursor, last fire,
-//!  scheduler.fire  ─────────┤ (request/reply)                         fires, missed (flushed)
-//!  scheduler.triggers ──────┘
+//!  clock ──tick───────────────────────▶ SchedulerActor ── due fires (misfire policy),
+//!  EVENTS content.ingested.> ─────────────────┤         event fires, fires by hand
+//!    (durable scheduler-content)              │                  │
+//!  EVENTS event.metric.> ─────────────────────┤                  ▼
+//!    (durable scheduler-metrics)              │   publish_durable(run.start, id = run id)
+//!  scheduler.fire, scheduler.triggers ────────┘                  │ then
+//!    (request/reply, queue group scheduler)                      ▼
+//!                              store "scheduler": cursor, last fire, fires, missed
+//!                              (flushed); then the event is acknowledged
 //! ```
 //!
-//! 1. [`start`] declares the `RUNS` stream, reads each trigger's state from the store
-//!    (tree [`state::TREE`]), subscribes to its subjects (queue group `scheduler`, so
-//!    replicas share events and requests), starts the actor and waits for its first tick,
-//!    which handles the fires missed while the scheduler was down.
+//! 1. [`start`] declares the `RUNS` and `EVENTS` streams, reads each trigger's state from
+//!    the store (tree [`state::TREE`]), opens the durable consumers [`CONTENT_DURABLE`] and
+//!    [`METRICS_DURABLE`] on `EVENTS` (shared by every scheduler replica; created to
+//!    deliver only what is stored from then on, so a first start does not replay the
+//!    stream's history), subscribes to the requests (queue group `scheduler`), starts the
+//!    actor and waits for its first tick, which handles the fires missed while the
+//!    scheduler was down.
 //! 2. Every [`SchedulerOptions::tick`] the actor asks the [`Clock`](concierto_core::clock::Clock)
 //!    for the time (never the system directly, so tests run a month in milliseconds) and
 //!    takes every scheduled fire in `(cursor, now]`. A fire at most
@@ -46,13 +54,21 @@
 //!    window; the orchestrator also keys runs by id). After a successful publish the
 //!    trigger's state is written and flushed before anything else happens: a crash in
 //!    between only publishes the same id again.
-//! 4. Every fire logs one `trigger fired` line at info (trigger, run_id, fire_time); every
+//! 4. An event is acknowledged only once every fire it caused is published and recorded;
+//!    if one is not, the event is handed back (nak) with a growing delay and fires again
+//!    later with the same run ids: what did go out the first time is dropped as a
+//!    duplicate by the stream (within its duplicate window) and by the orchestrator,
+//!    which starts a run id once. An event that could not fire exactly once (a content
+//!    item without an id, a threshold crossing without its time) is dead-lettered with
+//!    the reason, and so is one still failing after [`EVENT_MAX_DELIVER`] deliveries.
+//! 5. Every fire logs one `trigger fired` line at info (trigger, run_id, fire_time); every
 //!    missed fire one `missed fire` line at warn. Nothing is dropped silently.
 //!
 //! All fires go through one actix actor whose firing handlers are atomic, so fires are
 //! handled one batch at a time and the in-memory state never races the store.
-//! [`ServiceHandle::stop`] lets the work in flight finish, then stops the listeners and
-//! the actor and flushes the store.
+//! [`ServiceHandle::stop`] lets the work in flight finish (an event being handled is
+//! settled; events pulled but not yet handled are handed back), then stops the listeners
+//! and the actor and flushes the store.
 //!
 //! The scheduler must be started inside an actix `System` (`#[actix_rt::test]`,
 //! `actix::System::with_tokio_rt`); outside one, [`start`] returns
@@ -68,7 +84,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
-use concierto_bus::{Bus, BusError, BusExt, StreamLimits, standard_streams};
+use concierto_bus::{Bus, BusError, BusExt, ConsumerSpec, StreamLimits, standard_streams};
 use concierto_core::clock::SharedClock;
 use concierto_core::config::{Studio, TriggerKind};
 use concierto_core::service::ServiceHandle;
@@ -76,7 +92,7 @@ use concierto_core::store::{KvStore, StoreError};
 use concierto_core::subjects::{
     CONTENT_INGESTED, METRIC_EVENTS, RUN_START, SCHEDULER_FIRE, SCHEDULER_TRIGGERS,
 };
-use concierto_proto::v1::{ContentItem, FireTriggerRequest, ListTriggersRequest, ThresholdCrossed};
+use concierto_proto::v1::{FireTriggerRequest, ListTriggersRequest};
 
 use crate::actor::{Core, SchedulerActor, Tick};
 
@@ -86,8 +102,18 @@ pub use crate::runs::{
 pub use crate::state::{TriggerState, load_state};
 pub use crate::timing::{DuePlan, fires_between, next_fire, plan_due};
 
-/// Queue group of every scheduler subscription: replicas share events and requests.
+/// Queue group of the scheduler's request subscriptions: replicas share requests.
 pub const QUEUE_GROUP: &str = "scheduler";
+
+/// The stream event triggers are read from.
+pub const EVENTS_STREAM: &str = "EVENTS";
+/// Durable consumer of `content.ingested.>` on [`EVENTS_STREAM`], shared by replicas.
+pub const CONTENT_DURABLE: &str = "scheduler-content";
+/// Durable consumer of `event.metric.>` on [`EVENTS_STREAM`], shared by replicas.
+pub const METRICS_DURABLE: &str = "scheduler-metrics";
+/// Deliveries of one event before it is dead-lettered (its fires kept failing; with the
+/// growing retry delay, about four minutes of tries).
+pub const EVENT_MAX_DELIVER: u64 = 10;
 
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
@@ -99,6 +125,13 @@ pub struct SchedulerOptions {
     /// How late a scheduled fire may be found and still fire as on time (60 s by
     /// default). An older one was missed and follows its trigger's misfire policy.
     pub misfire_grace: Duration,
+    /// The event consumers' `ack_wait` (30 s by default): an event being handled is kept
+    /// alive meanwhile; one not settled within it (its scheduler died) is delivered again,
+    /// to another replica or to this one once it is back.
+    pub ack_wait: Duration,
+    /// How long one pull for events waits when there are none (1 s by default). A stop
+    /// lets the pull under way end, waiting at most this and a second.
+    pub fetch_wait: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -107,6 +140,8 @@ impl Default for SchedulerOptions {
             tick: Duration::from_secs(1),
             instance: format!("scheduler-{}", std::process::id()),
             misfire_grace: Duration::from_secs(60),
+            ack_wait: Duration::from_secs(30),
+            fetch_wait: Duration::from_secs(1),
         }
     }
 }
@@ -153,6 +188,24 @@ pub enum SchedulerError {
         /// Why.
         reason: String,
     },
+    /// A run was started but its fire could not be recorded; the event that caused it is
+    /// handed back, so that the fire is recorded on its next delivery (the same run id is
+    /// then dropped as a duplicate).
+    #[error(
+        "run {run_id} of trigger {trigger:?} was started, but its fire could not be recorded: {reason}"
+    )]
+    NotRecorded {
+        /// The trigger.
+        trigger: String,
+        /// The run started.
+        run_id: String,
+        /// Why it was not recorded.
+        reason: String,
+    },
+    /// An event that cannot fire exactly once (its run id would not be stable across
+    /// deliveries); it is dead-lettered with this reason.
+    #[error("{0}")]
+    InvalidEvent(String),
     /// A store write on a blocking thread did not finish.
     #[error("a store write did not finish: {0}")]
     Blocking(String),
@@ -195,10 +248,11 @@ pub async fn start(
         max_msgs: studio.server.bus.max_msgs,
         duplicate_window: studio.server.bus.duplicate_window,
     };
-    for spec in standard_streams(&limits)
-        .iter()
-        .filter(|s| s.subjects.iter().any(|s| s == RUN_START))
-    {
+    for spec in standard_streams(&limits).iter().filter(|s| {
+        s.subjects
+            .iter()
+            .any(|s| s == RUN_START || s == CONTENT_INGESTED)
+    }) {
         bus.ensure_stream(spec).await?;
     }
 
@@ -214,13 +268,29 @@ pub async fn start(
         states.push(state);
     }
 
-    // Subscribe before the first tick so that nothing sent meanwhile is lost.
+    // Events wait in the stream for their consumer: what was published while this
+    // scheduler was down is delivered now. A consumer created now starts at the next
+    // event stored.
+    let event_spec = |durable: &str, filter: &str| {
+        let mut spec = ConsumerSpec::new(durable, filter);
+        spec.ack_wait = opts.ack_wait;
+        spec.max_deliver = EVENT_MAX_DELIVER;
+        spec.deliver_new = true;
+        spec
+    };
     let content = bus
-        .queue_subscribe_proto::<ContentItem>(CONTENT_INGESTED, QUEUE_GROUP)
+        .consumer(
+            EVENTS_STREAM,
+            &event_spec(CONTENT_DURABLE, CONTENT_INGESTED),
+        )
         .await?;
     let metrics = bus
-        .queue_subscribe_proto::<ThresholdCrossed>(METRIC_EVENTS, QUEUE_GROUP)
+        .consumer(EVENTS_STREAM, &event_spec(METRICS_DURABLE, METRIC_EVENTS))
         .await?;
+    let pull = listen::Pull {
+        ack_wait: opts.ack_wait,
+        fetch_wait: opts.fetch_wait,
+    };
     let fire = bus
         .queue_subscribe_proto::<FireTriggerRequest>(SCHEDULER_FIRE, QUEUE_GROUP)
         .await?;
@@ -253,11 +323,13 @@ pub async fn start(
             content,
             addr.clone(),
             control.signal.clone(),
+            pull,
         )),
         actix::spawn(listen::metrics(
             metrics,
             addr.clone(),
             control.signal.clone(),
+            pull,
         )),
         actix::spawn(listen::fire(
             fire,
