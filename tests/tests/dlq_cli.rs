@@ -47,11 +47,20 @@ fn a_dead_lettered_run_start_is_listed_and_replayed_through_the_cli() {
         bus.dead_letters().dead_letter(letter).await.unwrap();
     });
 
-    let out = poll(&sb, Duration::from_secs(20), "the dead letter to be listed", || {
-        let out = cli(&addr, Some(BRAND), &["dlq", "ls", "--json", "--subject", "run."]);
-        let v: Value = serde_json::from_str(&stdout(&out)).ok()?;
-        (v.as_array().is_some_and(|a| a.len() == 1)).then_some(v)
-    });
+    let out = poll(
+        &sb,
+        Duration::from_secs(20),
+        "the dead letter to be listed",
+        || {
+            let out = cli(
+                &addr,
+                Some(BRAND),
+                &["dlq", "ls", "--json", "--subject", "run."],
+            );
+            let v: Value = serde_json::from_str(&stdout(&out)).ok()?;
+            (v.as_array().is_some_and(|a| a.len() == 1)).then_some(v)
+        },
+    );
     let seq = out[0]["sequence"].as_u64().unwrap();
     assert_eq!(out[0]["subject"], "run.start");
     assert!(out[0]["reason"].as_str().unwrap().contains("max_deliver"));
@@ -62,13 +71,30 @@ fn a_dead_lettered_run_start_is_listed_and_replayed_through_the_cli() {
     assert!(!denied.status.success(), "{}", show(&denied));
     let ok = cli(&addr, Some(OPS), &["dlq", "replay", &seq.to_string()]);
     assert!(ok.status.success(), "{}\n{}", show(&ok), sb.logs());
-    assert!(stdout(&ok).contains("published again on run.start"), "{}", show(&ok));
+    assert!(
+        stdout(&ok).contains("published again on run.start"),
+        "{}",
+        show(&ok)
+    );
 
-    poll(&sb, Duration::from_secs(60), "the replayed run to wait at its gate", || {
-        let out = cli(&addr, Some(OPS), &["run", "show", "campaign@dead", "--json"]);
-        let run: Value = serde_json::from_str(&stdout(&out)).ok()?;
-        (run["state"] == "WAITING_GATE").then_some(())
-    });
+    poll(
+        &sb,
+        Duration::from_secs(60),
+        "the replayed run to wait at its gate",
+        || {
+            let out = cli(
+                &addr,
+                Some(OPS),
+                &["run", "show", "campaign@dead", "--json"],
+            );
+            let run: Value = serde_json::from_str(&stdout(&out)).ok()?;
+            (run["state"] == "WAITING_GATE").then_some(())
+        },
+    );
     let empty = cli(&addr, Some(OPS), &["dlq", "ls"]);
-    assert!(stdout(&empty).contains("no dead letters"), "{}", show(&empty));
+    assert!(
+        stdout(&empty).contains("no dead letters"),
+        "{}",
+        show(&empty)
+    );
 }

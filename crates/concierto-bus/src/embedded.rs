@@ -384,7 +384,12 @@ impl Bus for EmbeddedBus {
         Ok(self.inner.leases.clone())
     }
 
-    async fn stream_messages(&self, stream: &str, from: u64, max: usize) -> Result<Vec<(u64, Message)>> {
+    async fn stream_messages(
+        &self,
+        stream: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Message)>> {
         let streams = self.inner.lock_streams();
         let s = streams
             .get(stream)

@@ -180,9 +180,7 @@ impl Resolve for PublicOnly {
 }
 
 /// The [`NotPublic`] refusal somewhere in an error's chain of causes.
-pub(crate) fn not_public_in<'a>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a NotPublic> {
+pub(crate) fn not_public_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a NotPublic> {
     let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(np) = err.downcast_ref::<NotPublic>() {

@@ -15,11 +15,11 @@
 mod admin_cmds;
 mod client;
 mod dlq_cmds;
+mod leased;
 mod local_cmds;
 mod observability;
 mod output;
 mod probe;
-mod leased;
 mod services;
 
 use std::path::PathBuf;

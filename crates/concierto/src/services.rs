@@ -241,8 +241,12 @@ async fn start_service(
         clock.clone(),
     );
     crate::leased::leased(bus, service, Default::default(), move || {
-        let (studio, bus, data_dir, clock) =
-            (studio.clone(), bus2.clone(), data_dir.clone(), clock.clone());
+        let (studio, bus, data_dir, clock) = (
+            studio.clone(),
+            bus2.clone(),
+            data_dir.clone(),
+            clock.clone(),
+        );
         async move { start_unleased(service, &studio, &bus, &data_dir, &clock).await }
     })
     .await
@@ -312,8 +316,7 @@ async fn start_unleased(
                 email_token: secret(&f.email_token_env),
                 csrf_key,
                 max_body_bytes: usize::try_from(f.max_body_bytes).unwrap_or(usize::MAX),
-                form_max_body_bytes: usize::try_from(f.form_max_body_bytes)
-                    .unwrap_or(usize::MAX),
+                form_max_body_bytes: usize::try_from(f.form_max_body_bytes).unwrap_or(usize::MAX),
                 form_rate: concierto_feedback::FormRateLimit {
                     per_client_per_minute: f.form_per_client_per_minute,
                     per_minute: f.form_per_minute,
@@ -443,8 +446,11 @@ async fn serve_library(
     let identities = concierto_admin::identities(studio);
     let auth: concierto_content::TokenAuth =
         Arc::new(move |token: &str| identities.by_token(token).map(|i| i.id.clone()));
-    let router =
-        concierto_content::router(library, auth, concierto_content::ApiOptions::for_studio(studio));
+    let router = concierto_content::router(
+        library,
+        auth,
+        concierto_content::ApiOptions::for_studio(studio),
+    );
     let router = concierto_telemetry::server::count_http(router, "ingest");
     let addr = studio.server.library_addr.clone();
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -758,8 +758,16 @@ pub async fn stored_dead_letters_are_listed_in_order_and_deleted_one_by_one(h: &
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].0, seqs[1]);
     // Deleting one leaves the others; deleting it again finds nothing.
-    assert!(bus.delete_stream_message("DEADLETTER", seqs[1]).await.unwrap());
-    assert!(!bus.delete_stream_message("DEADLETTER", seqs[1]).await.unwrap());
+    assert!(
+        bus.delete_stream_message("DEADLETTER", seqs[1])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !bus.delete_stream_message("DEADLETTER", seqs[1])
+            .await
+            .unwrap()
+    );
     let left: Vec<u64> = bus
         .stream_messages("DEADLETTER", 0, 10)
         .await
@@ -791,7 +799,10 @@ pub async fn a_lease_has_one_holder_and_passes_on_when_released(h: &impl Harness
         .unwrap()
     });
     // b learns who holds it and waits, well past the ttl, while a renews.
-    let who = tokio::time::timeout(WAIT, told.recv()).await.unwrap().unwrap();
+    let who = tokio::time::timeout(WAIT, told.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(who, Holder::Held("a".into()));
     tokio::time::sleep(opts.ttl * 3).await;
     assert!(!second.is_finished(), "b took a lease a still renews");
@@ -801,7 +812,14 @@ pub async fn a_lease_has_one_holder_and_passes_on_when_released(h: &impl Harness
     let second = tokio::time::timeout(WAIT, second).await.unwrap().unwrap();
     assert!(!second.is_lost());
     assert_eq!(
-        a.leases().await.unwrap().get("orchestrator").await.unwrap().unwrap().0,
+        a.leases()
+            .await
+            .unwrap()
+            .get("orchestrator")
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
         b"b".to_vec()
     );
 }

@@ -371,7 +371,12 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             out.feedback.max_body_bytes = max;
         }
         // The web form: open to anyone, so its own smaller limits.
-        let max = w.count(f, "form_max_body_bytes", fp, out.feedback.form_max_body_bytes);
+        let max = w.count(
+            f,
+            "form_max_body_bytes",
+            fp,
+            out.feedback.form_max_body_bytes,
+        );
         if max < 1024 {
             w.error(
                 &child(fp, "form_max_body_bytes"),
@@ -398,7 +403,10 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
                 Ok(n) if n >= 1 => *slot = n,
                 _ => w.error(
                     &child(fp, k),
-                    format!("must be a number of posts per minute from 1 to {}", u32::MAX),
+                    format!(
+                        "must be a number of posts per minute from 1 to {}",
+                        u32::MAX
+                    ),
                 ),
             }
         }
@@ -2259,7 +2267,10 @@ content_sources:
         );
         let studio = c.studio.as_ref().expect("loads");
         assert!(studio.content_sources[0].allow_private_networks);
-        assert!(!studio.server.library_public, "reads need a token by default");
+        assert!(
+            !studio.server.library_public,
+            "reads need a token by default"
+        );
 
         let (_d, c) = check_text(
             "server:
@@ -2617,7 +2628,9 @@ content_sources:
             "{e:?}"
         );
         assert!(
-            has(":6: error: server.feedback.form_per_client_per_minute: must be a number of posts per minute"),
+            has(
+                ":6: error: server.feedback.form_per_client_per_minute: must be a number of posts per minute"
+            ),
             "{e:?}"
         );
         assert!(
