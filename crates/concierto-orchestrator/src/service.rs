@@ -261,6 +261,9 @@ async fn flush(store: &Arc<dyn KvStore>) -> Result<(), String> {
 /// The health key `/readyz` shows while the orchestrator's store fails.
 const STORE_HEALTH: &str = "orchestrator.store";
 
+/// The health key while inputs wait because the store cannot be read.
+const STORE_READ_HEALTH: &str = "orchestrator.store.read";
+
 /// Publishes tasks (durably) and events. False if a task could not be published:
 /// its step stays dispatched and its timeout publishes it again.
 async fn publish(bus: &Arc<dyn Bus>, fx: Effects) -> bool {
@@ -762,7 +765,7 @@ async fn apply(
         fx.extend(applied.fx);
         if applied.left.is_empty() {
             if failures > 0 {
-                concierto_core::health::clear("orchestrator.store.read");
+                concierto_core::health::clear(STORE_READ_HEALTH);
             }
             break;
         }
@@ -773,7 +776,7 @@ async fn apply(
             .map(|e| e.to_string())
             .unwrap_or_else(|| "the store cannot be read".into());
         concierto_core::health::set_unready(
-            "orchestrator.store.read",
+            STORE_READ_HEALTH,
             format!("{} messages wait for the store: {why}", inputs.len()),
         );
         if failures == 1 {
@@ -782,7 +785,7 @@ async fn apply(
         if signal.is_stopped() && failures > 3 {
             // Unsettled: delivered again after ack_wait, to whoever runs next.
             tracing::error!(error = %why, "stopping while the store fails: held messages are delivered again after ack_wait");
-            concierto_core::health::clear("orchestrator.store.read");
+            concierto_core::health::clear(STORE_READ_HEALTH);
             drop(deliveries);
             return;
         }
