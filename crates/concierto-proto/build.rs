@@ -12,6 +12,7 @@ const FILES: &[&str] = &[
     "concierto/v1/content.proto",
     "concierto/v1/metric.proto",
     "concierto/v1/agent.proto",
+    "concierto/v1/deliverable.proto",
     "concierto/v1/admin.proto",
 ];
 

@@ -57,6 +57,8 @@ pub struct Outcome {
     /// Executor-specific facts for `TaskResult.details` (`exit_status`,
     /// `finish_reason`, `request_id`, `http_attempts`). Never a secret.
     pub details: std::collections::BTreeMap<String, String>,
+    /// The tool calls made, in order (model executors with tools).
+    pub tool_calls: Vec<concierto_proto::v1::ToolCall>,
 }
 
 impl Outcome {

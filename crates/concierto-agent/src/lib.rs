@@ -80,6 +80,7 @@ mod executor;
 mod http;
 mod openai;
 pub mod prompt;
+pub mod tools;
 mod worker;
 
 pub use anthropic::{ANTHROPIC, ANTHROPIC_VERSION, AnthropicExecutor, DETAIL_STOP_REASON};

@@ -650,6 +650,7 @@ fn build_result(
         started_at: Some(started_at),
         finished_at: Some(concierto_proto::time::now()),
         details: outcome.details.into_iter().collect(),
+        tool_calls: outcome.tool_calls,
     }
 }
 

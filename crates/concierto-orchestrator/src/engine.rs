@@ -212,6 +212,7 @@ pub(crate) fn step_record(s: &Step) -> StepRecord {
         input_tokens: 0,
         output_tokens: 0,
         cost_usd: 0.0,
+        tool_calls: Vec::new(),
         started_ms: 0,
         finished_ms: 0,
         review: s.review.clone(),
@@ -222,6 +223,10 @@ pub(crate) fn step_record(s: &Step) -> StepRecord {
         aux: None,
     }
 }
+
+/// Tool calls kept per step (a model looping on tools cannot grow a run
+/// record without bound).
+pub const MAX_TOOL_CALLS_KEPT: usize = 64;
 
 /// Text of what the trigger fired on, for steps that take `trigger` as input.
 fn trigger_payload(s: &v1::StartRun) -> String {
@@ -662,6 +667,8 @@ impl Engine {
             }),
             params: run.params.clone().into_iter().collect(),
             labels: s.labels.clone(),
+            context: Vec::new(),
+            budget: None,
             review: s.aux.as_ref().map(|a| v1::ReviewContext {
                 r#loop: a.loop_name.clone(),
                 round: a.round,
@@ -852,6 +859,12 @@ impl Engine {
                     0.0
                 };
             }
+            s.tool_calls = r
+                .tool_calls
+                .iter()
+                .take(MAX_TOOL_CALLS_KEPT)
+                .map(crate::run::ToolCallRecord::from_proto)
+                .collect();
         }
         match v1::TaskStatus::try_from(r.status).unwrap_or(v1::TaskStatus::Unspecified) {
             v1::TaskStatus::Succeeded => self.step_succeeded(&mut run, &r, now, &mut fx)?,

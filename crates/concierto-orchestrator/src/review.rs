@@ -99,6 +99,7 @@ pub(crate) fn aux_step(
         input_tokens: 0,
         output_tokens: 0,
         cost_usd: 0.0,
+        tool_calls: Vec::new(),
         started_ms: 0,
         finished_ms: 0,
         review: None,

@@ -135,6 +135,9 @@ pub struct StepRecord {
     /// Cost of the last attempt in US dollars (0 without configured prices).
     #[serde(default)]
     pub cost_usd: f64,
+    /// Tool calls of the last attempt.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCallRecord>,
     /// First dispatch (unix ms), 0 before.
     pub started_ms: i64,
     /// Final state reached (unix ms), 0 before.
@@ -157,6 +160,45 @@ pub struct StepRecord {
     /// Set on the steps a review loop adds (reviews, revisions, batch reviews).
     #[serde(default)]
     pub aux: Option<Aux>,
+}
+
+/// One tool call of a step's last attempt (`v1::ToolCall`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallRecord {
+    /// The tool's name.
+    pub name: String,
+    /// Its arguments (JSON, cut).
+    pub arguments: String,
+    /// Size of the answer.
+    pub answer_bytes: u64,
+    /// How long it took.
+    pub latency_ms: u64,
+    /// Empty when it succeeded.
+    pub error: String,
+}
+
+impl ToolCallRecord {
+    /// From the result's call.
+    pub fn from_proto(c: &v1::ToolCall) -> Self {
+        ToolCallRecord {
+            name: c.name.clone(),
+            arguments: c.arguments.clone(),
+            answer_bytes: c.answer_bytes,
+            latency_ms: c.latency_ms,
+            error: c.error.clone(),
+        }
+    }
+
+    /// As the API shows it.
+    pub fn to_proto(&self) -> v1::ToolCall {
+        v1::ToolCall {
+            name: self.name.clone(),
+            arguments: self.arguments.clone(),
+            answer_bytes: self.answer_bytes,
+            latency_ms: self.latency_ms,
+            error: self.error.clone(),
+        }
+    }
 }
 
 /// One review round of a step's output.
@@ -426,6 +468,7 @@ impl RunRecord {
                     }),
                     started_at: ts(s.started_ms),
                     finished_at: ts(s.finished_ms),
+                    tool_calls: s.tool_calls.iter().map(ToolCallRecord::to_proto).collect(),
                 })
                 .collect(),
             error: self.error.clone(),
