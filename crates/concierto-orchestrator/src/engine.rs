@@ -66,6 +66,10 @@ pub struct Effects {
     /// Observations to publish on `metric.<name>` (durably, stream EVENTS):
     /// review scores, feedback response times, the queue per priority class.
     pub metrics: Vec<v1::MetricSample>,
+    /// Deliverables of runs that succeeded, for `deliverable.<workflow>`.
+    pub deliverables: Vec<v1::Deliverable>,
+    /// Budgets reached, for `event.budget.<scope>`.
+    pub budgets: Vec<v1::BudgetReached>,
 }
 
 impl Effects {
@@ -76,6 +80,8 @@ impl Effects {
         self.events.extend(other.events);
         self.gates.extend(other.gates);
         self.metrics.extend(other.metrics);
+        self.deliverables.extend(other.deliverables);
+        self.budgets.extend(other.budgets);
     }
 }
 
