@@ -214,6 +214,7 @@ impl AdminService for Admin {
                 )));
             }
         }
+        check_params(&r.params)?;
         let run_id = if r.run_id.is_empty() {
             format!(
                 "manual:{}@{}-{}",
@@ -230,7 +231,14 @@ impl AdminService for Admin {
             trigger: String::new(),
             fire_time: Some(concierto_proto::time::now()),
             priority: r.priority,
-            params: r.params,
+            params: {
+                let mut p = r.params;
+                // Like a trigger's fire: the run knows when it was started.
+                p.entry("fire_time".to_string()).or_insert_with(|| {
+                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                });
+                p
+            },
             requested_by: format!("admin:{}", who.id),
             cause: None,
         };
@@ -581,4 +589,37 @@ where
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(f(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// The most params a run may be started with.
+pub const MAX_RUN_PARAMS: usize = 64;
+/// The longest param name, in bytes.
+pub const MAX_PARAM_KEY_BYTES: usize = 128;
+/// The longest param value, in bytes.
+pub const MAX_PARAM_VALUE_BYTES: usize = 4096;
+
+/// Refuses params past [`MAX_RUN_PARAMS`], [`MAX_PARAM_KEY_BYTES`] or
+/// [`MAX_PARAM_VALUE_BYTES`] (`INVALID_ARGUMENT`, naming the one at fault).
+fn check_params(params: &std::collections::HashMap<String, String>) -> Result<(), Status> {
+    if params.len() > MAX_RUN_PARAMS {
+        return Err(Status::invalid_argument(format!(
+            "{} params; a run takes at most {MAX_RUN_PARAMS}",
+            params.len()
+        )));
+    }
+    for (k, v) in params {
+        if k.trim().is_empty() || k.len() > MAX_PARAM_KEY_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "param name {:?} must be 1 to {MAX_PARAM_KEY_BYTES} bytes",
+                k.chars().take(40).collect::<String>()
+            )));
+        }
+        if v.len() > MAX_PARAM_VALUE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "param {k:?} has {} bytes; a value may have at most {MAX_PARAM_VALUE_BYTES}",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
 }

@@ -109,4 +109,13 @@ pub enum AgentError {
         /// What is wrong and what to set instead.
         why: String,
     },
+
+    /// An MCP server (`agents.mcp_servers`) could not give its tools.
+    #[error("MCP server {server:?}: {why}")]
+    Mcp {
+        /// The server's name.
+        server: String,
+        /// Why.
+        why: String,
+    },
 }

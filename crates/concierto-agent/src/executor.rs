@@ -13,6 +13,7 @@ use crate::builtin::BuiltinExecutor;
 use crate::command::CommandExecutor;
 use crate::error::AgentError;
 use crate::openai::OpenAiExecutor;
+use crate::tools::Toolbox;
 
 /// Does tasks for roles: calls a model, runs a program, or (the builtin one)
 /// computes the answer offline.
@@ -144,6 +145,17 @@ pub fn executor_def(studio: &Studio, name: &str) -> Option<ExecutorDef> {
 /// `anthropic` executor with no model for the role; an API key variable that
 /// is not set (named, never its value); a `command` without a program.
 pub fn executor_for(studio: &Studio, role: &str) -> Result<Arc<dyn Executor>, AgentError> {
+    executor_with_tools(studio, role, Toolbox::new())
+}
+
+/// [`executor_for`] with a toolbox: the `openai` and `anthropic` executors
+/// run their tool-calling loop over it (an empty toolbox: one call, as
+/// without tools); the `builtin` and `command` executors ignore it.
+pub fn executor_with_tools(
+    studio: &Studio,
+    role: &str,
+    toolbox: Toolbox,
+) -> Result<Arc<dyn Executor>, AgentError> {
     let name = executor_name(studio, role);
     let Some(def) = executor_def(studio, &name) else {
         return Err(AgentError::UnknownExecutor {
@@ -165,8 +177,8 @@ pub fn executor_for(studio: &Studio, role: &str) -> Result<Arc<dyn Executor>, Ag
     }
     Ok(match def.kind {
         ExecutorKind::Builtin => Arc::new(BuiltinExecutor::for_studio(studio)?),
-        ExecutorKind::OpenAi => Arc::new(OpenAiExecutor::new(&def)?),
-        ExecutorKind::Anthropic => Arc::new(AnthropicExecutor::new(&def)?),
+        ExecutorKind::OpenAi => Arc::new(OpenAiExecutor::new(&def)?.with_tools(toolbox)),
+        ExecutorKind::Anthropic => Arc::new(AnthropicExecutor::new(&def)?.with_tools(toolbox)),
         ExecutorKind::Command => Arc::new(CommandExecutor::new(&def, &studio.base_dir)?),
     })
 }

@@ -75,6 +75,7 @@
 mod anthropic;
 pub mod builtin;
 mod command;
+pub mod context;
 mod error;
 mod executor;
 mod http;
@@ -85,10 +86,12 @@ mod worker;
 
 pub use anthropic::{ANTHROPIC, ANTHROPIC_VERSION, AnthropicExecutor, DETAIL_STOP_REASON};
 pub use builtin::{BrandRules, BuiltinExecutor};
+pub use context::{ContextOptions, DEFAULT_CONTEXT_TIMEOUT};
 pub use command::{BASE_ENV, COMMAND, CommandExecutor, DETAIL_EXIT_STATUS, EX_TEMPFAIL};
 pub use error::AgentError;
 pub use executor::{
-    Executor, MODEL_ALIASES, Outcome, executor_def, executor_for, executor_name, model_for,
+    Executor, MODEL_ALIASES, Outcome, executor_def, executor_for, executor_name,
+    executor_with_tools, model_for,
 };
 pub use http::{
     ApiKey, DETAIL_HTTP_ATTEMPTS, DETAIL_REQUEST_ID, MAX_RESPONSE_BYTES, RETRY_AFTER_CEILING,

@@ -7,6 +7,17 @@
 //! `choices[0].message.content`; tokens come from `usage.prompt_tokens` and
 //! `usage.completion_tokens`. Without `api_key_env` no `Authorization` header
 //! is sent (local servers).
+//!
+//! With a non-empty [`Toolbox`] ([`OpenAiExecutor::with_tools`]) the executor
+//! runs the tool-calling loop ([`crate::tools::tool_loop`]): the body gains
+//! `tools: [{type: "function", function: {name, description, parameters}}]`;
+//! an answer with `choices[0].message.tool_calls[{id, type: "function",
+//! function: {name, arguments}}]` (`arguments` a JSON string, finish_reason
+//! `tool_calls`) is appended as the assistant message, each call's result as
+//! `{role: "tool", tool_call_id, content}` (an error's text starts with
+//! `error: `), and the next round is asked. The last round, past the
+//! tool-call limit, sends `tool_choice: "none"` and a user message asking for
+//! the answer. An empty toolbox sends today's body, unchanged.
 
 use async_trait::async_trait;
 use concierto_core::config::ExecutorDef;
@@ -19,6 +30,8 @@ use crate::error::AgentError;
 use crate::executor::{Executor, Outcome, model_for};
 use crate::http::{Answered, ApiKey, Call, HttpClient, RetryPolicy};
 use crate::prompt::{Part, Prompt, answer_outcome};
+use crate::tools::tool_loop::{Answer, Loop, Requested, Turn, Wire, parse_arguments};
+use crate::tools::{ToolSpec, Toolbox};
 
 /// The executor's name in results (`Usage.executor`).
 pub const OPENAI: &str = "openai";
@@ -33,6 +46,7 @@ pub struct OpenAiExecutor {
     def: ExecutorDef,
     url: String,
     http: HttpClient,
+    toolbox: Toolbox,
 }
 
 impl OpenAiExecutor {
@@ -53,7 +67,14 @@ impl OpenAiExecutor {
             def: def.clone(),
             url: format!("{base}/chat/completions"),
             http: HttpClient::new(OPENAI, def, key)?,
+            toolbox: Toolbox::new(),
         })
+    }
+
+    /// With these tools: a non-empty toolbox runs the tool-calling loop.
+    pub fn with_tools(mut self, toolbox: Toolbox) -> Self {
+        self.toolbox = toolbox;
+        self
     }
 
     /// With another retry policy (tests use milliseconds).
@@ -118,6 +139,19 @@ impl Executor for OpenAiExecutor {
     }
 
     async fn execute(&self, role: &RoleDef, task: &Task) -> Outcome {
+        if !self.toolbox.is_empty() {
+            let tool_loop = Loop {
+                http: &self.http,
+                def: &self.def,
+                url: &self.url,
+                headers: self.headers(),
+                toolbox: &self.toolbox,
+                wire: &OpenAiWire,
+            };
+            return tool_loop
+                .run(role, task, |prompt, model| self.body(prompt, model))
+                .await;
+        }
         let call = self
             .http
             .call_model(
@@ -186,5 +220,117 @@ fn text_of(content: &Value) -> String {
             .collect::<Vec<_>>()
             .join(""),
         _ => String::new(),
+    }
+}
+
+/// The Chat Completions tool-calling wire format.
+struct OpenAiWire;
+
+impl Wire for OpenAiWire {
+    fn provider(&self) -> &'static str {
+        OPENAI
+    }
+
+    fn add_tools(&self, body: &mut Value, specs: &[ToolSpec]) {
+        let tools: Vec<Value> = specs
+            .iter()
+            .map(|s| {
+                json!({"type": "function", "function": {
+                    "name": s.name, "description": s.description, "parameters": s.input_schema,
+                }})
+            })
+            .collect();
+        body["tools"] = Value::Array(tools);
+    }
+
+    fn read(&self, reply: &Value) -> Turn {
+        let choice = reply.pointer("/choices/0");
+        let message = choice.and_then(|c| c.get("message"));
+        let text = message
+            .and_then(|m| m.get("content"))
+            .map(text_of)
+            .unwrap_or_default();
+        let raw_calls: Vec<Value> = message
+            .and_then(|m| m.get("tool_calls"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let calls = raw_calls
+            .iter()
+            .enumerate()
+            .map(|(n, c)| {
+                let raw = match c.pointer("/function/arguments") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                Requested {
+                    id: c
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| format!("call_{n}"), str::to_string),
+                    name: c
+                        .pointer("/function/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    args: parse_arguments(&raw),
+                    raw,
+                }
+            })
+            .collect();
+        let mut assistant = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+        if !raw_calls.is_empty() {
+            assistant["tool_calls"] = Value::Array(raw_calls);
+        }
+        Turn {
+            malformed: choice.is_none().then(|| {
+                format!(
+                    "{OPENAI} answered with no choices: {}",
+                    crate::http::snippet(&reply.to_string())
+                )
+            }),
+            refusal: message
+                .and_then(|m| m.get("refusal"))
+                .and_then(Value::as_str)
+                .filter(|r| !r.trim().is_empty())
+                .map(str::to_string),
+            reason: choice
+                .and_then(|c| c.get("finish_reason"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            text,
+            calls,
+            assistant,
+        }
+    }
+
+    fn push_results(&self, body: &mut Value, assistant: &Value, answers: &[Answer]) {
+        if let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) {
+            messages.push(assistant.clone());
+            for a in answers {
+                let content = if a.is_error {
+                    format!("error: {}", a.content)
+                } else {
+                    a.content.clone()
+                };
+                messages.push(json!({"role": "tool", "tool_call_id": a.id, "content": content}));
+            }
+        }
+    }
+
+    fn last_round(&self, body: &mut Value, note: &str) {
+        body["tool_choice"] = json!("none");
+        if let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) {
+            messages.push(json!({"role": "user", "content": note}));
+        }
+    }
+
+    fn usage(&self) -> (&'static str, &'static str) {
+        ("/usage/prompt_tokens", "/usage/completion_tokens")
+    }
+
+    fn reason_key(&self) -> &'static str {
+        DETAIL_FINISH_REASON
     }
 }

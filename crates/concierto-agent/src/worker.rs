@@ -22,6 +22,7 @@ use concierto_proto::v1::{
 
 use crate::error::AgentError;
 use crate::executor::{Executor, Outcome};
+use crate::context::ContextOptions;
 
 /// The stream tasks are stored in.
 pub const TASKS_STREAM: &str = "TASKS";
@@ -47,6 +48,9 @@ pub struct WorkerOptions {
     /// How long one fetch waits for a task when the queue is empty (this also
     /// bounds how long a stop waits for the fetch under way).
     pub fetch_wait: Duration,
+    /// Where a task's `context` is fetched from ([`crate::context`]): the
+    /// brand folder and how long a request waits.
+    pub context: ContextOptions,
 }
 
 impl Default for WorkerOptions {
@@ -58,6 +62,7 @@ impl Default for WorkerOptions {
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
             fetch_wait: Duration::from_millis(500),
+            context: ContextOptions::default(),
         }
     }
 }
@@ -77,6 +82,7 @@ impl WorkerOptions {
             max_in_flight,
             ack_wait: studio.server.bus.ack_wait,
             max_deliver: studio.server.bus.max_deliver,
+            context: ContextOptions::for_studio(studio),
             ..Default::default()
         }
     }
@@ -539,8 +545,14 @@ async fn execute(ctx: &Arc<WorkerCtx>, task: &Task, delivery: &Delivery) -> Outc
     let mut job = {
         let executor = ctx.executor.clone();
         let role = ctx.role.clone();
-        let task = task.clone();
-        tokio::spawn(async move { executor.execute(&role, &task).await })
+        let mut task = task.clone();
+        let (bus, copts) = (ctx.bus.clone(), ctx.opts.context.clone());
+        tokio::spawn(async move {
+            // The step's `context:` becomes inputs first (bounded by the
+            // deadline like the executor).
+            crate::context::resolve(bus, &copts, &mut task, chrono::Utc::now()).await;
+            executor.execute(&role, &task).await
+        })
     };
     let every = (ctx.opts.ack_wait / 3).max(Duration::from_millis(10));
     let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);

@@ -83,6 +83,11 @@ pub fn standard_streams(limits: &StreamLimits) -> Vec<StreamSpec> {
             &["feedback.in.>"],
             Retention::WorkQueue,
         )),
+        with(StreamSpec::new(
+            "DELIVERABLES",
+            &["deliverable.>"],
+            Retention::WorkQueue,
+        )),
         with(StreamSpec::new("DEADLETTER", &["dlq.>"], Retention::Limits)),
     ]
 }

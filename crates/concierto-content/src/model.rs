@@ -23,19 +23,22 @@ pub enum Kind {
     Analytics,
     /// Processed human feedback.
     Feedback,
+    /// What a succeeded run made (published by the publisher service).
+    Deliverable,
     /// Anything else.
     Other,
 }
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Image,
         Kind::Page,
         Kind::Post,
         Kind::Component,
         Kind::Analytics,
         Kind::Feedback,
+        Kind::Deliverable,
         Kind::Other,
     ];
 
@@ -48,6 +51,7 @@ impl Kind {
             Kind::Component => "component",
             Kind::Analytics => "analytics",
             Kind::Feedback => "feedback",
+            Kind::Deliverable => "deliverable",
             Kind::Other => "other",
         }
     }
@@ -69,7 +73,7 @@ impl FromStr for Kind {
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
                 ContentError::Invalid(format!(
-                    "unknown kind {s:?}: use one of image, page, post, component, analytics, feedback, other"
+                    "unknown kind {s:?}: use one of image, page, post, component, analytics, feedback, deliverable, other"
                 ))
             })
     }

@@ -36,6 +36,10 @@ pub const CONTENT_INGESTED: &str = "content.ingested.>";
 /// Request: search the content library (`SearchContentRequest` →
 /// `SearchContentResponse`), answered by the ingest service.
 pub const LIBRARY_SEARCH: &str = "library.search";
+/// Request: fetch a web page for an agent's `WebFetch` tool under the
+/// ingester's rules (`WebFetchRequest` → `WebFetchResponse`), answered by the
+/// ingest service (queue group `ingest`).
+pub const INGEST_FETCH: &str = "ingest.fetch";
 /// Every threshold crossing (`ThresholdCrossed`).
 pub const METRIC_EVENTS: &str = "event.metric.>";
 /// Every piece of human feedback taken in (`Feedback`; durable, stream
@@ -55,6 +59,29 @@ pub const TRACKER_HEALTH: &str = "tracker.health";
 pub const CONTEXT: &str = "context.>";
 /// Every heartbeat (`AgentHeartbeat`).
 pub const HEARTBEATS: &str = "agent.heartbeat.>";
+
+/// Every deliverable (`Deliverable`; durable, stream DELIVERABLES, message id =
+/// deliverable id), taken by the publisher service.
+pub const DELIVERABLES: &str = "deliverable.>";
+/// Every publish outcome (`PublishOutcome`), for the dashboard.
+pub const DELIVERABLE_EVENTS: &str = "event.deliverable.>";
+/// Request: store a deliverable in the content library (`Deliverable` →
+/// `ContentItem`), answered by the ingest service.
+pub const LIBRARY_PUT: &str = "library.put";
+/// Request: deliverables with their outcomes, newest first
+/// (`ListDeliverablesRequest` → `ListDeliverablesResponse`), answered by the
+/// publisher service.
+pub const PUBLISH_LIST: &str = "publish.list";
+
+/// A `Deliverable` of one workflow.
+pub fn deliverable(workflow: &str) -> String {
+    format!("deliverable.{}", token(workflow))
+}
+
+/// A `PublishOutcome` of one publisher kind (`folder`, `webhook`, `slack`, `library`).
+pub fn deliverable_event(kind: &str) -> String {
+    format!("event.deliverable.{}", token(kind))
+}
 
 /// `Task`s for a role (durable, stream TASKS; consumer = the role).
 pub fn task(role: &str) -> String {
@@ -85,6 +112,15 @@ pub fn content_ingested(source: &str) -> String {
 pub fn gate_event(kind: &str) -> String {
     format!("event.gate.{}", token(kind))
 }
+
+/// `event.budget.<scope>` (`day`, `run`, `step`): a budget was reached
+/// (`concierto.v1.BudgetReached`).
+pub fn budget_event(scope: &str) -> String {
+    format!("event.budget.{}", token(scope))
+}
+
+/// Every budget event.
+pub const BUDGET_EVENTS: &str = "event.budget.>";
 
 /// A threshold crossing of one metric.
 pub fn metric_event(metric: &str) -> String {

@@ -30,7 +30,9 @@
 //! runner keeps going and the next cycle tries again.
 
 mod announce;
+pub mod deliverables;
 mod error;
+pub mod fetch;
 mod folder;
 mod http;
 mod ingester;
@@ -213,7 +215,10 @@ pub async fn start(
     }
     let ingester = Ingester::new(bus.clone(), library.clone(), store, clock, opts)?;
     let (handle, control) = ServiceHandle::new("ingest");
+    deliverables::serve(bus.clone(), library.clone(), control.signal.clone()).await?;
     search::serve(bus.clone(), library, control.signal.clone()).await?;
+    let web_fetcher = fetch::WebFetcher::new(&studio, ingester.opts(), ingester.store())?;
+    fetch::serve(bus.clone(), Arc::new(web_fetcher), control.signal.clone()).await?;
     let mut tasks = Vec::new();
     for source in &studio.content_sources {
         tasks.push(tokio::spawn(runner::run(

@@ -133,6 +133,8 @@ pub struct Engine {
     pub(crate) contexts: BTreeMap<String, BTreeMap<String, v1::AgentContext>>,
     /// When the queue was last reported and what it held (see `queue_samples`).
     last_queue_report: Option<(DateTime<Utc>, [usize; 3])>,
+    /// Spend per UTC day (see `budget.rs`).
+    pub(crate) spend: BTreeMap<String, crate::budget::DaySpend>,
 }
 
 /// Most items one list page holds (a page must fit in one bus message).
@@ -226,6 +228,7 @@ pub(crate) fn step_record(s: &Step) -> StepRecord {
         batch_due_ms: 0,
         batch_run: String::new(),
         gate_round: 0,
+        context: s.context.clone(),
         aux: None,
     }
 }
@@ -298,6 +301,7 @@ impl Engine {
             open_gates: BTreeMap::new(),
             contexts: BTreeMap::new(),
             last_queue_report: None,
+            spend: BTreeMap::new(),
         }
     }
 
@@ -494,6 +498,9 @@ impl Engine {
             aux: Vec::new(),
             batch: None,
             traceparent,
+            spent_usd: 0.0,
+            spent_by_role: BTreeMap::new(),
+            paused: String::new(),
         };
         concierto_telemetry::metrics::run_started(&run.workflow);
         if wf.is_none() {
@@ -541,6 +548,11 @@ impl Engine {
                 concierto_telemetry::metrics::run_finished(&run.workflow, "succeeded");
                 tracing::info!(run = %run.run_id, workflow = %run.workflow, "run succeeded");
                 fx.events.push(run.event(None, "run succeeded", ms(now)));
+                let made = crate::deliverables::of_run(&self.studio, run, now);
+                if let Err(e) = crate::deliverables::stage(&self.store, &made) {
+                    tracing::error!(run = %run.run_id, error = %e, "storing deliverables failed");
+                }
+                fx.deliverables.extend(made);
             }
             Some(i) if run.steps[i].state == StepState::Waiting => {
                 run.steps[i].state = StepState::Queued;
@@ -673,7 +685,7 @@ impl Engine {
             }),
             params: run.params.clone().into_iter().collect(),
             labels: s.labels.clone(),
-            context: Vec::new(),
+            context: s.context.iter().map(crate::run::context_request).collect(),
             budget: None,
             review: s.aux.as_ref().map(|a| v1::ReviewContext {
                 r#loop: a.loop_name.clone(),
@@ -713,10 +725,22 @@ impl Engine {
             let Some(mut run) = self.live.remove(&q.run_id) else {
                 continue;
             };
-            let Some(s) = run
-                .step_mut(&q.step_id)
-                .filter(|s| s.state == StepState::Queued)
-            else {
+            if !run
+                .step(&q.step_id)
+                .is_some_and(|s| s.state == StepState::Queued)
+            {
+                self.live.insert(run.run_id.clone(), run);
+                continue;
+            }
+            let budget = match self.task_budget(&run, &q.role, now)? {
+                Ok(b) => b,
+                Err(refusal) => {
+                    self.refuse_for_budget(&mut run, &q.step_id, refusal, now, fx);
+                    self.finish_or_keep(run, now, fx)?;
+                    continue;
+                }
+            };
+            let Some(s) = run.step_mut(&q.step_id) else {
                 self.live.insert(run.run_id.clone(), run);
                 continue;
             };
@@ -730,7 +754,10 @@ impl Engine {
             let attempt = s.attempt;
             let task = {
                 let s = run.step(&q.step_id).cloned();
-                s.map(|s| self.task_for(&run, &s))
+                s.map(|s| self.task_for(&run, &s)).map(|mut t| {
+                    t.budget = budget;
+                    t
+                })
             };
             self.in_flight += 1;
             *self.per_role.entry(role.clone()).or_insert(0) += 1;
@@ -872,6 +899,8 @@ impl Engine {
                 .map(crate::run::ToolCallRecord::from_proto)
                 .collect();
         }
+        let cost = r.usage.as_ref().map(|u| u.cost_usd).unwrap_or(0.0);
+        self.charge(&mut run, &role, cost, now)?;
         match v1::TaskStatus::try_from(r.status).unwrap_or(v1::TaskStatus::Unspecified) {
             v1::TaskStatus::Succeeded => self.step_succeeded(&mut run, &r, now, &mut fx)?,
             v1::TaskStatus::Retryable => {
@@ -941,6 +970,7 @@ impl Engine {
         }
         self.close_due_batches(now, &mut fx)?;
         self.tick_gates(now, &mut fx)?;
+        self.resume_paused(now, &mut fx)?;
         self.dispatch(now, &mut fx)?;
         Ok(fx)
     }

@@ -51,6 +51,7 @@ impl Engine {
                 retries: 2,
                 review: None,
                 labels: Vec::new(),
+                context: Vec::new(),
             }],
             on_failure: None,
         }
@@ -142,6 +143,7 @@ impl Engine {
                     retries: 2,
                     review: None,
                     labels: Vec::new(),
+                    context: Vec::new(),
                 };
                 run.steps.push(step_record(&step));
             }

@@ -15,7 +15,9 @@
 //! matches `(run, step, attempt)` of an open step; on start every open step is
 //! queued or published again.
 
+mod budget;
 mod context;
+pub mod deliverables;
 mod engine;
 mod feedback;
 mod gates;

@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use concierto_core::config::{Exhausted, Goal, ReviewLoop};
+use concierto_core::config::{ContextItem, ContextKind, Exhausted, Goal, ReviewLoop};
 use concierto_core::grammar::CycleTime;
 use concierto_core::store::StoreError;
 use concierto_core::structured::{self, FoundVerdict};
@@ -107,7 +107,19 @@ pub(crate) fn aux_step(
         batch_due_ms: 0,
         batch_run: String::new(),
         gate_round: 0,
+        context: aux_context(&aux, subject),
         aux: Some(aux),
+    }
+}
+
+/// What a step a loop adds asks for: a revision gets the data its producer
+/// had; a reviewer gets the brand guide.
+fn aux_context(aux: &Aux, subject: Option<&StepRecord>) -> Vec<ContextItem> {
+    match aux.kind {
+        AuxKind::Revise | AuxKind::GateRevise => {
+            subject.map(|s| s.context.clone()).unwrap_or_default()
+        }
+        AuxKind::Review | AuxKind::BatchReview => vec![ContextItem::new(ContextKind::Brand)],
     }
 }
 
@@ -753,6 +765,9 @@ impl Engine {
             }),
             // A batch serves many runs: each of its dispatches starts a trace.
             traceparent: String::new(),
+            spent_usd: 0.0,
+            spent_by_role: BTreeMap::new(),
+            paused: String::new(),
         };
         concierto_telemetry::metrics::run_started(&run.workflow);
         tracing::info!(run = %id, %loop_name, drafts = n, "batch review started");

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use concierto_core::config::ContextItem;
 use concierto_proto::v1;
 use serde::{Deserialize, Serialize};
 
@@ -160,6 +161,22 @@ pub struct StepRecord {
     /// Set on the steps a review loop adds (reviews, revisions, batch reviews).
     #[serde(default)]
     pub aux: Option<Aux>,
+    /// The data its tasks ask the worker to fetch (the step's `context:`).
+    #[serde(default)]
+    pub context: Vec<ContextItem>,
+}
+
+/// A step's context item as its tasks carry it.
+pub fn context_request(c: &ContextItem) -> v1::ContextRequest {
+    v1::ContextRequest {
+        kind: c.kind.as_str().to_string(),
+        names: c.names.clone(),
+        window: c.window.clone(),
+        workflow: c.workflow.clone(),
+        query: c.query.clone(),
+        limit: c.limit,
+        max_bytes: c.max_bytes,
+    }
 }
 
 /// One tool call of a step's last attempt (`v1::ToolCall`).
@@ -367,6 +384,15 @@ pub struct RunRecord {
     /// continues it. Empty when spans are not exported.
     #[serde(default)]
     pub traceparent: String,
+    /// What its steps cost so far, every attempt (US dollars).
+    #[serde(default)]
+    pub spent_usd: f64,
+    /// The same per role.
+    #[serde(default)]
+    pub spent_by_role: BTreeMap<String, f64>,
+    /// Why it waits for a day budget (empty: it does not).
+    #[serde(default)]
+    pub paused: String,
 }
 
 impl StepRecord {
@@ -430,6 +456,8 @@ impl RunRecord {
             && self.all_steps().any(|s| s.state == StepState::WaitingGate)
         {
             v1::RunState::WaitingGate
+        } else if self.state == RunState::Running && !self.paused.is_empty() {
+            v1::RunState::Pending
         } else {
             self.state.proto()
         }

@@ -320,6 +320,15 @@ async fn publish(bus: &Arc<dyn Bus>, fx: Effects) -> bool {
             tracing::warn!(metric = %m.metric, error = %e, "publishing a metric sample failed");
         }
     }
+    // Durable (stream EVENTS), so a notifier that is down hears of it later.
+    for b in &fx.budgets {
+        if let Err(e) = bus
+            .publish_durable(&subjects::budget_event(&b.scope), encode(b))
+            .await
+        {
+            tracing::warn!(limit = %b.limit, error = %e, "publishing a budget event failed");
+        }
+    }
     ok
 }
 
@@ -443,6 +452,13 @@ pub async fn start(
             }
         }));
     }
+    // Deliverables left in the outbox (a crash between a commit and its publish).
+    tasks.push(crate::deliverables::spawn_resender(
+        bus.clone(),
+        store.clone(),
+        (opts.tick * 20).max(Duration::from_secs(1)),
+        signal.clone(),
+    ));
     // Queries.
     let queries = tokio::spawn(serve_queries(addr.clone(), bus.clone(), committer.clone()));
 
@@ -614,6 +630,7 @@ fn spawn_committer(
     ack_wait: Duration,
 ) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
     let (flushed_tx, mut flushed_rx) = mpsc::channel::<Vec<Pending>>(4);
+    let outbox = store.clone();
     let flusher = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut group = vec![first];
@@ -642,6 +659,8 @@ fn spawn_committer(
                 deliveries.extend(p.deliveries);
                 waiting.extend(p.done);
             }
+            let made = std::mem::take(&mut fx.deliverables);
+            crate::deliverables::send(&bus, &outbox, &made).await;
             let ok = publish(&bus, fx).await;
             for w in waiting {
                 let _ = w.send(());

@@ -64,7 +64,70 @@ pub fn run_priority(studio: &Studio, trigger: &Trigger) -> v1::Priority {
     }
 }
 
-/// A `StartRun` of `trigger`'s workflow with no cause.
+/// `StartRun.params` every fire of a trigger carries: `trigger` and
+/// `fire_time` (RFC 3339 UTC). A scheduled fire (and a fire by hand of a
+/// scheduled trigger) adds `previous_fire_time`: the trigger's scheduled fire
+/// before this one, computed from its schedule, so a step's `since last run`
+/// window is previous → this fire. A content event adds `item_id`,
+/// `item_source`, `item_title`, `item_url`; a threshold crossing adds `metric`,
+/// `value`, `predicate`, `crossed_at`.
+pub const PARAM_TRIGGER: &str = "trigger";
+/// See [`PARAM_TRIGGER`].
+pub const PARAM_FIRE_TIME: &str = "fire_time";
+/// See [`PARAM_TRIGGER`].
+pub const PARAM_PREVIOUS_FIRE_TIME: &str = "previous_fire_time";
+/// Longest text of a param a trigger adds (an item title, a URL); longer is
+/// cut at a character boundary.
+pub const MAX_FIRE_PARAM_BYTES: usize = 2048;
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn bounded(s: &str) -> String {
+    if s.len() <= MAX_FIRE_PARAM_BYTES {
+        return s.to_string();
+    }
+    let mut end = MAX_FIRE_PARAM_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The scheduled fire of `trigger` strictly before `at`, when it is a
+/// scheduled trigger that fired before (searched back at most 400 days).
+pub fn previous_fire(trigger: &Trigger, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let TriggerKind::Scheduled { when, timezone, .. } = &trigger.kind else {
+        return None;
+    };
+    // Widen the look back until it holds a fire: the first span that does
+    // holds at most about as many fires as the span before it held none, so
+    // the limit is never what stops the search.
+    let mut span = chrono::Duration::minutes(1);
+    let horizon = chrono::Duration::days(400);
+    let before = at - chrono::Duration::milliseconds(1);
+    while span <= horizon * 2 {
+        let mut fires = crate::timing::fires_between(when, *timezone, at - span, before, 100_000);
+        if let Some(mut last) = fires.last().copied() {
+            // A span dense with fires may have stopped at the limit: go on
+            // from its last fire.
+            while fires.len() == 100_000 {
+                fires = crate::timing::fires_between(when, *timezone, last, before, 100_000);
+                match fires.last() {
+                    Some(l) => last = *l,
+                    None => break,
+                }
+            }
+            return Some(last);
+        }
+        span = span * 2;
+    }
+    None
+}
+
+/// A `StartRun` of `trigger`'s workflow with no cause, with the params every
+/// fire carries ([`PARAM_TRIGGER`]).
 pub fn start_run(
     studio: &Studio,
     trigger: &Trigger,
@@ -78,7 +141,16 @@ pub fn start_run(
         trigger: trigger.name.clone(),
         fire_time: Some(timestamp(fire_time)),
         priority: run_priority(studio, trigger) as i32,
-        params: Default::default(),
+        params: [
+            (PARAM_TRIGGER.to_string(), trigger.name.clone()),
+            (PARAM_FIRE_TIME.to_string(), rfc3339(fire_time)),
+        ]
+        .into_iter()
+        .chain(
+            previous_fire(trigger, fire_time)
+                .map(|p| (PARAM_PREVIOUS_FIRE_TIME.to_string(), rfc3339(p))),
+        )
+        .collect(),
         requested_by: requested_by.to_string(),
         cause: None,
     }
@@ -151,6 +223,14 @@ pub fn content_starts(studio: &Studio, item: &ContentItem, now: DateTime<Utc>) -
                 fire_time,
                 REQUESTED_BY_SCHEDULER,
             );
+            for (k, v) in [
+                ("item_id", &item.item_id),
+                ("item_source", &item.source),
+                ("item_title", &item.title),
+                ("item_url", &item.url),
+            ] {
+                start.params.insert(k.to_string(), bounded(v));
+            }
             start.cause = Some(start_run::Cause::Content(item.clone()));
             start
         })
@@ -185,6 +265,14 @@ pub fn threshold_starts(
                 at,
                 REQUESTED_BY_SCHEDULER,
             );
+            for (k, v) in [
+                ("metric", crossed.metric.clone()),
+                ("value", crossed.value.to_string()),
+                ("predicate", crossed.predicate.clone()),
+                ("crossed_at", rfc3339(at)),
+            ] {
+                start.params.insert(k.to_string(), bounded(&v));
+            }
             start.cause = Some(start_run::Cause::Threshold(crossed.clone()));
             start
         })

@@ -12,10 +12,14 @@
 //! | `concierto_trigger_fires_total` | `trigger` | the scheduler (new fires, not duplicates) |
 //! | `concierto_grpc_requests_total` | `method`, `code` | the admin API |
 //! | `concierto_http_requests_total` | `service`, `route`, `status` | feedback intake, content library API |
+//! | `concierto_spend_usd_total` | `role`, `workflow` | the orchestrator, per task result with a cost |
+//! | `concierto_budget_day_spent_usd` | `scope` (`studio` or `role:<name>`) | the orchestrator: spend of the current UTC day |
+//! | `concierto_deliverables_published_total` | `workflow`, `publisher`, `outcome` | the publisher (`library` or a publisher's name; `ok`, `failed`) |
 //!
 //! `kind` is `concierto_bus::observe::subject_kind`. Text from
 //! [`add_text_source`] (the tracker's series) is appended as it is.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -45,6 +49,9 @@ struct Metrics {
     fires: Family<L1, Counter>,
     grpc: Family<L2, Counter>,
     http: Family<L3, Counter>,
+    spend: Family<L2, Counter<f64, AtomicU64>>,
+    day_spent: Family<L1, Gauge<f64, AtomicU64>>,
+    deliverables: Family<L3, Counter>,
 }
 
 impl Metrics {
@@ -69,6 +76,9 @@ impl Metrics {
             fires: Family::default(),
             grpc: Family::default(),
             http: Family::default(),
+            spend: Family::default(),
+            day_spent: Family::default(),
+            deliverables: Family::default(),
             registry,
         };
         let mut m = m;
@@ -117,6 +127,21 @@ impl Metrics {
             "concierto_http_requests",
             "HTTP requests, by service, route and status",
             m.http.clone(),
+        );
+        r.register(
+            "concierto_spend_usd",
+            "What model calls cost in US dollars, by role and workflow",
+            m.spend.clone(),
+        );
+        r.register(
+            "concierto_budget_day_spent_usd",
+            "Spend of the current UTC day in US dollars, for the studio and per role",
+            m.day_spent.clone(),
+        );
+        r.register(
+            "concierto_deliverables_published",
+            "Deliverables the publisher settled, by workflow, publisher and outcome (ok, failed)",
+            m.deliverables.clone(),
         );
         m
     }
@@ -196,6 +221,38 @@ pub fn task_handled(role: &str, outcome: &str, took: Duration) {
     m.task_seconds
         .get_or_create(&[("role", role.to_string())])
         .observe(took.as_secs_f64());
+}
+
+/// A task of `role` in a run of `workflow` cost `usd`.
+pub fn spent(role: &str, workflow: &str, usd: f64) {
+    if !usd.is_finite() || usd <= 0.0 {
+        return;
+    }
+    metrics()
+        .spend
+        .get_or_create(&[("role", role.to_string()), ("workflow", workflow.to_string())])
+        .inc_by(usd);
+}
+
+/// The current UTC day's spend of `scope` (`studio`, `role:<name>`) is `usd`.
+pub fn day_spent(scope: &str, usd: f64) {
+    metrics()
+        .day_spent
+        .get_or_create(&[("scope", scope.to_string())])
+        .set(usd);
+}
+
+/// The publisher settled a deliverable of `workflow` at `publisher` (`library`
+/// or a publisher's name) with `outcome` (`ok`, `failed`).
+pub fn deliverable_published(workflow: &str, publisher: &str, outcome: &str) {
+    metrics()
+        .deliverables
+        .get_or_create(&[
+            ("workflow", workflow.to_string()),
+            ("publisher", publisher.to_string()),
+            ("outcome", outcome.to_string()),
+        ])
+        .inc();
 }
 
 /// The orchestrator started a run of `workflow`.

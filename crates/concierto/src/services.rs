@@ -515,6 +515,7 @@ async fn start_workers(
             max_in_flight: settings.and_then(|s| s.max_in_flight).unwrap_or(4) as usize,
             ack_wait: studio.server.bus.ack_wait,
             max_deliver: studio.server.bus.max_deliver,
+            context: concierto_agent::ContextOptions::for_studio(studio),
             ..Default::default()
         };
         out.push(
@@ -586,12 +587,34 @@ pub async fn up(
         data = %data_dir.display(),
         "studio up; Ctrl-C stops it"
     );
+    println!("{}", executor_table(&studio));
     obs.ready();
     let mut signals = Signals::new();
     let (signal, _) = signals.next().await;
     tracing::info!(signal, ?grace, "stopping");
     obs.stopping();
     shut_down(handles, None, obs, grace, signals).await
+}
+
+/// Which executor and model each role runs on, as `up` prints it.
+pub fn executor_table(studio: &Studio) -> String {
+    let rows = crate::local_cmds::role_rows(studio);
+    let width = rows.iter().map(|r| r.role.len()).max().unwrap_or(4);
+    let mut out = format!(
+        "roles and their executors (default {:?}; set {} to switch):\n",
+        studio.agents.default_executor,
+        concierto_core::config::EXECUTOR_SWITCH
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "  {:width$}  {} ({}, {})\n",
+            r.role,
+            r.executor,
+            r.kind,
+            if r.model.is_empty() { "-" } else { &r.model },
+        ));
+    }
+    out.trim_end().to_string()
 }
 
 async fn connect(url: &str, studio: &Studio, name: &str) -> anyhow::Result<Arc<dyn Bus>> {

@@ -17,6 +17,18 @@ use async_trait::async_trait;
 use concierto_proto::v1::Task;
 use serde_json::Value;
 
+mod args;
+pub mod builder;
+pub mod deliverable;
+pub mod files;
+pub mod studio;
+pub mod mcp;
+pub mod mcp_server;
+pub mod tool_loop;
+pub mod web;
+
+pub use builder::{CONCIERTO_TOOLS, KNOWN_TOOLS, builtin_toolbox, concierto_toolbox};
+
 /// How a model sees one tool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolSpec {

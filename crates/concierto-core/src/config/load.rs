@@ -57,6 +57,11 @@ pub fn check(path: &Path) -> Checked {
     check_with_env(path, std::env::vars())
 }
 
+/// The environment variable that picks `agents.default_executor`
+/// (`CONCIERTO_EXECUTOR=claude`), so one switch moves every role without an
+/// executor of its own to a real model.
+pub const EXECUTOR_SWITCH: &str = "CONCIERTO_EXECUTOR";
+
 /// [`check`] with explicit environment variables.
 pub fn check_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Checked {
     let fail = |p: Problem| Checked {
@@ -102,10 +107,18 @@ pub fn check_with_env(path: &Path, env: impl IntoIterator<Item = (String, String
                 .collect(),
         };
     }
-    let env: indexmap::IndexMap<String, String> = env
+    let mut env: indexmap::IndexMap<String, String> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with("CONCIERTO__"))
+        .filter(|(k, _)| k.starts_with("CONCIERTO__") || k == EXECUTOR_SWITCH)
         .collect();
+    // The one switch: `CONCIERTO_EXECUTOR=claude` is
+    // `CONCIERTO__AGENTS__DEFAULT_EXECUTOR=claude` (the longer form wins).
+    if let Some(exec) = env.shift_remove(EXECUTOR_SWITCH)
+        && !exec.trim().is_empty()
+    {
+        env.entry("CONCIERTO__AGENTS__DEFAULT_EXECUTOR".into())
+            .or_insert_with(|| exec.trim().to_string());
+    }
     let merged = config::Config::builder()
         .add_source(config::File::from_str(&text, config::FileFormat::Yaml))
         .add_source(
@@ -158,6 +171,7 @@ const TOP: &[&str] = &[
     "feedback_loops",
     "content_sources",
     "progress_metrics",
+    "publishers",
 ];
 
 fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Studio {
@@ -185,7 +199,14 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
     }
     let content_sources = content_sources_section(w, root.get("content_sources"));
     let progress_metrics = progress_metrics_section(w, root.get("progress_metrics"));
+    let slack = super::deliverables::SlackDefaults {
+        token_env: &server.feedback.slack_bot_token_env,
+        api_base: &server.feedback.slack_api_base,
+    };
+    let publishing =
+        super::deliverables::publishing_section(w, root, &workflows, base_dir, slack);
     let s = Studio {
+        publishing,
         file: file.to_path_buf(),
         base_dir: base_dir.to_path_buf(),
         studio,
@@ -200,6 +221,8 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
         reviewers,
     };
     check_references(w, &s, &paths);
+    let mcp_names: Vec<String> = s.agents.mcp_servers.keys().cloned().collect();
+    super::tools::check_role_tools(&mut w.problems, &s.roles, Some(&mcp_names));
     s
 }
 
@@ -676,12 +699,35 @@ fn agents_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Age
         default_executor: "builtin".into(),
         executors: IndexMap::new(),
         roles: IndexMap::new(),
+        budget: Default::default(),
+        budget_owner: Vec::new(),
+        tools: Default::default(),
+        mcp_servers: IndexMap::new(),
     };
     out.executors.insert("builtin".into(), builtin_executor());
     let Some(m) = w.map(v, p) else {
         return out;
     };
-    w.known_keys(m, p, &["paths", "default_executor", "executors", "roles"]);
+    w.known_keys(
+        m,
+        p,
+        &[
+            "paths",
+            "default_executor",
+            "executors",
+            "roles",
+            "budget",
+            "budget_owner",
+            "tools",
+            "mcp_servers",
+        ],
+    );
+    out.mcp_servers = super::mcp::mcp_servers(w, m.get("mcp_servers"), "agents.mcp_servers");
+    out.tools = super::tools::tools(w, m.get("tools"), "agents.tools");
+    out.budget = super::budget::budget(w, m.get("budget"), "agents.budget");
+    if m.contains_key("budget_owner") {
+        out.budget_owner = w.strings(m, "budget_owner", p, false);
+    }
     if m.contains_key("paths") {
         out.paths = w
             .strings(m, "paths", p, false)
@@ -709,7 +755,7 @@ fn agents_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Age
             let Some(r) = w.map(Some(v), &rp) else {
                 continue;
             };
-            w.known_keys(r, &rp, &["executor", "replicas", "max_in_flight"]);
+            w.known_keys(r, &rp, &["executor", "replicas", "max_in_flight", "budget"]);
             let replicas = r
                 .contains_key("replicas")
                 .then(|| w.count(r, "replicas", &rp, 1));
@@ -727,6 +773,7 @@ fn agents_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Age
                     executor: w.opt_string(r, "executor", &rp),
                     replicas: replicas.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
                     max_in_flight: max_in_flight.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                    budget: super::budget::budget(w, r.get("budget"), &child(&rp, "budget")),
                 },
             );
         }
@@ -1102,7 +1149,11 @@ fn workflows_section(
         let Some(wf) = w.map(Some(v), &p) else {
             continue;
         };
-        w.known_keys(wf, &p, &["description", "priority", "steps", "on_failure"]);
+        w.known_keys(
+            wf,
+            &p,
+            &["description", "priority", "steps", "on_failure", "deliverables"],
+        );
         let mut steps = Vec::new();
         let sp = child(&p, "steps");
         match wf.get("steps") {
@@ -1168,6 +1219,7 @@ fn step(w: &mut Walker<'_>, v: Option<&Value>, p: &str, needs_id: bool) -> Optio
         p,
         &[
             "id", "role", "task", "inputs", "timeout", "retries", "review", "labels",
+            "context",
         ],
     );
     let id = if needs_id {
@@ -1185,6 +1237,7 @@ fn step(w: &mut Walker<'_>, v: Option<&Value>, p: &str, needs_id: bool) -> Optio
     let retries = w.count(m, "retries", p, 2);
     let review = w.opt_string(m, "review", p);
     let labels = w.strings(m, "labels", p, false);
+    let context = super::context::step_context(w, m.get("context"), &child(p, "context"));
     Some(Step {
         id: id?,
         role: role?,
@@ -1194,6 +1247,7 @@ fn step(w: &mut Walker<'_>, v: Option<&Value>, p: &str, needs_id: bool) -> Optio
         retries: u32::try_from(retries).unwrap_or(u32::MAX),
         review,
         labels,
+        context,
     })
 }
 
@@ -1853,6 +1907,7 @@ fn progress_metrics_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<Metric
 /// Cross-section checks: every role, workflow, reviewer, loop and executor that
 /// is named exists; names are unique.
 fn check_references(w: &mut Walker<'_>, s: &Studio, paths: &Paths) {
+    super::budget::check(w, s);
     let known_roles = |name: &str| s.roles.contains_key(name);
     let role_ref = |w: &mut Walker<'_>, path: String, name: &str| {
         if !known_roles(name) {

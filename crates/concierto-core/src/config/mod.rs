@@ -6,12 +6,22 @@
 //!
 //! Loading reports *every* problem with its file, line and key path.
 
+pub mod budget;
+pub mod deliverables;
+pub mod context;
 mod load;
 pub mod model;
 pub mod problem;
 pub mod spans;
+pub mod mcp;
+pub mod tools;
 mod walk;
 
-pub use load::{Checked, check, check_with_env, load, load_with_env};
+pub use budget::Budget;
+pub use deliverables::{PublisherDef, PublisherKind, Publishing};
+pub use context::{ContextItem, ContextKind, ContextWindow, SINCE_LAST_RUN, parse_window};
+pub use load::{Checked, EXECUTOR_SWITCH, check, check_with_env, load, load_with_env};
 pub use model::*;
 pub use problem::{Problem, Problems, Severity};
+pub use mcp::{McpServerDef, McpTransport};
+pub use tools::{KNOWN_TOOLS, ToolsSettings, WebFetchSettings, WebSearchSettings};

@@ -39,6 +39,8 @@ pub struct Studio {
     pub roles: IndexMap<String, RoleDef>,
     /// `reviewers` (people) by id.
     pub reviewers: IndexMap<String, Reviewer>,
+    /// Every workflow's `deliverables` and the `publishers`.
+    pub publishing: super::deliverables::Publishing,
 }
 
 /// `studio`.
@@ -506,6 +508,8 @@ pub struct Step {
     pub review: Option<String>,
     /// Labels on its output.
     pub labels: Vec<String>,
+    /// Data fetched for it before it runs (its `context:` list).
+    pub context: Vec<super::context::ContextItem>,
 }
 
 /// `agents`.
@@ -519,6 +523,14 @@ pub struct AgentsSection {
     pub executors: IndexMap<String, ExecutorDef>,
     /// Per-role settings.
     pub roles: IndexMap<String, RoleSettings>,
+    /// `budget`: the studio's spending limits.
+    pub budget: super::Budget,
+    /// `budget_owner`: reviewers told when a budget is reached.
+    pub budget_owner: Vec<String>,
+    /// `tools`: tool-loop limits and the built-in tools' settings.
+    pub tools: super::ToolsSettings,
+    /// `mcp_servers`: MCP servers whose tools roles may use, by name.
+    pub mcp_servers: IndexMap<String, super::McpServerDef>,
 }
 
 /// Kinds of executor.
@@ -667,6 +679,8 @@ pub struct RoleSettings {
     pub replicas: Option<u32>,
     /// Tasks one worker runs at once.
     pub max_in_flight: Option<u32>,
+    /// The role's own spending limits.
+    pub budget: super::Budget,
 }
 
 /// A person who decides gates.

@@ -1,0 +1,2 @@
+//! Tool-call benchmark (being written).
+fn main() {}
