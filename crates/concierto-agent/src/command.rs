@@ -15,6 +15,11 @@
 //! | `CONCIERTO_TASK_ID`, `CONCIERTO_RUN_ID`, `CONCIERTO_STEP_ID`, `CONCIERTO_ATTEMPT` | the task's identity |
 //! | `CONCIERTO_REVIEW_ACTION` | empty, `review`, `revise` or `review_batch` |
 //! | `CONCIERTO_MODEL` | the model chosen for the role, when there is one |
+//! | `CONCIERTO_TASK_JSON` | the path of a file (mode 0600, in the agent's temporary folder, removed when the program is done) holding the task as JSON: see [`task_json`] |
+//!
+//! stdin stays the prompt; the JSON is for programs that want the task's
+//! parts apart: its params, each input (the step's resolved `context:`
+//! included) and what a review asks.
 //!
 //! | the program | the outcome |
 //! |---|---|
@@ -123,7 +128,13 @@ impl CommandExecutor {
         &self.dir
     }
 
-    fn command(&self, role: &RoleDef, task: &Task, model: &str) -> tokio::process::Command {
+    fn command(
+        &self,
+        role: &RoleDef,
+        task: &Task,
+        model: &str,
+        task_file: &Path,
+    ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.program);
         // Only what is allowed of the agent's environment: it holds secrets.
         cmd.env_clear();
@@ -145,6 +156,7 @@ impl CommandExecutor {
             .env("CONCIERTO_STEP_ID", &task.step_id)
             .env("CONCIERTO_ATTEMPT", task.attempt.to_string())
             .env("CONCIERTO_REVIEW_ACTION", review_action_name(task))
+            .env(TASK_JSON_ENV, task_file)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -167,7 +179,16 @@ impl CommandExecutor {
 
     async fn run(&self, role: &RoleDef, task: &Task, model: &str, prompt: &str) -> Outcome {
         let shown = self.shown();
-        let mut child = match self.command(role, task, model).spawn() {
+        // Removed when dropped, whichever way this returns.
+        let task_file = match write_task_json(&role.name, task) {
+            Ok(f) => f,
+            Err(e) => {
+                return Outcome::retryable(format!(
+                    "command `{shown}`: cannot write the task's JSON file: {e}"
+                ));
+            }
+        };
+        let mut child = match self.command(role, task, model, task_file.path()).spawn() {
             Ok(c) => c,
             Err(e) => {
                 let why = match e.kind() {
@@ -288,6 +309,80 @@ impl Executor for CommandExecutor {
         let tokens = (word_count(&prompt), word_count(&out.output));
         stamp(out, &self.def, &model, tokens, started)
     }
+}
+
+/// The variable naming the task's JSON file.
+pub const TASK_JSON_ENV: &str = "CONCIERTO_TASK_JSON";
+
+/// The task as the program's JSON file has it:
+///
+/// ```json
+/// {"task_id": "...", "run_id": "...", "step_id": "...", "attempt": 1,
+///  "role": "...", "workflow": "...", "instruction": "...", "labels": [],
+///  "params": {"brief": "..."},
+///  "inputs": [{"name": "metrics", "content": "...", "content_type": "text/markdown"}],
+///  "context": [{"kind": "metrics", "names": [], "window": "since last run", ...}],
+///  "review": null | {"loop", "round", "subject_step", "draft", "notes", "action", "pass_mark"},
+///  "deadline": "2026-03-10T12:10:00Z" | null}
+/// ```
+pub fn task_json(role: &str, task: &Task) -> serde_json::Value {
+    use serde_json::json;
+    let mut params: Vec<(&String, &String)> = task.params.iter().collect();
+    params.sort();
+    let params: serde_json::Map<String, serde_json::Value> = params
+        .into_iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    json!({
+        "task_id": task.task_id,
+        "run_id": task.run_id,
+        "step_id": task.step_id,
+        "attempt": task.attempt,
+        "role": role,
+        "workflow": task.workflow,
+        "instruction": task.instruction,
+        "labels": task.labels,
+        "params": params,
+        "inputs": task.inputs.iter().map(|i| json!({
+            "name": i.name,
+            "content": i.content,
+            "content_type": i.content_type,
+        })).collect::<Vec<_>>(),
+        "context": task.context.iter().map(|c| json!({
+            "kind": c.kind,
+            "names": c.names,
+            "window": c.window,
+            "workflow": c.workflow,
+            "query": c.query,
+            "limit": c.limit,
+            "max_bytes": c.max_bytes,
+        })).collect::<Vec<_>>(),
+        "review": task.review.as_ref().map(|r| json!({
+            "loop": r.r#loop,
+            "round": r.round,
+            "subject_step": r.subject_step,
+            "draft": r.draft,
+            "notes": r.notes,
+            "action": review_action_name(task),
+            "pass_mark": r.pass_mark,
+        })),
+        "deadline": task.deadline.as_ref().and_then(|d| {
+            chrono::DateTime::from_timestamp(d.seconds, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        }),
+    })
+}
+
+/// Writes [`task_json`] to a new private temporary file.
+fn write_task_json(role: &str, task: &Task) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write as _;
+    let mut f = tempfile::Builder::new()
+        .prefix("concierto-task-")
+        .suffix(".json")
+        .tempfile()?;
+    serde_json::to_writer(&mut f, &task_json(role, task)).map_err(std::io::Error::other)?;
+    f.flush()?;
+    Ok(f)
 }
 
 /// Kills a process group (`kill -KILL -<pgid>`) when dropped, unless

@@ -5,12 +5,14 @@
 //!
 //! 1. the task's `instruction`;
 //! 2. the step's labels, when it has any;
-//! 3. each input as a section `## Input: <name>` with its content; an input
+//! 3. the run's params as `## Params` (`- key: value`, bounded: see
+//!    [`params_section`]), unless the step's context gave them as an input;
+//! 4. each input as a section `## Input: <name>` with its content; an input
 //!    whose `content_type` starts with `image/` is an image (an `http(s)://`
 //!    URL, a `data:` URI or bare base64), sent as an image part or block by the
 //!    HTTP executors and listed as its URL or `[image: <name>, <n> bytes
 //!    base64]` in plain text;
-//! 4. for a review task, what is asked (`ReviewAction`): a JSON verdict on the
+//! 5. for a review task, what is asked (`ReviewAction`): a JSON verdict on the
 //!    draft, a revision following the notes, or one verdict per draft of a
 //!    batch, with the pass mark.
 //!
@@ -162,6 +164,9 @@ impl Prompt {
                 task.labels.join(", ")
             ));
         }
+        if let Some(params) = params_section(task) {
+            b.text(&params);
+        }
         for (n, input) in task.inputs.iter().enumerate() {
             let name = if input.name.trim().is_empty() {
                 format!("input {}", n + 1)
@@ -252,6 +257,49 @@ impl Prompt {
     pub fn plain_text(&self) -> String {
         format!("{}\n---\n{}\n", self.system, self.user_text())
     }
+}
+
+/// Params shown in a prompt at most.
+pub const MAX_PROMPT_PARAMS: usize = 64;
+/// Bytes of one param value shown in a prompt at most.
+pub const MAX_PROMPT_PARAM_BYTES: usize = 1024;
+
+/// `## Params`: the task's params, `- key: value` sorted by key, each value
+/// cut to [`MAX_PROMPT_PARAM_BYTES`], at most [`MAX_PROMPT_PARAMS`]. `None`
+/// when it has none, only `builtin.*` test params, or when the step's context
+/// already gave them as the input `params`.
+pub fn params_section(task: &Task) -> Option<String> {
+    if task.inputs.iter().any(|i| i.name == "params") {
+        return None;
+    }
+    let mut keys: Vec<&String> = task
+        .params
+        .keys()
+        .filter(|k| !k.starts_with("builtin."))
+        .collect();
+    if keys.is_empty() {
+        return None;
+    }
+    keys.sort();
+    let mut out = String::from("## Params");
+    for k in keys.iter().take(MAX_PROMPT_PARAMS) {
+        let v = task.params.get(*k).map(String::as_str).unwrap_or_default();
+        let mut end = v.len().min(MAX_PROMPT_PARAM_BYTES);
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push_str(&format!("\n- {k}: {}", &v[..end]));
+        if end < v.len() {
+            out.push_str(" …(cut)");
+        }
+    }
+    if keys.len() > MAX_PROMPT_PARAMS {
+        out.push_str(&format!(
+            "\n[cut: {MAX_PROMPT_PARAMS} of {} params shown]",
+            keys.len()
+        ));
+    }
+    Some(out)
 }
 
 #[derive(Default)]
@@ -514,5 +562,35 @@ mod tests {
             "text/markdown"
         );
         assert_eq!(word_count(" a  b\nc "), 3);
+    }
+
+    #[test]
+    fn params_come_before_the_inputs_bounded_and_once() {
+        let mut task = Task {
+            instruction: "Write a post.".into(),
+            inputs: vec![input("trigger", "Fired.", "text/plain")],
+            ..Default::default()
+        };
+        task.params
+            .insert("brief".into(), "Spring range, recycled paper".into());
+        task.params.insert("builtin.sleep_ms".into(), "5".into());
+        task.params.insert("long".into(), "é".repeat(2000));
+        let text = Prompt::render(&role(), &task).user_text();
+        let params = text.find("## Params\n- brief: Spring range, recycled paper");
+        let first_input = text.find("## Input: trigger");
+        assert!(params.is_some() && params < first_input, "{text}");
+        assert!(!text.contains("builtin.sleep_ms"), "test params stay out");
+        assert!(text.contains(" …(cut)"), "a long value is cut");
+        assert!(text.len() < 2 * MAX_PROMPT_PARAM_BYTES + 200, "{}", text.len());
+
+        // Given by the step's context as an input: not twice.
+        task.inputs.push(input("params", "- brief: Spring range", "text/markdown"));
+        let text = Prompt::render(&role(), &task).user_text();
+        assert!(!text.contains("## Params"), "{text}");
+        assert!(text.contains("## Input: params"));
+
+        task.params.clear();
+        task.inputs.pop();
+        assert!(params_section(&task).is_none());
     }
 }

@@ -20,9 +20,9 @@ use concierto_proto::v1::{
     AgentHeartbeat, AgentState, ReviewAction, Task, TaskResult, TaskStatus, Usage, Verdict,
 };
 
+use crate::context::ContextOptions;
 use crate::error::AgentError;
 use crate::executor::{Executor, Outcome};
-use crate::context::ContextOptions;
 
 /// The stream tasks are stored in.
 pub const TASKS_STREAM: &str = "TASKS";

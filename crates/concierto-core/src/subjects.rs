@@ -21,6 +21,8 @@ pub const ORCHESTRATOR_CANCEL_RUN: &str = "orchestrator.runs.cancel";
 pub const ORCHESTRATOR_LIST_GATES: &str = "orchestrator.gates.list";
 /// Request: one gate (`GetGateRequest` → `GetGateResponse`).
 pub const ORCHESTRATOR_GET_GATE: &str = "orchestrator.gates.get";
+/// Request/reply: spend per UTC day (`GetSpendRequest` → `GetSpendResponse`).
+pub const ORCHESTRATOR_SPEND: &str = "orchestrator.spend.get";
 /// Request: decide a gate (`DecideGateRequest` → `DecideGateResponse`); the
 /// reviewer's id travels in [`IDENTITY_HEADER`].
 pub const ORCHESTRATOR_DECIDE_GATE: &str = "orchestrator.gates.decide";

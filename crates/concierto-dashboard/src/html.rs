@@ -287,3 +287,33 @@ mod tests {
         assert!(sparkline(&[], 120, 30).contains("no data yet"));
     }
 }
+
+/// A step's tool calls as a folded list (name, arguments, answer size, time,
+/// error), every text escaped; empty when it made none.
+pub(crate) fn tool_calls(calls: &[concierto_proto::v1::ToolCall]) -> String {
+    if calls.is_empty() {
+        return String::new();
+    }
+    let items: String = calls
+        .iter()
+        .map(|c| {
+            let error = if c.error.is_empty() {
+                String::new()
+            } else {
+                format!(" <span class=\"error\">{}</span>", esc(&c.error))
+            };
+            format!(
+                "<li><code>{}</code> <span class=\"muted\">{}</span> · {} B · {} ms{error}</li>",
+                esc(&c.name),
+                esc(&c.arguments),
+                c.answer_bytes,
+                c.latency_ms
+            )
+        })
+        .collect();
+    format!(
+        "<details class=\"tools\"><summary>{} tool call{}</summary><ul>{items}</ul></details>",
+        calls.len(),
+        if calls.len() == 1 { "" } else { "s" }
+    )
+}

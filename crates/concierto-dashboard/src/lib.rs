@@ -61,6 +61,7 @@ mod live;
 mod pages;
 mod security;
 mod services;
+mod spend;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

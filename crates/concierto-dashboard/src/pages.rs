@@ -181,7 +181,8 @@ pub(crate) async fn agents(State(state): State<DashboardState>, who: Authed) -> 
         }
         Err(r) => (r.status, refusal_box(&r)),
     };
-    let body = format!("<section id=\"agents\" data-live=\"heartbeat\">{inner}</section>");
+    let spend = crate::spend::section(&state).await;
+    let body = format!("<section id=\"agents\" data-live=\"heartbeat\">{inner}</section>{spend}");
     page(&state, &who, status, "Agents", "/agents", &body)
 }
 
@@ -481,8 +482,9 @@ fn steps_table(run: &v1::Run) -> String {
             } else {
                 format!("<div class=\"error\">{}</div>", esc(&s.error))
             };
+            let tools = html::tool_calls(&s.tool_calls);
             format!(
-                "<tr data-step=\"{id}\"><td>{id}{error}</td><td>{role}</td><td>{state}</td><td class=\"num\">{attempt}</td>\
+                "<tr data-step=\"{id}\"><td>{id}{error}{tools}</td><td>{role}</td><td>{state}</td><td class=\"num\">{attempt}</td>\
 <td class=\"num\">{rounds}</td><td>{verdict}</td><td>{took}</td><td class=\"num\">{tokens}</td><td class=\"num\">{cost}</td></tr>",
                 id = esc(&s.step_id),
                 role = esc(&s.role),
@@ -553,11 +555,17 @@ pub(crate) async fn run(
     } else {
         format!("<p class=\"error\">{}</p>", esc(&run.error))
     };
+    let paused = if run.paused.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"warn\">{}</p>", esc(&run.paused))
+    };
+    let error = format!("{paused}{error}");
     let body = format!(
         "<section id=\"run-live\" data-live=\"run gate\" data-run=\"{id}\">\
 <dl class=\"stats\"><dt>Run</dt><dd id=\"run-id\">{id}</dd><dt>State</dt><dd id=\"run-state\" data-state=\"{state}\">{state_badge}</dd>\
 <dt>Workflow</dt><dd>{wf}</dd><dt>Trigger</dt><dd>{trigger}</dd><dt>Started</dt><dd>{started}</dd><dt>Duration</dt><dd>{took}</dd>\
-<dt>Requested by</dt><dd>{by}</dd></dl>{error}<ul class=\"gates\">{open_gates}</ul>\
+<dt>Requested by</dt><dd>{by}</dd><dt>Cost</dt><dd>{cost}</dd></dl>{error}<ul class=\"gates\">{open_gates}</ul>\
 <h2>Timeline</h2>{timeline}<h2>Steps</h2>{steps}</section>",
         id = esc(&run.run_id),
         state = esc(&run_state(run.state())),
@@ -565,6 +573,11 @@ pub(crate) async fn run(
         wf = esc(&run.workflow),
         trigger = esc(&run.trigger),
         by = esc(&run.requested_by),
+        cost = if run.cost_usd > 0.0 {
+            format!("${:.4}", run.cost_usd)
+        } else {
+            "–".into()
+        },
         timeline = timeline(&run, &gates, now),
         steps = steps_table(&run),
     );

@@ -42,7 +42,10 @@ fn by_kind(e: ContentError) -> (&'static str, String) {
 }
 
 /// Stores one deliverable; the stored item.
-pub fn put(library: &ContentLibrary, d: &Deliverable) -> Result<ContentItem, (&'static str, String)> {
+pub fn put(
+    library: &ContentLibrary,
+    d: &Deliverable,
+) -> Result<ContentItem, (&'static str, String)> {
     if d.id.trim().is_empty() || d.workflow.trim().is_empty() {
         return Err(refuse(
             "invalid_argument",
@@ -52,7 +55,10 @@ pub fn put(library: &ContentLibrary, d: &Deliverable) -> Result<ContentItem, (&'
     if d.content.len() > MAX_CONTENT {
         return Err(refuse(
             "invalid_argument",
-            format!("the content is {} bytes; at most {MAX_CONTENT}", d.content.len()),
+            format!(
+                "the content is {} bytes; at most {MAX_CONTENT}",
+                d.content.len()
+            ),
         ));
     }
     let mut tags = vec![
@@ -81,14 +87,20 @@ pub fn put(library: &ContentLibrary, d: &Deliverable) -> Result<ContentItem, (&'
     }
     let stored = library.put(new).map_err(by_kind)?;
     let name = collection_of(&d.workflow);
-    match library.create_collection(&name, &format!("Deliverables of the workflow {}", d.workflow)) {
+    match library.create_collection(
+        &name,
+        &format!("Deliverables of the workflow {}", d.workflow),
+    ) {
         Ok(_) | Err(ContentError::CollectionExists(_)) => {}
         Err(e) => return Err(by_kind(e)),
     }
     library
         .add_to_collection(&name, &stored.item.id)
         .map_err(by_kind)?;
-    let item = library.get(&stored.item.id).map_err(by_kind)?.unwrap_or(stored.item);
+    let item = library
+        .get(&stored.item.id)
+        .map_err(by_kind)?
+        .unwrap_or(stored.item);
     Ok(content_item(&item))
 }
 
@@ -153,7 +165,13 @@ mod tests {
         let lib = ContentLibrary::temporary().unwrap();
         let item = put(&lib, &d()).unwrap();
         assert_eq!(item.kind, "deliverable");
-        assert!(item.tags.iter().any(|t| t == "run:daily@2026-12-06t09:00:00z"), "{:?}", item.tags);
+        assert!(
+            item.tags
+                .iter()
+                .any(|t| t == "run:daily@2026-12-06t09:00:00z"),
+            "{:?}",
+            item.tags
+        );
         // Twice: the same item, once in the collection.
         let again = put(&lib, &d()).unwrap();
         assert_eq!(again.item_id, item.item_id);

@@ -91,7 +91,12 @@ impl Engine {
     /// True when any budget is configured.
     fn budgets_set(&self) -> bool {
         !self.studio.agents.budget.is_empty()
-            || self.studio.agents.roles.values().any(|r| !r.budget.is_empty())
+            || self
+                .studio
+                .agents
+                .roles
+                .values()
+                .any(|r| !r.budget.is_empty())
     }
 
     /// The spend of `day`, loaded from the store the first time.
@@ -177,12 +182,42 @@ impl Engine {
                 });
             }
         };
-        add(studio.per_step_usd, 0.0, "agents.budget.per_step_usd".into(), "step");
-        add(own.per_step_usd, 0.0, format!("agents.roles.{role}.budget.per_step_usd"), "step");
-        add(studio.per_run_usd, run.spent_usd, "agents.budget.per_run_usd".into(), "run");
-        add(own.per_run_usd, role_run, format!("agents.roles.{role}.budget.per_run_usd"), "run");
-        add(studio.per_day_usd, spent_day.total_usd, "agents.budget.per_day_usd".into(), "day");
-        add(own.per_day_usd, role_day, format!("agents.roles.{role}.budget.per_day_usd"), "day");
+        add(
+            studio.per_step_usd,
+            0.0,
+            "agents.budget.per_step_usd".into(),
+            "step",
+        );
+        add(
+            own.per_step_usd,
+            0.0,
+            format!("agents.roles.{role}.budget.per_step_usd"),
+            "step",
+        );
+        add(
+            studio.per_run_usd,
+            run.spent_usd,
+            "agents.budget.per_run_usd".into(),
+            "run",
+        );
+        add(
+            own.per_run_usd,
+            role_run,
+            format!("agents.roles.{role}.budget.per_run_usd"),
+            "run",
+        );
+        add(
+            studio.per_day_usd,
+            spent_day.total_usd,
+            "agents.budget.per_day_usd".into(),
+            "day",
+        );
+        add(
+            own.per_day_usd,
+            role_day,
+            format!("agents.roles.{role}.budget.per_day_usd"),
+            "day",
+        );
         // A spent day limit pauses; a spent run limit fails.
         if let Some(l) = lefts.iter().find(|l| l.scope == "day" && l.usd <= EPSILON) {
             let reason = format!(
@@ -278,7 +313,8 @@ impl Engine {
             if ready {
                 run.paused.clear();
                 tracing::info!(run = %run.run_id, "run resumed: the day's budget allows it again");
-                fx.events.push(run.event(None, "resumed: the day's budget allows it", ms(now)));
+                fx.events
+                    .push(run.event(None, "resumed: the day's budget allows it", ms(now)));
                 for (step, _) in held {
                     self.enqueue(&mut run, &step, now, fx);
                 }
@@ -316,5 +352,44 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Most days a spend report covers.
+pub const MAX_SPEND_DAYS: u32 = 90;
+
+impl Engine {
+    /// Spend of the last `days` UTC days up to `now`'s, newest first.
+    pub fn spend_report(
+        &mut self,
+        days: u32,
+        now: DateTime<Utc>,
+    ) -> Result<v1::GetSpendResponse, StoreError> {
+        let days = match days {
+            0 => 7,
+            n => n.min(MAX_SPEND_DAYS),
+        };
+        let mut out = Vec::new();
+        for back in 0..i64::from(days) {
+            let day = day_of(now - chrono::Duration::days(back));
+            // Read from the store without filling the in-memory window.
+            let spend = match self.spend.get(&day) {
+                Some(d) => d.clone(),
+                None => match self.store_handle().get(BUDGET, day.as_bytes())? {
+                    Some(b) => serde_json::from_slice(&b).unwrap_or_default(),
+                    None => DaySpend::default(),
+                },
+            };
+            out.push(v1::DaySpend {
+                day,
+                total_usd: spend.total_usd,
+                by_role: spend.by_role.into_iter().collect(),
+                by_workflow: spend.by_workflow.into_iter().collect(),
+            });
+        }
+        Ok(v1::GetSpendResponse {
+            days: out,
+            per_day_usd: self.studio.agents.budget.per_day_usd.unwrap_or(0.0),
+        })
     }
 }

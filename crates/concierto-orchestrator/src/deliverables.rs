@@ -11,8 +11,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use concierto_bus::{Bus, encode};
 use concierto_core::config::Studio;
-use concierto_core::subjects;
 use concierto_core::store::{KvStore, Op, StoreError};
+use concierto_core::subjects;
 use concierto_proto::v1;
 use prost::Message as _;
 
@@ -181,7 +181,10 @@ pub fn spawn_resender(
                 }
             };
             if !left.is_empty() {
-                tracing::info!(count = left.len(), "publishing deliverables left in the outbox");
+                tracing::info!(
+                    count = left.len(),
+                    "publishing deliverables left in the outbox"
+                );
                 send(&bus, &store, &left).await;
             }
         }
@@ -198,7 +201,10 @@ mod tests {
             title_of("intro\n## Autumn *drop*  ##\n# later", "wf", "2026-12-06"),
             "Autumn *drop*"
         );
-        assert_eq!(title_of("no heading\n#hashtag", "wf", "2026-12-06"), "wf 2026-12-06");
+        assert_eq!(
+            title_of("no heading\n#hashtag", "wf", "2026-12-06"),
+            "wf 2026-12-06"
+        );
         assert_eq!(title_of("####### seven", "wf", "d"), "wf d");
         let long = format!("# {}", "x".repeat(500));
         assert_eq!(title_of(&long, "wf", "d").chars().count(), MAX_TITLE);

@@ -503,6 +503,8 @@ impl RunRecord {
             created_at: ts(self.created_ms),
             updated_at: ts(self.updated_ms),
             requested_by: self.requested_by.clone(),
+            cost_usd: self.spent_usd,
+            paused: self.paused.clone(),
         }
     }
 

@@ -186,6 +186,7 @@ enum Query {
     ListGates(v1::ListGatesRequest),
     GetGate(v1::GetGateRequest),
     DecideGate(v1::DecideGateRequest, String),
+    Spend(v1::GetSpendRequest),
 }
 
 enum Answer {
@@ -195,6 +196,7 @@ enum Answer {
     ListGates(v1::ListGatesResponse),
     GetGate(v1::GetGateResponse),
     DecideGate(v1::DecideGateResponse, Effects),
+    Spend(v1::GetSpendResponse),
 }
 
 impl actix::Message for Query {
@@ -216,6 +218,9 @@ impl Handler<Query> for Orchestrator {
                 Ok(Answer::Cancel(v1::CancelRunResponse { run: Some(run) }, fx))
             }
             Query::ListGates(r) => Ok(Answer::ListGates(self.engine.list_gates(&r)?)),
+            Query::Spend(r) => Ok(Answer::Spend(
+                self.engine.spend_report(r.days, self.clock.now())?,
+            )),
             Query::GetGate(r) => match self.engine.get_gate(&r.gate_id)? {
                 Some(g) => Ok(Answer::GetGate(v1::GetGateResponse { gate: Some(g) })),
                 None => Err(EngineError::NotFound(r.gate_id)),
@@ -902,6 +907,13 @@ async fn serve_queries(
         .boxed(),
         forward(
             &bus,
+            subjects::ORCHESTRATOR_SPEND,
+            |q, _| Query::Spend(q),
+            tx.clone(),
+        )
+        .boxed(),
+        forward(
+            &bus,
             subjects::ORCHESTRATOR_GET_GATE,
             |q, _| Query::GetGate(q),
             tx.clone(),
@@ -937,6 +949,7 @@ async fn serve_queries(
             Ok(Ok(Answer::List(r))) => encode(&r),
             Ok(Ok(Answer::ListGates(r))) => encode(&r),
             Ok(Ok(Answer::GetGate(r))) => encode(&r),
+            Ok(Ok(Answer::Spend(r))) => encode(&r),
             Ok(Ok(Answer::Cancel(r, fx))) => {
                 commit(&committer, fx).await;
                 encode(&r)

@@ -133,7 +133,11 @@ fn a_run_stops_at_its_budget_with_the_reason_on_the_step() {
         "{}",
         brief.error
     );
-    assert!(brief.error.contains("$0.1200 of its $0.1000"), "{}", brief.error);
+    assert!(
+        brief.error.contains("$0.1200 of its $0.1000"),
+        "{}",
+        brief.error
+    );
     assert!(r.error.contains("budget reached"), "{}", r.error);
     let ev = fx
         .budgets
@@ -164,7 +168,10 @@ fn a_roles_own_run_budget_counts_only_its_spend() {
     assert_eq!(second.role, "competitive-strategist");
     let b = second.budget.clone().expect("the role's budget");
     assert_eq!(b.usd, 0.05);
-    assert_eq!(b.limit, "agents.roles.competitive-strategist.budget.per_run_usd");
+    assert_eq!(
+        b.limit,
+        "agents.roles.competitive-strategist.budget.per_run_usd"
+    );
 }
 
 #[test]
@@ -186,7 +193,10 @@ fn a_spent_day_budget_pauses_new_runs_until_the_next_day_and_tells_the_owners() 
     assert_eq!(ev.owners, vec!["creative_director".to_string()]);
     let r1 = run(&e, "r1");
     assert_eq!(r1.state(), v1::RunState::Pending);
-    assert_eq!(step(&r1, "competitive-brief").state(), v1::StepState::Queued);
+    assert_eq!(
+        step(&r1, "competitive-brief").state(),
+        v1::StepState::Queued
+    );
     // A new run starts paused; the budget is announced once a day.
     let fx = e.start_run(start("r2"), t(60)).unwrap();
     assert!(fx.tasks.is_empty());

@@ -368,15 +368,19 @@ impl Book {
             if s.is_empty() {
                 return Ok(None);
             }
-            NaiveDate::parse_from_str(s, "%Y-%m-%d").map(Some).map_err(|_| {
-                BookError::Invalid(format!("{what} {s:?} is not a day such as 2026-12-06"))
-            })
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(Some)
+                .map_err(|_| {
+                    BookError::Invalid(format!("{what} {s:?} is not a day such as 2026-12-06"))
+                })
         };
         let to = day(&req.to_day, "to_day")?.unwrap_or_else(|| now.date_naive());
         let from = day(&req.from_day, "from_day")?
             .unwrap_or_else(|| to - chrono::Duration::days(DEFAULT_DAYS - 1));
         if from > to {
-            return Err(BookError::Invalid(format!("from_day {from} is after to_day {to}")));
+            return Err(BookError::Invalid(format!(
+                "from_day {from} is after to_day {to}"
+            )));
         }
         if (to - from).num_days() >= MAX_DAYS {
             return Err(BookError::Invalid(format!(
@@ -547,7 +551,11 @@ mod tests {
             .settle(due[0].0.clone(), Attempt::Done("item abc".into()), t0())
             .unwrap();
         let names: Vec<&str> = out.iter().map(|o| o.publisher.as_str()).collect();
-        assert_eq!(names, vec![LIBRARY, "hook"], "`other` takes another workflow");
+        assert_eq!(
+            names,
+            vec![LIBRARY, "hook"],
+            "`other` takes another workflow"
+        );
         assert!(out[0].ok && !out[0].pending && out[1].pending);
         let due = b.due(t0(), 10).unwrap();
         assert_eq!(due.len(), 1);
@@ -574,10 +582,18 @@ mod tests {
         let o = b.settle(job, Attempt::Retry("500".into()), now).unwrap();
         assert!(!o[0].pending && !o[0].ok, "{o:?}");
         assert!(o[0].detail.contains("gave up after 3 attempts"));
-        assert!(b.due(now + chrono::Duration::days(1), 10).unwrap().is_empty());
+        assert!(
+            b.due(now + chrono::Duration::days(1), 10)
+                .unwrap()
+                .is_empty()
+        );
         let r = b.get("r1/write").unwrap().unwrap();
         assert_eq!(r.outcomes.len(), 2);
-        assert!(r.outcomes.iter().any(|o| o.publisher == "hook" && !o.ok && o.attempts == 3));
+        assert!(
+            r.outcomes
+                .iter()
+                .any(|o| o.publisher == "hook" && !o.ok && o.attempts == 3)
+        );
     }
 
     #[test]
@@ -587,7 +603,9 @@ mod tests {
         let (lib, _) = b.due(t0(), 10).unwrap().remove(0);
         b.settle(lib, Attempt::Done("ok".into()), t0()).unwrap();
         let (job, _) = b.due(t0(), 10).unwrap().remove(0);
-        let o = b.settle(job, Attempt::Failed("HTTP 400".into()), t0()).unwrap();
+        let o = b
+            .settle(job, Attempt::Failed("HTTP 400".into()), t0())
+            .unwrap();
         assert!(!o[0].pending && o[0].attempts == 1);
     }
 
@@ -595,8 +613,11 @@ mod tests {
     fn lists_newest_first_by_day_range_in_pages() {
         let (_d, mut b) = book(3);
         for (i, day) in [1u32, 2, 2, 3].iter().enumerate() {
-            let at = Utc.with_ymd_and_hms(2026, 12, *day, 9, i as u32, 0).unwrap();
-            b.accept(deliverable(&format!("r{i}/write"), at), at).unwrap();
+            let at = Utc
+                .with_ymd_and_hms(2026, 12, *day, 9, i as u32, 0)
+                .unwrap();
+            b.accept(deliverable(&format!("r{i}/write"), at), at)
+                .unwrap();
         }
         let now = Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap();
         let ids = |r: &v1::ListDeliverablesResponse| -> Vec<String> {
@@ -606,7 +627,10 @@ mod tests {
                 .collect()
         };
         let all = b.list(&Default::default(), now).unwrap();
-        assert_eq!(ids(&all), vec!["r3/write", "r2/write", "r1/write", "r0/write"]);
+        assert_eq!(
+            ids(&all),
+            vec!["r3/write", "r2/write", "r1/write", "r0/write"]
+        );
         let req = v1::ListDeliverablesRequest {
             from_day: "2026-12-02".into(),
             to_day: "2026-12-02".into(),

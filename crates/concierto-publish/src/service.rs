@@ -225,7 +225,8 @@ pub async fn start(
 
     // The outbox: attempts due, carried out concurrently, then settled.
     let worker = {
-        let (addr, store, bus, mut signal) = (addr.clone(), store.clone(), bus.clone(), signal.clone());
+        let (addr, store, bus, mut signal) =
+            (addr.clone(), store.clone(), bus.clone(), signal.clone());
         let (tick, parallel) = (opts.tick, opts.parallel.max(1));
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);

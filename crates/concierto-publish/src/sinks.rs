@@ -89,7 +89,9 @@ pub fn write_file(dir: &Path, d: &v1::Deliverable, now: DateTime<Utc>) -> Attemp
         (parts.next(), parts.next()),
         (Some(std::path::Component::Normal(_)), None)
     ) {
-        return Attempt::Failed(format!("refused file name {name:?}: it is not a plain name"));
+        return Attempt::Failed(format!(
+            "refused file name {name:?}: it is not a plain name"
+        ));
     }
     if let Err(e) = std::fs::create_dir_all(dir) {
         return Attempt::Retry(format!("creating {}: {e}", dir.display()));
@@ -145,7 +147,9 @@ fn by_status(status: reqwest::StatusCode, what: &str) -> Attempt {
 fn env_secret(var: &str, what: &str) -> Result<String, Attempt> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Ok(v),
-        _ => Err(Attempt::Failed(format!("the {what} variable {var} is not set"))),
+        _ => Err(Attempt::Failed(format!(
+            "the {what} variable {var} is not set"
+        ))),
     }
 }
 
@@ -196,7 +200,12 @@ impl Sinks {
     }
 
     /// One attempt of publisher `p` with `d`.
-    pub async fn publish(&self, p: &PublisherDef, d: &v1::Deliverable, now: DateTime<Utc>) -> Attempt {
+    pub async fn publish(
+        &self,
+        p: &PublisherDef,
+        d: &v1::Deliverable,
+        now: DateTime<Utc>,
+    ) -> Attempt {
         match &p.kind {
             PublisherKind::Folder { path } => {
                 let (dir, d) = (PathBuf::from(path), d.clone());
@@ -246,7 +255,9 @@ impl Sinks {
             .await;
         match sent {
             Ok(r) => by_status(r.status(), "the webhook"),
-            Err(e) if e.is_timeout() => Attempt::Retry(format!("the webhook timed out after {timeout:?}")),
+            Err(e) if e.is_timeout() => {
+                Attempt::Retry(format!("the webhook timed out after {timeout:?}"))
+            }
             Err(e) => Attempt::Retry(format!("the webhook: {e}")),
         }
     }
@@ -282,7 +293,9 @@ impl Sinks {
             .await;
         let r = match sent {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return Attempt::Retry(format!("Slack timed out after {timeout:?}")),
+            Err(e) if e.is_timeout() => {
+                return Attempt::Retry(format!("Slack timed out after {timeout:?}"));
+            }
             Err(e) => return Attempt::Retry(format!("Slack: {e}")),
         };
         if !r.status().is_success() {
@@ -306,7 +319,10 @@ impl Sinks {
             .and_then(|e| e.as_str())
             .unwrap_or("unknown error");
         match error {
-            "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable"
+            "ratelimited"
+            | "internal_error"
+            | "fatal_error"
+            | "service_unavailable"
             | "request_timeout" => Attempt::Retry(format!("Slack: {error}")),
             _ => Attempt::Failed(format!("Slack: {error}")),
         }
@@ -330,13 +346,23 @@ mod tests {
     #[test]
     fn file_names_are_plain_whatever_the_title() {
         let now = Utc::now();
-        for t in ["../../etc/passwd", "/abs/path", "a\\b\0c", "..", "", "ünïcödé ✨"] {
+        for t in [
+            "../../etc/passwd",
+            "/abs/path",
+            "a\\b\0c",
+            "..",
+            "",
+            "ünïcödé ✨",
+        ] {
             let n = file_name(&d(t), now);
-            assert!(!n.contains('/') && !n.contains('\\') && !n.contains(".."), "{n}");
+            assert!(
+                !n.contains('/') && !n.contains('\\') && !n.contains(".."),
+                "{n}"
+            );
             assert!(n.ends_with(".md") && n.is_ascii(), "{n}");
         }
         assert!(file_name(&d("../../etc/passwd"), now).contains("-etc-passwd-"));
-        assert!(file_name(&d(&"x".repeat(500)), now).len() < 100);
+        assert!(file_name(&d(&"x".repeat(500)), now).len() <= 10 + 1 + 60 + 1 + 60 + 1 + 8 + 3);
     }
 
     #[test]
@@ -353,7 +379,10 @@ mod tests {
     fn statuses_map_to_done_retry_or_failed() {
         use reqwest::StatusCode as S;
         assert!(matches!(by_status(S::NO_CONTENT, "x"), Attempt::Done(_)));
-        assert!(matches!(by_status(S::TOO_MANY_REQUESTS, "x"), Attempt::Retry(_)));
+        assert!(matches!(
+            by_status(S::TOO_MANY_REQUESTS, "x"),
+            Attempt::Retry(_)
+        ));
         assert!(matches!(by_status(S::BAD_GATEWAY, "x"), Attempt::Retry(_)));
         assert!(matches!(by_status(S::FORBIDDEN, "x"), Attempt::Failed(_)));
     }

@@ -309,6 +309,12 @@ fn print_run(r: &v1::Run) {
     ] {
         head.row(vec![format!("{k}:"), v]);
     }
+    if r.cost_usd > 0.0 {
+        head.row(vec!["cost:".into(), format!("${:.4}", r.cost_usd)]);
+    }
+    if !r.paused.is_empty() {
+        head.row(vec!["paused:".into(), r.paused.clone()]);
+    }
     if !r.error.is_empty() {
         head.row(vec!["error:".into(), r.error.clone()]);
     }
@@ -343,6 +349,23 @@ fn print_run(r: &v1::Run) {
         ]);
     }
     print!("{}", t.render());
+    if r.steps.iter().any(|s| !s.tool_calls.is_empty()) {
+        println!();
+        let mut calls = Table::new(&["STEP", "TOOL", "ARGUMENTS", "ANSWER", "MS", "ERROR"]);
+        for s in &r.steps {
+            for c in &s.tool_calls {
+                calls.row(vec![
+                    s.step_id.clone(),
+                    c.name.clone(),
+                    or_dash(&trunc(&c.arguments, 48)),
+                    format!("{} B", c.answer_bytes),
+                    c.latency_ms.to_string(),
+                    or_dash(&trunc(&c.error, 40)),
+                ]);
+            }
+        }
+        print!("{}", calls.render());
+    }
 }
 
 fn run_event_line(e: &v1::RunEvent) -> String {

@@ -216,6 +216,13 @@ pub fn step_json(s: &v1::RunStep) -> Value {
         "verdict": s.verdict.as_ref().map(verdict_json),
         "review_rounds": s.review_rounds,
         "usage": s.usage.as_ref().map(usage_json),
+        "tool_calls": s.tool_calls.iter().map(|c| json!({
+            "name": c.name,
+            "arguments": c.arguments,
+            "answer_bytes": c.answer_bytes,
+            "latency_ms": c.latency_ms,
+            "error": c.error,
+        })).collect::<Vec<_>>(),
         "started_at": ts_json(s.started_at.as_ref()),
         "finished_at": ts_json(s.finished_at.as_ref()),
     })
@@ -231,6 +238,8 @@ pub fn run_json(r: &v1::Run) -> Value {
         "priority": priority(r.priority),
         "steps": r.steps.iter().map(step_json).collect::<Vec<_>>(),
         "error": r.error,
+        "cost_usd": r.cost_usd,
+        "paused": r.paused,
         "created_at": ts_json(r.created_at.as_ref()),
         "updated_at": ts_json(r.updated_at.as_ref()),
         "requested_by": r.requested_by,

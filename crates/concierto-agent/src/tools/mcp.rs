@@ -234,7 +234,8 @@ impl Connection {
         }
     }
 
-    /// Calls `tool` with `args`; a dead server is started again once.
+    /// Calls `tool` with `args`. A server found dead (or that died during the
+    /// previous call) is started again, once.
     async fn call(&self, tool: &str, args: Value) -> Result<String, ToolError> {
         let server = &self.def.name;
         let arguments = match args {
@@ -242,53 +243,48 @@ impl Connection {
             _ => return Err(ToolError::new("the arguments must be a JSON object")),
         };
         let mut state = self.state.lock().await;
-        for attempt in 0..2 {
-            let alive = state.client.as_ref().is_some_and(|c| !c.is_closed());
-            if !alive {
-                if state.restarted {
-                    return Err(ToolError::new(format!(
-                        "MCP server {server} stopped and was restarted once already; its tools \
-                         are unavailable"
-                    )));
-                }
-                state.restarted = true;
-                tracing::warn!(server = %server, "MCP server stopped; starting it again");
-                state.client = None;
-                match connect(&self.def, &self.base_dir).await {
-                    Ok(c) => state.client = Some(c),
-                    Err(e) => return Err(ToolError::new(e.to_string())),
-                }
+        let alive = state.client.as_ref().is_some_and(|c| !c.is_closed());
+        if !alive {
+            if state.restarted {
+                return Err(ToolError::new(format!(
+                    "MCP server {server} stopped and was restarted once already; its tools \
+                     are unavailable"
+                )));
             }
-            let Some(client) = state.client.as_ref() else {
-                continue;
-            };
-            let params =
-                CallToolRequestParams::new(tool.to_string()).with_arguments(arguments.clone());
-            let called =
-                tokio::time::timeout(self.def.timeout, client.peer().call_tool(params)).await;
-            match called {
-                Err(_) => {
-                    return Err(ToolError::new(format!(
-                        "MCP server {server} did not answer {tool} within {}",
-                        crate::http::human(self.def.timeout)
-                    )));
-                }
-                Ok(Ok(result)) => return answer_text(result),
-                Ok(Err(e)) => {
-                    let dead = client.is_closed() || client.peer().is_transport_closed();
-                    if dead && attempt == 0 {
-                        state.client = None;
-                        continue;
-                    }
-                    return Err(ToolError::new(format!(
-                        "MCP server {server} failed on {tool}: {e}"
-                    )));
-                }
+            state.restarted = true;
+            state.client = None;
+            tracing::warn!(server = %server, "MCP server stopped; starting it again");
+            match connect(&self.def, &self.base_dir).await {
+                Ok(c) => state.client = Some(c),
+                Err(e) => return Err(ToolError::new(e.to_string())),
             }
         }
-        Err(ToolError::new(format!(
-            "MCP server {server} stopped while answering {tool}"
-        )))
+        let Some(client) = state.client.as_ref() else {
+            return Err(ToolError::new(format!(
+                "MCP server {server} is not connected"
+            )));
+        };
+        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        let called = tokio::time::timeout(self.def.timeout, client.peer().call_tool(params)).await;
+        match called {
+            Err(_) => Err(ToolError::new(format!(
+                "MCP server {server} did not answer {tool} within {}",
+                crate::http::human(self.def.timeout)
+            ))),
+            Ok(Ok(result)) => answer_text(result),
+            Ok(Err(e)) => {
+                if client.peer().is_transport_closed() {
+                    // Dropped: the next call starts it again (once).
+                    state.client = None;
+                    return Err(ToolError::new(format!(
+                        "MCP server {server} stopped while answering {tool}: {e}"
+                    )));
+                }
+                Err(ToolError::new(format!(
+                    "MCP server {server} failed on {tool}: {e}"
+                )))
+            }
+        }
     }
 }
 

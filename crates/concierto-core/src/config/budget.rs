@@ -75,7 +75,8 @@ pub(super) fn check(w: &mut Walker<'_>, s: &super::Studio) {
             );
         }
     }
-    let any_budget = !s.agents.budget.is_empty() || s.agents.roles.values().any(|r| !r.budget.is_empty());
+    let any_budget =
+        !s.agents.budget.is_empty() || s.agents.roles.values().any(|r| !r.budget.is_empty());
     let priced = s.agents.executors.values().any(|e| e.prices.is_some());
     if any_budget && !priced {
         w.warning(
