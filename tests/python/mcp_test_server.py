@@ -5,12 +5,17 @@ Tools:
   shout(text)      -> the text in capitals, prefixed with $SHOUT_PREFIX
   fail(why)        -> always an error with `why`
   crash()          -> the process exits (a dead server)
+  pid()            -> the server's process id
+
+Run with no argument it speaks MCP on stdio; with `--http PORT` it serves
+streamable HTTP on 127.0.0.1:PORT at /mcp.
 """
 
 import os
 import sys
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer("concierto-test")
 
@@ -30,7 +35,7 @@ def shout(text: str) -> str:
 @server.tool()
 def fail(why: str) -> str:
     """Always fails with `why`."""
-    raise ValueError(why)
+    raise ToolError(why)
 
 
 @server.tool()
@@ -40,5 +45,14 @@ def crash() -> str:
     os._exit(3)
 
 
+@server.tool()
+def pid() -> str:
+    """The server's process id."""
+    return str(os.getpid())
+
+
 if __name__ == "__main__":
-    server.run("stdio")
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run("stdio")

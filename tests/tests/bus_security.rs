@@ -63,6 +63,7 @@ fn passwords() -> BTreeMap<String, String> {
         "FEEDBACK",
         "INGEST",
         "TRACKER",
+        "PUBLISHER",
     ] {
         let var = format!("CONCIERTO_NATS_{user}_PASSWORD");
         assert!(vars.contains(&var), "nats.conf has no user for {var}");

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use concierto_bus::{Bus, BusError, BusExt};
+use concierto_bus::{Bus, BusError, ProtoMessage, decode, encode};
 use concierto_core::config::context::{
     ContextKind, ContextWindow, DEFAULT_CONTEXT_BYTES, MAX_CONTEXT_BYTES, MAX_CONTEXT_ITEMS,
     MAX_CONTEXT_LIMIT, MIN_CONTEXT_BYTES, parse_window,
@@ -197,7 +197,7 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -222,11 +222,29 @@ pub fn cut_str(s: &str, max: usize) -> &str {
 /// 40 runs shown, 8,192 of 31,000 bytes]`. An entry too long on its own is cut
 /// inside. The result never exceeds `max_bytes`.
 pub fn fit(header: &str, entries: &[String], unit: &str, max_bytes: usize) -> String {
-    let total_bytes = header.len() + entries.iter().map(|e| e.len() + 2).sum::<usize>();
+    fit_with(header, entries, unit, max_bytes, "\n\n")
+}
+
+/// [`fit`] with entries after the header joined by `sep` (a list: `"\n"`).
+pub fn fit_with(
+    header: &str,
+    entries: &[String],
+    unit: &str,
+    max_bytes: usize,
+    sep: &str,
+) -> String {
+    // The size of the whole rendering.
+    let total_bytes = header.len()
+        + entries.iter().map(String::len).sum::<usize>()
+        + if entries.is_empty() {
+            0
+        } else {
+            2 + (entries.len() - 1) * sep.len()
+        };
     let mut out = header.to_string();
     if total_bytes <= max_bytes {
-        for e in entries {
-            out.push_str("\n\n");
+        for (i, e) in entries.iter().enumerate() {
+            out.push_str(if i == 0 { "\n\n" } else { sep });
             out.push_str(e);
         }
         return out;
@@ -237,8 +255,9 @@ pub fn fit(header: &str, entries: &[String], unit: &str, max_bytes: usize) -> St
     let mut out = cut_str(header, room).to_string();
     let mut shown = 0;
     for e in entries {
-        if out.len() + 2 + e.len() <= room {
-            out.push_str("\n\n");
+        let join = if shown == 0 { "\n\n" } else { sep };
+        if out.len() + join.len() + e.len() <= room {
+            out.push_str(join);
             out.push_str(e);
             shown += 1;
         } else {
@@ -285,7 +304,7 @@ pub fn metrics_window(
     match parse_window(window) {
         Ok(ContextWindow::Last(d)) => {
             let d = chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(1));
-            (now - d, now, format!("the last {}", window.trim()))
+            (now - d, now, format!("over the last {}", window.trim()))
         }
         // A bad window cannot pass the studio's validation; it is taken as
         // the default.
@@ -296,18 +315,49 @@ pub fn metrics_window(
                 _ => (
                     to - chrono::Duration::hours(24),
                     to,
-                    "the 24 hours before this run (it has no previous scheduled fire)".to_string(),
+                    "over the 24 hours before this run (it has no previous scheduled fire)"
+                        .to_string(),
                 ),
             }
         }
     }
 }
 
-fn unavailable(kind: &str, service: &str, e: &BusError) -> String {
+/// Why a request got no answer to use.
+enum AskError {
+    Bus(BusError),
+    /// The service answered with its error header.
+    Refused(String),
+}
+
+/// A request whose answer may carry the error header instead of a message.
+async fn ask<Q: ProtoMessage, R: ProtoMessage>(
+    bus: &dyn Bus,
+    subject: &str,
+    q: &Q,
+    timeout: Duration,
+) -> Result<R, AskError> {
+    let reply = bus
+        .request(subject, encode(q), timeout)
+        .await
+        .map_err(AskError::Bus)?;
+    if let Some(err) = reply.headers.get(subjects::ERROR_HEADER) {
+        return Err(AskError::Refused(err.to_string()));
+    }
+    decode(&reply).map_err(AskError::Bus)
+}
+
+fn unavailable(kind: &str, service: &str, e: &AskError) -> String {
+    let e = match e {
+        AskError::Refused(why) => {
+            return format!("{kind} unavailable: {service} refused the request: {why}");
+        }
+        AskError::Bus(e) => e,
+    };
     match e {
         BusError::Timeout { after, .. } => format!(
             "{kind} unavailable: {service} did not answer in {} s",
-            after.as_secs_f64().round()
+            after.as_secs_f64()
         ),
         BusError::NoResponders(_) => {
             format!("{kind} unavailable: no {service} is running")
@@ -339,20 +389,33 @@ async fn metrics(
 ) -> String {
     let (from, to, said) = metrics_window(&req.window, params, now);
     let hours = ((now - from).num_seconds().max(0) as u64).div_ceil(3600) + 1;
+    // Every metric, filtered here: the tracker refuses a whole request that
+    // names a metric it has no sample of yet.
     let q = v1::GetMetricsRequest {
-        names: req.names.clone(),
+        names: Vec::new(),
         window_hours: u32::try_from(hours.min(400 * 24)).unwrap_or(400 * 24),
     };
-    let resp: v1::GetMetricsResponse = match bus
-        .request_proto(subjects::TRACKER_GET_METRICS, &q, opts.timeout)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return unavailable("metrics", "the tracker", &e),
-    };
-    let header = format!("Metrics over {said}: {} → {}.", rfc(from), rfc(to));
+    let resp: v1::GetMetricsResponse =
+        match ask(bus, subjects::TRACKER_GET_METRICS, &q, opts.timeout).await {
+            Ok(r) => r,
+            Err(e) => return unavailable("metrics", "tracker", &e),
+        };
+    let mut header = format!("Metrics {said}: {} → {}.", rfc(from), rfc(to));
+    let missing: Vec<&str> = req
+        .names
+        .iter()
+        .filter(|n| !resp.metrics.iter().any(|m| &&m.name == n))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        header.push_str(&format!(" No data yet for: {}.", missing.join(", ")));
+    }
     let mut entries = Vec::new();
-    for m in &resp.metrics {
+    for m in resp
+        .metrics
+        .iter()
+        .filter(|m| req.names.is_empty() || req.names.contains(&m.name))
+    {
         let points: Vec<(DateTime<Utc>, f64)> = m
             .series
             .iter()
@@ -402,7 +465,7 @@ async fn metrics(
         entries.push(e);
     }
     if entries.is_empty() {
-        return format!("{header}\n\nNo metric matched {:?}.", req.names);
+        return format!("{header}\n\nThe tracker has no such metric yet.");
     }
     fit(&header, &entries, "metrics", budget(req))
 }
@@ -425,13 +488,11 @@ async fn runs(
         page_size: want + 1,
         ..Default::default()
     };
-    let resp: v1::ListRunsResponse = match bus
-        .request_proto(subjects::ORCHESTRATOR_LIST_RUNS, &q, opts.timeout)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return unavailable("runs", "the orchestrator", &e),
-    };
+    let resp: v1::ListRunsResponse =
+        match ask(bus, subjects::ORCHESTRATOR_LIST_RUNS, &q, opts.timeout).await {
+            Ok(r) => r,
+            Err(e) => return unavailable("runs", "orchestrator", &e),
+        };
     let list: Vec<&v1::Run> = resp
         .runs
         .iter()
@@ -513,13 +574,11 @@ async fn library(bus: &dyn Bus, opts: &ContextOptions, req: &ContextRequest) -> 
         page_size: limit(req, 10),
         ..Default::default()
     };
-    let resp: v1::SearchContentResponse = match bus
-        .request_proto(subjects::LIBRARY_SEARCH, &q, opts.timeout)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return unavailable("library", "the content library", &e),
-    };
+    let resp: v1::SearchContentResponse =
+        match ask(bus, subjects::LIBRARY_SEARCH, &q, opts.timeout).await {
+            Ok(r) => r,
+            Err(e) => return unavailable("library", "content library", &e),
+        };
     let header = format!("Content library items for {:?}, best first.", req.query);
     if resp.items.is_empty() {
         return format!("{header}\n\nNothing matched.");
@@ -675,7 +734,7 @@ fn params(p: &HashMap<String, String>, req: &ContextRequest) -> String {
             )
         })
         .collect();
-    fit("The run's params.", &entries, "params", budget(req))
+    fit_with("The run's params.", &entries, "params", budget(req), "\n")
 }
 
 #[cfg(test)]
@@ -690,7 +749,7 @@ mod tests {
         let out = fit("Recent runs.", &entries, "runs", 8192);
         assert!(out.len() <= 8192, "{}", out.len());
         let shown = out.matches("### run ").count();
-        assert!(shown >= 9 && shown < 40, "{shown}");
+        assert!((9..40).contains(&shown), "{shown}");
         let total = "Recent runs.".len() + entries.iter().map(|e| e.len() + 2).sum::<usize>();
         let line = format!(
             "[cut: {shown} of 40 runs shown, {} of {} bytes]",

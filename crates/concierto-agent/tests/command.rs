@@ -428,3 +428,46 @@ async fn a_stderr_flood_is_kept_to_its_tail() {
     assert!(out.error.ends_with("the last words"), "{}", out.error.len());
     assert!(out.error.len() < 3000, "{} bytes", out.error.len());
 }
+
+/// The task as JSON, in the file `CONCIERTO_TASK_JSON` names: params, inputs
+/// (a resolved context among them) and the review apart, while stdin stays
+/// the prompt; the file is gone once the program is done.
+#[tokio::test]
+async fn the_task_json_file_holds_params_and_inputs_and_is_removed_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    script(
+        p,
+        "json.sh",
+        "cat > stdin.txt\nprintf '%s' \"$CONCIERTO_TASK_JSON\" > path.txt\ncat \"$CONCIERTO_TASK_JSON\"",
+    );
+    let mut t = task();
+    t.workflow = "daily-content-pipeline".into();
+    t.params.insert("brief".into(), "Refill week, warm tone".into());
+    t.inputs.push(TaskInput {
+        name: "metrics".into(),
+        content: "### engagement_rate\n- current: 0.04".into(),
+        content_type: "text/markdown".into(),
+    });
+    t.context.push(concierto_proto::v1::ContextRequest {
+        kind: "metrics".into(),
+        window: "6 hours".into(),
+        max_bytes: 4096,
+        ..Default::default()
+    });
+    let out = run(&def(&["./json.sh"]), p, &t).await;
+
+    assert_status(&out, TaskStatus::Succeeded);
+    assert_eq!(out.content_type, "application/json");
+    let v: serde_json::Value = serde_json::from_str(&out.output).expect("json");
+    assert_eq!(v, concierto_agent::task_json("content-creator", &t));
+    assert_eq!(v["params"]["brief"], "Refill week, warm tone");
+    assert_eq!(v["inputs"][2]["name"], "metrics");
+    assert_eq!(v["context"][0]["window"], "6 hours");
+    assert_eq!(v["role"], "content-creator");
+    let stdin = std::fs::read_to_string(p.join("stdin.txt")).expect("stdin");
+    assert!(stdin.contains("## Params\n- brief: Refill week, warm tone"), "{stdin}");
+    let path = std::fs::read_to_string(p.join("path.txt")).expect("path");
+    assert!(path.ends_with(".json"), "{path}");
+    assert!(!Path::new(&path).exists(), "the task file is removed after");
+}

@@ -59,6 +59,7 @@ fn studio(python: &std::path::Path) -> (tempfile::TempDir, Studio) {
     // thread reads it.
     unsafe { std::env::set_var("CONCIERTO_TEST_SHOUT", "loud: ") };
     let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("agents")).expect("mkdir");
     let yaml = format!(
         "agents:
   mcp_servers:
@@ -147,6 +148,7 @@ async fn a_server_name_alone_gives_all_its_tools_and_unknown_names_are_refused()
             "mcp__py__add",
             "mcp__py__crash",
             "mcp__py__fail",
+            "mcp__py__pid",
             "mcp__py__shout"
         ]
     );
@@ -199,6 +201,80 @@ async fn a_dead_server_is_restarted_once_then_its_tools_answer_an_error() {
     assert_eq!(
         err.0,
         "MCP server py stopped and was restarted once already; its tools are unavailable"
+    );
+}
+
+#[tokio::test]
+async fn the_child_process_is_killed_when_the_last_tool_is_dropped() {
+    let py = python_or_skip!();
+    let (_dir, s) = studio(&py);
+    let tools = mcp_tools(&s, &["mcp__py__pid".into(), "mcp__py__add".into()])
+        .await
+        .expect("tools");
+    let pid = tools[0].call(json!({}), &cx()).await.expect("pid");
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists(), "{pid} runs");
+    let add = tools[1].clone();
+    drop(tools);
+    assert_eq!(
+        add.call(json!({"a": 1, "b": 2}), &cx()).await,
+        Ok("3".into())
+    );
+    drop(add);
+    let gone = async {
+        while std::fs::read_to_string(proc_dir.join("stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), gone)
+        .await
+        .expect("the server process ends once no tool holds it");
+}
+
+#[tokio::test]
+async fn a_streamable_http_server_s_tools_are_called() {
+    let py = python_or_skip!();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let _server = tokio::process::Command::new(&py)
+        .arg(script())
+        .args(["--http", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python");
+    let up = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), up)
+        .await
+        .expect("the HTTP MCP server listens");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("agents")).expect("mkdir");
+    let file = dir.path().join("concierto.yaml");
+    std::fs::write(
+        &file,
+        format!("agents:\n  mcp_servers:\n    web: {{ url: \"http://127.0.0.1:{port}/mcp\" }}\n"),
+    )
+    .expect("studio file");
+    let s = load_with_env(&file, Vec::new()).unwrap_or_else(|p| panic!("{p}"));
+    let tools = mcp_tools(&s, &["mcp__web__add".into()])
+        .await
+        .expect("tools");
+    assert_eq!(tools[0].spec().name, "mcp__web__add");
+    assert_eq!(
+        tools[0].call(json!({"a": 20, "b": 22}), &cx()).await,
+        Ok("42".into())
     );
 }
 

@@ -344,6 +344,11 @@ async fn the_budget_stops_the_loop_naming_the_limit() {
         "budget reached: this step spent $0.0096 of $0.0090 (per_run_usd)"
     );
     assert_eq!(server.count(), 2);
+    assert_eq!(
+        out.tool_calls.len(),
+        1,
+        "the second round's call did not run"
+    );
     assert!(
         (out.usage.cost_usd - 0.0096).abs() < 1e-12,
         "{}",
@@ -416,4 +421,54 @@ async fn an_empty_toolbox_sends_the_body_without_tools() {
     assert!(got[0].body.get("tools").is_none(), "{}", got[0].body);
     assert!(out.tool_calls.is_empty());
     assert!(!out.details.contains_key("tool_rounds"));
+}
+
+#[tokio::test]
+async fn executor_with_tools_gives_the_toolbox_to_model_executors_only() {
+    use concierto_agent::executor_with_tools;
+    test_env();
+    let server = MockServer::start(vec![
+        calls(&[("c", "library_search", r#"{"query": "q"}"#)]),
+        answer("Found."),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agents = dir.path().join("agents");
+    std::fs::create_dir(&agents).expect("mkdir");
+    for (name, executor) in [("writer", "gpt"), ("helper", "builtin")] {
+        std::fs::write(
+            agents.join(format!("{name}.md")),
+            format!("---\nname: {name}\ndescription: A role.\nexecutor: {executor}\n---\nYou are {name}.\n"),
+        )
+        .expect("role file");
+    }
+    let file = dir.path().join("concierto.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "agents:\n  executors:\n    gpt: {{ kind: openai, model: gpt-4o-mini, base_url: \"{}/v1\" }}\n",
+            server.url
+        ),
+    )
+    .expect("studio file");
+    let studio =
+        concierto_core::config::load_with_env(&file, Vec::new()).unwrap_or_else(|p| panic!("{p}"));
+    let search = Recorder::ok("library_search", "1 item");
+    let tools = || toolbox(vec![Arc::new(search.clone()) as Arc<dyn Tool>], 4);
+
+    let writer = executor_with_tools(&studio, "writer", tools()).expect("writer");
+    let out = writer
+        .execute(&studio.roles["writer"], &text_task("Find it."))
+        .await;
+    assert_status(&out, TaskStatus::Succeeded);
+    assert_eq!(out.output, "Found.");
+    assert_eq!(out.tool_calls.len(), 1);
+    assert_eq!(search.seen(), [json!({"query": "q"})]);
+    assert_eq!(
+        server.received()[0].body["tools"][0]["function"]["name"],
+        "library_search"
+    );
+
+    let helper = executor_with_tools(&studio, "helper", tools()).expect("helper");
+    assert_eq!(helper.name(), "builtin");
 }

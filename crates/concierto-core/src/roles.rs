@@ -16,7 +16,8 @@ pub struct RoleDef {
     pub name: String,
     /// `description`: when to use it.
     pub description: String,
-    /// `tools`: the tools it may use (empty: all).
+    /// `tools`: the tools it may use; a role without the line gets none
+    /// (see `config::tools::KNOWN_TOOLS`).
     pub tools: Vec<String>,
     /// `model`, if set.
     pub model: Option<String>,

@@ -76,6 +76,7 @@ const NAV: &[(&str, &str)] = &[
     ("/gates", "Gates"),
     ("/feedback", "Feedback"),
     ("/library", "Library"),
+    ("/deliverables", "Deliverables"),
 ];
 
 /// A signed-in page: navigation, the reviewer, sign-out, then `body`.

@@ -55,6 +55,7 @@
 //! [`subjects::IDENTITY_HEADER`]: concierto_core::subjects::IDENTITY_HEADER
 
 mod auth;
+mod deliverables;
 mod html;
 mod library;
 mod live;
@@ -303,6 +304,8 @@ pub fn router(state: DashboardState) -> Router {
         .route("/gates/{id}", routing::get(pages::gate))
         .route("/gates/{id}/decide", routing::post(pages::decide))
         .route("/feedback", routing::get(pages::feedback))
+        .route("/deliverables", routing::get(deliverables::calendar))
+        .route("/deliverables/{id}", routing::get(deliverables::show))
         .route("/library", routing::get(library::gallery))
         .route(
             "/library/api/{*path}",

@@ -201,6 +201,7 @@ async fn every_response_carries_the_security_headers_and_pages_need_no_inline_co
         "/gates",
         "/feedback",
         "/library",
+        "/deliverables",
     ] {
         let (_, h, page) = b.get(path).await;
         assert_hardened(path, &h);

@@ -278,6 +278,7 @@ async fn sign_in_sessions_redirects_and_csrf() {
         "/gates",
         "/feedback",
         "/library",
+        "/deliverables",
     ] {
         let (status, headers, _) = b.get(page).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{page}");

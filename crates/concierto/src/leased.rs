@@ -1,5 +1,5 @@
 //! Services of which only one instance may be active per studio (the
-//! orchestrator, scheduler, tracker and ingester: two would split or repeat
+//! orchestrator, scheduler, tracker, ingester and publisher: two would split or repeat
 //! the work): each runs under a lease on the bus (`concierto_bus::lease`).
 //! A process that does not get the lease waits as a standby, says so in its
 //! log and on `/readyz` (503), and starts the service the moment the lease is
@@ -17,7 +17,7 @@ use concierto_bus::lease::{self, Holder, Lease, LeaseOptions, LeaseStore};
 use concierto_core::service::{ServiceHandle, StopSignal};
 
 /// The services that run under a lease.
-pub const LEASED: &[&str] = &["orchestrator", "scheduler", "tracker", "ingest"];
+pub const LEASED: &[&str] = &["orchestrator", "scheduler", "tracker", "ingest", "publisher"];
 
 /// This process's holder id: host name and process id.
 fn holder_id() -> String {

@@ -178,6 +178,21 @@ enum Command {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Serve Concierto's own tools (library_search, metrics_get, runs_recent,
+    /// brand_check) as a Model Context Protocol server on stdin/stdout, for an
+    /// MCP-capable agent CLI run by a `command` executor. Logs go to stderr.
+    Mcp {
+        /// NATS URL (default: the studio's `server.nats_url`).
+        #[arg(long, env = "CONCIERTO_NATS_URL")]
+        nats: Option<String>,
+        /// The studio file.
+        #[arg(
+            long,
+            default_value = "examples/studio/concierto.yaml",
+            env = "CONCIERTO_STUDIO"
+        )]
+        file: PathBuf,
+    },
     /// GET an http:// URL; exit status 0 on a 2xx answer, 1 otherwise (the
     /// container health check: `concierto probe http://127.0.0.1:9464/readyz`).
     Probe {
@@ -259,6 +274,7 @@ fn main() -> ExitCode {
         Command::Dlq { conn, cmd } => client_command(dlq_cmds::dlq(&conn, cmd)),
         Command::Agents { cmd } => finish(local_cmds::agents(cmd)),
         Command::Token { cmd } => finish(local_cmds::token(cmd)),
+        Command::Mcp { nats, file } => run(async move { services::mcp(&file, nats).await }),
         Command::Probe { url, timeout } => {
             let timeout = std::time::Duration::try_from_secs_f64(timeout)
                 .unwrap_or(std::time::Duration::from_secs(3));

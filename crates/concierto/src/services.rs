@@ -26,6 +26,7 @@ pub const SERVICES: &[&str] = &[
     "ingest",
     "tracker",
     "dashboard",
+    "publisher",
 ];
 
 /// Loads a studio, printing every problem when it has errors.
@@ -380,6 +381,19 @@ async fn start_unleased(
             });
             Ok(handle)
         }
+        "publisher" => {
+            // Deliverables out of the system: the library, folders, webhooks, Slack.
+            let store = open_store(data_dir, name)?;
+            let opts = concierto_publish::PublisherOptions {
+                ack_wait: studio.server.bus.ack_wait,
+                streams: stream_limits(studio),
+                ..Default::default()
+            };
+            Ok(
+                concierto_publish::start(studio.clone(), bus.clone(), store, clock.clone(), opts)
+                    .await?,
+            )
+        }
         "tracker" => {
             let store = open_store(data_dir, name)?;
             let opts = concierto_tracker::TrackerOptions {
@@ -506,7 +520,13 @@ async fn start_workers(
         .get(role)
         .with_context(|| format!("no role {role:?} in the studio's role files"))?
         .clone();
-    let executor = concierto_agent::executor_for(studio, role)?;
+    // The role's tools (its `tools:` line): Concierto's own over the bus, and
+    // MCP servers' tools (one connection per server, shared by the replicas).
+    let mut toolbox = concierto_agent::tools::builtin_toolbox(studio, &def, bus.clone());
+    for tool in concierto_agent::tools::mcp::mcp_tools(studio, &def.tools).await? {
+        toolbox.push(tool);
+    }
+    let executor = concierto_agent::executor_with_tools(studio, role, toolbox)?;
     let settings = studio.agents.roles.get(role);
     let mut out = Vec::new();
     for i in 0..replicas.max(1) {
@@ -579,6 +599,7 @@ pub async fn up(
         start_service("ingest", &studio, &bus, &data_dir, &clock).await?,
         start_service("tracker", &studio, &bus, &data_dir, &clock).await?,
         start_service("dashboard", &studio, &bus, &data_dir, &clock).await?,
+        start_service("publisher", &studio, &bus, &data_dir, &clock).await?,
     ]);
     tracing::info!(
         studio = %studio.studio.name,
@@ -762,6 +783,24 @@ pub async fn agent(
         signals,
     )
     .await
+}
+
+/// `concierto mcp`: Concierto's tools as an MCP server on stdio. stdout is the
+/// protocol's, so logs go to stderr and no telemetry endpoint is started.
+pub async fn mcp(file: &Path, nats: Option<String>) -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
+    let studio = load_studio(file)?;
+    let url = nats.unwrap_or_else(|| studio.server.nats_url.clone());
+    let bus = connect(&url, &studio, "concierto-mcp").await?;
+    let toolbox = concierto_agent::tools::concierto_toolbox(&studio, bus.clone());
+    concierto_agent::tools::mcp_server::serve_stdio(toolbox).await?;
+    Ok(())
 }
 
 /// How this process connects to NATS: `server.bus` with its secrets from the

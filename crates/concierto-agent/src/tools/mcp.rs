@@ -316,6 +316,10 @@ async fn connect(def: &McpServerDef, base_dir: &std::path::Path) -> Result<Clien
                     .map_err(|e| mcp_error(server, &format!("MCP handshake failed: {e}")))
             }
             McpTransport::Url(url) => {
+                // rmcp's HTTP client (reqwest 0.13, rustls without a provider)
+                // needs a process-wide crypto provider: ring, as the rest of
+                // the workspace uses. Already installed is fine.
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let transport = StreamableHttpClientTransport::from_uri(url.as_str());
                 ().serve(transport).await.map_err(|e| {
                     mcp_error(server, &format!("MCP handshake with {url} failed: {e}"))

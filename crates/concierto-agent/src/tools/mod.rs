@@ -21,9 +21,9 @@ mod args;
 pub mod builder;
 pub mod deliverable;
 pub mod files;
-pub mod studio;
 pub mod mcp;
 pub mod mcp_server;
+pub mod studio;
 pub mod tool_loop;
 pub mod web;
 

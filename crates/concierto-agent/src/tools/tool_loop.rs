@@ -24,9 +24,9 @@
 //!   within the executor's `timeout`; past it the step is `RETRYABLE` with
 //!   the calls made so far recorded.
 //! - **Budget**: after each round its cost (the executor's `prices`) is added;
-//!   before another round is asked, a task whose `budget.usd` is set and
-//!   spent fails: "budget reached: this step spent $X of $Y (<limit>)". An
-//!   answer already given is kept.
+//!   when the round asks for tools and the task's `budget.usd` is set and
+//!   spent, the step fails before they run: "budget reached: this step spent
+//!   $X of $Y (<limit>)". A final answer already given is kept.
 //!
 //! Malformed arguments (not JSON, not an object), an unknown tool name and a
 //! tool's error go back to the model as the tool's result (`is_error` for
@@ -235,35 +235,6 @@ impl Loop<'_> {
                     self.toolbox.max_calls
                 ));
             }
-            let mut answers = Vec::with_capacity(turn.calls.len());
-            for req in &turn.calls {
-                let used = u32::try_from(calls.len()).unwrap_or(u32::MAX);
-                if used >= self.toolbox.max_calls {
-                    answers.push(Answer {
-                        id: req.id.clone(),
-                        content: format!(
-                            "not run: the limit of {} tool calls per step is reached; answer \
-                             now with what you have",
-                            self.toolbox.max_calls
-                        ),
-                        is_error: true,
-                    });
-                    continue;
-                }
-                let (answer, record) =
-                    match tokio::time::timeout_at(deadline, self.call_one(req, &cx)).await {
-                        Ok(done) => done,
-                        Err(_) => {
-                            calls.push(record(req, 0, 0, "the step's time ran out"));
-                            break;
-                        }
-                    };
-                answers.push(answer);
-                calls.push(record);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break self.timed_out(&spent, &calls);
-            }
             if let Some(b) = budget {
                 let cost = self
                     .def
@@ -280,6 +251,37 @@ impl Loop<'_> {
                         b.usd
                     ));
                 }
+            }
+            let mut answers = Vec::with_capacity(turn.calls.len());
+            for req in &turn.calls {
+                let used = u32::try_from(calls.len()).unwrap_or(u32::MAX);
+                if used >= self.toolbox.max_calls {
+                    answers.push(Answer {
+                        id: req.id.clone(),
+                        content: format!(
+                            "not run: the limit of {} tool calls per step is reached; answer \
+                             now with what you have",
+                            self.toolbox.max_calls
+                        ),
+                        is_error: true,
+                    });
+                    continue;
+                }
+                let t0 = Instant::now();
+                let (answer, record) =
+                    match tokio::time::timeout_at(deadline, self.call_one(req, &cx)).await {
+                        Ok(done) => done,
+                        Err(_) => {
+                            let ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+                            calls.push(record(req, 0, ms, "the step's time ran out"));
+                            break;
+                        }
+                    };
+                answers.push(answer);
+                calls.push(record);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break self.timed_out(&spent, &calls);
             }
             self.wire.push_results(&mut body, &turn.assistant, &answers);
             let used = u32::try_from(calls.len()).unwrap_or(u32::MAX);

@@ -71,6 +71,7 @@ pub fn opts(id: &str) -> WorkerOptions {
         ack_wait: Duration::from_secs(1),
         max_deliver: 5,
         fetch_wait: Duration::from_millis(200),
+        context: Default::default(),
     }
 }
 

@@ -385,6 +385,31 @@ fn options(w: &mut Walker<'_>, c: &mut ContextItem, m: &Map<String, Value>, p: &
     }
 }
 
+/// Checks what a step's context refers to once every workflow is known: a
+/// `runs` item's workflow must exist.
+pub(crate) fn check_refs(
+    w: &mut Walker<'_>,
+    step_path: &str,
+    context: &[ContextItem],
+    workflows: &indexmap::IndexMap<String, super::model::Workflow>,
+) {
+    for (i, c) in context.iter().enumerate() {
+        if c.kind == ContextKind::Runs
+            && !c.workflow.is_empty()
+            && !workflows.contains_key(&c.workflow)
+        {
+            w.error(
+                &child(&item(&child(step_path, "context"), i), "runs"),
+                format!(
+                    "unknown workflow {:?}; expected one of: {}",
+                    c.workflow,
+                    workflows.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,6 +502,7 @@ mod tests {
           - brand: { max_bytes: 1000000 }
           - reports: [x]
             query: nope
+          - runs: { workflow: nowhere }
 ",
         );
         assert!(c.studio.is_none(), "a bad context is an error");
@@ -491,6 +517,8 @@ mod tests {
             "a library item needs a `query`",
             "bad max_bytes 1000000",
             "unknown key `query`",
+            "context[6].runs",
+            "unknown workflow \"nowhere\"; expected one of: wf",
         ] {
             assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
         }

@@ -226,7 +226,11 @@ fn publisher(
     w.known_keys(m, p, &allowed);
     let kind = match kind.as_str() {
         "folder" => PublisherKind::Folder {
-            path: base_dir.join(w.string(m, "path", p)?),
+            path: base_dir
+                .join(w.string(m, "path", p)?)
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect(),
         },
         "webhook" => {
             let url = w.string(m, "url", p)?;
@@ -297,5 +301,128 @@ fn env_present(w: &mut Walker<'_>, p: &str, var: &str, what: &str) {
             p,
             format!("the {what} variable {var} is not set here; this publisher fails until it is"),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Checked, Severity, check_with_env};
+    use super::*;
+
+    fn check(publishers: &str, deliverables: &str) -> (tempfile::TempDir, Checked) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agents = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studio/agents");
+        let text = format!(
+            r#"agents:
+  paths: ["{}"]
+workflows:
+  daily:
+    deliverables: {deliverables}
+    steps:
+      - id: research
+        role: trend-researcher
+        task: "Research."
+      - id: draft
+        role: content-creator
+        task: "Draft."
+  weekly:
+    steps:
+      - id: scan
+        role: trend-researcher
+        task: "Scan."
+publishers:
+{publishers}
+"#,
+            agents.display()
+        );
+        let file = dir.path().join("concierto.yaml");
+        std::fs::write(&file, text).expect("write");
+        let checked = check_with_env(&file, Vec::new());
+        (dir, checked)
+    }
+
+    fn problems(c: &Checked, severity: Severity) -> Vec<String> {
+        c.problems
+            .iter()
+            .filter(|p| p.severity == severity)
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn deliverables_and_publishers_parse_with_their_defaults() {
+        let (dir, c) = check(
+            r##"  drafts: {kind: folder, path: ./out}
+  cms: {kind: webhook, url: "https://cms.example/hook", secret_env: CONCIERTO_TEST_UNSET_KEY, max_attempts: 8, timeout: "3 seconds"}
+  team: {kind: slack, channel: "#content", workflows: [daily]}"##,
+            "[draft]",
+        );
+        let s = c
+            .studio
+            .as_ref()
+            .unwrap_or_else(|| panic!("{:?}", c.problems));
+        let p = &s.publishing;
+        assert_eq!(p.steps_of("daily"), ["draft".to_string()]);
+        assert!(p.steps_of("weekly").is_empty());
+        assert_eq!(
+            p.publishers["drafts"].kind,
+            PublisherKind::Folder {
+                path: dir.path().join("out")
+            }
+        );
+        assert_eq!(p.publishers["drafts"].max_attempts, 5);
+        assert_eq!(p.publishers["cms"].max_attempts, 8);
+        assert_eq!(p.publishers["cms"].timeout, Duration::from_secs(3));
+        assert_eq!(
+            p.publishers["team"].kind,
+            PublisherKind::Slack {
+                channel: "#content".into(),
+                token_env: "SLACK_BOT_TOKEN".into(),
+                api_base: "https://slack.com/api".into(),
+            }
+        );
+        let names: Vec<&str> = p
+            .publishers_for("weekly")
+            .map(|d| d.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["drafts", "cms"]);
+        // Missing variables are warnings.
+        let warnings = problems(&c, Severity::Warning);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("publishers.cms.secret_env")
+                    && w.contains("CONCIERTO_TEST_UNSET_KEY")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_steps_workflows_kinds_and_keys_are_errors() {
+        let (_d, c) = check(
+            r#"  a: {kind: ftp, path: x}
+  b: {kind: folder, path: x, url: "http://x"}
+  c: {kind: webhook, url: "ftp://x", secret_env: K}
+  d: {kind: folder, path: x, workflows: [nope]}
+  e: {kind: folder, path: x, max_attempts: 0}"#,
+            "[draft, publish]",
+        );
+        assert!(c.studio.is_none());
+        let errors = problems(&c, Severity::Error);
+        let has = |k: &str, m: &str| {
+            assert!(
+                errors.iter().any(|e| e.starts_with(k) && e.contains(m)),
+                "{k} / {m} in {errors:?}"
+            )
+        };
+        has(
+            "workflows.daily.deliverables[1]",
+            "unknown step \"publish\"",
+        );
+        has("publishers.a.kind", "unknown publisher kind \"ftp\"");
+        has("publishers.b.url", "unknown key `url`");
+        has("publishers.c.url", "http:// or https://");
+        has("publishers.d.workflows[0]", "unknown workflow \"nope\"");
+        has("publishers.e.max_attempts", "from 1 to 100");
     }
 }

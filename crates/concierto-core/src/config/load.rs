@@ -1982,6 +1982,7 @@ fn check_references(w: &mut Walker<'_>, s: &Studio, paths: &Paths) {
                 .cloned()
                 .unwrap_or_else(|| item(&child(&p, "steps"), i));
             role_ref(w, child(&sp, "role"), &st.role);
+            super::context::check_refs(w, &sp, &st.context, &s.workflows);
             if let Some(r) = &st.review {
                 match s.feedback_loops.agent_to_agent.iter().find(|l| &l.name == r) {
                     None => w.error(

@@ -284,3 +284,71 @@ pub(super) fn check_role_tools(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Severity, check_with_env};
+
+    fn check(agents: &str) -> crate::config::Checked {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("agents")).unwrap();
+        let path = dir.path().join("concierto.yaml");
+        std::fs::write(&path, format!("studio: {{ name: T }}\nagents:\n{agents}")).unwrap();
+        check_with_env(&path, Vec::<(String, String)>::new())
+    }
+
+    #[test]
+    fn tools_settings_are_read_with_defaults() {
+        let c = check("  paths: [agents]\n");
+        assert_eq!(c.studio.unwrap().agents.tools, ToolsSettings::default());
+        let c = check(
+            "  paths: [agents]\n  tools:\n    max_calls: 4\n    max_answer_bytes: 1024\n    web_fetch: { allow_hosts: [Example.COM], allow_private_networks: true, max_bytes: 4096, max_text_bytes: 512, timeout: 3 seconds }\n    web_search: { url: \"https://api.search.brave.com/res/v1/web/search\", api_key_env: BRAVE_KEY }\n",
+        );
+        let t = c.studio.expect("loads").agents.tools;
+        assert_eq!((t.max_calls, t.max_answer_bytes), (4, 1024));
+        assert_eq!(t.web_fetch.allow_hosts, ["example.com"]);
+        assert!(t.web_fetch.allow_private_networks);
+        assert_eq!(
+            (t.web_fetch.max_bytes, t.web_fetch.max_text_bytes),
+            (4096, 512)
+        );
+        assert_eq!(t.web_fetch.timeout, Duration::from_secs(3));
+        let s = t.web_search.unwrap();
+        assert_eq!(
+            (s.api_key_env.as_str(), s.header.as_str()),
+            ("BRAVE_KEY", "X-Subscription-Token")
+        );
+    }
+
+    #[test]
+    fn bad_tools_settings_are_errors_naming_the_key() {
+        let c = check(
+            "  tools:\n    max_calls: 0\n    max_answer_bytes: 99999999\n    web_fetch: { timeout: 0 seconds, colour: red }\n    web_search: { url: ftp://x }\n",
+        );
+        assert!(c.studio.is_none());
+        let keys: Vec<(&str, Severity)> = c
+            .problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.severity))
+            .collect();
+        for k in [
+            "agents.tools.max_calls",
+            "agents.tools.max_answer_bytes",
+            "agents.tools.web_fetch.timeout",
+            "agents.tools.web_fetch.colour",
+            "agents.tools.web_search",
+            "agents.tools.web_search.url",
+        ] {
+            assert!(keys.contains(&(k, Severity::Error)), "{k}: {keys:?}");
+        }
+    }
+
+    #[test]
+    fn mcp_names_are_split() {
+        assert_eq!(mcp_server_of("mcp__files__read_file"), Some("files"));
+        assert_eq!(mcp_server_of("mcp__files"), None);
+        assert_eq!(mcp_server_of("mcp____x"), None);
+        assert_eq!(mcp_server_of("Read"), None);
+    }
+}
