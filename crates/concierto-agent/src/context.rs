@@ -856,4 +856,58 @@ mod tests {
                 .any(|i| i.name == "context:campaign-insights:x")
         );
     }
+
+    #[tokio::test]
+    async fn brand_params_and_reports_resolve_in_order_and_are_cut() {
+        let bus: Arc<dyn Bus> = Arc::new(concierto_bus::EmbeddedBus::default());
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studio/brand");
+        let opts = ContextOptions {
+            brand_dir: Some(dir),
+            timeout: Duration::from_millis(200),
+        };
+        let req = |kind: &str, max_bytes: u32| ContextRequest {
+            kind: kind.into(),
+            max_bytes,
+            ..Default::default()
+        };
+        let mut task = Task {
+            inputs: vec![TaskInput {
+                name: "context:trend-report".into(),
+                content: "Paper textures are up.".into(),
+                content_type: "text/markdown".into(),
+            }],
+            context: vec![
+                req("brand", 0),
+                req("brand", 600),
+                req("params", 0),
+                req("reports", 0),
+                req("weather", 0),
+            ],
+            ..Default::default()
+        };
+        task.params.insert("brief".into(), "Refill week".into());
+        resolve(bus, &opts, &mut task, Utc::now()).await;
+        let names: Vec<&str> = task.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["brand", "brand 2", "params", "reports", "weather"]);
+        let brand = &task.inputs[0].content;
+        assert!(
+            brand.contains("### Brand guide\n\n# Concierto Studio brand guide"),
+            "{brand}"
+        );
+        assert!(brand.contains("### Brand rules (rules.yaml)"), "{brand}");
+        let cut = &task.inputs[1].content;
+        assert!(cut.len() <= 600, "{}", cut.len());
+        assert!(cut.contains("[cut: 0 of 2 parts shown, "), "{cut}");
+        assert_eq!(
+            task.inputs[2].content,
+            "The run's params.\n\n- brief: Refill week"
+        );
+        assert!(
+            task.inputs[3]
+                .content
+                .contains("### trend-report\n\nPaper textures are up.")
+        );
+        assert!(task.inputs[4].content.starts_with("weather unavailable: "));
+    }
 }

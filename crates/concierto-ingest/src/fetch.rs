@@ -36,6 +36,8 @@ use crate::netguard::Reach;
 
 /// Longest URL accepted.
 pub const MAX_URL_BYTES: usize = 4096;
+/// Fetches answered at once; further requests wait their turn.
+pub const MAX_CONCURRENT_FETCHES: usize = 16;
 
 /// What answers `ingest.fetch`: the rules and a client of its own.
 pub struct WebFetcher {
@@ -155,7 +157,7 @@ impl WebFetcher {
                 } else {
                     ""
                 };
-                return Err((code, format!("refused: {text}{hint}")));
+                return Err((code, format!("{text}{hint}")));
             }
         };
         let ct = resp.content_type().unwrap_or("").to_string();
@@ -215,7 +217,7 @@ fn cut(mut text: String, max: usize) -> (String, bool) {
 }
 
 /// Answers `ingest.fetch` (queue group `ingest`) until `stop`; each request
-/// on its own task.
+/// on its own task, at most [`MAX_CONCURRENT_FETCHES`] at once.
 pub async fn serve(
     bus: Arc<dyn Bus>,
     fetcher: Arc<WebFetcher>,
@@ -224,6 +226,7 @@ pub async fn serve(
     let mut sub = bus
         .queue_subscribe_proto::<WebFetchRequest>(subjects::INGEST_FETCH, "ingest")
         .await?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_FETCHES));
     tokio::spawn(async move {
         loop {
             let next = tokio::select! {
@@ -234,8 +237,12 @@ pub async fn serve(
             let Some(reply) = msg.reply.clone() else {
                 continue;
             };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
             let (bus, fetcher) = (bus.clone(), fetcher.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 let out = match fetcher.fetch(&req).await {
                     Ok(r) => {
                         tracing::debug!(url = %req.url, role = %req.role, bytes = r.text.len(), "page fetched for a tool");

@@ -183,7 +183,7 @@ async fn web_fetch_goes_through_the_ingesters_rules() {
     .await
     .unwrap_err();
     assert!(
-        e.starts_with(&format!("the web fetcher (ingest service) refused: refused: fetch http://localhost:{}/nord: host not in the allow list (", addr.port())),
+        e.starts_with(&format!("the web fetcher (ingest service) refused: fetch http://localhost:{}/nord: host not in the allow list (", addr.port())),
         "{e}"
     );
     assert!(
@@ -205,7 +205,7 @@ async fn web_fetch_goes_through_the_ingesters_rules() {
     assert_eq!(
         e,
         format!(
-            "the web fetcher (ingest service) refused: refused: fetch http://{addr}/private/plan: disallowed by the host's robots.txt"
+            "the web fetcher (ingest service) refused: fetch http://{addr}/private/plan: disallowed by the host's robots.txt"
         )
     );
     let e = call(
@@ -238,7 +238,7 @@ async fn web_fetch_refuses_private_addresses_unless_allowed() {
     .unwrap_err();
     assert!(
         e.starts_with(&format!(
-            "the web fetcher (ingest service) refused: refused: fetch http://{addr}/nord: refused: "
+            "the web fetcher (ingest service) refused: fetch http://{addr}/nord: refused: "
         )),
         "{e}"
     );

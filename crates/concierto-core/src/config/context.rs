@@ -393,13 +393,19 @@ pub(crate) fn check_refs(
     context: &[ContextItem],
     workflows: &indexmap::IndexMap<String, super::model::Workflow>,
 ) {
+    let list = child(step_path, "context");
+    if w.spans.has(&item(&list, context.len())) {
+        // An item failed to parse (and is reported): the indices no longer
+        // match the file's.
+        return;
+    }
     for (i, c) in context.iter().enumerate() {
         if c.kind == ContextKind::Runs
             && !c.workflow.is_empty()
             && !workflows.contains_key(&c.workflow)
         {
             w.error(
-                &child(&item(&child(step_path, "context"), i), "runs"),
+                &child(&item(&list, i), "runs"),
                 format!(
                     "unknown workflow {:?}; expected one of: {}",
                     c.workflow,
@@ -502,7 +508,6 @@ mod tests {
           - brand: { max_bytes: 1000000 }
           - reports: [x]
             query: nope
-          - runs: { workflow: nowhere }
 ",
         );
         assert!(c.studio.is_none(), "a bad context is an error");
@@ -517,8 +522,6 @@ mod tests {
             "a library item needs a `query`",
             "bad max_bytes 1000000",
             "unknown key `query`",
-            "context[6].runs",
-            "unknown workflow \"nowhere\"; expected one of: wf",
         ] {
             assert!(e.contains(needle), "{needle:?} missing from:\n{e}");
         }
@@ -530,6 +533,16 @@ mod tests {
             .find(|p| p.to_string().contains("weather"))
             .expect("weather problem");
         assert_eq!(weather.line, Some(10), "{weather}");
+    }
+
+    #[test]
+    fn a_runs_item_names_a_known_workflow() {
+        let (_d, c) = check_context("          - brand\n          - runs: { workflow: nowhere }\n");
+        let e = errors(&c);
+        assert!(
+            e.contains(":11: error: workflows.wf.steps[0].context[1].runs: unknown workflow \"nowhere\"; expected one of: wf"),
+            "{e}"
+        );
     }
 
     #[test]

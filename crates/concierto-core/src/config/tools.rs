@@ -141,7 +141,15 @@ pub(super) fn tools(w: &mut Walker<'_>, v: Option<&Value>, path: &str) -> ToolsS
         return out;
     };
     w.known_keys(m, path, KEYS);
-    out.max_calls = bounded(w, m, "max_calls", path, 1, MAX_MAX_CALLS, 16) as u32;
+    out.max_calls = bounded(
+        w,
+        m,
+        "max_calls",
+        path,
+        1,
+        MAX_MAX_CALLS,
+        u64::from(DEFAULT_MAX_CALLS),
+    ) as u32;
     out.max_answer_bytes = bounded(
         w,
         m,
