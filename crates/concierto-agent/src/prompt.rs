@@ -581,10 +581,15 @@ mod tests {
         assert!(params.is_some() && params < first_input, "{text}");
         assert!(!text.contains("builtin.sleep_ms"), "test params stay out");
         assert!(text.contains(" …(cut)"), "a long value is cut");
-        assert!(text.len() < 2 * MAX_PROMPT_PARAM_BYTES + 200, "{}", text.len());
+        assert!(
+            text.len() < 2 * MAX_PROMPT_PARAM_BYTES + 200,
+            "{}",
+            text.len()
+        );
 
         // Given by the step's context as an input: not twice.
-        task.inputs.push(input("params", "- brief: Spring range", "text/markdown"));
+        task.inputs
+            .push(input("params", "- brief: Spring range", "text/markdown"));
         let text = Prompt::render(&role(), &task).user_text();
         assert!(!text.contains("## Params"), "{text}");
         assert!(text.contains("## Input: params"));

@@ -956,7 +956,7 @@ workflows:
         &[
             (
                 "design/ui-designer.md",
-                role_text("ui-designer", "tools: [Read, Write, Bash]\n"),
+                role_text("ui-designer", "tools: [Read, Write, Glob]\n"),
             ),
             (
                 "marketing/social/content-creator.md",
@@ -973,7 +973,7 @@ workflows:
 
     let r = &studio.roles["ui-designer"];
     assert_eq!(r.file, dir.path().join("agents/design/ui-designer.md"));
-    assert_eq!(strings(&r.tools), ["Read", "Write", "Bash"]);
+    assert_eq!(strings(&r.tools), ["Read", "Write", "Glob"]);
     assert_eq!(r.prompt, "You are ui-designer.");
 
     let r = &studio.roles["content-creator"];

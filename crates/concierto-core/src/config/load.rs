@@ -1218,8 +1218,7 @@ fn step(w: &mut Walker<'_>, v: Option<&Value>, p: &str, needs_id: bool) -> Optio
         m,
         p,
         &[
-            "id", "role", "task", "inputs", "timeout", "retries", "review", "labels",
-            "context",
+            "id", "role", "task", "inputs", "timeout", "retries", "review", "labels", "context",
         ],
     );
     let id = if needs_id {
