@@ -172,6 +172,7 @@ async fn nobody_gets_in_without_the_right_password_and_errors_show_no_secret() {
         "feedback",
         "ingest",
         "tracker",
+        "publisher",
     ] {
         login(&nats.url(), user, &password_of(&pw, user))
             .await
@@ -197,6 +198,7 @@ async fn services_declare_streams_but_only_stateful_ones_change_them_and_none_de
         "feedback",
         "ingest",
         "tracker",
+        "publisher",
         "agent",
     ] {
         let bus = login_as(&nats, &pw, user).await;
@@ -759,4 +761,68 @@ fn a_service_with_a_wrong_password_exits_naming_its_user_and_no_secret() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(still.is_none(), "the orchestrator stopped: {still:?}");
+}
+
+#[tokio::test]
+async fn only_the_orchestrator_publishes_deliverables_and_the_publisher_takes_them() {
+    let (nats, pw) = shipped_server();
+    let orchestrator = login_as(&nats, &pw, "orchestrator").await;
+    ensure_standard_streams(orchestrator.as_ref(), &StreamLimits::default())
+        .await
+        .unwrap();
+    let d = v1::Deliverable {
+        id: "r1/draft".into(),
+        run_id: "r1".into(),
+        workflow: "daily".into(),
+        ..Default::default()
+    };
+    // An agent may not forge one.
+    let agent = login_as(&nats, &pw, "agent").await;
+    let forged = agent
+        .publish_durable_proto(&subjects::deliverable("daily"), &d, "forged")
+        .await;
+    assert!(
+        forged.is_err(),
+        "an agent published a deliverable: {forged:?}"
+    );
+    orchestrator
+        .publish_durable_proto(&subjects::deliverable("daily"), &d, &d.id)
+        .await
+        .expect("the orchestrator publishes deliverables");
+    // The publisher takes them from its consumer and may ask library.put
+    // (answered here by the ingest user).
+    let publisher = login_as(&nats, &pw, "publisher").await;
+    let consumer = publisher
+        .consumer(
+            "DELIVERABLES",
+            &concierto_bus::ConsumerSpec::new("publisher", subjects::DELIVERABLES),
+        )
+        .await
+        .expect("the publisher's consumer");
+    let got = consumer
+        .fetch_proto::<v1::Deliverable>(10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0.id, "r1/draft");
+    let ingest = login_as(&nats, &pw, "ingest").await;
+    let mut sub = ingest.subscribe(subjects::LIBRARY_PUT).await.unwrap();
+    ingest.flush().await.unwrap();
+    let answer = tokio::spawn(async move {
+        let m = sub.next().await.expect("a library.put request");
+        ingest
+            .respond(
+                m.reply.as_deref().unwrap(),
+                encode(&v1::ContentItem::default()),
+            )
+            .await
+            .unwrap();
+        // Out before this connection is dropped.
+        ingest.flush().await.unwrap();
+    });
+    publisher
+        .request(subjects::LIBRARY_PUT, encode(&d), Duration::from_secs(5))
+        .await
+        .expect("the publisher may ask library.put and the ingest user may answer");
+    answer.await.unwrap();
 }

@@ -429,7 +429,7 @@ impl AdminService for Admin {
         }
         let feedback_id = format!("api-{}", random_suffix());
         let fb = v1::Feedback {
-            feedback_id: feedback_id.clone(),
+            feedback_id,
             channel: v1::FeedbackChannel::Api as i32,
             author: who.id.clone(),
             subject: r.subject,
@@ -439,11 +439,46 @@ impl AdminService for Admin {
             received_at: Some(concierto_proto::time::now()),
             metadata: [("identity".to_string(), who.id.clone())].into(),
         };
-        self.bus
-            .publish_durable_proto(&subjects::feedback_in("api"), &fb, &feedback_id)
+        // Stored and listed by the feedback service like any channel's.
+        let r: v1::SubmitFeedbackResponse = self
+            .ask(
+                "feedback service",
+                subjects::FEEDBACK_SUBMIT,
+                &fb,
+                Some(&who),
+            )
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn get_feedback(
+        &self,
+        request: Request<v1::GetFeedbackRequest>,
+    ) -> Result<Response<v1::GetFeedbackResponse>, Status> {
+        let who = self.who(&request)?;
+        let r = request.into_inner();
+        if r.feedback_id.is_empty() {
+            return Err(Status::invalid_argument("feedback_id is required"));
+        }
+        let mut out: v1::GetFeedbackResponse = self
+            .ask("feedback service", subjects::FEEDBACK_GET, &r, Some(&who))
+            .await?;
+        // The reply, from the feedback router; without it the record alone.
+        match self
+            .ask::<_, v1::FeedbackReply>(
+                "feedback router",
+                subjects::FEEDBACK_REPLY_GET,
+                &r,
+                Some(&who),
+            )
             .await
-            .map_err(|e| Status::unavailable(format!("could not store the feedback: {e}")))?;
-        Ok(Response::new(v1::SubmitFeedbackResponse { feedback_id }))
+        {
+            Ok(reply) => out.reply = Some(reply),
+            Err(e) => {
+                tracing::warn!(feedback = %r.feedback_id, error = %e, "no reply from the feedback router")
+            }
+        }
+        Ok(Response::new(out))
     }
 
     async fn list_feedback(

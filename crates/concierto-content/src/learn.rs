@@ -102,7 +102,10 @@ impl Default for TrendReportOptions {
 /// Whether an item is inspiration (what trends are read from): not analytics
 /// records or feedback.
 pub fn is_inspiration(item: &Item) -> bool {
-    !matches!(item.kind, Kind::Analytics | Kind::Feedback | Kind::Deliverable) && item.is_live()
+    !matches!(
+        item.kind,
+        Kind::Analytics | Kind::Feedback | Kind::Deliverable
+    ) && item.is_live()
 }
 
 /// The colour family of a swatch: a cell of a coarse CIELAB grid (ΔL 20,

@@ -49,6 +49,23 @@ pub const METRIC_EVENTS: &str = "event.metric.>";
 pub const FEEDBACK_IN: &str = "feedback.in.>";
 /// Request: feedback received (`ListFeedbackRequest` → `ListFeedbackResponse`).
 pub const FEEDBACK_LIST: &str = "feedback.list";
+/// Request: take in feedback from the admin API (`Feedback` →
+/// `SubmitFeedbackResponse`), answered by the feedback service, which stores
+/// it like any channel's.
+pub const FEEDBACK_SUBMIT: &str = "feedback.submit";
+/// Request: one stored piece of feedback (`GetFeedbackRequest` →
+/// `GetFeedbackResponse`, `feedback` only), answered by the feedback service.
+pub const FEEDBACK_GET: &str = "feedback.get";
+/// Request: the reply to one piece of feedback (`GetFeedbackRequest` →
+/// `FeedbackReply`), answered by the feedback router.
+pub const FEEDBACK_REPLY_GET: &str = "feedback.reply.get";
+/// Every routed piece of feedback (`RoutedFeedback`), `feedback.routed.<category>`.
+pub const FEEDBACK_ROUTED: &str = "feedback.routed.>";
+
+/// `RoutedFeedback` of one category (`brand`, `technical`, `growth`, `other`).
+pub fn feedback_routed(category: &str) -> String {
+    format!("feedback.routed.{}", token(category))
+}
 /// Every metric observation (`MetricSample`), e.g. `metric.engagement_rate`.
 pub const METRIC_SAMPLES: &str = "metric.>";
 /// Request: metrics with their series (`GetMetricsRequest` → `GetMetricsResponse`).
@@ -123,6 +140,15 @@ pub fn budget_event(scope: &str) -> String {
 
 /// Every budget event.
 pub const BUDGET_EVENTS: &str = "event.budget.>";
+
+/// Every off-target notice (`OffTarget`).
+pub const TARGET_EVENTS: &str = "event.target.>";
+
+/// A progress metric fell off target and its `on_off_target` acts (`OffTarget`;
+/// durable, stream EVENTS).
+pub fn target_event(metric: &str) -> String {
+    format!("event.target.{}", token(metric))
+}
 
 /// A threshold crossing of one metric.
 pub fn metric_event(metric: &str) -> String {

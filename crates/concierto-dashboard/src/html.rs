@@ -247,6 +247,36 @@ pub(crate) fn sparkline(points: &[(i64, f64)], w: u32, h: u32) -> String {
     )
 }
 
+/// A step's tool calls as a folded list (name, arguments, answer size, time,
+/// error), every text escaped; empty when it made none.
+pub(crate) fn tool_calls(calls: &[concierto_proto::v1::ToolCall]) -> String {
+    if calls.is_empty() {
+        return String::new();
+    }
+    let items: String = calls
+        .iter()
+        .map(|c| {
+            let error = if c.error.is_empty() {
+                String::new()
+            } else {
+                format!(" <span class=\"error\">{}</span>", esc(&c.error))
+            };
+            format!(
+                "<li><code>{}</code> <span class=\"muted\">{}</span> · {} B · {} ms{error}</li>",
+                esc(&c.name),
+                esc(&c.arguments),
+                c.answer_bytes,
+                c.latency_ms
+            )
+        })
+        .collect();
+    format!(
+        "<details class=\"tools\"><summary>{} tool call{}</summary><ul>{items}</ul></details>",
+        calls.len(),
+        if calls.len() == 1 { "" } else { "s" }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,34 +317,4 @@ mod tests {
         assert!(coords.contains(",2.0 "), "{coords}");
         assert!(sparkline(&[], 120, 30).contains("no data yet"));
     }
-}
-
-/// A step's tool calls as a folded list (name, arguments, answer size, time,
-/// error), every text escaped; empty when it made none.
-pub(crate) fn tool_calls(calls: &[concierto_proto::v1::ToolCall]) -> String {
-    if calls.is_empty() {
-        return String::new();
-    }
-    let items: String = calls
-        .iter()
-        .map(|c| {
-            let error = if c.error.is_empty() {
-                String::new()
-            } else {
-                format!(" <span class=\"error\">{}</span>", esc(&c.error))
-            };
-            format!(
-                "<li><code>{}</code> <span class=\"muted\">{}</span> · {} B · {} ms{error}</li>",
-                esc(&c.name),
-                esc(&c.arguments),
-                c.answer_bytes,
-                c.latency_ms
-            )
-        })
-        .collect();
-    format!(
-        "<details class=\"tools\"><summary>{} tool call{}</summary><ul>{items}</ul></details>",
-        calls.len(),
-        if calls.len() == 1 { "" } else { "s" }
-    )
 }

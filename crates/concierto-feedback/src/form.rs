@@ -118,7 +118,7 @@ input,textarea{width:100%;padding:.5rem;font:inherit;box-sizing:border-box}\
 textarea{min-height:10rem}button{margin-top:1rem;padding:.6rem 1.4rem;font:inherit}\
 .error{color:#a00;font-weight:600}";
 
-fn page(title: &str, body: &str) -> String {
+pub(crate) fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -148,7 +148,7 @@ fn render_form(token: &str, values: &FormValues, error: Option<&str>) -> String 
     page("Feedback", &body)
 }
 
-fn html(status: StatusCode, body: String, set_cookie: Option<HeaderValue>) -> Response {
+pub(crate) fn html(status: StatusCode, body: String, set_cookie: Option<HeaderValue>) -> Response {
     let mut resp = (status, Html(body)).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -259,9 +259,13 @@ pub(crate) async fn submit(
         ..Default::default()
     };
     let accepted = intake::accept(&state, fb).await?;
+    // The link to the page that shows the studio's reply (crate::status).
+    let token = crate::status::new_token(&state, &accepted.feedback_id).await?;
     let body = format!(
         "<h1>Thank you</h1>\n<p>Your feedback was received; its reference is \
-<code id=\"feedback-id\">{}</code>.</p>\n<p><a href=\"feedback\">Send more feedback</a></p>",
+<code id=\"feedback-id\">{}</code>.</p>\n<p>The studio's reply will appear on \
+<a id=\"status-link\" href=\"feedback/status/{token}\">your feedback's status page</a>; \
+keep the link.</p>\n<p><a href=\"feedback\">Send more feedback</a></p>",
         escape(&accepted.feedback_id)
     );
     Ok(html(StatusCode::OK, page("Thank you", &body), None))

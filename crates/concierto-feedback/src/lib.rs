@@ -54,7 +54,9 @@ pub mod notify;
 mod outbox;
 pub mod rate;
 pub mod replay;
+pub mod requests;
 pub mod slack;
+pub mod status;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -313,7 +315,8 @@ impl FeedbackState {
 /// | `POST /slack/commands` | 200 `{"response_type":"ephemeral","text"}`; 401, 400, 404 |
 /// | `POST /email/inbound` | 202 `{"feedback_id","duplicate"}`; 401, 400, 415 |
 /// | `GET /feedback` | 200 the form, sets the CSRF cookie |
-/// | `POST /feedback` | 200 thank-you page; 400 form with the error; 403 bad token; 429 over the rate limit |
+/// | `POST /feedback` | 200 thank-you page (with the status link); 400 form with the error; 403 bad token; 429 over the rate limit |
+/// | `GET /feedback/status/{token}` | 200 the feedback and its reply ([`status`]); 404 unknown token |
 /// | `GET /healthz` | 200 `ok` |
 ///
 /// Any body over `max_body_bytes` (a form post: over `form_max_body_bytes`)
@@ -336,7 +339,8 @@ pub fn router(state: FeedbackState) -> Router {
         .route("/slack/events", routing::post(slack::events))
         .route("/slack/commands", routing::post(slack::commands))
         .route("/email/inbound", routing::post(email::inbound))
-        .route("/feedback", form);
+        .route("/feedback", form)
+        .route("/feedback/status/{token}", routing::get(status::show));
     // Every answer counted in `concierto_http_requests_total{service="feedback"}`.
     concierto_telemetry::server::count_http(routes, "feedback")
         .layer(DefaultBodyLimit::max(limit))
@@ -416,6 +420,8 @@ pub async fn start(
         .await
     });
     let outbox = Outbox::new(state.clone()).start(outbox_every);
+    let submitter = tokio::spawn(requests::serve_submit(state.clone()));
+    let getter = tokio::spawn(requests::serve_get(state.clone()));
     let lister = tokio::spawn(serve_list(
         state.bus().clone(),
         state.store().clone(),
@@ -443,6 +449,8 @@ pub async fn start(
             }
         };
         lister.abort();
+        submitter.abort();
+        getter.abort();
         if let Err(e) = outbox.stop().await {
             result = result.and(Err(e));
         }

@@ -41,6 +41,19 @@ fn by_kind(e: ContentError) -> (&'static str, String) {
     }
 }
 
+/// The dashboard's page of deliverable `id`: `/deliverables/<id, percent-encoded>`.
+pub fn dashboard_path(id: &str) -> String {
+    let mut out = String::from("/deliverables/");
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Stores one deliverable; the stored item.
 pub fn put(
     library: &ContentLibrary,
@@ -74,7 +87,10 @@ pub fn put(
     } else {
         d.title.clone()
     };
+    // Its page on the dashboard: also makes each deliverable its own item
+    // (the library keys text items by kind, address, title and text).
     let mut new = NewItem::new(Kind::Deliverable, SOURCE, &d.id)
+        .url(dashboard_path(&d.id))
         .title(title)
         .text(&d.content)
         .tags(tags)
@@ -177,11 +193,24 @@ mod tests {
         assert_eq!(again.item_id, item.item_id);
         let c = lib.collection_items(&collection_of("daily")).unwrap();
         assert_eq!(c.len(), 1);
+        assert_eq!(
+            c[0].url.as_deref(),
+            Some("/deliverables/daily%402026-12-06T09%3A00%3A00Z%2Fwrite")
+        );
+        // The same text from another run is an item of its own.
+        let mut other = d();
+        other.id = "daily@2026-12-07T09:00:00Z/write".into();
+        other.run_id = "daily@2026-12-07T09:00:00Z".into();
+        assert_ne!(put(&lib, &other).unwrap().item_id, item.item_id);
+        assert_eq!(
+            lib.collection_items(&collection_of("daily")).unwrap().len(),
+            2
+        );
         assert!(c[0].notes.contains("daily@2026-12-06T09:00:00Z"));
         let hits = lib
             .search(&concierto_content::Query::text("terracotta").kind(Kind::Deliverable))
             .unwrap();
-        assert_eq!(hits.total, 1);
+        assert_eq!(hits.total, 2);
     }
 
     #[test]

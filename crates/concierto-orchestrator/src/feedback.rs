@@ -8,7 +8,9 @@
 //!     └─▶ its answer's `roles` (else the category's, per the seed's table)
 //!          └─▶ respond-<role>, one step per specialist
 //!  the first respond step done = the first response: its delay is compared
-//!  with the `feedback_response_time` SLA (progress_metrics, type sla)
+//!  with the `feedback_response_time` SLA (progress_metrics, type sla) in a
+//!  run event; the metric itself is published by the feedback router when the
+//!  reply is sent (concierto-router)
 //! ```
 
 use std::time::Duration;
@@ -20,7 +22,7 @@ use concierto_core::grammar::Quantity;
 use concierto_core::store::StoreError;
 use concierto_proto::v1;
 
-use crate::engine::{Effects, Engine, metric_sample, ms, step_record};
+use crate::engine::{Effects, Engine, ms, step_record};
 use crate::run::{RunRecord, StepState};
 
 /// Run parameter: when the feedback was received (unix ms).
@@ -177,14 +179,9 @@ impl Engine {
                 None => String::new(),
             };
             tracing::info!(run = %run.run_id, took_ms = took.as_millis() as u64, sla_ms = sla.map(|s| s.as_millis() as u64), "first response to feedback");
-            // For the tracker's feedback_response_time, in seconds.
-            fx.metrics.push(metric_sample(
-                "feedback_response_time",
-                took.as_secs_f64(),
-                "s",
-                &[("run", &run.run_id), ("step", step_id)],
-                now,
-            ));
+            // The tracker's feedback_response_time is measured by the feedback
+            // router, to the moment the reply reaches the person
+            // (concierto-router); this event only tells the run's story.
             fx.events.push(run.event(
                 Some(step_id),
                 format!("first response after {}{verdict}", human(took)),

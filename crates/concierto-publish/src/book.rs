@@ -594,6 +594,14 @@ mod tests {
                 .iter()
                 .any(|o| o.publisher == "hook" && !o.ok && o.attempts == 3)
         );
+        // Counted on /metrics once settled for good.
+        let text = concierto_telemetry::metrics::render();
+        assert!(
+            text.contains(
+                "concierto_deliverables_published_total{workflow=\"wf\",publisher=\"hook\",outcome=\"failed\"} 1"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

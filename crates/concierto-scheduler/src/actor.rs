@@ -12,16 +12,19 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use concierto_bus::{Bus, BusExt};
 use concierto_core::clock::SharedClock;
-use concierto_core::config::{EventFilter, Misfire, Studio, TriggerKind, When};
+use concierto_core::config::targets::TARGET_TRIGGER_PREFIX;
+use concierto_core::config::{EventFilter, Misfire, Studio, Trigger, TriggerKind, When};
 use concierto_core::grammar::format_duration;
 use concierto_core::store::KvStore;
-use concierto_core::subjects::RUN_START;
+use concierto_core::subjects::{RUN_START, target_event};
 use concierto_proto::v1::{self, ContentItem, ListTriggersResponse, StartRun, ThresholdCrossed};
 use tracing::Instrument as _;
 
 use crate::SchedulerError;
+use crate::batch::{self, Added, Windows};
 use crate::runs::{self, timestamp};
 use crate::state::{TriggerState, save_state_async};
+use crate::target;
 use crate::timing::{fires_between, next_fire, plan_due};
 
 /// Due fires looked at per trigger and tick. A larger backlog (a per-second cron after a
@@ -32,6 +35,9 @@ const MAX_DUE: usize = 10_000;
 /// What the actor shares with the futures it runs.
 pub(crate) struct Core {
     pub studio: Arc<Studio>,
+    /// The studio's triggers, then the implicit `target:<metric>` ones
+    /// ([`crate::target::target_triggers`]); states and indexes follow this order.
+    pub triggers: Vec<Trigger>,
     pub bus: Arc<dyn Bus>,
     pub store: Arc<dyn KvStore>,
     pub clock: SharedClock,
@@ -53,6 +59,10 @@ enum Decision {
         fire_time: DateTime<Utc>,
         /// Moves the misfire cursor (scheduled fires do; events and fires by hand do not).
         scheduled: bool,
+        /// Counts against the trigger's `max_runs_per_day` (events and batches do).
+        capped: bool,
+        /// The batch window (its start) this fire empties once published or dropped.
+        close: Option<DateTime<Utc>>,
     },
 }
 
@@ -68,24 +78,29 @@ struct Outcome {
     index: usize,
     state: TriggerState,
     results: Vec<Result<String, SchedulerError>>,
+    /// Batch windows emptied.
+    closed: Vec<DateTime<Utc>>,
 }
 
 /// The actor.
 pub(crate) struct SchedulerActor {
     core: Arc<Core>,
-    /// Per trigger, in `studio.triggers` order.
+    /// Per trigger, in `core.triggers` order.
     states: Vec<TriggerState>,
+    /// Per trigger: its open batch windows (start → items held).
+    windows: Vec<Windows>,
     /// Per trigger: the next scheduled fire after its cursor (`None` for events, or a
     /// schedule that never fires again).
     next: Vec<Option<DateTime<Utc>>>,
 }
 
 impl SchedulerActor {
-    pub(crate) fn new(core: Arc<Core>, states: Vec<TriggerState>) -> Self {
+    pub(crate) fn new(core: Arc<Core>, states: Vec<TriggerState>, windows: Vec<Windows>) -> Self {
         let mut actor = SchedulerActor {
             next: vec![None; states.len()],
             core,
             states,
+            windows,
         };
         for index in 0..actor.states.len() {
             actor.refresh_next(index);
@@ -94,10 +109,7 @@ impl SchedulerActor {
     }
 
     fn refresh_next(&mut self, index: usize) {
-        let next = match (
-            &self.core.studio.triggers[index].kind,
-            self.states[index].cursor,
-        ) {
+        let next = match (&self.core.triggers[index].kind, self.states[index].cursor) {
             (TriggerKind::Scheduled { when, timezone, .. }, Some(cursor)) => {
                 next_fire(when, *timezone, cursor)
             }
@@ -110,7 +122,7 @@ impl SchedulerActor {
     fn due_work(&self, now: DateTime<Utc>) -> Vec<Work> {
         let studio = &self.core.studio;
         let mut work = Vec::new();
-        for (index, trigger) in studio.triggers.iter().enumerate() {
+        for (index, trigger) in self.core.triggers.iter().enumerate() {
             let TriggerKind::Scheduled {
                 when,
                 timezone,
@@ -152,6 +164,8 @@ impl SchedulerActor {
                             start: Box::new(runs::scheduled_start(studio, trigger, t)),
                             fire_time: t,
                             scheduled: true,
+                            capped: false,
+                            close: None,
                         },
                     )
                 }))
@@ -166,8 +180,54 @@ impl SchedulerActor {
         work
     }
 
-    /// Work for unscheduled fires (events, by hand): one fire per start, grouped by trigger.
-    fn fire_work(&self, starts: Vec<StartRun>) -> Vec<Work> {
+    /// Work for every batch window that has ended at `now`: one capped fire per
+    /// window with its items (a window whose items cannot be read is logged and
+    /// tried again at the next tick).
+    fn batch_work(&self, now: DateTime<Utc>) -> Vec<Work> {
+        let mut work = Vec::new();
+        for (index, trigger) in self.core.triggers.iter().enumerate() {
+            let Some(len) = trigger.flood.batch else {
+                continue;
+            };
+            let span = chrono::Duration::from_std(len).unwrap_or_default();
+            let mut decisions = Vec::new();
+            for start in self.windows[index].keys() {
+                if *start + span > now {
+                    break;
+                }
+                match batch::read_items(self.core.store.as_ref(), &trigger.name, *start) {
+                    Ok(items) => decisions.push(Decision::Fire {
+                        start: Box::new(batch::batch_start(
+                            &self.core.studio,
+                            trigger,
+                            *start,
+                            len,
+                            &items,
+                        )),
+                        fire_time: *start + span,
+                        scheduled: false,
+                        capped: true,
+                        close: Some(*start),
+                    }),
+                    Err(e) => {
+                        tracing::error!(trigger = %trigger.name, window = %start.to_rfc3339(), error = %e, "could not read a batch window; trying again at the next tick")
+                    }
+                }
+            }
+            if !decisions.is_empty() {
+                work.push(Work {
+                    index,
+                    state: self.states[index].clone(),
+                    decisions,
+                });
+            }
+        }
+        work
+    }
+
+    /// Work for unscheduled fires (events, by hand): one fire per start, grouped by
+    /// trigger; `capped` fires count against `max_runs_per_day`.
+    fn fire_work(&self, starts: Vec<StartRun>, capped: bool) -> Vec<Work> {
         let mut work: Vec<Work> = Vec::new();
         for start in starts {
             let Some(index) = self.index_of(&start.trigger) else {
@@ -181,6 +241,8 @@ impl SchedulerActor {
                 start: Box::new(start),
                 fire_time,
                 scheduled: false,
+                capped,
+                close: None,
             };
             match work.iter_mut().find(|w| w.index == index) {
                 Some(w) => w.decisions.push(decision),
@@ -195,11 +257,7 @@ impl SchedulerActor {
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {
-        self.core
-            .studio
-            .triggers
-            .iter()
-            .position(|t| t.name == name)
+        self.core.triggers.iter().position(|t| t.name == name)
     }
 
     /// Runs `work` and folds its outcome into the actor's state; resolves to every fire's
@@ -220,6 +278,9 @@ impl SchedulerActor {
                     for outcome in outcomes {
                         act.states[outcome.index] = outcome.state;
                         act.refresh_next(outcome.index);
+                        for start in outcome.closed {
+                            act.windows[outcome.index].remove(&start);
+                        }
                         results.extend(outcome.results);
                     }
                     results
@@ -227,9 +288,11 @@ impl SchedulerActor {
         )
     }
 
-    /// The fires due now, if any.
+    /// The fires due now and the batch windows ended, if any.
     fn tick(&mut self) -> Option<ResponseActFuture<Self, ()>> {
-        let work = self.due_work(self.core.clock.now());
+        let now = self.core.clock.now();
+        let mut work = self.due_work(now);
+        work.extend(self.batch_work(now));
         if work.is_empty() {
             return None;
         }
@@ -239,7 +302,6 @@ impl SchedulerActor {
     fn list(&self) -> ListTriggersResponse {
         let triggers = self
             .core
-            .studio
             .triggers
             .iter()
             .enumerate()
@@ -258,6 +320,11 @@ impl SchedulerActor {
                         format!("source: [{}]", sources.join(", ")),
                         String::new(),
                     ),
+                    TriggerKind::Event(EventFilter::Threshold(pred))
+                        if t.name.starts_with(TARGET_TRIGGER_PREFIX) =>
+                    {
+                        ("event", format!("off target: {pred}"), String::new())
+                    }
                     TriggerKind::Event(EventFilter::Threshold(pred)) => {
                         ("event", format!("metric: {pred}"), String::new())
                     }
@@ -273,6 +340,8 @@ impl SchedulerActor {
                     last_fire: state.last_fire.map(timestamp),
                     fires: state.fires,
                     missed: state.missed,
+                    dropped: state.dropped,
+                    batched: self.windows[index].values().sum(),
                 }
             })
             .collect();
@@ -294,8 +363,11 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
         decisions,
     } in work
     {
-        let name = core.studio.triggers[index].name.clone();
+        let trigger = &core.triggers[index];
+        let name = trigger.name.clone();
+        let max_per_day = trigger.flood.max_runs_per_day;
         let mut results = Vec::new();
+        let mut closed = Vec::new();
         let mut unsaved = false;
         let mut blocked: Option<String> = None;
         for decision in decisions {
@@ -325,7 +397,54 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
                     start,
                     fire_time,
                     scheduled,
+                    capped,
+                    close,
                 } => {
+                    if capped {
+                        let today = core.clock.now().date_naive();
+                        if state.day != Some(today) {
+                            state.day = Some(today);
+                            state.day_runs = 0;
+                            state.day_dropped = 0;
+                        }
+                        if let Some(max) = max_per_day
+                            && state.day_runs >= max
+                        {
+                            state.dropped += 1;
+                            state.day_dropped += 1;
+                            if state.day_dropped == 1 {
+                                tracing::warn!(trigger = %name, run_id = %start.run_id, max_runs_per_day = max, day = %today, "max_runs_per_day reached: this and later fires today are dropped and counted");
+                            } else {
+                                tracing::debug!(trigger = %name, run_id = %start.run_id, "fire dropped (max_runs_per_day)");
+                            }
+                            match save_state_async(core.store.clone(), name.clone(), state.clone())
+                                .await
+                            {
+                                Ok(()) => {
+                                    unsaved = false;
+                                    if let Some(at) = close {
+                                        match batch::clear(core.store.clone(), name.clone(), at)
+                                            .await
+                                        {
+                                            Ok(()) => closed.push(at),
+                                            Err(e) => {
+                                                tracing::error!(trigger = %name, error = %e, "could not empty a dropped batch window")
+                                            }
+                                        }
+                                    }
+                                    results.push(Ok(format!("dropped:{}", start.run_id)));
+                                }
+                                Err(e) => {
+                                    blocked = Some(e.to_string());
+                                    results.push(Err(SchedulerError::NotFired {
+                                        trigger: name.clone(),
+                                        reason: e.to_string(),
+                                    }));
+                                }
+                            }
+                            continue;
+                        }
+                    }
                     if unsaved {
                         if let Err(e) =
                             save_state_async(core.store.clone(), name.clone(), state.clone()).await
@@ -358,6 +477,9 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
                         Ok(ack) => {
                             if !ack.duplicate {
                                 state.fires += 1;
+                                if capped {
+                                    state.day_runs += 1;
+                                }
                                 concierto_telemetry::metrics::trigger_fired(&name);
                             }
                             state.last_fire = state.last_fire.max(Some(fire_time));
@@ -376,7 +498,19 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
                             match save_state_async(core.store.clone(), name.clone(), state.clone())
                                 .await
                             {
-                                Ok(()) => results.push(Ok(start.run_id.clone())),
+                                Ok(()) => {
+                                    if let Some(at) = close {
+                                        match batch::clear(core.store.clone(), name.clone(), at)
+                                            .await
+                                        {
+                                            Ok(()) => closed.push(at),
+                                            Err(e) => {
+                                                tracing::error!(trigger = %name, run_id = %start.run_id, error = %e, "could not empty a fired batch window; it fires again (a duplicate)")
+                                            }
+                                        }
+                                    }
+                                    results.push(Ok(start.run_id.clone()))
+                                }
                                 Err(e) => {
                                     // The run is started; the worst a crash now does is
                                     // publish the same id again, which the bus drops as a
@@ -415,6 +549,7 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
             index,
             state,
             results,
+            closed,
         });
     }
     outcomes
@@ -475,8 +610,61 @@ impl Handler<Content> for SchedulerActor {
                 )),
             )])));
         }
-        let work = self.fire_work(starts);
-        AtomicResponse::new(self.run(work))
+        // Batched triggers keep the item in their open window; the others fire now.
+        let now = self.core.clock.now();
+        let mut adds = Vec::new();
+        let mut fires = Vec::new();
+        for start in starts {
+            let batched = self.index_of(&start.trigger).and_then(|index| {
+                let len = self.core.triggers[index].flood.batch?;
+                Some((index, len))
+            });
+            match batched {
+                Some((index, len)) => adds.push((
+                    index,
+                    self.core.triggers[index].name.clone(),
+                    self.windows[index].clone(),
+                    batch::window_start(len, now),
+                )),
+                None => fires.push(start),
+            }
+        }
+        let work = self.fire_work(fires, true);
+        if adds.is_empty() {
+            return AtomicResponse::new(self.run(work));
+        }
+        let store = self.core.store.clone();
+        let item = msg.0;
+        let stored = async move {
+            let mut out = Vec::with_capacity(adds.len());
+            for (index, name, open, start) in adds {
+                let r =
+                    batch::add_item(store.clone(), name.clone(), open, start, item.clone()).await;
+                out.push((index, name, start, r));
+            }
+            (item.item_id, out)
+        };
+        AtomicResponse::new(Box::pin(self.run(work).then(move |mut results, _, _| {
+            fut::wrap_future::<_, Self>(stored).map(move |(item_id, added), act, _| {
+                for (index, name, start, r) in added {
+                    match r {
+                        Ok(Added::Stored) => {
+                            *act.windows[index].entry(start).or_default() += 1;
+                            tracing::debug!(trigger = %name, item = %item_id, window = %start.to_rfc3339(), "item batched");
+                            results.push(Ok(format!("batched:{name}@{}", start.to_rfc3339())));
+                        }
+                        Ok(Added::Duplicate) => results.push(Ok(format!("batched:{name}"))),
+                        Ok(Added::Full) => {
+                            act.states[index].dropped += 1;
+                            tracing::warn!(trigger = %name, item = %item_id, window = %start.to_rfc3339(), max = batch::MAX_WINDOW_ITEMS, "batch window full: item dropped and counted");
+                            results.push(Ok(format!("dropped:{name}")));
+                        }
+                        Err(e) => results.push(Err(e)),
+                    }
+                }
+                results
+            })
+        })))
     }
 }
 
@@ -489,8 +677,16 @@ impl Handler<Threshold> for SchedulerActor {
     type Result = AtomicResponse<Self, Vec<Result<String, SchedulerError>>>;
 
     fn handle(&mut self, msg: Threshold, _: &mut Self::Context) -> Self::Result {
-        let starts = runs::threshold_starts(&self.core.studio, &msg.0, self.core.clock.now());
-        if starts.is_empty() {
+        let now = self.core.clock.now();
+        let mut starts = runs::threshold_starts(&self.core.studio, &msg.0, now);
+        starts.extend(target::target_starts(
+            &self.core.studio,
+            &self.core.triggers,
+            &msg.0,
+            now,
+        ));
+        let notices = target::target_notices(&self.core.studio, &msg.0, now);
+        if starts.is_empty() && notices.is_empty() {
             tracing::debug!(metric = %msg.0.metric, value = msg.0.value, entered = msg.0.entered, "threshold event fires no trigger");
         } else if msg.0.at.is_none() {
             // Its run id would carry the time it was handled, another on each delivery.
@@ -501,8 +697,42 @@ impl Handler<Threshold> for SchedulerActor {
                 )),
             )])));
         }
-        let work = self.fire_work(starts);
-        AtomicResponse::new(self.run(work))
+        let work = self.fire_work(starts, true);
+        if notices.is_empty() {
+            return AtomicResponse::new(self.run(work));
+        }
+        // The notices go out after the runs, naming them; a notice not published
+        // hands the crossing back (its runs then come back as duplicates).
+        let bus = self.core.bus.clone();
+        let told = async move {
+            let mut out = Vec::new();
+            for (metric, notice) in notices {
+                let id = match notice.crossed.as_ref().and_then(|c| c.at.as_ref()) {
+                    Some(at) => format!(
+                        "notice:{}",
+                        target::target_run_id(&metric, runs::date_time(at))
+                    ),
+                    None => format!("notice:{metric}"),
+                };
+                let r = bus
+                    .publish_durable_proto(&target_event(&metric), &notice, &id)
+                    .await;
+                match r {
+                    Ok(_) => {
+                        tracing::info!(%metric, notify = ?notice.notify, workflow = %notice.workflow, run_id = %notice.run_id, "off target: notice published");
+                        out.push(Ok(id));
+                    }
+                    Err(e) => out.push(Err(SchedulerError::from(e))),
+                }
+            }
+            out
+        };
+        AtomicResponse::new(Box::pin(self.run(work).then(move |mut results, _, _| {
+            fut::wrap_future::<_, Self>(told).map(move |sent, _, _| {
+                results.extend(sent);
+                results
+            })
+        })))
     }
 }
 
@@ -519,8 +749,9 @@ impl Handler<FireNow> for SchedulerActor {
 
     fn handle(&mut self, msg: FireNow, _: &mut Self::Context) -> Self::Result {
         let studio = self.core.studio.clone();
-        let Some(trigger) = studio.triggers.iter().find(|t| t.name == msg.name) else {
-            let known = studio
+        let Some(trigger) = self.core.triggers.iter().find(|t| t.name == msg.name) else {
+            let known = self
+                .core
                 .triggers
                 .iter()
                 .map(|t| t.name.as_str())
@@ -535,7 +766,7 @@ impl Handler<FireNow> for SchedulerActor {
         };
         let start = runs::manual_start(&studio, trigger, self.core.clock.now(), msg.priority);
         let name = trigger.name.clone();
-        let work = self.fire_work(vec![start]);
+        let work = self.fire_work(vec![start], false);
         AtomicResponse::new(Box::pin(self.run(work).map(move |results, _, _| {
             match results.into_iter().next() {
                 // The run is started: that is the answer (the failure to record it is

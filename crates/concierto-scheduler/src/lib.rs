@@ -75,9 +75,11 @@
 //! [`SchedulerError::NoSystem`].
 
 mod actor;
+pub mod batch;
 mod listen;
 pub mod runs;
 pub mod state;
+pub mod target;
 pub mod timing;
 
 use std::sync::Arc;
@@ -257,8 +259,24 @@ pub async fn start(
     }
 
     let now = clock.now();
-    let mut states = Vec::with_capacity(studio.triggers.len());
-    for trigger in &studio.triggers {
+    let triggers: Vec<_> = studio
+        .triggers
+        .iter()
+        .cloned()
+        .chain(target::target_triggers(&studio))
+        .collect();
+    let mut states = Vec::with_capacity(triggers.len());
+    let mut windows = Vec::with_capacity(triggers.len());
+    for trigger in &triggers {
+        windows.push(if trigger.flood.batch.is_some() {
+            let w = batch::load_windows(store.as_ref(), &trigger.name)?;
+            if !w.is_empty() {
+                tracing::info!(trigger = %trigger.name, windows = w.len(), items = w.values().sum::<u32>(), "batch windows kept across the restart");
+            }
+            w
+        } else {
+            Default::default()
+        });
         let mut state = load_state(store.as_ref(), &trigger.name)?;
         if matches!(trigger.kind, TriggerKind::Scheduled { .. }) && state.cursor.is_none() {
             tracing::info!(trigger = %trigger.name, from = %now.to_rfc3339(), "first start of this trigger: it fires from now on");
@@ -299,8 +317,10 @@ pub async fn start(
         .await?;
 
     let instance = opts.instance.clone();
+    let trigger_count = triggers.len();
     let core = Arc::new(Core {
         studio: studio.clone(),
+        triggers,
         bus: bus.clone(),
         store: store.clone(),
         clock,
@@ -308,11 +328,11 @@ pub async fn start(
         tick: opts.tick,
         misfire_grace: opts.misfire_grace,
     });
-    let addr = SchedulerActor::new(core, states).start();
+    let addr = SchedulerActor::new(core, states, windows).start();
     addr.send(Tick).await.map_err(|_| SchedulerError::Stopped)?;
     tracing::info!(
         instance = %instance,
-        triggers = studio.triggers.len(),
+        triggers = trigger_count,
         tick = ?opts.tick,
         "scheduler started"
     );

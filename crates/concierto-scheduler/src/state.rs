@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use concierto_core::store::KvStore;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +27,14 @@ pub struct TriggerState {
     pub fires: u64,
     /// Scheduled fires that never started (misfire policy).
     pub missed: u64,
+    /// The UTC day `day_runs` and `day_dropped` count (`max_runs_per_day`).
+    pub day: Option<NaiveDate>,
+    /// Runs started on `day` by capped fires (events, batches).
+    pub day_runs: u32,
+    /// Fires dropped on `day` by `max_runs_per_day`.
+    pub day_dropped: u32,
+    /// Fires dropped by `max_runs_per_day`, all days.
+    pub dropped: u64,
 }
 
 /// The stored form: instants in milliseconds since the epoch.
@@ -40,6 +48,15 @@ struct Stored {
     fires: u64,
     #[serde(default)]
     missed: u64,
+    /// `YYYY-MM-DD`.
+    #[serde(default)]
+    day: Option<String>,
+    #[serde(default)]
+    day_runs: u32,
+    #[serde(default)]
+    day_dropped: u32,
+    #[serde(default)]
+    dropped: u64,
 }
 
 /// The key of `trigger`'s state.
@@ -69,6 +86,17 @@ pub fn load_state(store: &dyn KvStore, trigger: &str) -> Result<TriggerState, Sc
         last_fire: instant(stored.last_fire_ms)?,
         fires: stored.fires,
         missed: stored.missed,
+        day: stored
+            .day
+            .as_deref()
+            .map(|d| {
+                NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .map_err(|e| corrupt(format!("day {d:?}: {e}")))
+            })
+            .transpose()?,
+        day_runs: stored.day_runs,
+        day_dropped: stored.day_dropped,
+        dropped: stored.dropped,
     })
 }
 
@@ -84,6 +112,10 @@ pub fn save_state(
         last_fire_ms: state.last_fire.map(|t| t.timestamp_millis()),
         fires: state.fires,
         missed: state.missed,
+        day: state.day.map(|d| d.format("%Y-%m-%d").to_string()),
+        day_runs: state.day_runs,
+        day_dropped: state.day_dropped,
+        dropped: state.dropped,
     };
     let bytes = serde_json::to_vec(&stored).map_err(|e| SchedulerError::CorruptState {
         trigger: trigger.to_string(),
@@ -121,6 +153,10 @@ mod tests {
             last_fire: Some(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).unwrap()),
             fires: 3,
             missed: 2,
+            day: NaiveDate::from_ymd_opt(2026, 3, 1),
+            day_runs: 4,
+            day_dropped: 1,
+            dropped: 7,
         };
         save_state(&store, "t", &state).unwrap();
         assert_eq!(load_state(&store, "t").unwrap(), state);

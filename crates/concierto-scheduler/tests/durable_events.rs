@@ -57,6 +57,10 @@ fn studio() -> Arc<Studio> {
         .contains(&t.name.as_str())
     });
     assert_eq!(studio.triggers.len(), 5, "the seed's five triggers");
+    // One run per item: the example batches inspiration (tests/flood_and_targets.rs).
+    for t in &mut studio.triggers {
+        t.flood = Default::default();
+    }
     Arc::new(studio)
 }
 

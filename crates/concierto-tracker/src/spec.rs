@@ -3,7 +3,9 @@
 //! and the predicates watched for threshold events ([`Watch`]).
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
-use concierto_core::config::{EventFilter, Goal, MetricDef, Studio, TriggerKind};
+use concierto_core::config::{
+    EventFilter, Goal, MetricDef, Studio, TriggerKind, off_target_predicate,
+};
 use concierto_core::grammar::{Comparison, Period, Quantity};
 
 /// The seed's content-count metric (`daily_output`, type `content_pieces`).
@@ -205,19 +207,12 @@ impl Watch {
 }
 
 /// The opposite comparison (`>=` becomes `<`): a target's "off target" predicate.
-pub fn negate(op: Comparison) -> Comparison {
-    match op {
-        Comparison::Lt => Comparison::Ge,
-        Comparison::Le => Comparison::Gt,
-        Comparison::Gt => Comparison::Le,
-        Comparison::Ge => Comparison::Lt,
-        Comparison::Eq => Comparison::Ne,
-        Comparison::Ne => Comparison::Eq,
-    }
-}
+pub use concierto_core::config::targets::negate;
 
 /// Every watch of `studio`: each `on_performance_threshold` predicate, each
-/// progress metric's target (off target) and improvement target.
+/// progress metric's target (off target) and improvement target. The off-target
+/// predicates are [`off_target_predicate`](concierto_core::config::off_target_predicate)'s,
+/// the ones the scheduler matches `on_off_target` against.
 pub fn watches(studio: &Studio) -> Vec<Watch> {
     let mut out = Vec::new();
     for t in &studio.triggers {
@@ -233,32 +228,25 @@ pub fn watches(studio: &Studio) -> Vec<Watch> {
         }
     }
     for m in &studio.progress_metrics {
-        match m.goal {
-            Goal::Target(t) => {
-                let op = negate(t.op);
-                let threshold = t.value.as_f64();
-                out.push(Watch {
-                    id: format!("target:{}", m.name),
-                    metric: m.name.clone(),
-                    op,
-                    threshold,
-                    predicate: format!("{} {op} {threshold}", m.name),
-                    source: WatchSource::Target(m.name.clone()),
-                });
-            }
-            Goal::Improvement(i) => {
-                let metric = format!("{}{IMPROVEMENT_SUFFIX}", m.name);
-                let threshold = i.percent / 100.0;
-                out.push(Watch {
-                    id: format!("improvement:{}", m.name),
-                    predicate: format!("{metric} < {threshold}"),
-                    metric,
-                    op: Comparison::Lt,
-                    threshold,
-                    source: WatchSource::Improvement(m.name.clone()),
-                });
-            }
-        }
+        let (metric, op, threshold, predicate) = off_target_predicate(m);
+        let (id, source) = match m.goal {
+            Goal::Target(_) => (
+                format!("target:{}", m.name),
+                WatchSource::Target(m.name.clone()),
+            ),
+            Goal::Improvement(_) => (
+                format!("improvement:{}", m.name),
+                WatchSource::Improvement(m.name.clone()),
+            ),
+        };
+        out.push(Watch {
+            id,
+            metric,
+            op,
+            threshold,
+            predicate,
+            source,
+        });
     }
     out
 }

@@ -234,6 +234,14 @@ pub enum FeedbackCmd {
         #[arg(long)]
         json: bool,
     },
+    /// One piece of feedback with the reply sent back to its author.
+    Show {
+        /// Its id.
+        id: String,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `concierto trigger ...`.
@@ -841,6 +849,82 @@ pub async fn feedback(conn: &ConnArgs, cmd: FeedbackCmd) -> Result<(), CliError>
                     ]);
                 }
                 print!("{}", t.render());
+            }
+        }
+        FeedbackCmd::Show { id, json } => {
+            let r = c
+                .unary(
+                    c.client
+                        .clone()
+                        .get_feedback(v1::GetFeedbackRequest { feedback_id: id }),
+                )
+                .await?;
+            let f = r.feedback.clone().unwrap_or_default();
+            let reply = r.reply.clone().unwrap_or_default();
+            if json {
+                output::print_json(&serde_json::json!({
+                    "feedback_id": f.feedback_id,
+                    "channel": output::feedback_channel(f.channel),
+                    "author": f.author,
+                    "subject": f.subject,
+                    "text": f.text,
+                    "received_at": when(f.received_at.as_ref()),
+                    "reply": {
+                        "state": if reply.state.is_empty() { "unknown" } else { reply.state.as_str() },
+                        "text": reply.text,
+                        "sent_at": when(reply.sent_at.as_ref()),
+                        "category": output::feedback_category(reply.category),
+                        "roles": reply.roles,
+                        "response_seconds": reply.response_seconds,
+                        "attempts": reply.attempts.iter().map(|a| serde_json::json!({
+                            "attempt": a.attempt,
+                            "at": when(a.at.as_ref()),
+                            "sent": a.sent,
+                            "error": a.error,
+                        })).collect::<Vec<_>>(),
+                    },
+                }));
+            } else {
+                println!("feedback  {}", f.feedback_id);
+                println!("channel   {}", output::feedback_channel(f.channel));
+                println!("author    {}", or_dash(&f.author));
+                println!("received  {}", when(f.received_at.as_ref()));
+                println!("text      {}", f.text);
+                let state = if reply.state.is_empty() {
+                    "unknown (no answer from the feedback router)"
+                } else {
+                    reply.state.as_str()
+                };
+                println!("reply     {state}");
+                if !reply.roles.is_empty() {
+                    println!(
+                        "routed to {} ({})",
+                        reply.roles.join(", "),
+                        output::feedback_category(reply.category)
+                    );
+                }
+                if reply.sent_at.is_some() {
+                    println!(
+                        "sent      {} ({:.0} s after it was received)",
+                        when(reply.sent_at.as_ref()),
+                        reply.response_seconds
+                    );
+                }
+                for a in &reply.attempts {
+                    let outcome = if a.sent {
+                        "sent".to_string()
+                    } else {
+                        format!("failed: {}", a.error)
+                    };
+                    println!(
+                        "attempt {} at {}: {outcome}",
+                        a.attempt,
+                        when(a.at.as_ref())
+                    );
+                }
+                if !reply.text.is_empty() {
+                    println!("\n{}", reply.text);
+                }
             }
         }
     }

@@ -17,7 +17,13 @@ use concierto_bus::lease::{self, Holder, Lease, LeaseOptions, LeaseStore};
 use concierto_core::service::{ServiceHandle, StopSignal};
 
 /// The services that run under a lease.
-pub const LEASED: &[&str] = &["orchestrator", "scheduler", "tracker", "ingest", "publisher"];
+pub const LEASED: &[&str] = &[
+    "orchestrator",
+    "scheduler",
+    "tracker",
+    "ingest",
+    "publisher",
+];
 
 /// This process's holder id: host name and process id.
 fn holder_id() -> String {

@@ -20,6 +20,7 @@ mod local_cmds;
 mod observability;
 mod output;
 mod probe;
+mod router_opts;
 mod services;
 
 use std::path::PathBuf;

@@ -27,6 +27,7 @@ pub const SERVICES: &[&str] = &[
     "tracker",
     "dashboard",
     "publisher",
+    "feedback-router",
 ];
 
 /// Loads a studio, printing every problem when it has errors.
@@ -394,6 +395,17 @@ async fn start_unleased(
                     .await?,
             )
         }
+        "feedback-router" => {
+            // Replies to feedback on its own channel (concierto-router).
+            let store = open_store(data_dir, name)?;
+            Ok(concierto_router::start(
+                bus.clone(),
+                store,
+                clock.clone(),
+                crate::router_opts::options(studio),
+            )
+            .await?)
+        }
         "tracker" => {
             let store = open_store(data_dir, name)?;
             let opts = concierto_tracker::TrackerOptions {
@@ -600,6 +612,7 @@ pub async fn up(
         start_service("tracker", &studio, &bus, &data_dir, &clock).await?,
         start_service("dashboard", &studio, &bus, &data_dir, &clock).await?,
         start_service("publisher", &studio, &bus, &data_dir, &clock).await?,
+        start_service("feedback-router", &studio, &bus, &data_dir, &clock).await?,
     ]);
     tracing::info!(
         studio = %studio.studio.name,

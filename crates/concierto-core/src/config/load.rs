@@ -203,8 +203,7 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
         token_env: &server.feedback.slack_bot_token_env,
         api_base: &server.feedback.slack_api_base,
     };
-    let publishing =
-        super::deliverables::publishing_section(w, root, &workflows, base_dir, slack);
+    let publishing = super::deliverables::publishing_section(w, root, &workflows, base_dir, slack);
     let s = Studio {
         publishing,
         file: file.to_path_buf(),
@@ -365,8 +364,10 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
                 "form_max_body_bytes",
                 "form_per_client_per_minute",
                 "form_per_minute",
+                "smtp",
             ],
         );
+        out.feedback.smtp = super::feedback_router::smtp(w, f, fp);
         for (k, slot) in [
             (
                 "slack_signing_secret_env",
@@ -1152,7 +1153,13 @@ fn workflows_section(
         w.known_keys(
             wf,
             &p,
-            &["description", "priority", "steps", "on_failure", "deliverables"],
+            &[
+                "description",
+                "priority",
+                "steps",
+                "on_failure",
+                "deliverables",
+            ],
         );
         let mut steps = Vec::new();
         let sp = child(&p, "steps");
@@ -1291,8 +1298,10 @@ fn triggers_section(
             &p,
             &[
                 "time", "cron", "interval", "timezone", "misfire", "agents", "workflow", "priority",
+                "batch", "max_runs_per_day",
             ],
         );
+        let flood = super::flood::parse(w, t, &p, true, false);
         let forms: Vec<&str> = ["time", "cron", "interval"]
             .into_iter()
             .filter(|k| t.contains_key(*k))
@@ -1358,6 +1367,7 @@ fn triggers_section(
                 agents,
                 workflow,
                 priority,
+                flood,
             });
         }
     }
@@ -1368,8 +1378,11 @@ fn triggers_section(
         w.known_keys(
             t,
             &p,
-            &["source", "metric", "agents", "workflow", "priority"],
+            &[
+                "source", "metric", "agents", "workflow", "priority", "batch", "max_runs_per_day",
+            ],
         );
+        let flood = super::flood::parse(w, t, &p, false, t.contains_key("source"));
         let filter = match (t.contains_key("source"), t.contains_key("metric")) {
             (true, false) => Some(EventFilter::NewContent {
                 sources: w.strings(t, "source", &p, true),
@@ -1410,6 +1423,7 @@ fn triggers_section(
                 agents,
                 workflow,
                 priority,
+                flood,
             });
         }
     }
@@ -1828,7 +1842,12 @@ fn progress_metrics_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<Metric
             let Some(x) = w.map(Some(v), &p) else {
                 continue;
             };
-            w.known_keys(x, &p, &["target", "improvement_target", "type", "tracker"]);
+            w.known_keys(
+                x,
+                &p,
+                &["target", "improvement_target", "type", "tracker", "on_off_target"],
+            );
+            let on_off_target = super::targets::parse(w, x, &p);
             let goal = match (x.get("target"), x.get("improvement_target")) {
                 (Some(t), None) => {
                     let tp = child(&p, "target");
@@ -1896,6 +1915,7 @@ fn progress_metrics_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<Metric
                     goal_text,
                     kind,
                     tracker,
+                    on_off_target,
                 });
             }
         }
@@ -2084,6 +2104,7 @@ fn check_references(w: &mut Walker<'_>, s: &Studio, paths: &Paths) {
             w.error(&p, format!("metric name {:?} is used twice", m.name));
         }
         role_ref(w, child(&p, "tracker"), &m.tracker);
+        super::targets::check(w, &p, m, s);
     }
 
     // Agents section.

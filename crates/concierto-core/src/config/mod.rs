@@ -8,12 +8,15 @@
 
 pub mod budget;
 pub mod deliverables;
+pub mod feedback_router;
+pub mod flood;
 pub mod context;
 mod load;
 pub mod model;
 pub mod problem;
 pub mod spans;
 pub mod mcp;
+pub mod targets;
 pub mod tools;
 mod walk;
 
@@ -24,4 +27,6 @@ pub use load::{Checked, EXECUTOR_SWITCH, check, check_with_env, load, load_with_
 pub use model::*;
 pub use problem::{Problem, Problems, Severity};
 pub use mcp::{McpServerDef, McpTransport};
+pub use flood::Flood;
+pub use targets::{OnOffTarget, off_target_predicate};
 pub use tools::{KNOWN_TOOLS, ToolsSettings, WebFetchSettings, WebSearchSettings};

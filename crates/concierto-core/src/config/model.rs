@@ -137,6 +137,8 @@ pub struct FeedbackIntake {
     /// Base URL of Slack's Web API, without a trailing slash (default
     /// `https://slack.com/api`).
     pub slack_api_base: String,
+    /// `server.feedback.smtp`: the feedback router's email replies (none: off).
+    pub smtp: Option<super::feedback_router::SmtpSection>,
 }
 
 impl Default for FeedbackIntake {
@@ -151,6 +153,7 @@ impl Default for FeedbackIntake {
             form_per_minute: 60,
             slack_bot_token_env: "SLACK_BOT_TOKEN".into(),
             slack_api_base: "https://slack.com/api".into(),
+            smtp: None,
         }
     }
 }
@@ -299,6 +302,8 @@ pub struct Trigger {
     pub workflow: String,
     /// Priority of the runs it starts (default: the workflow's).
     pub priority: Option<Priority>,
+    /// Flood control of an event trigger (`batch`, `max_runs_per_day`).
+    pub flood: super::flood::Flood,
 }
 
 /// `feedback_loops`.
@@ -472,6 +477,8 @@ pub struct MetricDef {
     pub kind: Option<String>,
     /// The role that tracks it.
     pub tracker: String,
+    /// What happens when it falls off target (`on_off_target`).
+    pub on_off_target: Option<super::targets::OnOffTarget>,
 }
 
 /// A workflow.
