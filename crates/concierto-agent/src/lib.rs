@@ -86,10 +86,10 @@ mod worker;
 
 pub use anthropic::{ANTHROPIC, ANTHROPIC_VERSION, AnthropicExecutor, DETAIL_STOP_REASON};
 pub use builtin::{BrandRules, BuiltinExecutor};
-pub use context::{ContextOptions, DEFAULT_CONTEXT_TIMEOUT};
 pub use command::{
     BASE_ENV, COMMAND, CommandExecutor, DETAIL_EXIT_STATUS, EX_TEMPFAIL, TASK_JSON_ENV, task_json,
 };
+pub use context::{ContextOptions, DEFAULT_CONTEXT_TIMEOUT};
 pub use error::AgentError;
 pub use executor::{
     Executor, MODEL_ALIASES, Outcome, executor_def, executor_for, executor_name,

@@ -443,7 +443,8 @@ async fn the_task_json_file_holds_params_and_inputs_and_is_removed_after() {
     );
     let mut t = task();
     t.workflow = "daily-content-pipeline".into();
-    t.params.insert("brief".into(), "Refill week, warm tone".into());
+    t.params
+        .insert("brief".into(), "Refill week, warm tone".into());
     t.inputs.push(TaskInput {
         name: "metrics".into(),
         content: "### engagement_rate\n- current: 0.04".into(),
@@ -466,7 +467,10 @@ async fn the_task_json_file_holds_params_and_inputs_and_is_removed_after() {
     assert_eq!(v["context"][0]["window"], "6 hours");
     assert_eq!(v["role"], "content-creator");
     let stdin = std::fs::read_to_string(p.join("stdin.txt")).expect("stdin");
-    assert!(stdin.contains("## Params\n- brief: Refill week, warm tone"), "{stdin}");
+    assert!(
+        stdin.contains("## Params\n- brief: Refill week, warm tone"),
+        "{stdin}"
+    );
     let path = std::fs::read_to_string(p.join("path.txt")).expect("path");
     assert!(path.ends_with(".json"), "{path}");
     assert!(!Path::new(&path).exists(), "the task file is removed after");

@@ -230,7 +230,10 @@ pub fn spent(role: &str, workflow: &str, usd: f64) {
     }
     metrics()
         .spend
-        .get_or_create(&[("role", role.to_string()), ("workflow", workflow.to_string())])
+        .get_or_create(&[
+            ("role", role.to_string()),
+            ("workflow", workflow.to_string()),
+        ])
         .inc_by(usd);
 }
 

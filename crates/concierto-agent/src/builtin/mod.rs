@@ -244,8 +244,23 @@ impl Executor for BuiltinExecutor {
                 return self.finish(role, task, out);
             }
         }
-        self.work(role, task)
+        // The data a step's `context:` brought (metrics, runs, the brand guide,
+        // ...) is for models to read; the offline executor works from the
+        // step's own inputs, so a brand guide's list of banned words is not
+        // scored as if it were the draft.
+        self.work(role, &without_context(task))
     }
+}
+
+/// `task` without the inputs its `context` list resolved into.
+fn without_context(task: &Task) -> Task {
+    if task.context.is_empty() {
+        return task.clone();
+    }
+    let mut t = task.clone();
+    t.inputs
+        .retain(|i| !task.context.iter().any(|c| c.kind == i.name));
+    t
 }
 
 fn truthy(v: &str) -> bool {

@@ -82,14 +82,20 @@ pub(crate) fn parse(
         }
     }
     if t.contains_key("max_runs_per_day") {
+        let whole = match t.get("max_runs_per_day") {
+            Some(Value::Number(n)) => n.as_u64().is_some(),
+            Some(Value::String(s)) => s.trim().parse::<u64>().is_ok(),
+            _ => false,
+        };
+        // `count` reports a value that is not a whole number.
         let n = w.count(t, "max_runs_per_day", p, 0);
         let mp = child(p, "max_runs_per_day");
-        if n == 0 || n > MAX_RUNS_PER_DAY {
+        if whole && (n == 0 || n > MAX_RUNS_PER_DAY) {
             w.error(
                 &mp,
                 format!("must be between 1 and {MAX_RUNS_PER_DAY}, found {n}"),
             );
-        } else {
+        } else if whole {
             out.max_runs_per_day = u32::try_from(n).ok();
         }
     }

@@ -1297,8 +1297,16 @@ fn triggers_section(
             t,
             &p,
             &[
-                "time", "cron", "interval", "timezone", "misfire", "agents", "workflow", "priority",
-                "batch", "max_runs_per_day",
+                "time",
+                "cron",
+                "interval",
+                "timezone",
+                "misfire",
+                "agents",
+                "workflow",
+                "priority",
+                "batch",
+                "max_runs_per_day",
             ],
         );
         let flood = super::flood::parse(w, t, &p, true, false);
@@ -1379,7 +1387,13 @@ fn triggers_section(
             t,
             &p,
             &[
-                "source", "metric", "agents", "workflow", "priority", "batch", "max_runs_per_day",
+                "source",
+                "metric",
+                "agents",
+                "workflow",
+                "priority",
+                "batch",
+                "max_runs_per_day",
             ],
         );
         let flood = super::flood::parse(w, t, &p, false, t.contains_key("source"));
@@ -1845,7 +1859,13 @@ fn progress_metrics_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<Metric
             w.known_keys(
                 x,
                 &p,
-                &["target", "improvement_target", "type", "tracker", "on_off_target"],
+                &[
+                    "target",
+                    "improvement_target",
+                    "type",
+                    "tracker",
+                    "on_off_target",
+                ],
             );
             let on_off_target = super::targets::parse(w, x, &p);
             let goal = match (x.get("target"), x.get("improvement_target")) {

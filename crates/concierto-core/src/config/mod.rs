@@ -7,26 +7,26 @@
 //! Loading reports *every* problem with its file, line and key path.
 
 pub mod budget;
+pub mod context;
 pub mod deliverables;
 pub mod feedback_router;
 pub mod flood;
-pub mod context;
 mod load;
+pub mod mcp;
 pub mod model;
 pub mod problem;
 pub mod spans;
-pub mod mcp;
 pub mod targets;
 pub mod tools;
 mod walk;
 
 pub use budget::Budget;
-pub use deliverables::{PublisherDef, PublisherKind, Publishing};
 pub use context::{ContextItem, ContextKind, ContextWindow, SINCE_LAST_RUN, parse_window};
+pub use deliverables::{PublisherDef, PublisherKind, Publishing};
+pub use flood::Flood;
 pub use load::{Checked, EXECUTOR_SWITCH, check, check_with_env, load, load_with_env};
+pub use mcp::{McpServerDef, McpTransport};
 pub use model::*;
 pub use problem::{Problem, Problems, Severity};
-pub use mcp::{McpServerDef, McpTransport};
-pub use flood::Flood;
 pub use targets::{OnOffTarget, off_target_predicate};
 pub use tools::{KNOWN_TOOLS, ToolsSettings, WebFetchSettings, WebSearchSettings};
