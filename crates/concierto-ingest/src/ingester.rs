@@ -17,7 +17,7 @@ use prost::Message as _;
 
 use crate::error::IngestError;
 use crate::http::Fetcher;
-use crate::{IngestOptions, TREE, announce, folder, web, x};
+use crate::{IngestOptions, TREE, analytics, announce, folder, web, x};
 
 const PENDING: &str = "pending/";
 /// Pictures waiting for the vision model (see `vision.rs`).
@@ -45,6 +45,10 @@ pub struct CycleReport {
     /// Items that left the library because they left their source (a deleted
     /// file, a record no longer in its file).
     pub removed: usize,
+    /// Metric samples published from analytics records (`metric.<field>`).
+    pub samples: usize,
+    /// Samples left out past [`analytics::MAX_SAMPLES_PER_CYCLE`].
+    pub samples_skipped: usize,
 }
 
 /// The shared core of the ingester. Cheap to clone.
@@ -160,10 +164,11 @@ impl Ingester {
         let store = self.inner.store.clone();
         let pending = blocking(move || Ok(store.scan_prefix(TREE, PENDING.as_bytes())?)).await?;
         let mut done = 0;
+        let mut budget = CycleReport::default();
         for (key, value) in pending {
             match ContentItem::decode(value.as_slice()) {
                 Ok(item) => {
-                    self.publish(&item).await?;
+                    self.publish(&item, &mut budget).await?;
                     done += 1;
                 }
                 Err(e) => {
@@ -175,11 +180,27 @@ impl Ingester {
         Ok(done)
     }
 
-    async fn publish(&self, item: &ContentItem) -> Result<(), IngestError> {
+    /// Publishes the announcement of `item`, then the metric samples of an
+    /// analytics record ([`analytics`]) within the cycle's bound.
+    async fn publish(&self, item: &ContentItem, report: &mut CycleReport) -> Result<(), IngestError> {
         self.inner
             .bus
             .publish_durable_proto(&content_ingested(&item.source), item, &item.item_id)
             .await?;
+        for s in analytics::samples(item) {
+            if report.samples >= analytics::MAX_SAMPLES_PER_CYCLE {
+                if report.samples_skipped == 0 {
+                    tracing::warn!(source = %item.source, max = analytics::MAX_SAMPLES_PER_CYCLE, "this read of the source has published as many metric samples as it may; the rest are left out");
+                }
+                report.samples_skipped += 1;
+                continue;
+            }
+            self.inner
+                .bus
+                .publish_durable_proto(&s.subject, &s.sample, &s.id)
+                .await?;
+            report.samples += 1;
+        }
         Ok(())
     }
 
@@ -274,7 +295,8 @@ impl Ingester {
                 let mut map = self.inner.changes.lock().unwrap_or_else(|p| p.into_inner());
                 *map.entry(source.to_string()).or_default() += 1;
             }
-            report.announced += self.announce(announce).await?;
+            let announced = self.announce(announce, report).await?;
+            report.announced += announced;
             self.look_at_pictures().await?;
             out.extend(results);
         }
@@ -330,7 +352,11 @@ impl Ingester {
     }
 
     /// Writes the announcements to the outbox, publishes them, then clears them.
-    async fn announce(&self, items: Vec<ContentItem>) -> Result<usize, IngestError> {
+    async fn announce(
+        &self,
+        items: Vec<ContentItem>,
+        report: &mut CycleReport,
+    ) -> Result<usize, IngestError> {
         if items.is_empty() {
             return Ok(0);
         }
@@ -341,7 +367,7 @@ impl Ingester {
             .collect();
         self.inner.store.apply(TREE, ops)?;
         for item in &items {
-            self.publish(item).await?;
+            self.publish(item, report).await?;
             tracing::info!(source = %item.source, item = %item.item_id, kind = %item.kind, title = %item.title, "content ingested");
         }
         self.inner

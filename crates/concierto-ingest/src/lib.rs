@@ -29,6 +29,7 @@
 //! encoding, an API error) is logged with the source's name and skipped; the
 //! runner keeps going and the next cycle tries again.
 
+pub mod analytics;
 mod announce;
 pub mod deliverables;
 mod error;
