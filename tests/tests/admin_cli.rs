@@ -21,7 +21,7 @@ fn json(out: &std::process::Output) -> Value {
 
 #[test]
 fn a_gated_run_is_started_approved_by_its_reviewer_and_succeeds_through_the_cli() {
-    let (sb, addr) = start_studio();
+    let (mut sb, addr) = start_studio();
     wait_ready(&sb, &addr);
 
     // Start as ops (admin): the run id on stdout.
@@ -233,23 +233,71 @@ fn a_gated_run_is_started_approved_by_its_reviewer_and_succeeds_through_the_cli(
     assert_eq!(triggers[0]["name"], TRIGGER, "{triggers:#}");
     assert!(triggers[0]["next_fire"].is_string(), "{triggers:#}");
 
-    // Feedback from a reviewer: its id on stdout.
+    // Feedback: the admin API hands it to the feedback service (stored and
+    // listed there like every channel's); without that service it is refused.
     let out = cli(
         &addr,
         Some(BRAND),
-        &[
-            "feedback",
-            "submit",
-            "--text",
-            "The launch post needs our palette.",
-            "--subject",
-            "palette",
-            "--run",
-            "campaign@1",
-        ],
+        &["feedback", "submit", "--text", "Too early."],
     );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        stderr(&out).starts_with("concierto: unavailable: ")
+            && stderr(&out).contains("feedback service"),
+        "{}",
+        show(&out)
+    );
+    let http = format!("127.0.0.1:{}", concierto_testkit::free_port().unwrap());
+    sb.spawn_with(
+        "feedback",
+        &["serve", "feedback"],
+        &[("CONCIERTO__SERVER__HTTP_ADDR", http.as_str())],
+        None,
+    );
+    // Feedback from a reviewer: its id on stdout.
+    let out = poll(
+        &sb,
+        Duration::from_secs(30),
+        "the feedback service to take feedback",
+        || {
+            let out = cli(
+                &addr,
+                Some(BRAND),
+                &[
+                    "feedback",
+                    "submit",
+                    "--text",
+                    "The launch post needs our palette.",
+                    "--subject",
+                    "palette",
+                    "--run",
+                    "campaign@1",
+                ],
+            );
+            out.status.success().then_some(out)
+        },
+    );
+    let id = stdout(&out).trim().to_string();
+    assert!(id.starts_with("api-"), "{}", show(&out));
+    // Listed with every other channel's feedback, and shown by id.
+    let out = cli(&addr, Some(OPS), &["feedback", "ls", "--json"]);
     assert!(out.status.success(), "{}", show(&out));
-    assert!(stdout(&out).trim().starts_with("api-"), "{}", show(&out));
+    let list = json(&out);
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["feedback"]["feedback_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{id} not listed: {list:#}"));
+    assert_eq!(entry["feedback"]["author"], "brand_manager", "{entry:#}");
+    let out = cli(&addr, Some(BRAND), &["feedback", "show", &id, "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let shown = json(&out);
+    assert_eq!(
+        shown["text"], "The launch post needs our palette.",
+        "{shown:#}"
+    );
+    assert_eq!(shown["channel"], "API", "{shown:#}");
 }
 
 #[test]

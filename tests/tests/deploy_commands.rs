@@ -526,7 +526,10 @@ impl Replica {
             .get("CONCIERTO_NATS_USER")
             .cloned()
             .unwrap_or_else(|| panic!("{name}: no CONCIERTO_NATS_USER (its NATS user)"));
-        let var = format!("CONCIERTO_NATS_{}_PASSWORD", user.to_uppercase());
+        let var = format!(
+            "CONCIERTO_NATS_{}_PASSWORD",
+            user.to_uppercase().replace('-', "_")
+        );
         let password = nats_passwords()
             .get(&var)
             .unwrap_or_else(|| panic!("{name}: NATS user {user} is not in deploy/nats/nats.conf"));

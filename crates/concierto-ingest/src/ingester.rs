@@ -182,7 +182,11 @@ impl Ingester {
 
     /// Publishes the announcement of `item`, then the metric samples of an
     /// analytics record ([`analytics`]) within the cycle's bound.
-    async fn publish(&self, item: &ContentItem, report: &mut CycleReport) -> Result<(), IngestError> {
+    async fn publish(
+        &self,
+        item: &ContentItem,
+        report: &mut CycleReport,
+    ) -> Result<(), IngestError> {
         self.inner
             .bus
             .publish_durable_proto(&content_ingested(&item.source), item, &item.item_id)

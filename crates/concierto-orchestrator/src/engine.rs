@@ -463,7 +463,16 @@ impl Engine {
                 synthetic = self.feedback_workflow();
                 Some(&synthetic)
             }
-            None => None,
+            // `metric-report:<metric>`: the tracker role's periodic report.
+            None => {
+                match concierto_core::config::reports::workflow_named(&self.studio, &s.workflow) {
+                    Some(w) => {
+                        synthetic = w;
+                        Some(&synthetic)
+                    }
+                    None => None,
+                }
+            }
         };
         let priority = if s.priority != 0 {
             s.priority

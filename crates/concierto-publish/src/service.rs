@@ -265,7 +265,14 @@ pub async fn start(
                         (job, attempt)
                     }
                 });
-                let done = futures::future::join_all(attempts).await;
+                // A stop does not wait for attempts under way (a library put
+                // or a webhook may take its whole timeout): they stay due in
+                // the outbox and are made again after the restart (a webhook
+                // receiver sees the same Idempotency-Key).
+                let done = tokio::select! {
+                    _ = signal.stopped() => break,
+                    d = futures::future::join_all(attempts) => d,
+                };
                 let mut outcomes = Vec::new();
                 for (job, attempt) in done {
                     tracing::info!(deliverable = %job.deliverable_id, publisher = %job.publisher, ?attempt, "publish attempt");

@@ -248,8 +248,49 @@ pub struct Engine {
     keep_done: usize,
 }
 
-/// A send's result: `Ok` sent; `Err((reason, permanent))`.
-pub type SendResult = Result<(), (String, bool)>;
+/// Why one attempt to send a reply failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendError {
+    /// What went wrong, as shown in the item's attempts.
+    pub reason: String,
+    /// True when no retry can fix it (no bot token, no address, a refusal).
+    pub permanent: bool,
+    /// How long the channel asked us to wait (Slack's `Retry-After`); the
+    /// next attempt waits at least this long, at most [`RetryPolicy::max`].
+    pub retry_after: Option<Duration>,
+}
+
+impl SendError {
+    /// A failure worth another try after the backoff.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        SendError {
+            reason: reason.into(),
+            permanent: false,
+            retry_after: None,
+        }
+    }
+
+    /// A failure no retry can fix.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        SendError {
+            reason: reason.into(),
+            permanent: true,
+            retry_after: None,
+        }
+    }
+
+    /// `transient` or `permanent` by `permanent`.
+    pub fn new(reason: impl Into<String>, permanent: bool) -> Self {
+        SendError {
+            reason: reason.into(),
+            permanent,
+            retry_after: None,
+        }
+    }
+}
+
+/// A send's result: `Ok` sent; `Err` why not.
+pub type SendResult = Result<(), SendError>;
 
 impl Engine {
     /// An engine with stored `items` (from the last run of the service).
@@ -423,13 +464,20 @@ impl Engine {
                 fx.export.push(item.clone());
                 tracing::info!(feedback = %feedback_id, took_s = took, "reply sent");
             }
-            Err((reason, permanent)) => {
+            Err(SendError {
+                reason,
+                permanent,
+                retry_after,
+            }) => {
                 push_attempt(item, now_ms, Some(cap(&reason, MAX_ERROR_CHARS)));
                 if permanent || item.tries >= retry.max_attempts {
                     item.state = ReplyState::Failed;
                     tracing::warn!(feedback = %feedback_id, tries = item.tries, %reason, "reply given up");
                 } else {
-                    let wait = retry.backoff(item.tries);
+                    // The channel's own wait when it named one (bounded by max).
+                    let wait = retry
+                        .backoff(item.tries)
+                        .max(retry_after.unwrap_or_default().min(retry.max));
                     item.next_attempt_ms = now_ms.saturating_add(wait.as_millis() as i64);
                     tracing::info!(feedback = %feedback_id, tries = item.tries, %reason, retry_in_ms = wait.as_millis() as u64, "reply failed; retrying");
                 }
@@ -708,7 +756,11 @@ mod tests {
         e.on_run(&ended, t(0));
         let fx = e.on_feedback("slack-Ev1", Some(feedback()), t(0));
         assert_eq!(fx.send.len(), 1);
-        let fx = e.on_sent("slack-Ev1", Err(("Slack answered 503".into(), false)), t(1));
+        let fx = e.on_sent(
+            "slack-Ev1",
+            Err(SendError::transient("Slack answered 503")),
+            t(1),
+        );
         assert!(fx.metrics.is_empty());
         assert!(e.tick(t(10), 10).send.is_empty(), "not due before 10 s");
         let fx = e.tick(t(11), 10);
@@ -716,14 +768,14 @@ mod tests {
         assert_eq!(fx.send[0].attempt, 2);
         e.on_sent(
             "slack-Ev1",
-            Err(("Slack answered 503".into(), false)),
+            Err(SendError::transient("Slack answered 503")),
             t(12),
         );
         assert!(e.tick(t(26), 10).send.is_empty(), "15 s (capped), not 20");
         assert_eq!(e.tick(t(27), 10).send.len(), 1);
         e.on_sent(
             "slack-Ev1",
-            Err(("Slack answered 503".into(), false)),
+            Err(SendError::transient("Slack answered 503")),
             t(28),
         );
         let r = e.item("slack-Ev1").expect("item").to_reply();
@@ -749,7 +801,11 @@ mod tests {
             t(0),
         );
         e.on_feedback("slack-Ev1", Some(feedback()), t(0));
-        e.on_sent("slack-Ev1", Err(("no Slack bot token".into(), true)), t(1));
+        e.on_sent(
+            "slack-Ev1",
+            Err(SendError::permanent("no Slack bot token")),
+            t(1),
+        );
         assert_eq!(
             e.item("slack-Ev1").map(|i| i.state),
             Some(ReplyState::Failed)
@@ -783,6 +839,46 @@ mod tests {
         let fx = e.tick(t(5), 10);
         assert_eq!(fx.fetch_runs, vec!["feedback:slack-Ev1".to_string()]);
         assert!(e.tick(t(5), 0).fetch_runs.is_empty(), "bounded per tick");
+    }
+
+    #[test]
+    fn a_channels_retry_after_is_waited_for_within_the_longest_backoff() {
+        let retry = RetryPolicy {
+            max_attempts: 5,
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+        };
+        let mut e = Engine::new(Vec::new(), retry, 10);
+        let ok = v1::StepState::Succeeded;
+        e.on_run(
+            &run(
+                v1::RunState::Succeeded,
+                vec![step(CATEGORISE, ok, "{}"), step("respond-x", ok, "Hi")],
+            ),
+            t(0),
+        );
+        assert_eq!(
+            e.on_feedback("slack-Ev1", Some(feedback()), t(0))
+                .send
+                .len(),
+            1
+        );
+        let limited = |secs| SendError {
+            retry_after: Some(Duration::from_secs(secs)),
+            ..SendError::transient("Slack answered 429")
+        };
+        // Asked to wait 20 s (more than the 5 s backoff): 20 s.
+        e.on_sent("slack-Ev1", Err(limited(20)), t(0));
+        assert!(e.tick(t(19), 10).send.is_empty(), "Retry-After honoured");
+        assert_eq!(e.tick(t(20), 10).send.len(), 1);
+        // Asked to wait a day: the longest backoff (60 s) instead.
+        e.on_sent("slack-Ev1", Err(limited(86_400)), t(20));
+        assert!(e.tick(t(79), 10).send.is_empty());
+        assert_eq!(e.tick(t(80), 10).send.len(), 1, "bounded by max");
+        // Asked to wait less than the backoff: the backoff (5 s · 2²).
+        e.on_sent("slack-Ev1", Err(limited(1)), t(80));
+        assert!(e.tick(t(99), 10).send.is_empty());
+        assert_eq!(e.tick(t(100), 10).send.len(), 1);
     }
 
     #[test]

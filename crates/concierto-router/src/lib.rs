@@ -20,6 +20,6 @@ pub mod export;
 pub mod send;
 pub mod service;
 
-pub use engine::{Engine, Item, ReplyState, RetryPolicy};
+pub use engine::{Engine, Item, ReplyState, RetryPolicy, SendError};
 pub use send::{Senders, SlackSettings, SmtpSettings, SmtpTls};
 pub use service::{ITEMS_TREE, RouterError, RouterOptions, start};

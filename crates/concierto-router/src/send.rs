@@ -21,7 +21,7 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{Value, json};
 
-use crate::engine::{Send, SendResult};
+use crate::engine::{Send, SendError, SendResult};
 
 /// How STARTTLS is used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl fmt::Debug for SmtpSettings {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("from", &self.from)
-            .field("username", &self.username)
+            .field("username", &self.username.as_ref().map(|_| "***"))
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("tls", &self.tls)
             .finish()
@@ -126,14 +126,12 @@ impl Senders {
 
     async fn slack(&self, fb: &v1::Feedback, text: &str) -> SendResult {
         let Some(slack) = &self.slack else {
-            return Err((
-                "no Slack bot token (server.feedback.slack_bot_token_env names its variable)"
-                    .into(),
-                true,
+            return Err(SendError::permanent(
+                "no Slack bot token (server.feedback.slack_bot_token_env names its variable)",
             ));
         };
         let Some(channel) = fb.metadata.get("slack_channel").filter(|c| !c.is_empty()) else {
-            return Err(("the Slack message named no channel".into(), true));
+            return Err(SendError::permanent("the Slack message named no channel"));
         };
         let mut body =
             json!({"channel": channel, "text": text, "unfurl_links": false, "unfurl_media": false});
@@ -154,22 +152,23 @@ impl Senders {
             .send()
             .await
             .map_err(|e| {
-                (
-                    format!("Slack could not be reached: {}", without_url(&e)),
-                    false,
-                )
+                SendError::transient(format!("Slack could not be reached: {}", without_url(&e)))
             })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| {
-            (
-                format!("reading Slack's answer: {}", without_url(&e)),
-                false,
-            )
-        })?;
+        let retry_after = retry_after(resp.headers());
+        if resp.content_length().is_some_and(|n| n > MAX_SLACK_ANSWER) {
+            return Err(SendError::transient(format!(
+                "Slack's answer is over {MAX_SLACK_ANSWER} bytes"
+            )));
+        }
+        let bytes = read_capped(resp).await?;
         if !status.is_success() {
             // 429 and 5xx are worth another try; other statuses are not.
             let transient = status.as_u16() == 429 || status.is_server_error();
-            return Err((format!("Slack answered {status}"), !transient));
+            return Err(SendError {
+                retry_after,
+                ..SendError::new(format!("Slack answered {status}"), !transient)
+            });
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => Ok(()),
@@ -183,30 +182,35 @@ impl Senders {
                     error.as_str(),
                     "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable"
                 );
-                Err((format!("Slack refused the reply: {error}"), !transient))
+                Err(SendError {
+                    retry_after,
+                    ..SendError::new(format!("Slack refused the reply: {error}"), !transient)
+                })
             }
-            Err(_) => Err(("Slack's answer is not JSON".into(), false)),
+            Err(_) => Err(SendError::transient("Slack's answer is not JSON")),
         }
     }
 
     async fn email(&self, fb: &v1::Feedback, text: &str) -> SendResult {
         let Some(smtp) = &self.smtp else {
-            return Err((
-                "no SMTP server (server.feedback.smtp) to reply with".into(),
-                true,
+            return Err(SendError::permanent(
+                "no SMTP server (server.feedback.smtp) to reply with",
             ));
         };
         let to = fb
             .metadata
             .get("email_from")
             .filter(|a| !a.is_empty())
-            .ok_or_else(|| ("the email had no sender address".to_string(), true))?;
-        let message = reply_message(smtp, fb, to, text).map_err(|e| (e, true))?;
-        let transport = transport(smtp).map_err(|e| (e, true))?;
+            .ok_or_else(|| SendError::permanent("the email had no sender address"))?;
+        let message = reply_message(smtp, fb, to, text).map_err(SendError::permanent)?;
+        let transport = transport(smtp, self.timeout).map_err(SendError::permanent)?;
         match tokio::time::timeout(self.timeout, transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err((format!("SMTP: {e}"), e.is_permanent())),
-            Err(_) => Err((format!("SMTP: no answer within {:?}", self.timeout), false)),
+            Ok(Err(e)) => Err(SendError::new(format!("SMTP: {e}"), e.is_permanent())),
+            Err(_) => Err(SendError::transient(format!(
+                "SMTP: no answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 }
@@ -246,7 +250,10 @@ pub fn reply_message(
         .map_err(|e| format!("building the reply: {e}"))
 }
 
-fn transport(smtp: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+fn transport(
+    smtp: &SmtpSettings,
+    timeout: Duration,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
     let params =
         || TlsParameters::new(smtp.host.clone()).map_err(|e| format!("TLS for {}: {e}", smtp.host));
     let tls = match smtp.tls {
@@ -257,11 +264,52 @@ fn transport(smtp: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, 
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.as_str())
         .port(smtp.port)
         .tls(tls)
-        .timeout(Some(Duration::from_secs(30)));
+        .timeout(Some(timeout));
     if let (Some(u), Some(p)) = (&smtp.username, &smtp.password) {
         b = b.credentials(Credentials::new(u.clone(), p.clone()));
     }
     Ok(b.build())
+}
+
+/// Largest answer read from Slack (its answers to `chat.postMessage` are small).
+pub const MAX_SLACK_ANSWER: u64 = 64 * 1024;
+/// Longest `Retry-After` taken from Slack's answer (the engine also caps it).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// The `Retry-After` of an answer, in seconds (Slack sends seconds), at most
+/// [`MAX_RETRY_AFTER`]; none when absent or not a number.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+async fn read_capped(mut resp: reqwest::Response) -> Result<Vec<u8>, SendError> {
+    let mut out = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if out.len() as u64 + chunk.len() as u64 > MAX_SLACK_ANSWER {
+                    return Err(SendError::transient(format!(
+                        "Slack's answer is over {MAX_SLACK_ANSWER} bytes"
+                    )));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => {
+                return Err(SendError::transient(format!(
+                    "reading Slack's answer: {}",
+                    without_url(&e)
+                )));
+            }
+        }
+    }
 }
 
 fn without_url(e: &reqwest::Error) -> String {

@@ -16,7 +16,14 @@
 //!   stream `EVENTS` through durable consumers, so an event published while the scheduler
 //!   is down fires when it is back;
 //! - any trigger fires **by hand** on a `scheduler.fire` request, and `scheduler.triggers`
-//!   lists them all with their next and last fire and their counters.
+//!   lists them all with their next and last fire and their counters;
+//! - **targets drive work**: a progress metric's `on_off_target` is an implicit event
+//!   trigger `target:<metric>` on its off-target predicate, and tells its `notify`
+//!   reviewers on `event.target.<metric>` ([`target`]);
+//! - **flood control**: a new-content trigger with `batch: "1 hour"` starts one run per
+//!   window with every item of the window, kept in the store until then ([`batch`]); an
+//!   event trigger with `max_runs_per_day: N` drops (and counts, in `dropped`) the fires
+//!   past N in a UTC day, logged once that day. Fires by hand are never capped.
 //!
 //! # The flow
 //!
@@ -264,6 +271,7 @@ pub async fn start(
         .iter()
         .cloned()
         .chain(target::target_triggers(&studio))
+        .chain(concierto_core::config::reports::report_triggers(&studio))
         .collect();
     let mut states = Vec::with_capacity(triggers.len());
     let mut windows = Vec::with_capacity(triggers.len());

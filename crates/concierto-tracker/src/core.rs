@@ -46,6 +46,8 @@ pub struct Core {
     states: HashMap<String, WatchState>,
     health: Health,
     applied_seq: u64,
+    /// Deliverable step ids by workflow (the workflows that name `deliverables`).
+    deliverables: HashMap<String, Vec<String>>,
 }
 
 /// Key of the last applied sample's stream sequence.
@@ -54,6 +56,9 @@ const APPLIED_SEQ: &[u8] = b"c/samples_seq";
 fn chrono_d(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
+
+/// The dedupe "step" of a run's deliverable pieces (`#` is not in step ids).
+const PIECES: &str = "#pieces";
 
 fn dedupe_key(run: &str, step: &str) -> Vec<u8> {
     format!("d/{run}/{step}").into_bytes()
@@ -133,6 +138,12 @@ impl Core {
             states,
             health,
             applied_seq,
+            deliverables: studio
+                .publishing
+                .deliverables
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 
@@ -280,12 +291,61 @@ impl Core {
         Ok(self.observe(name, &s.unit, s.value, 1.0, at, now))
     }
 
-    /// A `RunEvent`: content pieces (`daily_output`) and run outcomes (`success_rate`).
+    /// The deliverable steps of `workflow`, when it names some.
+    pub fn deliverable_steps(&self, workflow: &str) -> Option<&[String]> {
+        self.deliverables.get(workflow).map(Vec::as_slice)
+    }
+
+    /// Whether `e` is a run of a workflow with deliverables that succeeded and
+    /// whose pieces are not counted yet (the service then reads its outputs and
+    /// calls [`Core::deliverables_made`]).
+    pub fn wants_pieces(&self, e: &RunEvent) -> Result<bool, StoreError> {
+        Ok(e.step_id.is_empty()
+            && e.run_state == RunState::Succeeded as i32
+            && self.deliverables.contains_key(&e.workflow)
+            && self
+                .store
+                .get(TREE, &dedupe_key(&e.run_id, PIECES))?
+                .is_none())
+    }
+
+    /// The succeeded run of `e` delivered `pieces` content pieces
+    /// (`daily_output`, at the run's end); counted once per run.
+    pub fn deliverables_made(
+        &mut self,
+        e: &RunEvent,
+        pieces: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, StoreError> {
+        let mut out = Outcome::default();
+        if self
+            .store
+            .get(TREE, &dedupe_key(&e.run_id, PIECES))?
+            .is_some()
+        {
+            return Ok(out);
+        }
+        let at = e.at.as_ref().and_then(from_ts).unwrap_or(now);
+        out.ops.push(Op::Put(
+            dedupe_key(&e.run_id, PIECES),
+            at.timestamp_millis().to_be_bytes().to_vec(),
+        ));
+        if pieces > 0 {
+            out.extend(self.observe(DAILY_OUTPUT, "", f64::from(pieces), 1.0, at, now));
+        }
+        Ok(out)
+    }
+
+    /// A `RunEvent`: content pieces (`daily_output`) of workflows without
+    /// `deliverables` (their succeeded content-role steps; a workflow with
+    /// deliverables counts its deliverables' pieces instead, see
+    /// [`Core::deliverables_made`]) and run outcomes (`success_rate`).
     pub fn run_event(&mut self, e: &RunEvent, now: DateTime<Utc>) -> Result<Outcome, StoreError> {
         let at = e.at.as_ref().and_then(from_ts).unwrap_or(now);
         let mut out = Outcome::default();
         if !e.step_id.is_empty() {
             let piece = e.step_state == StepState::Succeeded as i32
+                && !self.deliverables.contains_key(&e.workflow)
                 && !e.step_id.contains('/')
                 && self.opts.content_roles.contains(&e.role);
             if !piece

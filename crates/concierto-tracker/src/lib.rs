@@ -36,7 +36,7 @@
 //!
 //! | metric | observations | window, aggregation | current |
 //! |---|---|---|---|
-//! | `daily_output` (≥ 10) | one per *content piece*: a `RunEvent` of a step that SUCCEEDED, whose role is one of [`TrackerOptions::content_roles`] (content-creator, visual-storyteller, ui-designer) and which is a workflow step, not a review, revision or change step (no `/` in its id); counted once per run and step | day (UTC), sum | today's total so far; the threshold is judged on the last whole day |
+//! | `daily_output` (≥ 10) | *content pieces delivered*: when a run of a workflow that names `deliverables` SUCCEEDS (its `RunEvent`), the pieces of its succeeded deliverable steps' outputs, read from the orchestrator (`orchestrator.runs.get`; [`pieces`] gives the rule: one per `## ` section, else per `### ` section, one per element of a JSON array, else one; each deliverable counts one when the orchestrator does not answer), counted once per run. The stream of `Deliverable`s is a work queue the publisher drains, so the tracker counts from the run events and the workflow's `deliverables` list. A workflow without `deliverables` counts one piece per SUCCEEDED workflow step (no `/` in its id) of a role in [`TrackerOptions::content_roles`], once per run and step | day (UTC), sum | today's total so far; the threshold is judged on the last whole day |
 //! | `quality_score` (≥ 0.85) | `metric.quality_score` samples the orchestrator publishes when a review round is decided: the round's lowest score, labels `run`, `step`, `loop` | day, mean | today's mean (yesterday's while today has none) |
 //! | `agent_utilization` (≥ 0.7) | every `AgentHeartbeat`: `busy / (busy + idle)` weighted by `busy + idle`, i.e. busy time over all time, over every worker | day, weighted mean | as above; per role in [`SystemHealth`](concierto_proto::v1::SystemHealth) over the last 15 minutes |
 //! | `feedback_response_time` (< 2 hours) | `metric.feedback_response_time` samples (seconds) the orchestrator publishes at the first response of a `feedback:` run | day, mean | as above |
@@ -80,6 +80,7 @@
 pub mod core;
 pub mod health;
 mod http;
+pub mod pieces;
 pub mod series;
 mod service;
 pub mod spec;

@@ -505,6 +505,29 @@ impl Looper {
     async fn run_events(&mut self, batch: Vec<(v1::RunEvent, Delivery)>, now: DateTime<Utc>) {
         let mut ok = true;
         for (e, _) in &batch {
+            // A succeeded run with deliverables: its pieces, from its outputs.
+            let pieces = match self.core.wants_pieces(e) {
+                Ok(true) => {
+                    let steps = self
+                        .core
+                        .deliverable_steps(&e.workflow)
+                        .unwrap_or_default()
+                        .to_vec();
+                    let n =
+                        crate::pieces::pieces_of_run(self.bus.as_ref(), &e.run_id, &steps).await;
+                    match self.core.deliverables_made(e, n, now) {
+                        Ok(out) => self.commit(out, false).await,
+                        Err(err) => Err(err.into()),
+                    }
+                }
+                Ok(false) => Ok(()),
+                Err(err) => Err(err.into()),
+            };
+            if let Err(err) = pieces {
+                tracing::error!(run = %e.run_id, error = %err, "a run's deliverables could not be counted; it will come again");
+                ok = false;
+                break;
+            }
             let counted = match self.core.run_event(e, now) {
                 Ok(out) => self.commit(out, false).await,
                 Err(err) => Err(err.into()),

@@ -211,7 +211,7 @@ pub use concierto_core::config::targets::negate;
 
 /// Every watch of `studio`: each `on_performance_threshold` predicate, each
 /// progress metric's target (off target) and improvement target. The off-target
-/// predicates are [`off_target_predicate`](concierto_core::config::off_target_predicate)'s,
+/// predicates are [`off_target_predicate`]'s,
 /// the ones the scheduler matches `on_off_target` against.
 pub fn watches(studio: &Studio) -> Vec<Watch> {
     let mut out = Vec::new();

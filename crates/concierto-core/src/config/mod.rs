@@ -15,6 +15,7 @@ mod load;
 pub mod mcp;
 pub mod model;
 pub mod problem;
+pub mod reports;
 pub mod spans;
 pub mod targets;
 pub mod tools;
