@@ -3,9 +3,10 @@
 //! give feedback and fire triggers (DESIGN.md section 10).
 //!
 //! It owns no data: runs and gates are the orchestrator's, triggers the
-//! scheduler's, feedback the feedback service's; it asks them over bus
-//! requests, and starts runs and submits feedback by durable publishes. So any
-//! number of admin replicas can run.
+//! scheduler's, feedback the feedback service's (and its replies the feedback
+//! router's); it asks them over bus requests (submitting feedback too:
+//! `feedback.submit`), and starts runs by durable publishes. So any number of
+//! admin replicas can run.
 //!
 //! Every call carries `authorization: Bearer <token>`; the token's SHA-256
 //! must be a `reviewers.<id>.token_sha256` in the studio file, which gives the

@@ -1,7 +1,8 @@
 //! `AdminService`: every call authenticated, then answered by the service that
 //! owns the data, over bus requests (runs and gates: the orchestrator;
-//! triggers: the scheduler; feedback: the feedback service) or a durable
-//! publish (start a run, submit feedback).
+//! triggers: the scheduler; feedback, submitted feedback included: the
+//! feedback service; replies: the feedback router) or a durable publish
+//! (start a run).
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -43,6 +43,7 @@
 //! and returns a [`FeedbackServer`] whose [`ServiceHandle`] stops them all
 //! gracefully.
 
+pub mod budget_notify;
 pub mod caps;
 pub mod email;
 mod error;
@@ -407,6 +408,12 @@ pub async fn start(
                 None
             }
         };
+    // Budgets reached, to `agents.budget_owner` on Slack (same token).
+    let budget_notifier =
+        match Notifier::from_settings(state.bus().clone(), &state.options().gate_notifications)? {
+            Some(n) => Some(crate::budget_notify::start(n).await?),
+            None => None,
+        };
 
     let (handle, control) = ServiceHandle::new("feedback");
     let mut shutdown = control.signal.clone();
@@ -453,6 +460,11 @@ pub async fn start(
         getter.abort();
         if let Err(e) = outbox.stop().await {
             result = result.and(Err(e));
+        }
+        if let Some(n) = budget_notifier
+            && let Err(e) = n.stop().await
+        {
+            tracing::warn!(error = %e, "the budget notifier stopped badly");
         }
         if let Some(notifier) = notifier
             && let Err(e) = notifier.stop().await

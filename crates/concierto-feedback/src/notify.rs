@@ -389,6 +389,17 @@ impl Notifier {
         self.people.get(id).map_or(id, |p| p.name.as_str())
     }
 
+    /// The bus it listens on.
+    pub(crate) fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    /// A message for reviewer `person` (by id), to their Slack id if they
+    /// have one.
+    pub(crate) fn to_person(&self, person: &str, text: String) -> Notification {
+        self.to(person, text)
+    }
+
     fn to(&self, person: &str, text: String) -> Notification {
         Notification {
             person: person.to_string(),

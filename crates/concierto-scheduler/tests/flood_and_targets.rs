@@ -388,3 +388,52 @@ async fn off_target_metrics_start_their_workflow_and_tell_their_people() {
     assert!(runs(&mut starts, false).await.is_empty());
     scheduler.stop().await.unwrap();
 }
+
+/// Every metric's tracker role gets a periodic report: `report:<metric>` starts
+/// `metric-report:<metric>` once per the metric's period (daily at 00:05 UTC for
+/// a level target), with the window since the previous report.
+#[actix_rt::test]
+async fn each_metric_starts_its_trackers_report_once_per_period() {
+    let server = NatsServer::start().expect("start nats-server");
+    let bus = nats(&server).await;
+    let studio = studio(8);
+    let store = Arc::new(SledStore::temporary().unwrap());
+    let clock = ManualClock::new(utc(10, 23, 59, 0));
+    let mut starts = bus.subscribe_proto::<StartRun>(RUN_START).await.unwrap();
+    bus.flush().await.unwrap();
+    let scheduler = start_scheduler(&studio, &bus, &store, &clock).await;
+
+    clock.set(utc(11, 0, 5, 1));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut reports = Vec::new();
+    while reports.len() < 4 {
+        let (run, _) = tokio::time::timeout_at(deadline, starts.next())
+            .await
+            .expect("the daily reports start")
+            .unwrap();
+        if run.trigger.starts_with("report:") {
+            reports.push(run);
+        }
+    }
+    scheduler.stop().await.unwrap();
+    reports.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+    let ids: Vec<&str> = reports.iter().map(|r| r.run_id.as_str()).collect();
+    // The four level targets report daily; the two improvement targets weekly
+    // and monthly (not due on Wednesday the 11th).
+    assert_eq!(
+        ids,
+        [
+            "report:agent_utilization@2026-03-11T00:05:00Z",
+            "report:daily_output@2026-03-11T00:05:00Z",
+            "report:feedback_response_time@2026-03-11T00:05:00Z",
+            "report:quality_score@2026-03-11T00:05:00Z",
+        ]
+    );
+    let daily = &reports[1];
+    assert_eq!(daily.workflow, "metric-report:daily_output");
+    assert_eq!(daily.params["previous_fire_time"], "2026-03-10T00:05:00Z");
+    let wf = concierto_core::config::reports::workflow_named(&studio, &daily.workflow)
+        .expect("the orchestrator's built-in report workflow");
+    assert_eq!(wf.steps[0].role, "analytics-reporter", "the metric's tracker");
+    assert!(wf.steps[0].task.contains("content pieces"), "{}", wf.steps[0].task);
+}

@@ -661,3 +661,54 @@ async fn feedback_service_without_a_bot_token_only_warns() {
         logs.text()
     );
 }
+
+#[tokio::test]
+async fn a_spent_day_budget_is_sent_to_its_owners_on_slack() {
+    let slack = SlackMock::start(Vec::new()).await;
+    let bus = EmbeddedBus::default();
+    let store = Arc::new(SledStore::temporary().expect("store"));
+    let opts = FeedbackOptions {
+        gate_notifications: GateNotifications {
+            slack_bot_token: Some(Secret::from(TOKEN)),
+            slack_api_base: slack.base.clone(),
+            people: people(),
+            escalations: escalations(),
+            retry: fast(),
+        },
+        ..options()
+    };
+    let server = start(
+        "127.0.0.1:0".parse().expect("addr"),
+        Arc::new(bus.clone()) as Arc<dyn Bus>,
+        store as Arc<dyn KvStore>,
+        Arc::new(clock()),
+        opts,
+    )
+    .await
+    .expect("start");
+    // As the orchestrator publishes it: Cy has no Slack id, Ana is named twice.
+    let ev = v1::BudgetReached {
+        scope: "day".into(),
+        limit: "agents.budget.per_day_usd".into(),
+        limit_usd: 25.0,
+        spent_usd: 25.2,
+        day: "2026-12-06".into(),
+        owners: vec!["ana".into(), "cy".into(), "ana".into()],
+        ..Default::default()
+    };
+    bus.publish_proto(&concierto_core::subjects::budget_event("day"), &ev)
+        .await
+        .expect("publish");
+    let seen = slack.wait_for(1).await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].channel, "U0ANA");
+    assert_eq!(seen[0].auth, format!("Bearer {TOKEN}"));
+    assert!(
+        seen[0]
+            .text
+            .contains("The day's budget is spent: $25.2000 of $25.0000"),
+        "{}",
+        seen[0].text
+    );
+    server.stop().await.expect("stops");
+}
