@@ -230,6 +230,29 @@ impl Sandbox {
 
 pub use concierto_testkit::eventually;
 
+/// A client named `name` on `server`, with the standard streams declared (what
+/// each service does when it connects): for tests that run services in process.
+pub async fn nats_client(server: &NatsServer, name: &str) -> Arc<dyn Bus> {
+    let opts = NatsOptions {
+        client_name: name.to_string(),
+        ..NatsOptions::default()
+    };
+    let bus: Arc<dyn Bus> = Arc::new(
+        NatsBus::connect(&server.url(), opts)
+            .await
+            .expect("client connects"),
+    );
+    concierto_bus::ensure_standard_streams(bus.as_ref(), &concierto_bus::StreamLimits::default())
+        .await
+        .expect("standard streams");
+    bus
+}
+
+/// A sled store in `dir/name`.
+pub fn sled_store(dir: &tempfile::TempDir, name: &str) -> Arc<dyn concierto_core::store::KvStore> {
+    Arc::new(concierto_core::store::SledStore::open(&dir.path().join(name)).expect("store opens"))
+}
+
 /// A run from the orchestrator, or `None` if it does not answer or knows no such run.
 pub async fn get_run(bus: &Arc<dyn Bus>, run_id: &str) -> Option<v1::Run> {
     let req = v1::GetRunRequest {

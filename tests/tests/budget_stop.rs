@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
 use concierto_agent::{Executor, OpenAiExecutor, WorkerOptions};
-use concierto_bus::{Bus, BusExt, NatsBus, NatsOptions, StreamLimits, ensure_standard_streams};
+use concierto_bus::{Bus, BusExt};
 use concierto_core::clock::{SharedClock, SystemClock};
 use concierto_core::config::{self, Budget, ExecutorDef, ExecutorKind, Prices, Studio};
 use concierto_core::store::{KvStore, SledStore};
@@ -37,15 +37,7 @@ fn studio() -> Arc<Studio> {
 }
 
 async fn connect(server: &NatsServer, name: &str) -> Arc<dyn Bus> {
-    let opts = NatsOptions {
-        client_name: name.to_string(),
-        ..NatsOptions::default()
-    };
-    let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(&server.url(), opts).await.unwrap());
-    ensure_standard_streams(bus.as_ref(), &StreamLimits::default())
-        .await
-        .unwrap();
-    bus
+    concierto_e2e::nats_client(server, name).await
 }
 
 /// A model that asks for `brand_check` every round; each round reports

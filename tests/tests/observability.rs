@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use concierto_bus::{Bus, BusExt, NatsBus, NatsOptions, StreamLimits, ensure_standard_streams};
+use concierto_bus::{Bus, BusExt};
 use concierto_core::clock::{ManualClock, SharedClock, SystemClock};
 use concierto_core::config::{self, Studio};
 use concierto_core::service::ServiceHandle;
-use concierto_core::store::{KvStore, SledStore};
+use concierto_core::store::KvStore;
 use concierto_core::subjects;
 use concierto_e2e::{eventually, get_run};
 use concierto_proto::v1;
@@ -35,19 +35,11 @@ fn studio() -> Arc<Studio> {
 }
 
 async fn connect(server: &NatsServer, name: &str) -> Arc<dyn Bus> {
-    let opts = NatsOptions {
-        client_name: name.to_string(),
-        ..NatsOptions::default()
-    };
-    let bus: Arc<dyn Bus> = Arc::new(NatsBus::connect(&server.url(), opts).await.unwrap());
-    ensure_standard_streams(bus.as_ref(), &StreamLimits::default())
-        .await
-        .unwrap();
-    bus
+    concierto_e2e::nats_client(server, name).await
 }
 
 fn store(dir: &tempfile::TempDir, name: &str) -> Arc<dyn KvStore> {
-    Arc::new(SledStore::open(&dir.path().join(name)).unwrap())
+    concierto_e2e::sled_store(dir, name)
 }
 
 async fn get(url: &str) -> (u16, String) {
