@@ -1,7 +1,9 @@
-//! Budget notifications on Slack: a `concierto.v1.BudgetReached` published by
-//! the orchestrator on `event.budget.<scope>` becomes a direct message to each
-//! reviewer it names (`agents.budget_owner`), sent with the gate notifier's
-//! Slack client (its token, retries and bounds).
+//! Budget and target notifications on Slack: a `concierto.v1.BudgetReached`
+//! published by the orchestrator on `event.budget.<scope>` becomes a direct
+//! message to each reviewer it names (`agents.budget_owner`), and a
+//! `concierto.v1.OffTarget` published by the scheduler on `event.target.<metric>`
+//! one to each reviewer of its metric's `on_off_target.notify`; both are sent
+//! with the gate notifier's Slack client (its token, retries and bounds).
 //!
 //! ```text
 //!  event.budget.day ─▶ each owner: "The day's budget is spent: $25.0000 of $25.0000
@@ -56,12 +58,35 @@ pub fn budget_text(ev: &v1::BudgetReached) -> String {
     }
 }
 
+/// The text the reviewers of `ev` get.
+pub fn target_text(ev: &v1::OffTarget) -> String {
+    let c = ev.crossed.clone().unwrap_or_default();
+    let mut out = format!(
+        "Metric `{}` is off target: {} (value {}; target {}).",
+        short(&c.metric),
+        short(&c.predicate),
+        c.value,
+        short(&ev.target)
+    );
+    if !ev.workflow.is_empty() {
+        out.push_str(&format!(
+            " Started {} as run `{}`.",
+            short(&ev.workflow),
+            short(&ev.run_id)
+        ));
+    }
+    out
+}
+
 /// Who is told about `ev`: one message per owner, each once.
 pub fn budget_messages(notifier: &Notifier, ev: &v1::BudgetReached) -> Vec<Notification> {
-    let text = budget_text(ev);
+    messages(notifier, &ev.owners, budget_text(ev))
+}
+
+/// One message of `text` per reviewer in `to`, each once.
+fn messages(notifier: &Notifier, to: &[String], text: String) -> Vec<Notification> {
     let mut seen: Vec<&str> = Vec::new();
-    ev.owners
-        .iter()
+    to.iter()
         .filter(|o| {
             let new = !o.is_empty() && !seen.contains(&o.as_str());
             if new {
@@ -73,27 +98,35 @@ pub fn budget_messages(notifier: &Notifier, ev: &v1::BudgetReached) -> Vec<Notif
         .collect()
 }
 
-/// Subscribes to `event.budget.>` (before returning) and sends each event's
-/// messages until stopped.
+/// Subscribes to `event.budget.>` and `event.target.>` (before returning) and
+/// sends each event's messages until stopped.
 pub async fn start(notifier: Notifier) -> Result<ServiceHandle, FeedbackError> {
-    let mut sub = notifier
+    let mut budgets = notifier
         .bus()
         .queue_subscribe_proto::<v1::BudgetReached>(subjects::BUDGET_EVENTS, NOTIFIER_GROUP)
+        .await?;
+    let mut targets = notifier
+        .bus()
+        .queue_subscribe_proto::<v1::OffTarget>(subjects::TARGET_EVENTS, NOTIFIER_GROUP)
         .await?;
     let (handle, control) = ServiceHandle::new("budget-notifier");
     let mut signal = control.signal.clone();
     tokio::spawn(async move {
         let result = loop {
-            let ev = tokio::select! {
+            let batch = tokio::select! {
                 _ = signal.stopped() => break Ok(()),
-                next = sub.next() => match next {
-                    Some((ev, _)) => ev,
+                next = budgets.next() => match next {
+                    Some((ev, _)) => budget_messages(&notifier, &ev),
                     None => break Err("the budget event subscription ended".to_string()),
                 },
+                next = targets.next() => match next {
+                    Some((ev, _)) => messages(&notifier, &ev.notify, target_text(&ev)),
+                    None => break Err("the target event subscription ended".to_string()),
+                },
             };
-            for n in budget_messages(&notifier, &ev) {
+            for n in batch {
                 let Some(channel) = &n.channel else {
-                    tracing::debug!(person = %n.person, "no Slack id: budget not notified on Slack");
+                    tracing::debug!(person = %n.person, "no Slack id: not notified on Slack");
                     continue;
                 };
                 let sent = tokio::select! {
@@ -102,10 +135,10 @@ pub async fn start(notifier: Notifier) -> Result<ServiceHandle, FeedbackError> {
                 };
                 match sent {
                     Ok(()) => {
-                        tracing::info!(person = %n.person, limit = %ev.limit, "budget notification sent on Slack")
+                        tracing::info!(person = %n.person, "budget or target notification sent on Slack")
                     }
                     Err(e) => {
-                        tracing::warn!(person = %n.person, error = %e, "budget notification not sent on Slack")
+                        tracing::warn!(person = %n.person, error = %e, "budget or target notification not sent on Slack")
                     }
                 }
             }
@@ -144,5 +177,24 @@ mod tests {
         let t = budget_text(&run);
         assert!(t.contains("&lt;!channel&gt;"), "{t}");
         assert!(!t.contains("<!channel>"), "{t}");
+        let off = v1::OffTarget {
+            crossed: Some(v1::ThresholdCrossed {
+                metric: "daily_output".into(),
+                predicate: "daily_output < 10".into(),
+                value: 2.0,
+                entered: true,
+                ..Default::default()
+            }),
+            notify: vec!["ana".into()],
+            workflow: "daily-content-pipeline".into(),
+            run_id: "target:daily_output@2026-12-06T00:00:00Z".into(),
+            target: "10".into(),
+        };
+        let t = target_text(&off);
+        assert!(
+            t.contains("`daily_output` is off target: daily_output &lt; 10 (value 2; target 10)"),
+            "{t}"
+        );
+        assert!(t.contains("Started daily-content-pipeline as run"), "{t}");
     }
 }
