@@ -271,16 +271,21 @@ async fn orchestrator_killed_amid_200_concurrent_runs_loses_none_and_repeats_non
     let mut sb = Sandbox::new(ENV);
     sb.spawn("orchestrator", &["serve", "orchestrator"]);
     sb.spawn("scheduler", &["serve", "scheduler"]);
-    for role in [
+    // system-improvement's step roles (studio-orchestrator also runs its
+    // failure step).
+    let roles = [
         "performance-benchmarker",
-        "workflow-optimizer",
+        "test-results-analyzer",
+        "backend-architect",
         "studio-orchestrator",
-    ] {
+        "workflow-optimizer",
+    ];
+    for role in roles {
         sb.spawn(role, &["agent", "--role", role]);
     }
     let client = sb.client().await;
     let events = record_events(&client).await;
-    wait_ready(&sb, &client, 3).await;
+    wait_ready(&sb, &client, roles.len()).await;
 
     let n = 200;
     for i in 0..n {

@@ -27,9 +27,19 @@ use serde_json::{Value, json};
 
 const TRIGGER: &str = "continuous_optimization";
 const WORKFLOW: &str = "system-improvement";
-const ROLES: &[&str] = &["performance-benchmarker", "workflow-optimizer"];
+/// The roles of the workflow's steps.
+const ROLES: &[&str] = &[
+    "performance-benchmarker",
+    "test-results-analyzer",
+    "backend-architect",
+    "studio-orchestrator",
+    "workflow-optimizer",
+];
+/// Steps a run of the workflow has, one model request each.
+const STEPS: usize = 5;
 const SIX_HOURS: i64 = 6 * 3600;
 const BENCHMARK: &str = "Benchmark every role and workflow over the last six hours";
+const OPTIMIZE: &str = "Propose at most five configuration or workflow changes";
 
 fn studio() -> Arc<Studio> {
     let path = concierto_e2e::example_studio();
@@ -269,7 +279,8 @@ async fn a_scheduled_benchmarker_run_gets_the_metrics_of_the_last_six_hours_and_
         "{p}"
     );
     // The optimizer's 7-day window does reach the older value.
-    let opt: Vec<&String> = prompts.iter().filter(|p| !p.contains(BENCHMARK)).collect();
+    assert_eq!(prompts.len(), STEPS, "one request per step: {prompts:#?}");
+    let opt: Vec<&String> = prompts.iter().filter(|p| p.contains(OPTIMIZE)).collect();
     assert_eq!(opt.len(), 1, "{prompts:#?}");
     assert!(opt[0].contains("0.1113"), "{}", opt[0]);
     assert!(opt[0].contains("Recent runs of workflow system-improvement"));
@@ -292,8 +303,8 @@ async fn a_scheduled_benchmarker_run_gets_the_metrics_of_the_last_six_hours_and_
         .unwrap();
     succeeded(&client, manual).await;
     let prompts: Vec<String> = seen.lock().unwrap().iter().map(user_text).collect();
-    assert_eq!(prompts.len(), 4, "{prompts:#?}");
-    let bench = prompts[2..]
+    assert_eq!(prompts.len(), 2 * STEPS, "{prompts:#?}");
+    let bench = prompts[STEPS..]
         .iter()
         .find(|p| p.contains(BENCHMARK))
         .expect("the manual benchmark request");
@@ -304,9 +315,9 @@ async fn a_scheduled_benchmarker_run_gets_the_metrics_of_the_last_six_hours_and_
         "{bench}"
     );
     assert!(!bench.contains("## Params"), "params once: {bench}");
-    let opt = prompts[2..]
+    let opt = prompts[STEPS..]
         .iter()
-        .find(|p| !p.contains(BENCHMARK))
+        .find(|p| p.contains(OPTIMIZE))
         .expect("the manual optimizer request");
     assert!(
         opt.contains(&format!("## Params\n- brief: {brief}")),

@@ -219,6 +219,9 @@ pub struct NewItem {
     pub palette: Vec<Swatch>,
     /// Publication time at the source (ms since the Unix epoch).
     pub published_ms: Option<i64>,
+    /// Which extractors run (the source's `extractor`/`extract`; every
+    /// default one unless set).
+    pub extractors: crate::extract::Extractors,
 }
 
 impl NewItem {
@@ -238,7 +241,14 @@ impl NewItem {
             concepts: Vec::new(),
             palette: Vec::new(),
             published_ms: None,
+            extractors: crate::extract::Extractors::default(),
         }
+    }
+
+    /// Sets which extractors run.
+    pub fn extractors(mut self, extractors: crate::extract::Extractors) -> Self {
+        self.extractors = extractors;
+        self
     }
 
     /// Sets the title.

@@ -459,6 +459,9 @@ fn example_studio_has_five_workflows_with_their_steps() {
             &[
                 ("trend-scan", "trend-researcher"),
                 ("competitive-brief", "competitive-strategist"),
+                ("feedback-digest", "feedback-synthesizer"),
+                ("audience-insights", "user-researcher"),
+                ("reply-templates", "support-responder"),
                 ("weekly-report", "analytics-reporter"),
             ],
         ),
@@ -466,6 +469,9 @@ fn example_studio_has_five_workflows_with_their_steps() {
             "system-improvement",
             &[
                 ("benchmark", "performance-benchmarker"),
+                ("review-outcomes", "test-results-analyzer"),
+                ("pipeline-health", "backend-architect"),
+                ("balance-capacity", "studio-orchestrator"),
                 ("optimize", "workflow-optimizer"),
             ],
         ),
@@ -474,6 +480,8 @@ fn example_studio_has_five_workflows_with_their_steps() {
             &[
                 ("extract-and-ideate", "innovation-catalyst"),
                 ("visual-concept", "visual-storyteller"),
+                ("ui-concept", "ui-designer"),
+                ("creative-direction", "creative-director"),
             ],
         ),
         (
@@ -481,6 +489,7 @@ fn example_studio_has_five_workflows_with_their_steps() {
             &[
                 ("diagnose", "growth-hacker"),
                 ("rewrite-content", "content-creator"),
+                ("track-experiment", "experiment-tracker"),
             ],
         ),
     ];
@@ -519,6 +528,27 @@ fn example_studio_has_five_workflows_with_their_steps() {
         concierto_core::config::Priority::Urgent
     );
     assert_eq!(strings(&optimization.steps[1].labels), ["campaign_launch"]);
+    // Loops attach by role: no step of the example names its loop.
+    let review = |wf: &str, step: &str| {
+        studio.workflows[wf]
+            .steps
+            .iter()
+            .find(|s| s.id == step)
+            .and_then(|s| s.review.clone())
+    };
+    assert_eq!(
+        review("inspiration-to-concept", "ui-concept").as_deref(),
+        Some("creator_to_reviewer")
+    );
+    assert_eq!(
+        review("content-optimization", "diagnose").as_deref(),
+        Some("experimenter_to_optimizer")
+    );
+    assert_eq!(
+        review("content-optimization", "track-experiment").as_deref(),
+        Some("experimenter_to_optimizer")
+    );
+    assert_eq!(review("daily-content-pipeline", "brand-check"), None);
 }
 
 /// The `yaml` fenced blocks of a Markdown text.

@@ -45,6 +45,7 @@
 
 pub mod budget_notify;
 pub mod caps;
+pub mod channels;
 pub mod email;
 mod error;
 pub mod form;
@@ -170,6 +171,11 @@ pub struct FeedbackOptions {
     /// Gate notifications on Slack: with a bot token, [`start`] runs a
     /// [`Notifier`]; without one, gate events go only to the bus.
     pub gate_notifications: GateNotifications,
+    /// The channels `feedback_capture.channels` lists (`slack`, `email`,
+    /// `web_form`); `None` takes every channel. A channel not listed answers
+    /// 404 with a sentence naming the key ([`channels::refuse_off`]); `api`
+    /// is always taken.
+    pub channels: Option<Vec<String>>,
 }
 
 impl Default for FeedbackOptions {
@@ -187,6 +193,7 @@ impl Default for FeedbackOptions {
             publish_timeout: Duration::from_secs(2),
             stream_limits: StreamLimits::default(),
             gate_notifications: GateNotifications::default(),
+            channels: None,
         }
     }
 }
@@ -342,6 +349,10 @@ pub fn router(state: FeedbackState) -> Router {
         .route("/email/inbound", routing::post(email::inbound))
         .route("/feedback", form)
         .route("/feedback/status/{token}", routing::get(status::show));
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        channels::refuse_off,
+    ));
     // Every answer counted in `concierto_http_requests_total{service="feedback"}`.
     concierto_telemetry::server::count_http(routes, "feedback")
         .layer(DefaultBodyLimit::max(limit))

@@ -354,7 +354,7 @@ pub(crate) async fn run(
             }
         }
         let read: Vec<_> = read.into_iter().map(|(f, items, _)| (f, items)).collect();
-        let results = ing.store_items(&source.name, all, report).await?;
+        let results = ing.store_items_of(source, all, report).await?;
         let mut ok = vec![true; read.len()];
         for (r, owner) in results.iter().zip(&owners) {
             if r.is_err() {

@@ -231,6 +231,19 @@ impl Ingester {
         Ok(())
     }
 
+    /// [`Ingester::store_items`] with the extractors `source`'s
+    /// `extractor`/`extract` selects set on every item.
+    pub(crate) async fn store_items_of(
+        &self,
+        source: &concierto_core::config::ContentSource,
+        items: Vec<NewItem>,
+        report: &mut CycleReport,
+    ) -> Result<Vec<Result<Put, ContentError>>, IngestError> {
+        let selected = concierto_content::extract::Extractors::from_names(&source.extract);
+        let items = items.into_iter().map(|n| n.extractors(selected)).collect();
+        self.store_items(&source.name, items, report).await
+    }
+
     /// Stores `items` of `source` in batches and announces the new and changed
     /// ones. Returns each item's result in order; a bad item is logged and
     /// counted as skipped, a storage failure ends the call.

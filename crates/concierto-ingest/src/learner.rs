@@ -36,6 +36,7 @@ use concierto_proto::v1::{AgentContext, MetricSample};
 
 use crate::TREE;
 use crate::error::IngestError;
+use crate::feedback_learn::{FEEDBACK_INSIGHTS, FeedbackInsights, feedback_insights};
 use crate::ingester::Ingester;
 
 /// The context name of the trend report.
@@ -55,6 +56,8 @@ pub(crate) enum Learner {
     Trends,
     /// Campaign insights over one analytics source.
     Campaigns(ContentSource),
+    /// Feedback insights over one processed-feedback source.
+    Feedback(ContentSource),
 }
 
 impl Learner {
@@ -62,6 +65,7 @@ impl Learner {
         match self {
             Learner::Trends => format!("learn/{TREND_REPORT}"),
             Learner::Campaigns(s) => format!("learn/{CAMPAIGN_INSIGHTS}/{}", s.name),
+            Learner::Feedback(s) => format!("learn/{FEEDBACK_INSIGHTS}/{}", s.name),
         }
     }
 
@@ -69,12 +73,14 @@ impl Learner {
         match self {
             Learner::Trends => TREND_REPORT.to_string(),
             Learner::Campaigns(s) => format!("{CAMPAIGN_INSIGHTS}:{}", s.name),
+            Learner::Feedback(s) => format!("{FEEDBACK_INSIGHTS}:{}", s.name),
         }
     }
 }
 
-/// The learners a studio has: the trend report always, and one campaign
-/// learner per `training_data` source that is not feedback.
+/// The learners a studio has: the trend report always, and per
+/// `training_data` source a feedback learner (processed feedback) or a
+/// campaign learner (analytics), for the source's `learner` role.
 pub(crate) fn learners(studio: &Studio) -> Vec<Learner> {
     let mut out = vec![Learner::Trends];
     out.extend(
@@ -82,12 +88,14 @@ pub(crate) fn learners(studio: &Studio) -> Vec<Learner> {
             .content_sources
             .iter()
             .filter(|s| s.kind == SourceKind::TrainingData)
-            .filter(|s| {
-                let says = |x: &str| x.to_ascii_lowercase().contains("feedback");
-                !says(&s.name) && !says(&s.location)
-            })
             .cloned()
-            .map(Learner::Campaigns),
+            .map(|s| {
+                if concierto_core::config::keys::is_feedback_source(&s) {
+                    Learner::Feedback(s)
+                } else {
+                    Learner::Campaigns(s)
+                }
+            }),
     );
     out
 }
@@ -109,6 +117,13 @@ pub enum Learned {
         source: String,
         /// What its high performers share.
         insights: CampaignInsights,
+    },
+    /// One source's feedback insights.
+    Feedback {
+        /// The training-data source.
+        source: String,
+        /// What its processed feedback says.
+        insights: FeedbackInsights,
     },
 }
 
@@ -162,6 +177,16 @@ pub(crate) async fn compute(
                     insights: campaign_insights(&items, now_ms),
                 })
             }
+            Learner::Feedback(source) => {
+                let items = all_items(
+                    &library,
+                    Query::browse().kind(Kind::Feedback).source(&source.name),
+                )?;
+                Ok(Learned::Feedback {
+                    source: source.name,
+                    insights: feedback_insights(&items, now_ms),
+                })
+            }
         }
     })
     .await
@@ -192,6 +217,15 @@ pub(crate) async fn hand_out(
         Learned::Campaigns { source, insights } => (
             format!("learn/{CAMPAIGN_INSIGHTS}/{source}"),
             format!("{CAMPAIGN_INSIGHTS}:{source}"),
+            insights.to_markdown(),
+            serde_json::to_vec(&Stored {
+                computed_ms: now_ms,
+                report: insights,
+            }),
+        ),
+        Learned::Feedback { source, insights } => (
+            format!("learn/{FEEDBACK_INSIGHTS}/{source}"),
+            format!("{FEEDBACK_INSIGHTS}:{source}"),
             insights.to_markdown(),
             serde_json::to_vec(&Stored {
                 computed_ms: now_ms,
@@ -306,6 +340,15 @@ pub(crate) async fn run(
             }
             (every, roles)
         }
+        // Processed feedback goes to the source's learner only, recomputed
+        // when its folder brought records (and on its frequency).
+        Learner::Feedback(s) => {
+            let every = match s.refresh {
+                Refresh::Every(d) => d,
+                Refresh::OnUpdate | Refresh::Continuous => opts.trend_every,
+            };
+            (every, vec![s.role.clone()])
+        }
     };
     let store = ing.store();
     let now = ing.clock().now();
@@ -316,7 +359,7 @@ pub(crate) async fn run(
     tracing::info!(learner = %learner.name(), next = %due.to_rfc3339(), "learner started");
     // Campaign insights are also recomputed when their source brought records.
     let changes = |l: &Learner| match l {
-        Learner::Campaigns(source) => ing.changes(&source.name),
+        Learner::Campaigns(source) | Learner::Feedback(source) => ing.changes(&source.name),
         Learner::Trends => 0,
     };
     let mut seen = changes(&learner);
@@ -357,6 +400,11 @@ pub(crate) async fn run(
                             campaigns = insights.campaigns,
                             high_performers = insights.high_performers,
                             "campaign insights computed"
+                        ),
+                        Learned::Feedback { source, insights } => tracing::info!(
+                            %source,
+                            items = insights.items,
+                            "feedback insights computed"
                         ),
                     }
                     now + chrono(every)

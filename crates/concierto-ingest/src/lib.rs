@@ -33,6 +33,7 @@ pub mod analytics;
 mod announce;
 pub mod deliverables;
 mod error;
+pub mod feedback_learn;
 pub mod fetch;
 mod folder;
 mod http;

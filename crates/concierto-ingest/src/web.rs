@@ -78,7 +78,7 @@ pub(crate) async fn run(
     match classify(&resp) {
         Body::Feed => {
             let items = feed_items(&source.name, &resp)?;
-            let results = ing.store_items(&source.name, items, report).await?;
+            let results = ing.store_items_of(source, items, report).await?;
             if results.iter().all(Result::is_ok) {
                 ing.fetcher().remember(&url, &resp)?;
             }
@@ -257,7 +257,7 @@ async fn listing(
             }
         }
     }
-    let results = ing.store_items(&source.name, items, report).await?;
+    let results = ing.store_items_of(source, items, report).await?;
     for (r, (link, page)) in results.iter().zip(&fetched) {
         if r.is_ok() {
             ing.fetcher().remember(link, page)?;

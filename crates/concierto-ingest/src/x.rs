@@ -315,7 +315,7 @@ pub(crate) async fn run(
             break;
         }
     }
-    let results = ing.store_items(&source.name, items, report).await?;
+    let results = ing.store_items_of(source, items, report).await?;
     if complete
         && results.iter().all(Result::is_ok)
         && let Some(newest) = newest

@@ -373,7 +373,7 @@ impl Engine {
             .apply(RUNS, vec![Op::Put(run.run_id.as_bytes().to_vec(), body)])
     }
 
-    fn load(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+    pub(crate) fn load_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         match self.store.get(RUNS, run_id.as_bytes())? {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
@@ -389,6 +389,7 @@ impl Engine {
         let mut fx = Effects::default();
         self.recover_gates()?;
         self.recover_contexts()?;
+        self.recover_deferred_reviews()?;
         for (_, bytes) in self.store.scan_prefix(RUNS, b"")? {
             let Ok(run) = serde_json::from_slice::<RunRecord>(&bytes) else {
                 tracing::error!("a stored run does not decode; left as it is");
@@ -451,7 +452,7 @@ impl Engine {
         let mut fx = Effects::default();
         if s.run_id.is_empty()
             || self.live.contains_key(&s.run_id)
-            || self.load(&s.run_id)?.is_some()
+            || self.load_run(&s.run_id)?.is_some()
         {
             tracing::debug!(run = %s.run_id, "start of a known run ignored");
             return Ok(fx);
@@ -993,7 +994,7 @@ impl Engine {
     ) -> Result<(v1::Run, Effects), EngineError> {
         let mut fx = Effects::default();
         let Some(mut run) = self.live.remove(run_id) else {
-            return match self.load(run_id)? {
+            return match self.load_run(run_id)? {
                 Some(r) => Err(EngineError::Final(run_id.into(), r.state)),
                 None => Err(EngineError::NotFound(run_id.into())),
             };
@@ -1031,7 +1032,7 @@ impl Engine {
         if let Some(r) = self.live.get(run_id) {
             return Ok(Some(r.to_proto()));
         }
-        Ok(self.load(run_id)?.map(|r| r.to_proto()))
+        Ok(self.load_run(run_id)?.map(|r| r.to_proto()))
     }
 
     /// Stored runs, newest first, filtered, one page.

@@ -23,6 +23,7 @@ mod feedback;
 mod gates;
 mod queue;
 mod review;
+mod review_later;
 mod run;
 mod service;
 

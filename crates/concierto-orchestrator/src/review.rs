@@ -181,6 +181,11 @@ impl Engine {
             .review
             .clone()
             .filter(|l| self.loop_def(l).is_some() && !run.failing);
+        // A batched loop does not hold an urgent run (see `review_later.rs`).
+        let (review, later) = match review {
+            Some(l) if aux.is_none() && !self.review_holds(run, &l) => (None, Some(l)),
+            other => (other, None),
+        };
         match aux {
             None => {
                 if let Some(s) = run.step_mut(&r.step_id) {
@@ -197,6 +202,9 @@ impl Engine {
                     format!("done by {}", r.worker_id),
                     ms(now),
                 ));
+                if let Some(l) = later {
+                    self.review_later(run, &r.step_id, &l, now, fx)?;
+                }
                 match review {
                     Some(l) => self.begin_round(run, &r.step_id, &l, 1, now, fx),
                     None => self.complete_step(run, &r.step_id, now, fx)?,
@@ -405,15 +413,7 @@ impl Engine {
             }
             CycleTime::Every(period) => {
                 let now_ms = ms(now);
-                let due = self
-                    .pending_batches
-                    .keys()
-                    .filter(|(n, d)| n == loop_name && *d > now_ms)
-                    .map(|(_, d)| *d)
-                    .max()
-                    .unwrap_or_else(|| {
-                        now_ms + i64::try_from(period.as_millis()).unwrap_or(i64::MAX / 4)
-                    });
+                let due = self.batch_due(loop_name, period, now);
                 self.pending_batches
                     .entry((loop_name.to_string(), due))
                     .or_default()
@@ -653,10 +653,20 @@ impl Engine {
                     .unwrap_or_else(|| due_ms.to_string())
             );
             let mut items = Vec::new();
-            let mut subjects = Vec::new();
+            let mut subjects: Vec<RunRecord> = Vec::new();
             for (run_id, step_id) in members {
-                let Some(mut run) = self.live.remove(&run_id) else {
+                // An urgent run's output, not held (see `review_later.rs`).
+                if let Some(item) = self.take_deferred(&run_id, &step_id, &loop_name, due_ms)? {
+                    items.push(item);
                     continue;
+                }
+                // Outputs of one run may share a batch: take the run once.
+                let mut run = match subjects.iter().position(|r| r.run_id == run_id) {
+                    Some(i) => subjects.swap_remove(i),
+                    None => match self.live.remove(&run_id) {
+                        Some(r) => r,
+                        None => continue,
+                    },
                 };
                 let item = run
                     .step(&step_id)
@@ -671,6 +681,7 @@ impl Engine {
                         role: s.role.clone(),
                         round: u32::try_from(s.rounds.len()).unwrap_or(u32::MAX - 1) + 1,
                         draft: s.output.clone(),
+                        not_held: false,
                     });
                 if let Some(item) = item {
                     if let Some(s) = run.step_mut(&step_id) {
@@ -794,6 +805,19 @@ impl Engine {
         info.settled = true;
         let items = info.items.clone();
         for item in items {
+            let verdicts_of = |name: &str| -> Vec<ReviewerVerdict> {
+                batch
+                    .steps
+                    .iter()
+                    .filter_map(|s| s.aux.as_ref().and_then(|a| a.batch_verdicts.get(name)))
+                    .cloned()
+                    .collect()
+            };
+            if item.not_held {
+                let verdicts = verdicts_of(&item.name());
+                self.record_late_verdict(&item, batch, verdicts, now, fx)?;
+                continue;
+            }
             let Some(mut run) = self.live.remove(&item.run_id) else {
                 continue;
             };
@@ -802,13 +826,7 @@ impl Engine {
                 .is_some_and(|s| s.state == StepState::InReview && s.batch_run == batch.run_id);
             if waiting {
                 if batch.state == RunState::Succeeded {
-                    let name = item.name();
-                    let verdicts: Vec<ReviewerVerdict> = batch
-                        .steps
-                        .iter()
-                        .filter_map(|s| s.aux.as_ref().and_then(|a| a.batch_verdicts.get(&name)))
-                        .cloned()
-                        .collect();
+                    let verdicts = verdicts_of(&item.name());
                     self.conclude_round(
                         &mut run,
                         &item.step_id,

@@ -330,6 +330,10 @@ pub struct BatchItem {
     pub round: u32,
     /// The output.
     pub draft: String,
+    /// True for the output of a run that went on without waiting (an urgent
+    /// run): its verdict is recorded, not acted on (see `review_later.rs`).
+    #[serde(default)]
+    pub not_held: bool,
 }
 
 impl BatchItem {

@@ -74,6 +74,8 @@ pub fn run_priority(studio: &Studio, trigger: &Trigger) -> v1::Priority {
 pub const PARAM_TRIGGER: &str = "trigger";
 /// See [`PARAM_TRIGGER`].
 pub const PARAM_FIRE_TIME: &str = "fire_time";
+/// The param naming the roles the trigger staffs (its `agents`, comma-separated).
+pub const PARAM_AGENTS: &str = "agents";
 /// See [`PARAM_TRIGGER`].
 pub const PARAM_PREVIOUS_FIRE_TIME: &str = "previous_fire_time";
 /// Longest text of a param a trigger adds (an item title, a URL); longer is
@@ -149,6 +151,10 @@ pub fn start_run(
         .chain(
             previous_fire(trigger, fire_time)
                 .map(|p| (PARAM_PREVIOUS_FIRE_TIME.to_string(), rfc3339(p))),
+        )
+        .chain(
+            (!trigger.agents.is_empty())
+                .then(|| (PARAM_AGENTS.to_string(), trigger.agents.join(", "))),
         )
         .collect(),
         requested_by: requested_by.to_string(),

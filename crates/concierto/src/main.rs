@@ -52,6 +52,9 @@ enum Command {
         /// Treat warnings as errors.
         #[arg(long)]
         strict: bool,
+        /// Also print, for every key of the seed's four blocks, what it does at run time.
+        #[arg(long)]
+        explain: bool,
     },
     /// Run every service of the studio in one process on the embedded bus, with
     /// data under the studio's data folder; Ctrl-C stops it cleanly.
@@ -227,9 +230,27 @@ fn init_logs(default: &str, json: bool) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { file, strict } => {
+        Command::Validate {
+            file,
+            strict,
+            explain,
+        } => {
             init_logs("warn", false);
-            validate(&file, strict)
+            let code = validate(&file, strict);
+            if explain && code == ExitCode::SUCCESS {
+                match config::explain::explain_file(&file, chrono::Utc::now()) {
+                    Ok(lines) => {
+                        for line in lines {
+                            println!("{line}");
+                        }
+                    }
+                    Err(problems) => {
+                        println!("{problems}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            code
         }
         Command::Up {
             file,

@@ -330,6 +330,13 @@ async fn start_unleased(
                     secret(&f.slack_bot_token_env),
                     &f.slack_api_base,
                 ),
+                channels: (!studio.feedback_loops.human_to_agent.is_empty()).then(|| {
+                    ["slack", "email", "web_form"]
+                        .into_iter()
+                        .filter(|c| config::keys::channel_on(studio, c))
+                        .map(str::to_string)
+                        .collect()
+                }),
                 ..Default::default()
             };
             if opts.slack_signing_secret.is_none() {

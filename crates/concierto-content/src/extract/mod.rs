@@ -15,6 +15,7 @@ mod concepts;
 mod css;
 mod page;
 mod palette;
+mod select;
 pub(crate) mod trends;
 mod typography;
 
@@ -24,5 +25,6 @@ pub use palette::{
     MAX_CONCURRENT_DECODES, MAX_DECODE_BYTES, MAX_DIMENSION, MAX_K, MAX_SAMPLES, palette,
     sniff_image_type,
 };
+pub use select::{Extractors, MAX_INSIGHTS, TECHNIQUES, insights};
 pub use trends::{Trend, TrendOptions, trends, trends_with};
 pub use typography::typography;

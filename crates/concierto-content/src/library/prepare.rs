@@ -77,7 +77,11 @@ pub(super) fn prepare(new: NewItem, now: i64) -> Result<Prepared, ContentError> 
         tags,
         notes: new.notes,
         collections: Vec::new(),
-        palette: new.palette,
+        palette: if new.extractors.palettes {
+            new.palette
+        } else {
+            Vec::new()
+        },
         typography: Vec::new(),
         concepts: Vec::new(),
         published_ms: new.published_ms,
@@ -100,13 +104,18 @@ pub(super) fn prepare(new: NewItem, now: i64) -> Result<Prepared, ContentError> 
         .filter(|c| !c.is_empty())
         .collect();
     let essence = essence(new.media_type.as_deref());
+    let ex = new.extractors;
     let mut blob = None;
     let id;
     match new.bytes {
         Some(bytes) => {
             item.size = bytes.len() as u64;
             if let Some(mt) = extract::sniff_image_type(&bytes) {
-                item.palette = extract::palette(&bytes, PALETTE_SIZE)?;
+                if ex.palettes {
+                    item.palette = extract::palette(&bytes, PALETTE_SIZE)?;
+                } else {
+                    item.palette.clear();
+                }
                 item.media_type = Some(mt.to_string());
                 id = sha256_hex(&[b"bytes", &bytes]);
                 blob = Some(bytes);
@@ -132,7 +141,9 @@ pub(super) fn prepare(new: NewItem, now: i64) -> Result<Prepared, ContentError> 
                     .then(|| item.source_key.clone())
                 });
                 let page = extract::page(&html, base.as_deref());
-                item.typography = extract::typography(&html);
+                if ex.typography {
+                    item.typography = extract::typography(&html);
+                }
                 if item.title.is_empty() {
                     item.title = page.title.clone();
                 }
@@ -159,7 +170,9 @@ pub(super) fn prepare(new: NewItem, now: i64) -> Result<Prepared, ContentError> 
                 ]);
             } else if essence == "text/css" {
                 let css = String::from_utf8_lossy(&bytes);
-                item.typography = extract::typography(&css);
+                if ex.typography {
+                    item.typography = extract::typography(&css);
+                }
                 item.media_type = Some(essence.clone());
                 id = sha256_hex(&[b"bytes", &bytes]);
             } else {
@@ -194,7 +207,19 @@ pub(super) fn prepare(new: NewItem, now: i64) -> Result<Prepared, ContentError> 
     ));
     concepts.sort();
     concepts.dedup();
-    item.concepts = concepts;
+    item.concepts = ex.filter_concepts(concepts);
+    if ex.insights {
+        let found = extract::insights(&format!("{}\n{}", item.title, item.text));
+        if !found.is_empty() {
+            let lines: Vec<String> = found.iter().map(|s| format!("- {s}")).collect();
+            let block = format!("Industry insights:\n{}", lines.join("\n"));
+            item.notes = if item.notes.trim().is_empty() {
+                block
+            } else {
+                format!("{}\n\n{block}", item.notes)
+            };
+        }
+    }
     item.id = id;
     Ok(Prepared { item, blob })
 }

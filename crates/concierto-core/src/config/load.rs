@@ -185,7 +185,8 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
     let reviewers = reviewers_section(w, root.get("reviewers"));
     let feedback_loops = feedback_loops_section(w, root.get("feedback_loops"));
     let mut paths = Paths::default();
-    let workflows = workflows_section(w, root.get("workflows"), &mut paths);
+    let mut workflows = workflows_section(w, root.get("workflows"), &mut paths);
+    super::review::attach(w, &mut workflows, &feedback_loops.agent_to_agent, &paths.steps);
     let mut triggers = Vec::new();
     for section in ["triggers", "demo_triggers"] {
         triggers.extend(triggers_section(
@@ -1620,7 +1621,8 @@ fn feedback_loops_section(w: &mut Walker<'_>, v: Option<&Value>) -> FeedbackLoop
         let Some(f) = w.map(Some(v), &p) else {
             continue;
         };
-        w.known_keys(f, &p, &["channels", "processor", "action"]);
+        w.known_keys(f, &p, &["channels", "processor", "action", "routing"]);
+        let routing = super::keys::parse_routing(w, f, &p);
         let channels = w.strings(f, "channels", &p, true);
         let cp = child(&p, "channels");
         for (i, c) in channels.iter().enumerate() {
@@ -1647,6 +1649,7 @@ fn feedback_loops_section(w: &mut Walker<'_>, v: Option<&Value>) -> FeedbackLoop
                 channels,
                 processor,
                 action,
+                routing,
             });
         }
     }
@@ -1947,6 +1950,7 @@ fn progress_metrics_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<Metric
 /// is named exists; names are unique.
 fn check_references(w: &mut Walker<'_>, s: &Studio, paths: &Paths) {
     super::budget::check(w, s);
+    super::keys::check(w, s, &paths.triggers);
     let known_roles = |name: &str| s.roles.contains_key(name);
     let role_ref = |w: &mut Walker<'_>, path: String, name: &str| {
         if !known_roles(name) {

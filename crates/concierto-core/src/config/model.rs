@@ -386,6 +386,9 @@ pub struct FeedbackCapture {
     pub processor: String,
     /// `route_to_specialists`.
     pub action: String,
+    /// `routing`: category → the roles its feedback goes to (the seed's table
+    /// by default, see [`super::keys::default_routing`]).
+    pub routing: IndexMap<String, Vec<String>>,
 }
 
 /// Kinds of content source.
@@ -511,7 +514,10 @@ pub struct Step {
     pub timeout: Duration,
     /// Attempts after the first.
     pub retries: u32,
-    /// The agent_to_agent loop that reviews its output.
+    /// The agent_to_agent loop that reviews its output, as resolved at load
+    /// (see [`review`](super::review)): the `review:` key's loop, else the loop
+    /// listing the role as a producer; `None` for `review: none` or a role no
+    /// loop produces for.
     pub review: Option<String>,
     /// Labels on its output.
     pub labels: Vec<String>,

@@ -2,6 +2,7 @@
 //! reqwest; feedback read back from the store and from the FEEDBACK stream;
 //! gate notifications sent to a mock of Slack's Web API.
 
+mod channels;
 mod common;
 mod durability;
 mod email;
