@@ -23,7 +23,16 @@ use opentelemetry_sdk::trace::SpanData;
 
 const TRIGGER: &str = "continuous_optimization";
 const WORKFLOW: &str = "system-improvement";
-const ROLES: &[&str] = &["performance-benchmarker", "workflow-optimizer"];
+/// The roles of the workflow's steps, one step each.
+const ROLES: &[&str] = &[
+    "performance-benchmarker",
+    "test-results-analyzer",
+    "backend-architect",
+    "studio-orchestrator",
+    "workflow-optimizer",
+];
+/// Steps of one run.
+const STEPS: usize = ROLES.len();
 const INTERVAL_SECS: i64 = 6 * 3600;
 
 fn studio() -> Arc<Studio> {
@@ -80,7 +89,7 @@ fn names(spans: &[SpanData]) -> HashMap<String, usize> {
     out
 }
 
-/// Waits until `run_id`'s trace holds a result span for each of its two steps.
+/// Waits until `run_id`'s trace holds a result span for each of its steps.
 async fn whole_trace(
     exporter: &opentelemetry_sdk::trace::InMemorySpanExporter,
     run_id: &str,
@@ -92,8 +101,8 @@ async fn whole_trace(
             let spans = finished_spans(exporter);
             let (id, trace) = trace_of(&spans, run_id)?;
             let n = names(&trace);
-            (n.get("orchestrator.result").copied().unwrap_or(0) >= 2
-                && n.get("agent.task").copied().unwrap_or(0) >= 2)
+            (n.get("orchestrator.result").copied().unwrap_or(0) >= STEPS
+                && n.get("agent.task").copied().unwrap_or(0) >= STEPS)
                 .then_some((id, trace))
         },
     )
@@ -219,9 +228,17 @@ async fn one_run_is_one_trace_across_scheduler_orchestrator_and_agents() {
         let n = names(spans);
         assert_eq!(n.get("scheduler.fire"), Some(&1), "{run_id}: {n:?}");
         assert_eq!(n.get("orchestrator.start_run"), Some(&1), "{run_id}: {n:?}");
-        assert_eq!(n.get("orchestrator.dispatch"), Some(&2), "{run_id}: {n:?}");
-        assert_eq!(n.get("agent.task"), Some(&2), "{run_id}: {n:?}");
-        assert_eq!(n.get("orchestrator.result"), Some(&2), "{run_id}: {n:?}");
+        assert_eq!(
+            n.get("orchestrator.dispatch"),
+            Some(&STEPS),
+            "{run_id}: {n:?}"
+        );
+        assert_eq!(n.get("agent.task"), Some(&STEPS), "{run_id}: {n:?}");
+        assert_eq!(
+            n.get("orchestrator.result"),
+            Some(&STEPS),
+            "{run_id}: {n:?}"
+        );
         // Every span of the trace is about this run, and each has its parent in it
         // but the root (the fire).
         let ids: std::collections::HashSet<_> =

@@ -272,7 +272,7 @@ async fn a_scheduled_benchmarker_run_gets_the_metrics_of_the_last_six_hours_and_
     // What the fire carries, one a line.
     assert!(
         p.contains(&format!(
-            "The run's params.\n\n- fire_time: {}\n- previous_fire_time: {}\n- trigger: {TRIGGER}",
+            "The run's params.\n\n- agents: performance-benchmarker, workflow-optimizer\n- fire_time: {}\n- previous_fire_time: {}\n- trigger: {TRIGGER}",
             rfc(fire),
             rfc(previous)
         )),
