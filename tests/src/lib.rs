@@ -230,6 +230,10 @@ impl Sandbox {
 
 pub use concierto_testkit::eventually;
 
+/// The roles of the example studio's `system-improvement` workflow (its steps
+/// and its failure path), as `concierto agent --role` takes them.
+pub const SYSTEM_IMPROVEMENT_ROLES: &str = "performance-benchmarker,test-results-analyzer,backend-architect,studio-orchestrator,workflow-optimizer";
+
 /// A client named `name` on `server`, with the standard streams declared (what
 /// each service does when it connects): for tests that run services in process.
 pub async fn nats_client(server: &NatsServer, name: &str) -> Arc<dyn Bus> {
@@ -352,4 +356,27 @@ pub async fn runs_with_prefix(bus: &Arc<dyn Bus>, prefix: &str) -> Option<(Vec<v
         .filter(|r| r.state() == v1::RunState::Succeeded)
         .count();
     Some((runs, ok))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_improvement_roles_are_the_workflows_roles() {
+        let studio = concierto_core::config::load_with_env(&example_studio(), Vec::new())
+            .expect("the example studio loads");
+        let wf = &studio.workflows["system-improvement"];
+        let mut want: Vec<&str> = wf
+            .steps
+            .iter()
+            .chain(wf.on_failure.iter())
+            .map(|s| s.role.as_str())
+            .collect();
+        want.sort();
+        want.dedup();
+        let mut have: Vec<&str> = SYSTEM_IMPROVEMENT_ROLES.split(',').collect();
+        have.sort();
+        assert_eq!(have, want);
+    }
 }

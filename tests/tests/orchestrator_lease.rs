@@ -12,11 +12,9 @@ use concierto_e2e::{
     Sandbox, eventually, list_runs, readyz, runs_with_prefix, system_improvement_run,
 };
 
-const ROLES: &[&str] = &[
-    "performance-benchmarker",
-    "workflow-optimizer",
-    "studio-orchestrator",
-];
+/// Every role of the system-improvement workflow (its steps and failure
+/// path), served by one agent process.
+const ROLES: &str = concierto_e2e::SYSTEM_IMPROVEMENT_ROLES;
 
 /// The lease's ttl is 6 s; the standby polls every second, then opens the
 /// store (sled waits up to 3 s for a dying holder's lock) and recovers.
@@ -39,9 +37,7 @@ async fn one_orchestrator_is_active_and_the_standby_takes_over_when_it_is_killed
             None,
         );
     }
-    for role in ROLES {
-        sb.spawn(role, &["agent", "--role", role]);
-    }
+    sb.spawn("agents", &["agent", "--role", ROLES]);
     let client = sb.client().await;
 
     // One ready, one standby saying why.

@@ -17,11 +17,9 @@ use concierto_e2e::{
 };
 use concierto_testkit::SmallDisk;
 
-const ROLES: &[&str] = &[
-    "performance-benchmarker",
-    "workflow-optimizer",
-    "studio-orchestrator",
-];
+/// Every role of the system-improvement workflow (its steps and failure
+/// path), served by one agent process.
+const ROLES: &str = concierto_e2e::SYSTEM_IMPROVEMENT_ROLES;
 
 async fn metric(port: u16, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
@@ -55,9 +53,7 @@ async fn a_full_disk_for_ten_seconds_loses_no_accepted_run() {
         &[("CONCIERTO__SERVER__METRICS_ADDR", metrics_addr.as_str())],
         Some(disk.path()),
     );
-    for role in ROLES {
-        sb.spawn(role, &["agent", "--role", role]);
-    }
+    sb.spawn("agents", &["agent", "--role", ROLES]);
     let client = sb.client().await;
     let dead = Arc::new(AtomicUsize::new(0));
     {
