@@ -434,6 +434,13 @@ async fn each_metric_starts_its_trackers_report_once_per_period() {
     assert_eq!(daily.params["previous_fire_time"], "2026-03-10T00:05:00Z");
     let wf = concierto_core::config::reports::workflow_named(&studio, &daily.workflow)
         .expect("the orchestrator's built-in report workflow");
-    assert_eq!(wf.steps[0].role, "analytics-reporter", "the metric's tracker");
-    assert!(wf.steps[0].task.contains("content pieces"), "{}", wf.steps[0].task);
+    assert_eq!(
+        wf.steps[0].role, "analytics-reporter",
+        "the metric's tracker"
+    );
+    assert!(
+        wf.steps[0].task.contains("content pieces"),
+        "{}",
+        wf.steps[0].task
+    );
 }

@@ -186,7 +186,12 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
     let feedback_loops = feedback_loops_section(w, root.get("feedback_loops"));
     let mut paths = Paths::default();
     let mut workflows = workflows_section(w, root.get("workflows"), &mut paths);
-    super::review::attach(w, &mut workflows, &feedback_loops.agent_to_agent, &paths.steps);
+    super::review::attach(
+        w,
+        &mut workflows,
+        &feedback_loops.agent_to_agent,
+        &paths.steps,
+    );
     let mut triggers = Vec::new();
     for section in ["triggers", "demo_triggers"] {
         triggers.extend(triggers_section(

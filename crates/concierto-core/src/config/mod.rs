@@ -9,8 +9,8 @@
 pub mod budget;
 pub mod context;
 pub mod deliverables;
-pub mod feedback_router;
 pub mod explain;
+pub mod feedback_router;
 pub mod flood;
 pub mod keys;
 mod load;
