@@ -32,7 +32,32 @@ pub fn run_id(feedback_id: &str) -> String {
     format!("feedback:{feedback_id}")
 }
 
-/// The category and roles a synthesizer's answer gives.
+/// The category of a synthesizer's answer and the roles it goes to by the
+/// studio's routing table (`feedback_capture.routing`, the seed's table by
+/// default): the table's roles for that category; for a category the table
+/// does not have, the roles the answer names, else the table's `other`.
+pub fn route(
+    output: &str,
+    table: &indexmap::IndexMap<String, Vec<String>>,
+) -> (String, Vec<String>) {
+    let (category, named) = routing(output);
+    let roles = match table.get(&category) {
+        Some(r) if !r.is_empty() => r.clone(),
+        _ if !named_by_answer(output) => table.get("other").cloned().unwrap_or(named),
+        _ => named,
+    };
+    (category, roles)
+}
+
+fn named_by_answer(output: &str) -> bool {
+    crate::structured::json_object(output)
+        .and_then(|m| m.get("roles").cloned())
+        .and_then(|v| v.as_array().map(|a| !a.is_empty()))
+        .unwrap_or(false)
+}
+
+/// The category and roles a synthesizer's answer gives (its `roles`, else the
+/// seed's table for its category).
 pub fn routing(output: &str) -> (String, Vec<String>) {
     let m = crate::structured::json_object(output).unwrap_or_default();
     let category = m
@@ -55,4 +80,34 @@ pub fn routing(output: &str) -> (String, Vec<String>) {
         roles
     };
     (category, roles)
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn the_studio_table_decides_and_the_answer_fills_unknown_categories() {
+        let table: indexmap::IndexMap<String, Vec<String>> = [
+            ("brand".to_string(), vec!["creative-director".to_string()]),
+            ("other".to_string(), vec!["support-responder".to_string()]),
+        ]
+        .into_iter()
+        .collect();
+        let answer = r#"{"category": "brand", "roles": ["brand-guardian"]}"#;
+        assert_eq!(
+            route(answer, &table),
+            ("brand".to_string(), vec!["creative-director".to_string()])
+        );
+        let answer = r#"{"category": "legal", "roles": ["backend-architect"]}"#;
+        assert_eq!(
+            route(answer, &table),
+            ("legal".to_string(), vec!["backend-architect".to_string()])
+        );
+        let answer = r#"{"category": "legal"}"#;
+        assert_eq!(
+            route(answer, &table),
+            ("legal".to_string(), vec!["support-responder".to_string()])
+        );
+    }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use concierto_core::config::{Goal, Step, Workflow};
-use concierto_core::feedback::{CATEGORISE, FEEDBACK_WORKFLOW, RESPOND_PREFIX, routing, run_id};
+use concierto_core::feedback::{CATEGORISE, FEEDBACK_WORKFLOW, RESPOND_PREFIX, route, run_id};
 use concierto_core::grammar::Quantity;
 use concierto_core::store::StoreError;
 use concierto_proto::v1;
@@ -121,7 +121,8 @@ impl Engine {
                 .step(CATEGORISE)
                 .map(|s| s.output.clone())
                 .unwrap_or_default();
-            let (category, roles) = routing(&output);
+            let table = concierto_core::config::keys::routing_table(&self.studio);
+            let (category, roles) = route(&output, &table);
             let mut known: Vec<String> = Vec::new();
             for r in roles {
                 if self.studio.roles.contains_key(&r) && !known.contains(&r) {
