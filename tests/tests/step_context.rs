@@ -138,18 +138,28 @@ async fn start_workers(server: &NatsServer, studio: &Arc<Studio>, url: &str) -> 
 
 async fn record(bus: &Arc<dyn Bus>, clock: &ManualClock, at: DateTime<Utc>, value: f64) {
     clock.set(at);
-    let _: v1::RecordMetricResponse = bus
-        .request_proto(
-            subjects::TRACKER_RECORD_METRIC,
-            &v1::RecordMetricRequest {
-                metric: "quality_score".into(),
-                value,
-                labels: Default::default(),
-            },
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    // The tracker may not have its interest registered yet: wait for it.
+    for _ in 0..50 {
+        let r: Result<v1::RecordMetricResponse, _> = bus
+            .request_proto(
+                subjects::TRACKER_RECORD_METRIC,
+                &v1::RecordMetricRequest {
+                    metric: "quality_score".into(),
+                    value,
+                    labels: Default::default(),
+                },
+                Duration::from_secs(5),
+            )
+            .await;
+        match r {
+            Ok(_) => return,
+            Err(concierto_bus::BusError::NoResponders(_)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the tracker never answered");
 }
 
 async fn succeeded(client: &Arc<dyn Bus>, run_id: &str) -> v1::Run {

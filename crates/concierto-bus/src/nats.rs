@@ -581,6 +581,9 @@ impl Bus for NatsBus {
             .subscribe(self.full(subject))
             .await
             .map_err(BusError::transport)?;
+        // Once this returns the server has the interest: a request sent right
+        // after by another client finds this responder (no NoResponders race).
+        self.flush().await?;
         let me = self.clone();
         Ok(Subscription {
             inner: Box::pin(sub.map(move |m| me.convert(m))),
@@ -597,6 +600,9 @@ impl Bus for NatsBus {
             .queue_subscribe(self.full(subject), group.to_string())
             .await
             .map_err(BusError::transport)?;
+        // Once this returns the server has the interest: a request sent right
+        // after by another client finds this responder (no NoResponders race).
+        self.flush().await?;
         let me = self.clone();
         Ok(Subscription {
             inner: Box::pin(sub.map(move |m| me.convert(m))),

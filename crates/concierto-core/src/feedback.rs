@@ -32,20 +32,24 @@ pub fn run_id(feedback_id: &str) -> String {
     format!("feedback:{feedback_id}")
 }
 
-/// The category of a synthesizer's answer and the roles it goes to by the
-/// studio's routing table (`feedback_capture.routing`, the seed's table by
-/// default): the table's roles for that category; for a category the table
-/// does not have, the roles the answer names, else the table's `other`.
+/// The category of a synthesizer's answer and the roles it goes to: the roles
+/// the answer names; when it names none, the studio's routing table
+/// (`feedback_capture.routing`, the seed's table by default) for its category,
+/// else the table's `other`.
 pub fn route(
     output: &str,
     table: &indexmap::IndexMap<String, Vec<String>>,
 ) -> (String, Vec<String>) {
     let (category, named) = routing(output);
-    let roles = match table.get(&category) {
-        Some(r) if !r.is_empty() => r.clone(),
-        _ if !named_by_answer(output) => table.get("other").cloned().unwrap_or(named),
-        _ => named,
-    };
+    if named_by_answer(output) {
+        return (category, named);
+    }
+    let roles = table
+        .get(&category)
+        .filter(|r| !r.is_empty())
+        .or_else(|| table.get("other"))
+        .cloned()
+        .unwrap_or(named);
     (category, roles)
 }
 
@@ -87,7 +91,7 @@ mod route_tests {
     use super::*;
 
     #[test]
-    fn the_studio_table_decides_and_the_answer_fills_unknown_categories() {
+    fn the_answers_roles_else_the_studio_table_else_its_other() {
         let table: indexmap::IndexMap<String, Vec<String>> = [
             ("brand".to_string(), vec!["creative-director".to_string()]),
             ("other".to_string(), vec!["support-responder".to_string()]),
@@ -97,14 +101,14 @@ mod route_tests {
         let answer = r#"{"category": "brand", "roles": ["brand-guardian"]}"#;
         assert_eq!(
             route(answer, &table),
-            ("brand".to_string(), vec!["creative-director".to_string()])
+            ("brand".to_string(), vec!["brand-guardian".to_string()])
         );
-        let answer = r#"{"category": "legal", "roles": ["backend-architect"]}"#;
+        let answer = r#"{"category": "brand"}"#;
         assert_eq!(
             route(answer, &table),
-            ("legal".to_string(), vec!["backend-architect".to_string()])
+            ("brand".to_string(), vec!["creative-director".to_string()])
         );
-        let answer = r#"{"category": "legal"}"#;
+        let answer = r#"{"category": "legal", "roles": []}"#;
         assert_eq!(
             route(answer, &table),
             ("legal".to_string(), vec!["support-responder".to_string()])

@@ -163,7 +163,10 @@ pub fn categorise(text: &str) -> (&'static str, Vec<(&'static str, u32)>, Vec<St
     (best.0, scores, hits_of_best)
 }
 
-pub(super) fn synthesize(task: &Task) -> Work {
+pub(super) fn synthesize(
+    task: &Task,
+    routing: Option<&indexmap::IndexMap<String, Vec<String>>>,
+) -> Work {
     let texts = input_texts(task);
     let text = if texts.is_empty() {
         task.instruction.clone()
@@ -223,7 +226,10 @@ pub(super) fn synthesize(task: &Task) -> Work {
     };
     let value = json!({
         "category": category,
-        "roles": roles_for(category),
+        "roles": routing
+            .and_then(|t| t.get(category).or_else(|| t.get("other")))
+            .map(|r| r.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .unwrap_or_else(|| roles_for(category).to_vec()),
         "confidence": confidence,
         "reason": reason,
         "summary": first_words(ss.first().map_or("", String::as_str), 20),
@@ -236,5 +242,41 @@ pub(super) fn synthesize(task: &Task) -> Work {
         content_type: "application/json",
         labels: Vec::new(),
         verdict: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concierto_proto::v1::TaskInput;
+
+    fn task(text: &str) -> Task {
+        Task {
+            inputs: vec![TaskInput {
+                name: "trigger".into(),
+                content: text.into(),
+                content_type: "text/plain".into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_studio_routing_table_names_the_roles() {
+        let text = "The logo colours are off-brand and the tone of voice is wrong.";
+        let seed: serde_json::Value =
+            serde_json::from_str(&synthesize(&task(text), None).output).unwrap();
+        assert_eq!(seed["category"], "brand");
+        assert_eq!(
+            seed["roles"],
+            json!(["brand-guardian", "creative-director"])
+        );
+        let table: indexmap::IndexMap<String, Vec<String>> =
+            [("brand".to_string(), vec!["ui-designer".to_string()])]
+                .into_iter()
+                .collect();
+        let own: serde_json::Value =
+            serde_json::from_str(&synthesize(&task(text), Some(&table)).output).unwrap();
+        assert_eq!(own["roles"], json!(["ui-designer"]));
     }
 }

@@ -84,6 +84,9 @@ pub const BRAND_DIR: &str = "brand";
 #[derive(Debug, Clone, Default)]
 pub struct BuiltinExecutor {
     rules: BrandRules,
+    /// The studio's feedback routing table (`feedback_capture.routing`);
+    /// `None`: the seed's.
+    routing: Option<indexmap::IndexMap<String, Vec<String>>>,
 }
 
 /// What a role's work made, before usage is added.
@@ -124,13 +127,18 @@ impl BuiltinExecutor {
 
     /// With these brand rules.
     pub fn with_rules(rules: BrandRules) -> Self {
-        BuiltinExecutor { rules }
+        BuiltinExecutor {
+            rules,
+            routing: None,
+        }
     }
 
     /// For a studio: the rules in its `brand/` folder when there is one.
     pub fn for_studio(studio: &Studio) -> Result<Self, AgentError> {
         let dir = studio.base_dir.join(BRAND_DIR);
-        Self::new(dir.is_dir().then_some(dir))
+        let mut ex = Self::new(dir.is_dir().then_some(dir))?;
+        ex.routing = Some(concierto_core::config::keys::routing_table(studio));
+        Ok(ex)
     }
 
     /// The brand rules in use.
@@ -154,7 +162,7 @@ impl BuiltinExecutor {
             (_, Some(ReviewAction::ReviewBatch)) => review::batch(kind, task, &self.rules),
             ("brand-guardian", _) => review::brand(task, &self.rules),
             ("content-creator", _) => content::draft(task, &self.rules),
-            ("feedback-synthesizer", _) => feedback::synthesize(task),
+            ("feedback-synthesizer", _) => feedback::synthesize(task, self.routing.as_ref()),
             (_, Some(ReviewAction::Review)) => {
                 review::completeness(kind, task, self.rules.pass_score)
             }
