@@ -820,9 +820,25 @@ async fn only_the_orchestrator_publishes_deliverables_and_the_publisher_takes_th
         // Out before this connection is dropped.
         ingest.flush().await.unwrap();
     });
-    publisher
-        .request(subjects::LIBRARY_PUT, encode(&d), Duration::from_secs(5))
-        .await
+    // The server may not route to the new subscription at once: a request that
+    // finds no responder is not delivered, so asking again is safe.
+    let mut asked = None;
+    for _ in 0..50 {
+        match publisher
+            .request(subjects::LIBRARY_PUT, encode(&d), Duration::from_secs(5))
+            .await
+        {
+            Err(concierto_bus::BusError::NoResponders(_)) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            other => {
+                asked = Some(other);
+                break;
+            }
+        }
+    }
+    asked
+        .expect("the ingest user's subscription is routed")
         .expect("the publisher may ask library.put and the ingest user may answer");
     answer.await.unwrap();
 }
