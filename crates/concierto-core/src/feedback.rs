@@ -40,8 +40,8 @@ pub fn route(
     output: &str,
     table: &indexmap::IndexMap<String, Vec<String>>,
 ) -> (String, Vec<String>) {
-    let (category, named) = routing(output);
-    if named_by_answer(output) {
+    let (category, named) = answer(output);
+    if !named.is_empty() {
         return (category, named);
     }
     let roles = table
@@ -49,20 +49,24 @@ pub fn route(
         .filter(|r| !r.is_empty())
         .or_else(|| table.get("other"))
         .cloned()
-        .unwrap_or(named);
+        .unwrap_or_default();
     (category, roles)
-}
-
-fn named_by_answer(output: &str) -> bool {
-    crate::structured::json_object(output)
-        .and_then(|m| m.get("roles").cloned())
-        .and_then(|v| v.as_array().map(|a| !a.is_empty()))
-        .unwrap_or(false)
 }
 
 /// The category and roles a synthesizer's answer gives (its `roles`, else the
 /// seed's table for its category).
 pub fn routing(output: &str) -> (String, Vec<String>) {
+    let (category, roles) = answer(output);
+    let roles = if roles.is_empty() {
+        roles_for(&category).iter().map(|r| r.to_string()).collect()
+    } else {
+        roles
+    };
+    (category, roles)
+}
+
+/// The answer's category (`other` when it gives none) and the roles it names.
+fn answer(output: &str) -> (String, Vec<String>) {
     let m = crate::structured::json_object(output).unwrap_or_default();
     let category = m
         .get("category")
@@ -77,11 +81,6 @@ pub fn routing(output: &str) -> (String, Vec<String>) {
             .filter(|s| !s.is_empty())
             .collect(),
         _ => Vec::new(),
-    };
-    let roles = if roles.is_empty() {
-        roles_for(&category).iter().map(|r| r.to_string()).collect()
-    } else {
-        roles
     };
     (category, roles)
 }

@@ -94,7 +94,7 @@ fn messages(notifier: &Notifier, to: &[String], text: String) -> Vec<Notificatio
             }
             new
         })
-        .map(|o| notifier.to_person(o, text.clone()))
+        .map(|o| notifier.to(o, text.clone()))
         .collect()
 }
 
@@ -109,7 +109,7 @@ pub async fn start(notifier: Notifier) -> Result<ServiceHandle, FeedbackError> {
         .bus()
         .queue_subscribe_proto::<v1::OffTarget>(subjects::TARGET_EVENTS, NOTIFIER_GROUP)
         .await?;
-    let (handle, control) = ServiceHandle::new("budget-notifier");
+    let (handle, control) = ServiceHandle::new("budget-and-target-notifier");
     let mut signal = control.signal.clone();
     tokio::spawn(async move {
         let result = loop {

@@ -396,11 +396,7 @@ impl Notifier {
 
     /// A message for reviewer `person` (by id), to their Slack id if they
     /// have one.
-    pub(crate) fn to_person(&self, person: &str, text: String) -> Notification {
-        self.to(person, text)
-    }
-
-    fn to(&self, person: &str, text: String) -> Notification {
+    pub(crate) fn to(&self, person: &str, text: String) -> Notification {
         Notification {
             person: person.to_string(),
             channel: self

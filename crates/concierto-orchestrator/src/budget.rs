@@ -123,8 +123,7 @@ impl Engine {
     }
 
     fn persist_day(&mut self, day: &str) -> Result<(), StoreError> {
-        let spend = self.day_spend(day)?.clone();
-        let body = serde_json::to_vec(&spend)
+        let body = serde_json::to_vec(&*self.day_spend(day)?)
             .map_err(|e| StoreError::from_message(format!("encoding spend of {day}: {e}")))?;
         self.store_handle()
             .apply(BUDGET, vec![Op::Put(day.as_bytes().to_vec(), body)])
@@ -168,9 +167,12 @@ impl Engine {
         let studio = self.studio.agents.budget;
         let own = self.role_budget(role);
         let day = day_of(now);
-        let spent_day = self.day_spend(&day)?.clone();
+        // Only the two figures: this runs before every dispatch.
+        let (day_total, role_day) = {
+            let d = self.day_spend(&day)?;
+            (d.total_usd, d.by_role.get(role).copied().unwrap_or(0.0))
+        };
         let role_run = run.spent_by_role.get(role).copied().unwrap_or(0.0);
-        let role_day = spent_day.by_role.get(role).copied().unwrap_or(0.0);
         let mut lefts = Vec::new();
         let mut add = |limit: Option<f64>, spent: f64, key: String, scope: &'static str| {
             if let Some(l) = limit {
@@ -208,7 +210,7 @@ impl Engine {
         );
         add(
             studio.per_day_usd,
-            spent_day.total_usd,
+            day_total,
             "agents.budget.per_day_usd".into(),
             "day",
         );
