@@ -1,15 +1,38 @@
 //! How a service is started and stopped: every service's `start` returns a
 //! [`ServiceHandle`]; inside, it watches a [`StopSignal`] and reports when it has
 //! finished (in-flight work done or handed back).
+//!
+//! A service that can take a changed studio without a restart says so with
+//! [`ServiceHandle::on_studio_change`]: the process calls the hook with every
+//! new validated studio (`concierto serve` reloads on SIGHUP, on a change of
+//! the file and on `studio.changed` from the bus). The hook only hands the
+//! studio over (typically an actor message); it must not block.
+
+use std::fmt;
+use std::sync::Arc;
 
 use tokio::sync::{oneshot, watch};
 
+use crate::config::Studio;
+
+/// Called with each new studio; see [`ServiceHandle::on_studio_change`].
+pub type StudioHook = Arc<dyn Fn(Arc<Studio>) + Send + Sync>;
+
 /// Held by whoever started a service.
-#[derive(Debug)]
 pub struct ServiceHandle {
     name: String,
     stop: watch::Sender<bool>,
     done: oneshot::Receiver<Result<(), String>>,
+    on_studio: Option<StudioHook>,
+}
+
+impl fmt::Debug for ServiceHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceHandle")
+            .field("name", &self.name)
+            .field("live_studio", &self.on_studio.is_some())
+            .finish()
+    }
 }
 
 /// Held by the service: tells it to stop, and it tells back when it has.
@@ -50,6 +73,7 @@ impl ServiceHandle {
                 name: name.into(),
                 stop,
                 done,
+                on_studio: None,
             },
             ServiceControl {
                 signal: StopSignal(rx),
@@ -61,6 +85,36 @@ impl ServiceHandle {
     /// The service's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Says the service takes a changed studio live: `hook` is called with
+    /// every new validated studio.
+    pub fn on_studio_change(mut self, hook: impl Fn(Arc<Studio>) + Send + Sync + 'static) -> Self {
+        self.on_studio = Some(Arc::new(hook));
+        self
+    }
+
+    /// [`Self::on_studio_change`] with a hook already shared.
+    pub fn with_studio_hook(mut self, hook: StudioHook) -> Self {
+        self.on_studio = Some(hook);
+        self
+    }
+
+    /// Hands a new studio to the service. False when it keeps the studio it
+    /// started with (a restart picks the change up).
+    pub fn studio_changed(&self, studio: &Arc<Studio>) -> bool {
+        match &self.on_studio {
+            Some(hook) => {
+                hook(studio.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True when the service takes a changed studio live.
+    pub fn takes_studio_changes(&self) -> bool {
+        self.on_studio.is_some()
     }
 
     /// Asks the service to stop and waits until it has.
