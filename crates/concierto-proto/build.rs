@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "concierto/v1/metric.proto",
     "concierto/v1/agent.proto",
     "concierto/v1/deliverable.proto",
+    "concierto/v1/studio.proto",
     "concierto/v1/admin.proto",
 ];
 

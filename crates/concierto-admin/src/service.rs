@@ -5,12 +5,12 @@
 //! (start a run).
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use concierto_bus::{Bus, BusError, BusExt, ProtoMessage, decode, encode};
 use concierto_core::config::Studio;
-use concierto_core::service::StopSignal;
+use concierto_core::service::{StopSignal, StudioHook};
 use concierto_core::subjects;
 use concierto_proto::v1::{self, admin_service_server::AdminService};
 use futures::Stream;
@@ -35,11 +35,23 @@ pub fn record_metric_denied(who: &str) -> String {
 /// A server stream of `T`.
 pub type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// The studio a call reads, with the token identities it gives.
+struct Current {
+    studio: Arc<Studio>,
+    identities: Identities,
+}
+
+impl Current {
+    fn of(studio: Arc<Studio>) -> Arc<Current> {
+        let identities = Identities::from_studio(&studio);
+        Arc::new(Current { studio, identities })
+    }
+}
+
 /// The service.
 pub struct Admin {
-    studio: Arc<Studio>,
+    current: Arc<RwLock<Arc<Current>>>,
     bus: Arc<dyn Bus>,
-    identities: Identities,
     timeout: Duration,
     stop: StopSignal,
 }
@@ -54,18 +66,41 @@ impl Admin {
         timeout: Duration,
         stop: StopSignal,
     ) -> Self {
-        let identities = Identities::from_studio(&studio);
         Admin {
-            studio,
+            current: Arc::new(RwLock::new(Current::of(studio))),
             bus,
-            identities,
             timeout,
             stop,
         }
     }
 
+    /// What takes a changed studio: the next call authenticates against its
+    /// reviewers' tokens and reads its workflows.
+    pub fn studio_hook(&self) -> StudioHook {
+        let current = self.current.clone();
+        Arc::new(move |studio: Arc<Studio>| {
+            let next = Current::of(studio);
+            tracing::info!(
+                identities = next.identities.len(),
+                workflows = next.studio.workflows.len(),
+                "admin service took the changed studio"
+            );
+            match current.write() {
+                Ok(mut g) => *g = next,
+                Err(p) => *p.into_inner() = next,
+            }
+        })
+    }
+
+    fn current(&self) -> Arc<Current> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     fn who<T>(&self, req: &Request<T>) -> Result<Identity, Status> {
-        self.identities.authenticate(req)
+        self.current().identities.authenticate(req)
     }
 
     /// A bus request to the service `owner` answers; its error header becomes a status.
@@ -196,11 +231,12 @@ impl AdminService for Admin {
         let who = self.who(&request)?;
         who.require_admin("start runs")?;
         let r = request.into_inner();
-        if !self.studio.workflows.contains_key(&r.workflow) {
+        let studio = self.current().studio.clone();
+        if !studio.workflows.contains_key(&r.workflow) {
             return Err(Status::not_found(format!(
                 "no workflow {:?}; the studio has: {}",
                 r.workflow,
-                self.studio
+                studio
                     .workflows
                     .keys()
                     .cloned()
@@ -480,6 +516,23 @@ impl AdminService for Admin {
             }
         }
         Ok(Response::new(out))
+    }
+
+    async fn reload_studio(
+        &self,
+        request: Request<v1::ReloadStudioRequest>,
+    ) -> Result<Response<v1::ReloadStudioResponse>, Status> {
+        let who = self.who(&request)?;
+        who.require_admin("reload the studio")?;
+        let req = v1::ReloadStudioRequest {
+            requested_by: who.id.clone(),
+        };
+        // Any process of the studio answers (queue group `studio-reload`): it
+        // rereads the file, validates it and announces a new version to all.
+        let r: v1::ReloadStudioResponse = self
+            .ask("studio reloader", subjects::STUDIO_RELOAD, &req, Some(&who))
+            .await?;
+        Ok(Response::new(r))
     }
 
     async fn list_feedback(

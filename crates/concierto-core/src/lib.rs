@@ -7,6 +7,7 @@ pub mod config;
 pub mod feedback;
 pub mod grammar;
 pub mod health;
+pub mod live;
 pub mod roles;
 pub mod service;
 pub mod store;

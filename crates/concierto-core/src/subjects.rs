@@ -141,6 +141,18 @@ pub fn budget_event(scope: &str) -> String {
 /// Every budget event.
 pub const BUDGET_EVENTS: &str = "event.budget.>";
 
+/// A new validated studio (`StudioChanged`, core publish): every process
+/// applies it to its running services.
+pub const STUDIO_CHANGED: &str = "studio.changed";
+
+/// Reread the studio file and announce it when valid and new
+/// (`ReloadStudioRequest` → `ReloadStudioResponse`, queue group `studio-reload`).
+pub const STUDIO_RELOAD: &str = "studio.reload";
+
+/// An approved change written to the studio file (`StudioChangeApplied`;
+/// durable, stream EVENTS).
+pub const STUDIO_CHANGE_APPLIED: &str = "event.studio.changed";
+
 /// Every off-target notice (`OffTarget`).
 pub const TARGET_EVENTS: &str = "event.target.>";
 

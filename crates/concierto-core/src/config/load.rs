@@ -79,7 +79,22 @@ pub fn check_with_env(path: &Path, env: impl IntoIterator<Item = (String, String
             ));
         }
     };
-    let spans = match Spans::index(&text) {
+    check_text_with_env(path, &text, env)
+}
+
+/// [`check_with_env`] of `text` as if it were the file at `path` (relative
+/// paths and role files resolve against `path`'s folder): a studio announced
+/// on the bus, or a change before it is written.
+pub fn check_text_with_env(
+    path: &Path,
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Checked {
+    let fail = |p: Problem| Checked {
+        studio: None,
+        problems: vec![p],
+    };
+    let spans = match Spans::index(text) {
         Ok(s) => s,
         Err(e) => {
             return fail(Problem::error(
@@ -120,7 +135,7 @@ pub fn check_with_env(path: &Path, env: impl IntoIterator<Item = (String, String
             .or_insert_with(|| exec.trim().to_string());
     }
     let merged = config::Config::builder()
-        .add_source(config::File::from_str(&text, config::FileFormat::Yaml))
+        .add_source(config::File::from_str(text, config::FileFormat::Yaml))
         .add_source(
             config::Environment::with_prefix("CONCIERTO")
                 .prefix_separator("__")
@@ -1569,6 +1584,7 @@ fn feedback_loops_section(w: &mut Walker<'_>, v: Option<&Value>) -> FeedbackLoop
                     "remind_before",
                     "on_breach",
                     "escalate_to",
+                    super::gate_batch::KEY,
                 ],
             );
             let threshold = w.string(g, "threshold", &p);
@@ -1609,6 +1625,7 @@ fn feedback_loops_section(w: &mut Walker<'_>, v: Option<&Value>) -> FeedbackLoop
                 }
             };
             let escalate_to = w.strings(g, "escalate_to", &p, false);
+            let batch = super::gate_batch::parse(w, g, &p, sla);
             if let Some(threshold) = threshold {
                 out.quality_gates.push(QualityGate {
                     name,
@@ -1618,6 +1635,7 @@ fn feedback_loops_section(w: &mut Walker<'_>, v: Option<&Value>) -> FeedbackLoop
                     remind_before,
                     on_breach,
                     escalate_to,
+                    batch,
                 });
             }
         }

@@ -7,11 +7,13 @@
 //! Loading reports *every* problem with its file, line and key path.
 
 pub mod budget;
+pub mod changes;
 pub mod context;
 pub mod deliverables;
 pub mod explain;
 pub mod feedback_router;
 pub mod flood;
+pub mod gate_batch;
 pub mod keys;
 mod load;
 pub mod mcp;
@@ -22,13 +24,16 @@ pub mod review;
 pub mod spans;
 pub mod targets;
 pub mod tools;
+pub mod trigger_agents;
 mod walk;
 
 pub use budget::Budget;
 pub use context::{ContextItem, ContextKind, ContextWindow, SINCE_LAST_RUN, parse_window};
 pub use deliverables::{PublisherDef, PublisherKind, Publishing};
 pub use flood::Flood;
-pub use load::{Checked, EXECUTOR_SWITCH, check, check_with_env, load, load_with_env};
+pub use load::{
+    Checked, EXECUTOR_SWITCH, check, check_text_with_env, check_with_env, load, load_with_env,
+};
 pub use mcp::{McpServerDef, McpTransport};
 pub use model::*;
 pub use problem::{Problem, Problems, Severity};

@@ -373,6 +373,9 @@ pub struct QualityGate {
     pub on_breach: BreachAction,
     /// Who is told on breach (default: the reviewers' escalation contacts).
     pub escalate_to: Vec<String>,
+    /// `batch`: a gate of this kind opened within this long of an open one
+    /// joins it (one decision for the batch; see [`super::gate_batch`]).
+    pub batch: Option<Duration>,
 }
 
 /// How people's feedback is taken in.

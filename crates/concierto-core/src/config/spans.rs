@@ -44,6 +44,11 @@ impl Spans {
         self.lines.contains_key(path)
     }
 
+    /// Every recorded key path with its line.
+    pub fn paths(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.lines.iter().map(|(p, l)| (p.as_str(), *l))
+    }
+
     /// The line of `path`, or of its nearest ancestor that has one.
     pub fn line(&self, path: &str) -> Option<usize> {
         let mut p = path;
