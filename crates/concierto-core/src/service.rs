@@ -112,6 +112,12 @@ impl ServiceHandle {
         }
     }
 
+    /// The hook given with [`Self::on_studio_change`], to call later
+    /// (a supervisor forwards changes to the service it runs).
+    pub fn studio_hook(&self) -> Option<StudioHook> {
+        self.on_studio.clone()
+    }
+
     /// True when the service takes a changed studio live.
     pub fn takes_studio_changes(&self) -> bool {
         self.on_studio.is_some()

@@ -38,6 +38,30 @@ pub struct Limits {
     pub backoff_max: Duration,
 }
 
+impl Limits {
+    /// The defaults with each role's limit from the studio: `replicas ×
+    /// max_in_flight` (1 and 4 when unset).
+    pub fn for_studio(studio: &Studio) -> Limits {
+        let mut limits = Limits::default();
+        limits.role_limits = role_limits(studio);
+        limits
+    }
+}
+
+/// Each role's in-flight limit from the studio.
+fn role_limits(studio: &Studio) -> HashMap<String, usize> {
+    studio
+        .agents
+        .roles
+        .iter()
+        .map(|(role, settings)| {
+            let replicas = settings.replicas.unwrap_or(1) as usize;
+            let per = settings.max_in_flight.unwrap_or(4) as usize;
+            (role.clone(), (replicas * per).max(1))
+        })
+        .collect()
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -70,6 +94,9 @@ pub struct Effects {
     pub deliverables: Vec<v1::Deliverable>,
     /// Budgets reached, for `event.budget.<scope>`.
     pub budgets: Vec<v1::BudgetReached>,
+    /// Approved studio changes to announce (`studio.changed`) and record
+    /// (`event.studio.changed`).
+    pub studio: Vec<crate::changes::StudioPublication>,
 }
 
 impl Effects {
@@ -82,6 +109,7 @@ impl Effects {
         self.metrics.extend(other.metrics);
         self.deliverables.extend(other.deliverables);
         self.budgets.extend(other.budgets);
+        self.studio.extend(other.studio);
     }
 }
 
@@ -305,6 +333,11 @@ impl Engine {
         }
     }
 
+    /// Per-role limits from a changed studio (other limits stay).
+    pub(crate) fn set_role_limits(&mut self, studio: &Studio) {
+        self.limits.role_limits = role_limits(studio);
+    }
+
     pub(crate) fn store_handle(&self) -> &Arc<dyn KvStore> {
         &self.store
     }
@@ -388,6 +421,7 @@ impl Engine {
     pub fn recover(&mut self, now: DateTime<Utc>) -> Result<Effects, StoreError> {
         let mut fx = Effects::default();
         self.recover_gates()?;
+        self.repair_batches(&mut fx)?;
         self.recover_contexts()?;
         self.recover_deferred_reviews()?;
         for (_, bytes) in self.store.scan_prefix(RUNS, b"")? {
@@ -511,6 +545,7 @@ impl Engine {
             spent_usd: 0.0,
             spent_by_role: BTreeMap::new(),
             paused: String::new(),
+            agents: crate::trigger_agents::allowed(&self.studio, &s),
         };
         concierto_telemetry::metrics::run_started(&run.workflow);
         if wf.is_none() {
@@ -548,11 +583,9 @@ impl Engine {
             }
             return;
         }
-        match run
-            .steps
-            .iter()
-            .position(|s| s.state != StepState::Succeeded)
-        {
+        // Steps whose role the run's trigger does not staff are skipped on the way.
+        while crate::trigger_agents::skip_unstaffed(run, now, fx) {}
+        match run.steps.iter().position(|s| !s.state.is_done()) {
             None => {
                 run.state = RunState::Succeeded;
                 concierto_telemetry::metrics::run_finished(&run.workflow, "succeeded");

@@ -115,6 +115,13 @@ pub struct GateRecord {
     pub status: GateStatus,
     /// Every decision, oldest first.
     pub decisions: Vec<DecisionRecord>,
+    /// The first gate of the batch it joined, whose decision it follows
+    /// (`batch:` on the gate; see `gate_batch.rs`).
+    #[serde(default)]
+    pub batch_of: Option<String>,
+    /// On a batch's first gate: the gates that joined it, in order.
+    #[serde(default)]
+    pub members: Vec<String>,
 }
 
 fn ts(ms: i64) -> Option<prost_types::Timestamp> {
@@ -135,7 +142,7 @@ impl GateRecord {
                 step_id: self.step_id.clone(),
                 label: self.label.clone(),
                 reviewers: self.reviewers.clone(),
-                summary: self.summary.clone(),
+                summary: crate::gate_batch::summary(self),
                 content: self.content.clone(),
                 opened_at: ts(self.opened_ms),
                 due_at: ts(self.due_ms),
@@ -165,6 +172,8 @@ impl GateRecord {
                 .collect(),
             reminders: self.reminders,
             escalated: self.escalated,
+            batch_of: self.batch_of.clone().unwrap_or_default(),
+            batch_size: crate::gate_batch::own_size(self),
         }
     }
 
@@ -186,7 +195,7 @@ impl Engine {
             .apply(GATES, vec![Op::Put(g.gate_id.as_bytes().to_vec(), body)])
     }
 
-    fn load_gate(&self, id: &str) -> Result<Option<GateRecord>, StoreError> {
+    pub(crate) fn load_gate(&self, id: &str) -> Result<Option<GateRecord>, StoreError> {
         match self.store_handle().get(GATES, id.as_bytes())? {
             None => Ok(None),
             Some(b) => serde_json::from_slice(&b)
@@ -220,6 +229,7 @@ impl Engine {
         now: DateTime<Utc>,
         fx: &mut Effects,
     ) -> Result<(), StoreError> {
+        self.label_proposals(run, step_id, now, fx);
         let Some(s) = run.step(step_id).cloned() else {
             return Ok(());
         };
@@ -284,7 +294,7 @@ impl Engine {
             } else {
                 g.escalate_to.clone()
             };
-            let rec = GateRecord {
+            let mut rec = GateRecord {
                 gate_id: format!("{}/{}/{}/{}", run.run_id, step_id, g.name, round),
                 gate: g.name.clone(),
                 run_id: run.run_id.clone(),
@@ -295,7 +305,7 @@ impl Engine {
                 reviewers: g.reviewers.clone(),
                 escalate_to,
                 summary: format!(
-                    "{} / {} ({}): output labelled {}{}",
+                    "{} / {} ({}): output labelled {}{}{}",
                     run.workflow,
                     step_id,
                     s.role,
@@ -304,7 +314,8 @@ impl Engine {
                         format!(", revised (round {round})")
                     } else {
                         String::new()
-                    }
+                    },
+                    crate::changes::gate_note(&g.threshold, &s.output),
                 ),
                 content: run
                     .step(step_id)
@@ -318,25 +329,34 @@ impl Engine {
                 round,
                 status: GateStatus::Open,
                 decisions: Vec::new(),
+                batch_of: None,
+                members: Vec::new(),
             };
             if self.open_gates.contains_key(&rec.gate_id) || self.load_gate(&rec.gate_id)?.is_some()
             {
                 continue;
             }
+            let joined = self.join_batch(&mut rec, g.batch, now)?;
             tracing::info!(gate = %rec.gate_id, reviewers = ?rec.reviewers, "quality gate opened");
             fx.events.push(run.event(
                 Some(step_id),
                 format!(
-                    "waiting at quality gate {} for {} (label {}, SLA {:?})",
+                    "waiting at quality gate {} for {} (label {}, SLA {:?}){}",
                     g.name,
                     g.reviewers.join(", "),
                     g.threshold,
-                    g.sla
+                    g.sla,
+                    self.batch_note(&rec)
                 ),
                 now_ms,
             ));
             self.persist_gate(&rec)?;
-            fx.gates.push(("opened", rec.to_proto()));
+            // A gate that joined a batch asks nobody again (no `opened`).
+            fx.gates.push(if joined {
+                ("joined", self.gate_view(&rec)?)
+            } else {
+                ("opened", rec.to_proto())
+            });
             self.open_gates.insert(rec.gate_id.clone(), rec);
         }
         Ok(())
@@ -349,7 +369,13 @@ impl Engine {
         fx: &mut Effects,
     ) -> Result<(), StoreError> {
         let now_ms = ms(now);
-        let ids: Vec<String> = self.open_gates.keys().cloned().collect();
+        // A gate in a batch follows its leader's clock, not its own.
+        let ids: Vec<String> = self
+            .open_gates
+            .values()
+            .filter(|g| g.batch_of.is_none())
+            .map(|g| g.gate_id.clone())
+            .collect();
         for id in ids {
             let Some(mut g) = self.open_gates.remove(&id) else {
                 continue;
@@ -415,7 +441,11 @@ impl Engine {
                 Some(BreachAction::Approve) => Some(DecisionKind::Approve),
                 Some(BreachAction::Reject) => Some(DecisionKind::Reject),
                 Some(BreachAction::Hold) | None => None,
-            };
+            }
+            .filter(|k| {
+                let g = self.open_gates.get(&id);
+                !g.is_some_and(|g| Engine::needs_a_person(g, *k))
+            });
             if let Some(kind) = kind {
                 let notes =
                     "the SLA passed without a decision; the gate's on_breach policy decided";
@@ -441,7 +471,7 @@ impl Engine {
                 None => Err(EngineError::NotFound(gate_id.into())),
             };
         };
-        if !g.may_decide(who) {
+        if !self.may_decide_gate(g, who) {
             return Err(EngineError::NotReviewer {
                 gate: gate_id.into(),
                 who: who.into(),
@@ -456,15 +486,15 @@ impl Engine {
         self.apply_decision(gate_id, kind, who, notes, false, now, &mut fx)?;
         self.dispatch(now, &mut fx)?;
         let gate = self
-            .load_gate(gate_id)?
-            .map(|g| g.to_proto())
+            .get_gate(gate_id)?
             .ok_or_else(|| EngineError::NotFound(gate_id.into()))?;
         Ok((gate, fx))
     }
 
-    /// Records a decision and moves the run on.
+    /// Records a decision on this one gate and moves its run on (see
+    /// `apply_decision` for batches).
     #[allow(clippy::too_many_arguments)]
-    fn apply_decision(
+    pub(crate) fn apply_one_decision(
         &mut self,
         gate_id: &str,
         kind: DecisionKind,
@@ -477,6 +507,7 @@ impl Engine {
         let Some(mut g) = self.open_gates.remove(gate_id) else {
             return Ok(());
         };
+        self.leave_batch_if_alone(&mut g)?;
         let now_ms = ms(now);
         g.status = match kind {
             DecisionKind::Approve => GateStatus::Approved,
@@ -590,6 +621,7 @@ impl Engine {
                 });
                 self.persist_gate(&o)?;
                 fx.gates.push(("decided", o.to_proto()));
+                self.batch_gate_closed(&o, fx)?;
             }
         }
         Ok(())
@@ -706,6 +738,7 @@ impl Engine {
                 });
                 self.persist_gate(&g)?;
                 fx.gates.push(("decided", g.to_proto()));
+                self.batch_gate_closed(&g, fx)?;
             }
         }
         Ok(())
@@ -714,9 +747,9 @@ impl Engine {
     /// One gate.
     pub fn get_gate(&self, id: &str) -> Result<Option<v1::Gate>, StoreError> {
         if let Some(g) = self.open_gates.get(id) {
-            return Ok(Some(g.to_proto()));
+            return self.gate_view(g).map(Some);
         }
-        Ok(self.load_gate(id)?.map(|g| g.to_proto()))
+        self.load_gate(id)?.map(|g| self.gate_view(&g)).transpose()
     }
 
     /// Gates, open ones first (oldest due first), then the rest newest first; filtered, paged.
@@ -754,13 +787,13 @@ impl Engine {
             .skip(start)
             .take(size)
             .map(|g| {
-                let mut p = g.to_proto();
+                let mut p = self.gate_view(g)?;
                 if let Some(r) = p.request.as_mut() {
                     r.content = preview(&r.content);
                 }
-                p
+                Ok(p)
             })
-            .collect();
+            .collect::<Result<_, StoreError>>()?;
         let next = start + gates.len();
         Ok(v1::ListGatesResponse {
             gates,

@@ -16,16 +16,19 @@
 //! queued or published again.
 
 mod budget;
+pub mod changes;
 mod context;
 pub mod deliverables;
 mod engine;
 mod feedback;
+mod gate_batch;
 mod gates;
 mod queue;
 mod review;
 mod review_later;
 mod run;
 mod service;
+mod trigger_agents;
 
 pub use engine::{Effects, Engine, EngineError, Limits, ON_FAILURE};
 pub use gates::{DecisionKind, DecisionRecord, GateRecord, GateStatus, SLA_POLICY};

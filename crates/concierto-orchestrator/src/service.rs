@@ -48,6 +48,9 @@ pub struct OrchestratorOptions {
     pub ack_wait: Duration,
     /// Stream limits (from `server.bus`).
     pub streams: StreamLimits,
+    /// The studio file, which an approved change gate rewrites; `None`: change
+    /// gates cannot be approved (only rejected).
+    pub studio_file: Option<std::path::PathBuf>,
 }
 
 impl Default for OrchestratorOptions {
@@ -59,6 +62,7 @@ impl Default for OrchestratorOptions {
             batch: 128,
             ack_wait: Duration::from_secs(30),
             streams: StreamLimits::default(),
+            studio_file: None,
         }
     }
 }
@@ -71,6 +75,26 @@ struct Orchestrator {
     engine: Engine,
     store: Arc<dyn KvStore>,
     clock: SharedClock,
+    studio_file: Option<std::path::PathBuf>,
+}
+
+/// A changed studio, from the process's reloader.
+struct SetStudio(Arc<Studio>);
+
+impl actix::Message for SetStudio {
+    type Result = ();
+}
+
+impl Handler<SetStudio> for Orchestrator {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetStudio, _: &mut Context<Self>) {
+        tracing::info!(
+            workflows = msg.0.workflows.len(),
+            "studio changed: new runs, loops and gates use it; runs in flight keep their steps"
+        );
+        self.engine.set_studio(msg.0);
+    }
 }
 
 impl Actor for Orchestrator {
@@ -241,9 +265,31 @@ impl Handler<Query> for Orchestrator {
                         "a gate decision needs the reviewer's identity".into(),
                     ));
                 }
-                let (gate, fx) =
+                let now = self.clock.now();
+                // An approved change is written (validated) before the
+                // decision is recorded: on an error the gate stays open.
+                let change = match self.engine.change_to_apply(&r.gate_id, &who, kind)? {
+                    Some((gate, list)) => Some((
+                        gate.clone(),
+                        crate::changes::apply(
+                            self.studio_file.as_deref(),
+                            &gate,
+                            &list,
+                            &who,
+                            now,
+                        )?,
+                    )),
+                    None => None,
+                };
+                let (gate, mut fx) = self
+                    .engine
+                    .decide_gate(&r.gate_id, &who, kind, &r.notes, now)?;
+                if let Some((record, (applied, publication))) = change {
                     self.engine
-                        .decide_gate(&r.gate_id, &who, kind, &r.notes, self.clock.now())?;
+                        .record_change(&record, &who, &applied, now, &mut fx)?;
+                    self.engine.set_studio(Arc::new(applied.studio));
+                    fx.studio.push(publication);
+                }
                 Ok(Answer::DecideGate(
                     v1::DecideGateResponse { gate: Some(gate) },
                     fx,
@@ -325,6 +371,21 @@ async fn publish(bus: &Arc<dyn Bus>, fx: Effects) -> bool {
             tracing::warn!(metric = %m.metric, error = %e, "publishing a metric sample failed");
         }
     }
+    // Every process applies the new studio; the record is durable.
+    for p in &fx.studio {
+        if let Err(e) = bus
+            .publish_proto(subjects::STUDIO_CHANGED, &p.announce)
+            .await
+        {
+            tracing::warn!(error = %e, "announcing the changed studio failed; other processes pick it up on SIGHUP or a restart");
+        }
+        if let Err(e) = bus
+            .publish_durable(subjects::STUDIO_CHANGE_APPLIED, encode(&p.applied))
+            .await
+        {
+            tracing::warn!(error = %e, "publishing the studio change record failed");
+        }
+    }
     // Durable (stream EVENTS), so a notifier that is down hears of it later.
     for b in &fx.budgets {
         if let Err(e) = bus
@@ -381,9 +442,12 @@ pub async fn start(
         engine,
         store: store.clone(),
         clock: clock.clone(),
+        studio_file: opts.studio_file.clone(),
     }
     .start();
     let (handle, control) = ServiceHandle::new("orchestrator");
+    let to_actor = addr.clone();
+    let handle = handle.on_studio_change(move |studio| to_actor.do_send(SetStudio(studio)));
     let signal = control.signal.clone();
     let writable = Writable::default();
     let (committer, committed) = mpsc::channel::<Pending>(1024);

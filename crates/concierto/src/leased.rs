@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use concierto_bus::Bus;
 use concierto_bus::lease::{self, Holder, Lease, LeaseOptions, LeaseStore};
-use concierto_core::service::{ServiceHandle, StopSignal};
+use concierto_core::service::{ServiceHandle, StopSignal, StudioHook};
 
 /// The services that run under a lease.
 pub const LEASED: &[&str] = &[
@@ -98,15 +98,29 @@ where
         Err(_) => None,
     };
     let (handle, control) = ServiceHandle::new(service);
+    // A changed studio goes to the instance running now (none on a standby:
+    // it starts with the process's current studio when it takes the lease).
+    let slot: Arc<std::sync::Mutex<Option<StudioHook>>> = Arc::default();
+    let to_active = slot.clone();
+    let handle = handle.on_studio_change(move |studio| {
+        let hook = to_active.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook(studio);
+        }
+    });
     let signal = control.signal.clone();
     actix::spawn(async move {
-        let result = supervise(store, service, holder, opts, active, signal, &mut start).await;
+        let result = supervise(
+            store, service, holder, opts, active, signal, &mut start, &slot,
+        )
+        .await;
         concierto_core::health::clear(&health_key(service));
         control.finished(result);
     });
     Ok(handle)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn supervise<F, Fut>(
     store: Arc<dyn LeaseStore>,
     service: &'static str,
@@ -115,6 +129,7 @@ async fn supervise<F, Fut>(
     mut active: Option<(Lease, ServiceHandle)>,
     mut signal: StopSignal,
     start: &mut F,
+    slot: &std::sync::Mutex<Option<StudioHook>>,
 ) -> Result<(), String>
 where
     F: FnMut() -> Fut,
@@ -165,14 +180,23 @@ where
                 }
             }
         };
-        tokio::select! {
-            _ = signal.stopped() => {
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = inner.studio_hook();
+        let outcome = tokio::select! {
+            _ = signal.stopped() => None,
+            _ = lease.lost() => Some(()),
+        };
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        match outcome {
+            None => {
                 let result = inner.stop().await;
                 lease.release().await;
                 return result;
             }
-            _ = lease.lost() => {
-                tracing::error!(service, "the lease is lost: stopping this instance's {service} at once and standing by");
+            Some(()) => {
+                tracing::error!(
+                    service,
+                    "the lease is lost: stopping this instance's {service} at once and standing by"
+                );
                 concierto_core::health::set_unready(
                     &health_key(service),
                     format!("standby: the {service} lease was lost"),

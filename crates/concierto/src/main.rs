@@ -20,6 +20,7 @@ mod local_cmds;
 mod observability;
 mod output;
 mod probe;
+mod reload;
 mod router_opts;
 mod services;
 

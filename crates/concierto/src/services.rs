@@ -12,6 +12,7 @@ use concierto_bus::{
 };
 use concierto_core::clock::{SharedClock, SystemClock};
 use concierto_core::config::{self, Studio};
+use concierto_core::live::LiveStudio;
 use concierto_core::service::ServiceHandle;
 use concierto_core::store::{KvStore, SledStore};
 
@@ -228,27 +229,25 @@ fn names(running: &std::sync::Mutex<Vec<String>>) -> String {
 /// active instance per studio, the others standbys).
 async fn start_service(
     name: &str,
-    studio: &Arc<Studio>,
+    live: &LiveStudio,
     bus: &Arc<dyn Bus>,
     data_dir: &Path,
     clock: &SharedClock,
 ) -> anyhow::Result<ServiceHandle> {
     let Some(service) = crate::leased::LEASED.iter().copied().find(|s| *s == name) else {
-        return start_unleased(name, studio, bus, data_dir, clock).await;
+        return start_unleased(name, &live.get(), bus, data_dir, clock).await;
     };
-    let (studio, bus2, data_dir, clock) = (
-        studio.clone(),
+    let (live, bus2, data_dir, clock) = (
+        live.clone(),
         bus.clone(),
         data_dir.to_path_buf(),
         clock.clone(),
     );
     crate::leased::leased(bus, service, Default::default(), move || {
-        let (studio, bus, data_dir, clock) = (
-            studio.clone(),
-            bus2.clone(),
-            data_dir.clone(),
-            clock.clone(),
-        );
+        // The studio as it is when the lease is taken (a standby may start
+        // after changes).
+        let (studio, bus, data_dir, clock) =
+            (live.get(), bus2.clone(), data_dir.clone(), clock.clone());
         async move { start_unleased(service, &studio, &bus, &data_dir, &clock).await }
     })
     .await
@@ -267,7 +266,8 @@ async fn start_unleased(
             let opts = concierto_orchestrator::OrchestratorOptions {
                 ack_wait: studio.server.bus.ack_wait,
                 streams: stream_limits(studio),
-                limits: orchestrator_limits(studio),
+                limits: concierto_orchestrator::Limits::for_studio(studio),
+                studio_file: studio_file(),
                 ..Default::default()
             };
             Ok(concierto_orchestrator::start(
@@ -515,16 +515,24 @@ fn ingest_options(studio: &Studio) -> concierto_ingest::IngestOptions {
     }
 }
 
-fn orchestrator_limits(studio: &Studio) -> concierto_orchestrator::Limits {
-    let mut limits = concierto_orchestrator::Limits::default();
-    for (role, settings) in &studio.agents.roles {
-        let replicas = settings.replicas.unwrap_or(1) as usize;
-        let per = settings.max_in_flight.unwrap_or(4) as usize;
-        limits
-            .role_limits
-            .insert(role.clone(), (replicas * per).max(1));
-    }
-    limits
+/// The studio file this process was started from (for change gates).
+static STUDIO_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+fn studio_file() -> Option<PathBuf> {
+    STUDIO_FILE.get().cloned()
+}
+
+/// The studio of `file` as a live value, with the reloader that keeps it up
+/// to date (started by the caller once the services run).
+fn live_studio(
+    file: &Path,
+    studio: &Arc<Studio>,
+    bus: &Arc<dyn Bus>,
+) -> (LiveStudio, Arc<crate::reload::Reloader>) {
+    let _ = STUDIO_FILE.set(file.to_path_buf());
+    let live = LiveStudio::new(studio.clone());
+    let reloader = crate::reload::Reloader::new(file, live.clone(), bus.clone());
+    (live, reloader)
 }
 
 async fn start_workers(
@@ -596,9 +604,10 @@ pub async fn up(
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(studio.server.subject_prefix.clone()));
     ensure_standard_streams(bus.as_ref(), &stream_limits(&studio)).await?;
     let clock: SharedClock = Arc::new(SystemClock);
+    let (live, reloader) = live_studio(file, &studio, &bus);
     // Stopped in reverse: the scheduler first, then the workers drain, then the orchestrator.
     let mut handles = vec![vec![
-        start_service("orchestrator", &studio, &bus, &data_dir, &clock).await?,
+        start_service("orchestrator", &live, &bus, &data_dir, &clock).await?,
     ]];
     let mut workers = Vec::new();
     for role in studio.roles.keys() {
@@ -612,14 +621,14 @@ pub async fn up(
     }
     handles.push(workers);
     handles.push(vec![
-        start_service("scheduler", &studio, &bus, &data_dir, &clock).await?,
-        start_service("admin", &studio, &bus, &data_dir, &clock).await?,
-        start_service("feedback", &studio, &bus, &data_dir, &clock).await?,
-        start_service("ingest", &studio, &bus, &data_dir, &clock).await?,
-        start_service("tracker", &studio, &bus, &data_dir, &clock).await?,
-        start_service("dashboard", &studio, &bus, &data_dir, &clock).await?,
-        start_service("publisher", &studio, &bus, &data_dir, &clock).await?,
-        start_service("feedback-router", &studio, &bus, &data_dir, &clock).await?,
+        start_service("scheduler", &live, &bus, &data_dir, &clock).await?,
+        start_service("admin", &live, &bus, &data_dir, &clock).await?,
+        start_service("feedback", &live, &bus, &data_dir, &clock).await?,
+        start_service("ingest", &live, &bus, &data_dir, &clock).await?,
+        start_service("tracker", &live, &bus, &data_dir, &clock).await?,
+        start_service("dashboard", &live, &bus, &data_dir, &clock).await?,
+        start_service("publisher", &live, &bus, &data_dir, &clock).await?,
+        start_service("feedback-router", &live, &bus, &data_dir, &clock).await?,
     ]);
     tracing::info!(
         studio = %studio.studio.name,
@@ -629,6 +638,8 @@ pub async fn up(
         "studio up; Ctrl-C stops it"
     );
     println!("{}", executor_table(&studio));
+    reloader.watch(handles.iter().flatten());
+    handles.push(vec![reloader.start()]);
     obs.ready();
     let mut signals = Signals::new();
     let (signal, _) = signals.next().await;
@@ -700,13 +711,16 @@ pub async fn serve(
     )
     .await?;
     let clock: SharedClock = Arc::new(SystemClock);
+    let (live, reloader) = live_studio(file, &studio, &bus);
     let mut handles = Vec::new();
     for s in services {
         handles.push(vec![
-            start_service(s, &studio, &bus, &data_dir, &clock).await?,
+            start_service(s, &live, &bus, &data_dir, &clock).await?,
         ]);
         tracing::info!(service = %s, nats = %redact_url(&url), "service started");
     }
+    reloader.watch(handles.iter().flatten());
+    handles.push(vec![reloader.start()]);
     obs.ready();
     let mut signals = Signals::new();
     let (signal, _) = signals.next().await;

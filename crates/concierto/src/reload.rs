@@ -1,0 +1,353 @@
+//! Live changes of the studio file (DESIGN.md section 5): every `concierto up`
+//! and `concierto serve` process reloads its studio without a restart.
+//!
+//! ```text
+//!  SIGHUP ───────────────┐
+//!  the file changed ─────┤  (polled every second, applied once it is still
+//!   (debounced)          │   for half a second)
+//!  studio.reload ────────┤  (the admin `ReloadStudio`; one process answers)
+//!                        ▼
+//!   read + validate the whole studio ── errors: logged once per version with
+//!                        │               file:line, the running studio kept
+//!                        ▼ valid and a new version (SHA-256 of the text)
+//!   hand it to every running service (ServiceHandle::studio_changed)
+//!   and announce it on `studio.changed` with its text
+//!                        │
+//!  studio.changed ───────┴─▶ other processes: same version → nothing; else
+//!                            validate the text against their own folder and
+//!                            hand it to their services (not announced again)
+//! ```
+//!
+//! Runs in flight keep the steps they started with (the orchestrator copies
+//! them into the run). A service that cannot take a change live (agent
+//! workers keep their role files) is named in the log line of the change.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use concierto_bus::{Bus, BusExt, decode, encode};
+use concierto_core::config::{self, Studio, changes};
+use concierto_core::live::LiveStudio;
+use concierto_core::service::{ServiceHandle, StopSignal, StudioHook};
+use concierto_core::subjects;
+use concierto_proto::v1;
+
+/// How often the studio file is looked at.
+const POLL: Duration = Duration::from_secs(1);
+/// How long the file must stay unchanged before it is read.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// The process's reloader.
+pub struct Reloader {
+    file: PathBuf,
+    live: LiveStudio,
+    bus: Arc<dyn Bus>,
+    origin: String,
+    state: Mutex<State>,
+    services: Mutex<Vec<(String, Option<StudioHook>)>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The version running.
+    version: String,
+    /// The last version refused (its errors were logged).
+    refused: String,
+}
+
+impl Reloader {
+    /// For the studio loaded from `file`, now `live`.
+    pub fn new(file: &Path, live: LiveStudio, bus: Arc<dyn Bus>) -> Arc<Reloader> {
+        let version = std::fs::read_to_string(file)
+            .map(|t| changes::version(&t))
+            .unwrap_or_default();
+        Arc::new(Reloader {
+            file: file.to_path_buf(),
+            live,
+            bus,
+            origin: format!("{}-{}", host(), std::process::id()),
+            state: Mutex::new(State {
+                version,
+                refused: String::new(),
+            }),
+            services: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The services a change goes to.
+    pub fn watch<'a>(&self, handles: impl IntoIterator<Item = &'a ServiceHandle>) {
+        let mut s = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        for h in handles {
+            s.push((h.name().to_string(), h.studio_hook()));
+        }
+    }
+
+    /// The version running.
+    pub fn version(&self) -> String {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .version
+            .clone()
+    }
+
+    /// Validates `text` as the studio file; a valid new version is handed to
+    /// every service. `Ok(false)`: already running it.
+    async fn take(&self, text: String, reason: &str) -> Result<bool, Vec<String>> {
+        let version = changes::version(&text);
+        if version == self.version() {
+            return Ok(false);
+        }
+        let file = self.file.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            config::check_text_with_env(&file, &text, std::env::vars())
+        })
+        .await
+        .map_err(|e| vec![format!("validating the studio: {e}")])?;
+        let Some(studio) = checked.studio else {
+            let problems: Vec<String> = checked
+                .problems
+                .iter()
+                .filter(|p| p.severity == config::Severity::Error)
+                .map(|p| p.to_string())
+                .collect();
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.refused != version {
+                st.refused = version;
+                tracing::error!(
+                    reason,
+                    errors = problems.len(),
+                    "the changed studio file is not valid; the running studio is kept:\n  {}",
+                    problems.join("\n  ")
+                );
+            }
+            return Err(problems);
+        };
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.version == version {
+                return Ok(false);
+            }
+            st.version = version.clone();
+        }
+        self.apply(Arc::new(studio), &version, reason);
+        Ok(true)
+    }
+
+    fn apply(&self, studio: Arc<Studio>, version: &str, reason: &str) {
+        self.live.set(studio.clone());
+        let services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut took, mut kept) = (Vec::new(), Vec::new());
+        for (name, hook) in services.iter() {
+            match hook {
+                Some(h) => {
+                    h(studio.clone());
+                    took.push(name.as_str());
+                }
+                None => kept.push(name.as_str()),
+            }
+        }
+        if kept.is_empty() {
+            tracing::info!(version, reason, services = %took.join(", "), "studio changed");
+        } else {
+            tracing::info!(
+                version,
+                reason,
+                services = %took.join(", "),
+                restart_to_change = %kept.join(", "),
+                "studio changed (the services named in restart_to_change keep the studio they started with)"
+            );
+        }
+    }
+
+    /// Reads and takes the file; announces a new version to the other
+    /// processes.
+    pub async fn reload_from_file(&self, reason: &str) -> v1::ReloadStudioResponse {
+        let text = match tokio::fs::read_to_string(&self.file).await {
+            Ok(t) => t,
+            Err(e) => {
+                return v1::ReloadStudioResponse {
+                    changed: false,
+                    version: self.version(),
+                    problems: vec![format!(
+                        "{}: cannot read the studio file: {e}",
+                        self.file.display()
+                    )],
+                };
+            }
+        };
+        match self.take(text.clone(), reason).await {
+            Ok(changed) => {
+                if changed {
+                    self.announce(text, reason).await;
+                }
+                v1::ReloadStudioResponse {
+                    changed,
+                    version: self.version(),
+                    problems: Vec::new(),
+                }
+            }
+            Err(problems) => v1::ReloadStudioResponse {
+                changed: false,
+                version: self.version(),
+                problems,
+            },
+        }
+    }
+
+    async fn announce(&self, text: String, reason: &str) {
+        let msg = v1::StudioChanged {
+            version: changes::version(&text),
+            text,
+            origin: self.origin.clone(),
+            reason: reason.to_string(),
+        };
+        if let Err(e) = self.bus.publish_proto(subjects::STUDIO_CHANGED, &msg).await {
+            tracing::warn!(error = %e, "announcing the changed studio failed; other processes take it on their own file change or SIGHUP");
+        }
+    }
+
+    /// Starts listening for changes (the bus, SIGHUP, the file) until the
+    /// returned handle is stopped.
+    pub fn start(self: &Arc<Self>) -> ServiceHandle {
+        let (handle, control) = ServiceHandle::new("studio-reloader");
+        let mut stop = control.signal.clone();
+        self.spawn(control.signal.clone());
+        tokio::spawn(async move {
+            stop.stopped().await;
+            control.finished(Ok(()));
+        });
+        handle
+    }
+
+    /// Listens for changes until `stop`: the bus, SIGHUP and the file.
+    fn spawn(self: &Arc<Self>, stop: StopSignal) {
+        let me = self.clone();
+        let mut s1 = stop.clone();
+        tokio::spawn(async move {
+            let sub = match me.bus.subscribe(subjects::STUDIO_CHANGED).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot hear studio changes from other processes");
+                    return;
+                }
+            };
+            let mut sub = sub;
+            loop {
+                let msg = tokio::select! {
+                    _ = s1.stopped() => return,
+                    m = sub.next() => match m { Some(m) => m, None => return },
+                };
+                match decode::<v1::StudioChanged>(&msg) {
+                    Ok(c) if c.origin == me.origin => {}
+                    Ok(c) => {
+                        let reason = format!("{} (from {})", c.reason, c.origin);
+                        let _ = me.take(c.text, &reason).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a studio.changed message does not decode")
+                    }
+                }
+            }
+        });
+        let me = self.clone();
+        let mut s2 = stop.clone();
+        tokio::spawn(async move {
+            let mut sub = match me
+                .bus
+                .queue_subscribe(subjects::STUDIO_RELOAD, "studio-reload")
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot serve studio reload requests");
+                    return;
+                }
+            };
+            loop {
+                let msg = tokio::select! {
+                    _ = s2.stopped() => return,
+                    m = sub.next() => match m { Some(m) => m, None => return },
+                };
+                let who = decode::<v1::ReloadStudioRequest>(&msg)
+                    .map(|r| r.requested_by)
+                    .unwrap_or_default();
+                let out = me.reload_from_file(&format!("ReloadStudio by {who}")).await;
+                if let Some(reply) = msg.reply.as_deref()
+                    && let Err(e) = me.bus.respond(reply, encode(&out)).await
+                {
+                    tracing::warn!(error = %e, "answering a studio reload failed");
+                }
+            }
+        });
+        #[cfg(unix)]
+        {
+            let me = self.clone();
+            let mut s3 = stop.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut hup = match signal(SignalKind::hangup()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen to SIGHUP; the studio reloads on file changes only");
+                        return;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        _ = s3.stopped() => return,
+                        got = hup.recv() => if got.is_none() { return },
+                    }
+                    me.reload_from_file("SIGHUP").await;
+                }
+            });
+        }
+        let me = self.clone();
+        let mut s4 = stop;
+        tokio::spawn(async move {
+            let mut seen = stamp(&me.file).await;
+            loop {
+                tokio::select! {
+                    _ = s4.stopped() => return,
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+                let now = stamp(&me.file).await;
+                if now == seen {
+                    continue;
+                }
+                // Settled: unchanged for SETTLE (an editor writes in steps).
+                let mut last = now;
+                loop {
+                    tokio::time::sleep(SETTLE).await;
+                    let again = stamp(&me.file).await;
+                    if again == last {
+                        break;
+                    }
+                    last = again;
+                }
+                seen = last;
+                me.reload_from_file("file changed").await;
+            }
+        });
+    }
+}
+
+/// What tells a changed file: modification time and length.
+async fn stamp(file: &Path) -> Option<(SystemTime, u64)> {
+    let m = tokio::fs::metadata(file).await.ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
