@@ -23,6 +23,7 @@ mod probe;
 mod reload;
 mod router_opts;
 mod services;
+mod studio_cmds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -173,6 +174,13 @@ enum Command {
         #[command(subcommand)]
         cmd: dlq_cmds::DlqCmd,
     },
+    /// The running studio: reload its file without a restart (admin API).
+    Studio {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: studio_cmds::StudioCmd,
+    },
     /// A studio's agent roles and how they run (no server needed).
     Agents {
         #[command(subcommand)]
@@ -295,6 +303,7 @@ fn main() -> ExitCode {
         Command::Feedback { conn, cmd } => client_command(admin_cmds::feedback(&conn, cmd)),
         Command::Trigger { conn, cmd } => client_command(admin_cmds::trigger(&conn, cmd)),
         Command::Dlq { conn, cmd } => client_command(dlq_cmds::dlq(&conn, cmd)),
+        Command::Studio { conn, cmd } => client_command(studio_cmds::studio(&conn, cmd)),
         Command::Agents { cmd } => finish(local_cmds::agents(cmd)),
         Command::Token { cmd } => finish(local_cmds::token(cmd)),
         Command::Mcp { nats, file } => run(async move { services::mcp(&file, nats).await }),
