@@ -10,7 +10,7 @@ use concierto_bus::{
     Bus, EmbeddedBus, NatsAuth, NatsBus, NatsOptions, NatsTls, StreamLimits,
     ensure_standard_streams, redact_url,
 };
-use concierto_core::clock::{SharedClock, SystemClock};
+use concierto_core::clock::SharedClock;
 use concierto_core::config::{self, Studio};
 use concierto_core::live::LiveStudio;
 use concierto_core::service::ServiceHandle;
@@ -603,7 +603,7 @@ pub async fn up(
     let data_dir = data_dir.unwrap_or_else(|| studio.server.data_dir.clone());
     let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(studio.server.subject_prefix.clone()));
     ensure_standard_streams(bus.as_ref(), &stream_limits(&studio)).await?;
-    let clock: SharedClock = Arc::new(SystemClock);
+    let clock: SharedClock = concierto_core::clock::from_env();
     let (live, reloader) = live_studio(file, &studio, &bus);
     // Stopped in reverse: the scheduler first, then the workers drain, then the orchestrator.
     let mut handles = vec![vec![
@@ -710,7 +710,7 @@ pub async fn serve(
         &format!("concierto-serve-{}", services.join("-")),
     )
     .await?;
-    let clock: SharedClock = Arc::new(SystemClock);
+    let clock: SharedClock = concierto_core::clock::from_env();
     let (live, reloader) = live_studio(file, &studio, &bus);
     let mut handles = Vec::new();
     for s in services {
