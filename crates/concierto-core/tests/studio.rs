@@ -218,7 +218,12 @@ fn example_studio_triggers_parse_to_their_schedules_interval_sources_and_predica
     }
     assert_eq!(
         strings(&t[0].agents),
-        ["content-creator", "visual-storyteller", "brand-guardian"]
+        [
+            "content-creator",
+            "visual-storyteller",
+            "brand-guardian",
+            "trend-researcher"
+        ]
     );
     assert_eq!(t[0].workflow, "daily-content-pipeline");
 
@@ -236,7 +241,14 @@ fn example_studio_triggers_parse_to_their_schedules_interval_sources_and_predica
     }
     assert_eq!(
         strings(&t[1].agents),
-        ["trend-researcher", "competitive-strategist"]
+        [
+            "trend-researcher",
+            "competitive-strategist",
+            "feedback-synthesizer",
+            "user-researcher",
+            "support-responder",
+            "analytics-reporter"
+        ]
     );
     assert_eq!(t[1].workflow, "market-intelligence");
 
@@ -249,7 +261,13 @@ fn example_studio_triggers_parse_to_their_schedules_interval_sources_and_predica
     }
     assert_eq!(
         strings(&t[2].agents),
-        ["performance-benchmarker", "workflow-optimizer"]
+        [
+            "performance-benchmarker",
+            "workflow-optimizer",
+            "test-results-analyzer",
+            "backend-architect",
+            "studio-orchestrator"
+        ]
     );
     assert_eq!(t[2].workflow, "system-improvement");
 
@@ -261,7 +279,12 @@ fn example_studio_triggers_parse_to_their_schedules_interval_sources_and_predica
     }
     assert_eq!(
         strings(&t[3].agents),
-        ["innovation-catalyst", "visual-storyteller"]
+        [
+            "innovation-catalyst",
+            "visual-storyteller",
+            "ui-designer",
+            "creative-director"
+        ]
     );
     assert_eq!(t[3].workflow, "inspiration-to-concept");
 
@@ -273,7 +296,10 @@ fn example_studio_triggers_parse_to_their_schedules_interval_sources_and_predica
         }
         other => panic!("on_performance_threshold is {other:?}"),
     }
-    assert_eq!(strings(&t[4].agents), ["growth-hacker", "content-creator"]);
+    assert_eq!(
+        strings(&t[4].agents),
+        ["growth-hacker", "content-creator", "experiment-tracker"]
+    );
     assert_eq!(t[4].workflow, "content-optimization");
 }
 
@@ -303,7 +329,12 @@ fn example_studio_has_two_review_loops_two_quality_gates_and_feedback_capture() 
     );
     assert_eq!(l.cycle_time, CycleTime::Every(secs(24 * HOUR)));
 
-    assert_eq!(f.quality_gates.len(), 2);
+    assert_eq!(f.quality_gates.len(), 3);
+    // Added beside the seed's gates: optimizer proposals become changes.
+    let g = &f.quality_gates[2];
+    assert_eq!(g.name, "studio_change");
+    assert_eq!(g.threshold, concierto_core::config::changes::CHANGE_LABEL);
+    assert_eq!(strings(&g.reviewers), ["creative_director"]);
     let g = &f.quality_gates[0];
     assert_eq!(g.name, "brand_approval");
     assert_eq!(g.threshold, "major_brand_changes");
@@ -608,12 +639,22 @@ fn example_studio_keeps_the_seed_blocks_unchanged() {
 }
 
 /// Whether every key and value of `seed` is in `example` as written (maps may
-/// have more keys; lists the same items in the same order).
+/// have more keys; lists the same items in the same order, except that a
+/// trigger's `agents` may go on after the seed's roles).
 fn seed_within(seed: &Yaml, example: &Yaml) -> bool {
     match (seed, example) {
-        (Yaml::Hash(s), Yaml::Hash(e)) => s
-            .iter()
-            .all(|(k, v)| e.get(k).is_some_and(|ev| seed_within(v, ev))),
+        (Yaml::Hash(s), Yaml::Hash(e)) => s.iter().all(|(k, v)| {
+            e.get(k).is_some_and(|ev| match (k.as_str(), v, ev) {
+                (Some("agents"), Yaml::Array(sa), Yaml::Array(ea)) => {
+                    ea.len() >= sa.len() && sa.iter().zip(ea).all(|(a, b)| a == b)
+                }
+                // Gates may be added after the seed's (`studio_change`).
+                (Some("quality_gates"), Yaml::Array(sa), Yaml::Array(ea)) => {
+                    ea.len() >= sa.len() && sa.iter().zip(ea).all(|(a, b)| seed_within(a, b))
+                }
+                _ => seed_within(v, ev),
+            })
+        }),
         (Yaml::Array(s), Yaml::Array(e)) => {
             s.len() == e.len() && s.iter().zip(e).all(|(a, b)| seed_within(a, b))
         }
@@ -623,8 +664,8 @@ fn seed_within(seed: &Yaml, example: &Yaml) -> bool {
 
 #[test]
 fn misspelt_role_fails_naming_it_with_its_line_and_the_right_name() {
-    let right = "agents: [content-creator, visual-storyteller, brand-guardian]";
-    let wrong = "agents: [content-creator, visual-storyteller, brand-guardain]";
+    let right = "agents: [content-creator, visual-storyteller, brand-guardian,";
+    let wrong = "agents: [content-creator, visual-storyteller, brand-guardain,";
     let (_dir, file, text) = example_copy(|t| {
         assert_eq!(t.matches(right).count(), 1);
         t.replacen(right, wrong, 1)

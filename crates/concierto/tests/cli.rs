@@ -54,8 +54,8 @@ fn copy_dir(from: &Path, to: &Path) {
 /// A copy of the example studio (file and role files) with one role misspelt in
 /// the daily trigger. Returns the folder, the file and the misspelt line.
 fn misspelt_copy() -> (tempfile::TempDir, PathBuf, usize) {
-    let right = "agents: [content-creator, visual-storyteller, brand-guardian]";
-    let wrong = "agents: [content-creator, visual-storyteller, brand-guardain]";
+    let right = "agents: [content-creator, visual-storyteller, brand-guardian,";
+    let wrong = "agents: [content-creator, visual-storyteller, brand-guardain,";
     let example = Path::new(WORKSPACE).join(EXAMPLE);
     let dir = tempfile::tempdir().unwrap();
     copy_dir(
@@ -93,7 +93,7 @@ fn validate_example_exits_0_and_prints_the_ok_summary() {
     assert_eq!(
         lines[1],
         format!(
-            "{EXAMPLE}: ok — 20 roles, 6 triggers, 5 workflows, 2 review loops, 2 quality gates, \
+            "{EXAMPLE}: ok — 20 roles, 6 triggers, 5 workflows, 2 review loops, 3 quality gates, \
              6 content sources, 6 metrics, 1 warning(s)"
         ),
         "{}",

@@ -317,25 +317,7 @@ impl Explainer<'_> {
                 },
                 _ => return None,
             },
-            ["agents"] => {
-                let unlisted: Vec<String> = roles
-                    .iter()
-                    .filter(|r| !t.agents.contains(r))
-                    .cloned()
-                    .collect();
-                format!(
-                    "the roles this trigger staffs: every listed role must have a step in {} (else validate fails); each run carries them as its `agents` param, shown to every step; {}",
-                    t.workflow,
-                    if unlisted.is_empty() {
-                        "every step's role is listed".to_string()
-                    } else {
-                        format!(
-                            "steps by unlisted roles ({}) still run",
-                            list(&unlisted)
-                        )
-                    }
-                )
-            }
+            ["agents"] => super::trigger_agents::explain(self.s, t),
             ["workflow"] => format!(
                 "each fire runs workflow {}: steps by {} in order of their inputs",
                 t.workflow,
@@ -487,6 +469,13 @@ impl Explainer<'_> {
                 g.threshold,
                 list(&steps)
             ),
+            ["threshold"] if g.threshold == super::changes::CHANGE_LABEL => format!(
+                "any step whose output carries a change block ({} changes at most: trigger \
+                 schedules and thresholds, loop pass marks, gate SLAs, metric targets) opens this \
+                 gate; approving writes the changes into the studio file (validated first) and \
+                 every service takes them without a restart",
+                super::changes::MAX_CHANGES
+            ),
             ["threshold"] => format!(
                 "steps labelled {} ({}) open this gate when they finish; the run waits for the decision",
                 g.threshold,
@@ -508,6 +497,7 @@ impl Explainer<'_> {
             ["remind_before"] => "when reminders go to the reviewers, before the SLA ends".into(),
             ["on_breach"] => format!("past the SLA: {breach}"),
             ["escalate_to"] => format!("told when the SLA is breached: {}", list(&g.escalate_to)),
+            ["batch"] => super::gate_batch::explain(g)?,
             _ => return None,
         })
     }
