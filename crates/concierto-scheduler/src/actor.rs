@@ -22,10 +22,14 @@ use tracing::Instrument as _;
 
 use crate::SchedulerError;
 use crate::batch::{self, Added, Windows};
+use crate::reload::{DayCap, HeldBatch, cap_on};
 use crate::runs::{self, timestamp};
 use crate::state::{TriggerState, save_state_async};
 use crate::target;
 use crate::timing::{fires_between, next_fire, plan_due};
+
+mod change;
+pub(crate) use change::StudioChanged;
 
 /// Due fires looked at per trigger and tick. A larger backlog (a per-second cron after a
 /// long outage) is worked through a page per tick; every full page but the last is
@@ -71,6 +75,8 @@ struct Work {
     index: usize,
     state: TriggerState,
     decisions: Vec<Decision>,
+    /// The `max_runs_per_day` held for a day by a studio change ([`DayCap`]).
+    cap: Option<DayCap>,
 }
 
 /// One trigger's state after its work, and each fire's run id or failure.
@@ -92,12 +98,20 @@ pub(crate) struct SchedulerActor {
     /// Per trigger: the next scheduled fire after its cursor (`None` for events, or a
     /// schedule that never fires again).
     next: Vec<Option<DateTime<Utc>>>,
+    /// Per trigger: the cap kept until the end of the day its `max_runs_per_day`
+    /// changed ([`crate::reload::held_cap`]).
+    caps: Vec<Option<DayCap>>,
+    /// Per trigger: what it keeps of its batch windows across a change of its `batch`
+    /// ([`crate::reload::batch_changed`]).
+    batches: Vec<HeldBatch>,
 }
 
 impl SchedulerActor {
     pub(crate) fn new(core: Arc<Core>, states: Vec<TriggerState>, windows: Vec<Windows>) -> Self {
         let mut actor = SchedulerActor {
             next: vec![None; states.len()],
+            caps: vec![None; states.len()],
+            batches: vec![HeldBatch::default(); states.len()],
             core,
             states,
             windows,
@@ -175,6 +189,7 @@ impl SchedulerActor {
                 index,
                 state: state.clone(),
                 decisions: decisions.into_iter().map(|(_, d)| d).collect(),
+                cap: self.caps[index],
             });
         }
         work
@@ -186,14 +201,19 @@ impl SchedulerActor {
     fn batch_work(&self, now: DateTime<Utc>) -> Vec<Work> {
         let mut work = Vec::new();
         for (index, trigger) in self.core.triggers.iter().enumerate() {
-            let Some(len) = trigger.flood.batch else {
+            let held = &self.batches[index];
+            if trigger.flood.batch.is_none() && held.lengths.is_empty() {
                 continue;
-            };
-            let span = chrono::Duration::from_std(len).unwrap_or_default();
+            }
             let mut decisions = Vec::new();
             for start in self.windows[index].keys() {
+                // A window opened before its trigger's `batch` changed keeps its length.
+                let Some(len) = held.length_of(*start, trigger.flood.batch) else {
+                    continue;
+                };
+                let span = chrono::Duration::from_std(len).unwrap_or_default();
                 if *start + span > now {
-                    break;
+                    continue;
                 }
                 match batch::read_items(self.core.store.as_ref(), &trigger.name, *start) {
                     Ok(items) => decisions.push(Decision::Fire {
@@ -219,6 +239,7 @@ impl SchedulerActor {
                     index,
                     state: self.states[index].clone(),
                     decisions,
+                    cap: self.caps[index],
                 });
             }
         }
@@ -250,6 +271,7 @@ impl SchedulerActor {
                     index,
                     state: self.states[index].clone(),
                     decisions: vec![decision],
+                    cap: self.caps[index],
                 }),
             }
         }
@@ -280,6 +302,7 @@ impl SchedulerActor {
                         act.refresh_next(outcome.index);
                         for start in outcome.closed {
                             act.windows[outcome.index].remove(&start);
+                            act.batches[outcome.index].closed(start);
                         }
                         results.extend(outcome.results);
                     }
@@ -361,6 +384,7 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
         index,
         mut state,
         decisions,
+        cap,
     } in work
     {
         let trigger = &core.triggers[index];
@@ -407,7 +431,7 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
                             state.day_runs = 0;
                             state.day_dropped = 0;
                         }
-                        if let Some(max) = max_per_day
+                        if let Some(max) = cap_on(cap, max_per_day, today)
                             && state.day_runs >= max
                         {
                             state.dropped += 1;
@@ -624,7 +648,7 @@ impl Handler<Content> for SchedulerActor {
                     index,
                     self.core.triggers[index].name.clone(),
                     self.windows[index].clone(),
-                    batch::window_start(len, now),
+                    self.batches[index].window_for(len, now),
                 )),
                 None => fires.push(start),
             }

@@ -77,6 +77,22 @@
 //! settled; events pulled but not yet handled are handed back), then stops the listeners
 //! and the actor and flushes the store.
 //!
+//! # A studio change
+//!
+//! [`ServiceHandle::studio_changed`] hands the scheduler a new validated studio (the
+//! process does it on a reload). The actor first handles the fires due under the
+//! triggers it has, then rebuilds its trigger table (the studio's triggers and the
+//! implicit `target:` and report ones) and logs one `studio changed: triggers ...`
+//! line naming what was added, removed and changed. Triggers keep their state by name:
+//! a moved schedule fires from the change instant on (its next fire is the new
+//! schedule's first after the change; no past slot of it fires or counts as missed), a
+//! changed `metric:` predicate applies to the next threshold event, a changed `batch`
+//! to the next window and a changed `max_runs_per_day` to the next UTC day; an added
+//! trigger starts afresh (a scheduled one from the change instant) and a removed one
+//! stops firing, its stored state kept. `scheduler.triggers` lists the new table at
+//! once. [`reload`] has the rules. The bus limits of the streams are read at start
+//! only.
+//!
 //! The scheduler must be started inside an actix `System` (`#[actix_rt::test]`,
 //! `actix::System::with_tokio_rt`); outside one, [`start`] returns
 //! [`SchedulerError::NoSystem`].
@@ -84,6 +100,7 @@
 mod actor;
 pub mod batch;
 mod listen;
+pub mod reload;
 pub mod runs;
 pub mod state;
 pub mod target;
@@ -103,7 +120,7 @@ use concierto_core::subjects::{
 };
 use concierto_proto::v1::{FireTriggerRequest, ListTriggersRequest};
 
-use crate::actor::{Core, SchedulerActor, Tick};
+use crate::actor::{Core, SchedulerActor, StudioChanged, Tick};
 
 pub use crate::runs::{
     content_matches, content_run_id, manual_run_id, scheduled_run_id, threshold_run_id,
@@ -240,7 +257,8 @@ impl SchedulerError {
 
 /// Starts the scheduler for `studio`: publishes runs on `bus`, keeps its state in `store`
 /// (tree `scheduler`), reads the time from `clock`. Returns once the fires missed while
-/// it was down have been handled; stop it with [`ServiceHandle::stop`].
+/// it was down have been handled; stop it with [`ServiceHandle::stop`]. The handle takes
+/// a changed studio live ([`ServiceHandle::studio_changed`]; see [`reload`]).
 pub async fn start(
     studio: Arc<Studio>,
     bus: Arc<dyn Bus>,
@@ -266,13 +284,7 @@ pub async fn start(
     }
 
     let now = clock.now();
-    let triggers: Vec<_> = studio
-        .triggers
-        .iter()
-        .cloned()
-        .chain(target::target_triggers(&studio))
-        .chain(concierto_core::config::reports::report_triggers(&studio))
-        .collect();
+    let triggers = reload::all_triggers(&studio);
     let mut states = Vec::with_capacity(triggers.len());
     let mut windows = Vec::with_capacity(triggers.len());
     for trigger in &triggers {
@@ -346,6 +358,8 @@ pub async fn start(
     );
 
     let (handle, control) = ServiceHandle::new("scheduler");
+    let hook = addr.clone();
+    let handle = handle.on_studio_change(move |studio| hook.do_send(StudioChanged(studio)));
     let listeners = vec![
         actix::spawn(listen::content(
             content,

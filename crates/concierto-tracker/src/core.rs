@@ -21,6 +21,9 @@ use crate::spec::{
 use crate::threshold::{self, Crossing, WatchState};
 use crate::{TrackerError, TrackerOptions};
 
+mod change;
+pub use change::MetricChanges;
+
 /// Most points of one series in a `GetMetrics` answer.
 pub const MAX_POINTS: usize = 200;
 

@@ -150,6 +150,11 @@ impl Health {
         self.workers.retain(|_, w| w.seen >= gone && !w.stopped);
     }
 
+    /// The studio's roles (after a studio change); workers already heard from stay.
+    pub fn set_roles(&mut self, roles: Vec<String>) {
+        self.roles = roles;
+    }
+
     /// Total queued steps.
     pub fn queue_total(&self) -> u32 {
         self.queues.values().map(|q| q.depth).sum()

@@ -65,6 +65,23 @@
 //! scheduler's run id (`trigger@metric@at`) is the same if a crossing is
 //! published twice. Watch states are stored, so a restart does not fire again.
 //!
+//! # A studio change
+//!
+//! The handle [`start`] returns takes a changed studio live
+//! ([`ServiceHandle::studio_changed`](concierto_core::service::ServiceHandle::studio_changed)):
+//! the loop takes it before its next input ([`core::Core::studio_changed`]). Every
+//! progress metric gets its new target, type, tracker role and off-target predicate,
+//! the watches become the new studio's (threshold triggers, targets — SLAs such as
+//! `feedback_response_time < 2 hours` included — and improvement targets), health
+//! reports on the new roles and run events count the new `deliverables`; then every
+//! watch is evaluated at once, so `tracker.metrics.get` shows the new on-target status
+//! and `event.metric.*` carries the new predicate from then on. Series and watch
+//! states are kept (a watch by its id: an episode under way is not fired again, and
+//! one the new predicate no longer holds for leaves with `entered: false`). A metric
+//! dropped from `progress_metrics` goes on as a sampled metric; a goal on another
+//! period rolls its windows up again from its points. One `studio changed: progress
+//! metrics ...` line is logged per change.
+//!
 //! # Requests
 //!
 //! `tracker.metrics.get` (`GetMetricsRequest` → `GetMetricsResponse`: name,

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
+use concierto_core::grammar::Period;
 use concierto_core::store::{KvStore, Op, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -185,6 +186,37 @@ impl Series {
         for start in std::mem::replace(&mut self.windows, keep_windows).keys() {
             ops.push(Op::Delete(key('w', &self.spec.name, *start)));
         }
+        ops
+    }
+
+    /// Rolls the series up by `period` instead (its goal's period changed): the window
+    /// rollups are rebuilt from the points, so windows older than the oldest point are
+    /// dropped. Returns the store writes (the old windows deleted, the new ones put).
+    pub fn repartition(&mut self, period: Period) -> Vec<Op> {
+        if period == self.spec.period {
+            return Vec::new();
+        }
+        let mut ops: Vec<Op> = self
+            .windows
+            .keys()
+            .map(|start| Op::Delete(key('w', &self.spec.name, *start)))
+            .collect();
+        let mut windows: BTreeMap<i64, Rollup> = BTreeMap::new();
+        for p in self.points.values() {
+            let start = ms(window_start(period, at(p.start_ms)));
+            windows
+                .entry(start)
+                .or_insert(Rollup {
+                    start_ms: start,
+                    ..Default::default()
+                })
+                .merge(p);
+        }
+        for w in windows.values() {
+            ops.push(Op::Put(key('w', &self.spec.name, w.start_ms), encode(w)));
+        }
+        self.windows = windows;
+        self.spec.period = period;
         ops
     }
 

@@ -2,7 +2,7 @@
 //! owns the [`Core`]; the loop publishes crossings, writes and flushes the
 //! store, then settles deliveries and answers requests.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -105,10 +105,17 @@ enum Input {
     Get(v1::GetMetricsRequest, String),
     Health(String),
     Tick,
+    /// A changed studio waits in the loop's pending slot.
+    Studio,
 }
 
+/// The latest studio handed over and not yet taken (a newer one replaces it).
+type Pending = Arc<Mutex<Option<Arc<Studio>>>>;
+
 /// Starts the tracker for `studio`: reads the bus, keeps its series in `store`
-/// (tree `tracker`), reads the time from `clock`.
+/// (tree `tracker`), reads the time from `clock`. Its handle takes a changed studio
+/// live ([`ServiceHandle::studio_changed`]): the loop takes it before its next input
+/// ([`Core::studio_changed`]).
 pub async fn start(
     studio: Arc<Studio>,
     bus: Arc<dyn Bus>,
@@ -165,6 +172,18 @@ pub async fn start(
     });
     let (handle, control) = ServiceHandle::new("tracker");
     let (tx, rx) = mpsc::channel::<Input>(1024);
+    let pending: Pending = Arc::default();
+    let handle = {
+        // Weak: the loop ends once the listeners are gone, whoever holds the handle.
+        let (pending, wake) = (pending.clone(), tx.downgrade());
+        handle.on_studio_change(move |studio| {
+            *pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(studio);
+            // A full queue is fine: the slot is looked at before every input.
+            if let Some(tx) = wake.upgrade() {
+                let _ = tx.try_send(Input::Studio);
+            }
+        })
+    };
     let signal = control.signal.clone();
     let mut listeners: Vec<JoinHandle<()>> = vec![
         tokio::spawn(forward(heartbeats, signal.clone(), tx.clone(), |m, _| {
@@ -232,6 +251,7 @@ pub async fn start(
         store,
         clock,
         view: view.clone(),
+        pending,
         prune_every: opts.prune_every,
         last_prune: None,
         dirty: false,
@@ -359,6 +379,7 @@ struct Looper {
     store: Arc<dyn KvStore>,
     clock: SharedClock,
     view: TrackerView,
+    pending: Pending,
     prune_every: Duration,
     last_prune: Option<DateTime<Utc>>,
     dirty: bool,
@@ -372,6 +393,14 @@ impl Looper {
     async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> Result<(), String> {
         while let Some(input) = rx.recv().await {
             let now = self.clock.now();
+            let studio = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(studio) = studio {
+                self.take_studio(&studio, now).await;
+            }
             self.handle(input, now).await;
             self.view.set(crate::service::Snapshot {
                 metrics: self.core.views(now),
@@ -381,8 +410,32 @@ impl Looper {
         self.flush().await.map_err(|e| format!("final flush: {e}"))
     }
 
+    /// Takes a changed studio: new specs and watches for the next evaluation (done
+    /// now), series and watch states kept.
+    async fn take_studio(&mut self, studio: &Studio, now: DateTime<Utc>) {
+        match self.core.studio_changed(studio, now) {
+            Ok((out, changes)) => {
+                tracing::info!(
+                    added = ?changes.added,
+                    removed = ?changes.removed,
+                    changed = ?changes.changed,
+                    watches = ?changes.watches,
+                    "studio changed: progress metrics {changes}"
+                );
+                if let Err(e) = self.commit(out, true).await {
+                    tracing::error!(error = %e, "writing the tracker's state after a studio change failed");
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "a studio change could not be taken; the tracker goes on with the studio it had"
+            ),
+        }
+    }
+
     async fn handle(&mut self, input: Input, now: DateTime<Utc>) {
         match input {
+            Input::Studio => {}
             Input::Samples(batch) => self.samples(batch, now).await,
             Input::Runs(batch) => self.run_events(batch, now).await,
             Input::Heartbeat(hb) => {
