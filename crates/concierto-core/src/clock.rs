@@ -68,8 +68,12 @@ pub const CLOCK_FILE_ENV: &str = "CONCIERTO_CLOCK_FILE";
 #[derive(Debug)]
 pub struct FileClock {
     path: std::path::PathBuf,
-    last: Mutex<(Option<(std::time::SystemTime, u64)>, Option<DateTime<Utc>>)>,
+    last: Mutex<Seen>,
 }
+
+/// The file's modification time and length when last read, and the time it said.
+type Stamp = Option<(std::time::SystemTime, u64)>;
+type Seen = (Stamp, Option<DateTime<Utc>>);
 
 impl FileClock {
     /// A clock reading `path`.
@@ -94,10 +98,11 @@ impl Clock for FileClock {
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if stamp.is_some() && stamp != last.0 {
-            if let Some(t) = self.read() {
-                *last = (stamp, Some(t));
-            }
+        if stamp.is_some()
+            && stamp != last.0
+            && let Some(t) = self.read()
+        {
+            *last = (stamp, Some(t));
         }
         last.1.unwrap_or_else(Utc::now)
     }

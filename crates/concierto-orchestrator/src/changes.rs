@@ -155,13 +155,20 @@ impl Engine {
                 .join("; ")
         );
         tracing::info!(gate = %gate.gate_id, approved_by = who, version = %applied.version, "{text}");
-        let Some(run) = self.live.get_mut(&gate.run_id) else {
+        if let Some(run) = self.live.get_mut(&gate.run_id) {
+            let ev = run.event(Some(&gate.step_id), text, ms(now));
+            fx.events.push(ev);
+            if let Some(run) = self.live.get(&gate.run_id) {
+                self.persist(run)?;
+            }
             return Ok(());
-        };
-        let ev = run.event(Some(&gate.step_id), text, ms(now));
-        fx.events.push(ev);
-        if let Some(run) = self.live.get(&gate.run_id) {
-            self.persist(run)?;
+        }
+        // The approval finished the run (the gate was its last): it is only
+        // in the store now.
+        if let Some(mut run) = self.load_run(&gate.run_id)? {
+            let ev = run.event(Some(&gate.step_id), text, ms(now));
+            fx.events.push(ev);
+            self.persist(&run)?;
         }
         Ok(())
     }

@@ -42,9 +42,10 @@ impl Limits {
     /// The defaults with each role's limit from the studio: `replicas ×
     /// max_in_flight` (1 and 4 when unset).
     pub fn for_studio(studio: &Studio) -> Limits {
-        let mut limits = Limits::default();
-        limits.role_limits = role_limits(studio);
-        limits
+        Limits {
+            role_limits: role_limits(studio),
+            ..Limits::default()
+        }
     }
 }
 
