@@ -282,7 +282,7 @@ async fn a_scheduled_benchmarker_run_gets_the_metrics_of_the_last_six_hours_and_
     // What the fire carries, one a line.
     assert!(
         p.contains(&format!(
-            "The run's params.\n\n- agents: performance-benchmarker, workflow-optimizer\n- fire_time: {}\n- previous_fire_time: {}\n- trigger: {TRIGGER}",
+            "The run's params.\n\n- agents: performance-benchmarker, workflow-optimizer, test-results-analyzer, backend-architect, studio-orchestrator\n- fire_time: {}\n- previous_fire_time: {}\n- trigger: {TRIGGER}",
             rfc(fire),
             rfc(previous)
         )),

@@ -127,7 +127,8 @@ pub fn content_ingested(source: &str) -> String {
     format!("content.ingested.{}", token(source))
 }
 
-/// A gate change of one kind (`opened`, `reminder`, `escalated`, `decided`).
+/// A gate change of one kind (`opened`, `reminder`, `escalated`, `decided`;
+/// `joined` for a gate that joined a batch and asks nobody again).
 pub fn gate_event(kind: &str) -> String {
     format!("event.gate.{}", token(kind))
 }

@@ -39,6 +39,8 @@ pub fn of_run(studio: &Studio, run: &RunRecord, now: DateTime<Utc>) -> Vec<v1::D
     steps
         .iter()
         .filter_map(|id| run.steps.iter().find(|s| &s.id == id))
+        // A skipped step made nothing to deliver.
+        .filter(|s| s.state != crate::run::StepState::Skipped)
         .map(|s| {
             let mut labels = s.labels.clone();
             for l in &s.result_labels {

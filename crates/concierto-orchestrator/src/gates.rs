@@ -17,7 +17,8 @@
 //! Gates are stored in the `gates` tree (key = gate id) with every decision
 //! (who, when, why), and the open ones are reloaded by `recover`. Every change
 //! is an effect the service publishes on `event.gate.<kind>` (`opened`,
-//! `reminder`, `escalated`, `decided`) as a `concierto.v1.Gate`.
+//! `reminder`, `escalated`, `decided`, and `joined` for a gate that joined a
+//! batch: see `gate_batch.rs`) as a `concierto.v1.Gate`.
 
 use std::collections::BTreeMap;
 

@@ -779,6 +779,7 @@ impl Engine {
             spent_usd: 0.0,
             spent_by_role: BTreeMap::new(),
             paused: String::new(),
+            agents: None,
         };
         concierto_telemetry::metrics::run_started(&run.workflow);
         tracing::info!(run = %id, %loop_name, drafts = n, "batch review started");

@@ -57,6 +57,9 @@ pub enum StepState {
     Failed,
     /// The run was cancelled.
     Cancelled,
+    /// Not run: its role is not among the `agents` of the trigger that started
+    /// the run (see `trigger_agents.rs`).
+    Skipped,
 }
 
 impl StepState {
@@ -71,7 +74,13 @@ impl StepState {
             StepState::Succeeded => v1::StepState::Succeeded,
             StepState::Failed => v1::StepState::Failed,
             StepState::Cancelled => v1::StepState::Cancelled,
+            StepState::Skipped => v1::StepState::Skipped,
         }
+    }
+
+    /// True when the run may go past the step: it succeeded or was skipped.
+    pub fn is_done(self) -> bool {
+        matches!(self, StepState::Succeeded | StepState::Skipped)
     }
 
     /// True while the step may still change on its own.
@@ -397,6 +406,11 @@ pub struct RunRecord {
     /// Why it waits for a day budget (empty: it does not).
     #[serde(default)]
     pub paused: String,
+    /// The roles its workflow steps may be dispatched to (its trigger's
+    /// `agents`), when it was started by a trigger that lists some; steps of
+    /// other roles are skipped. `None`: every step runs.
+    #[serde(default)]
+    pub agents: Option<Vec<String>>,
 }
 
 impl StepRecord {

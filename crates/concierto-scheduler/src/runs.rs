@@ -17,8 +17,9 @@ use concierto_proto::v1::{self, ContentItem, StartRun, ThresholdCrossed, start_r
 
 /// `requested_by` of every run the scheduler starts on its own.
 pub const REQUESTED_BY_SCHEDULER: &str = "scheduler";
-/// `requested_by` of a run fired by hand (`scheduler.fire`).
-pub const REQUESTED_BY_ADMIN: &str = "admin";
+/// `requested_by` of a run fired by hand (`scheduler.fire`); the orchestrator
+/// does not restrict such runs to the trigger's `agents`.
+pub const REQUESTED_BY_ADMIN: &str = concierto_core::config::trigger_agents::FIRED_BY_HAND;
 
 /// `daily_content_generation@2026-03-01T08:00:00Z`.
 pub fn scheduled_run_id(trigger: &str, fire_time: DateTime<Utc>) -> String {

@@ -790,7 +790,12 @@ async fn list_triggers_reports_every_trigger_with_its_spec_next_fire_and_counter
     let daily = &listed.triggers[0];
     assert_eq!(
         daily.agents,
-        vec!["content-creator", "visual-storyteller", "brand-guardian"]
+        vec![
+            "content-creator",
+            "visual-storyteller",
+            "brand-guardian",
+            "trend-researcher"
+        ]
     );
     assert_eq!(daily.last_fire, ts(utc(2026, 3, 1, 8, 0)));
     assert_eq!(daily.next_fire, ts(utc(2026, 3, 2, 8, 0)));

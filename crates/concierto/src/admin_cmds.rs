@@ -544,6 +544,7 @@ fn gates_table(gates: &[v1::Gate]) -> Table {
         "REVIEWERS",
         "OPENED",
         "DUE",
+        "BATCH",
     ]);
     for g in gates {
         let r = g.request.clone().unwrap_or_default();
@@ -557,9 +558,19 @@ fn gates_table(gates: &[v1::Gate]) -> Table {
             reviewers(Some(&r)),
             when(r.opened_at.as_ref()),
             when(r.due_at.as_ref()),
+            batch(g),
         ]);
     }
     t
+}
+
+/// A gate's batch: `leads N`, `in <first gate> (N)`, or `-`.
+fn batch(g: &v1::Gate) -> String {
+    match (g.batch_of.as_str(), g.batch_size) {
+        ("", 0) => "-".into(),
+        ("", n) => format!("leads {n}"),
+        (of, n) => format!("in {of} ({n})"),
+    }
 }
 
 fn print_gate(g: &v1::Gate) {
@@ -578,6 +589,7 @@ fn print_gate(g: &v1::Gate) {
         ("due", when(r.due_at.as_ref())),
         ("reminders", g.reminders.to_string()),
         ("escalated", g.escalated.to_string()),
+        ("batch", batch(g)),
     ] {
         head.row(vec![format!("{k}:"), v]);
     }

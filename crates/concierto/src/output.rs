@@ -300,6 +300,8 @@ pub fn gate_json(g: &v1::Gate) -> Value {
         "decisions": g.decisions.iter().map(gate_decision_json).collect::<Vec<_>>(),
         "reminders": g.reminders,
         "escalated": g.escalated,
+        "batch_of": g.batch_of,
+        "batch_size": g.batch_size,
     })
 }
 

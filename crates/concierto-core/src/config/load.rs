@@ -1974,6 +1974,7 @@ fn progress_metrics_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<Metric
 fn check_references(w: &mut Walker<'_>, s: &Studio, paths: &Paths) {
     super::budget::check(w, s);
     super::keys::check(w, s, &paths.triggers);
+    super::trigger_agents::check(w, s, &paths.triggers);
     let known_roles = |name: &str| s.roles.contains_key(name);
     let role_ref = |w: &mut Walker<'_>, path: String, name: &str| {
         if !known_roles(name) {
@@ -2004,16 +2005,6 @@ fn check_references(w: &mut Walker<'_>, s: &Studio, paths: &Paths) {
         }
         for (i, a) in t.agents.iter().enumerate() {
             role_ref(w, item(&child(&p, "agents"), i), a);
-        }
-        if let Some(wf) = s.workflows.get(&t.workflow) {
-            for (i, a) in t.agents.iter().enumerate() {
-                if known_roles(a) && !wf.steps.iter().any(|st| &st.role == a) {
-                    w.error(
-                        &item(&child(&p, "agents"), i),
-                        format!("agent {a:?} has no step in workflow {:?}", t.workflow),
-                    );
-                }
-            }
         }
         if let TriggerKind::Event(EventFilter::NewContent { sources }) = &t.kind {
             for (i, src) in sources.iter().enumerate() {

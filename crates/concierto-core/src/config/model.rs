@@ -434,7 +434,7 @@ pub enum Refresh {
 }
 
 /// One content source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ContentSource {
     /// Its name, e.g. `siteinspire`, `FigsFromPlums`.
     pub name: String,
