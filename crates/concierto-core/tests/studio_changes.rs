@@ -102,3 +102,81 @@ fn a_change_that_breaks_the_studio_is_refused_and_the_file_is_untouched() {
         .collect();
     assert!(left.is_empty());
 }
+
+fn threshold_change() -> Vec<changes::Proposal> {
+    vec![changes::Proposal {
+        key: "triggers.on_performance_threshold.metric".into(),
+        value: serde_json::json!("engagement_rate < 0.04"),
+        why: String::new(),
+    }]
+}
+
+#[cfg(unix)]
+#[test]
+fn a_linked_studio_file_stays_a_link_with_its_target_written_and_its_mode_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = example_copy(&dir);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = dir.path().join("studio-link.yaml");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    changes::apply_to_file(&link, &threshold_change(), no_env()).unwrap();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a file"
+    );
+    let target = std::fs::read_to_string(&file).unwrap();
+    assert!(target.contains("metric: \"engagement_rate < 0.04\""));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_planted_at_the_temporary_name_is_not_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = example_copy(&dir);
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "keep me").unwrap();
+    let tmp = dir
+        .path()
+        .join(format!(".concierto.yaml.{}.tmp", std::process::id()));
+    std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+    changes::apply_to_file(&file, &threshold_change(), no_env()).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    let meta = std::fs::symlink_metadata(&file).unwrap();
+    assert!(meta.file_type().is_file(), "the studio file became a link");
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("metric: \"engagement_rate < 0.04\"")
+    );
+    assert!(!tmp.exists());
+}
+
+#[test]
+fn a_studio_text_of_aliases_of_aliases_is_refused_before_it_is_expanded() {
+    // What anyone who can publish on `studio.changed` could send every
+    // process: nine lines the YAML loaders would expand to a billion values.
+    let mut text = String::from("studio: {name: x}\nl0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let a = format!("*a{}", i - 1);
+        text.push_str(&format!("l{i}: &a{i} [{}]\n", vec![a; 10].join(", ")));
+    }
+    let started = std::time::Instant::now();
+    let checked = config::check_text_with_env(Path::new("concierto.yaml"), &text, no_env());
+    assert!(checked.studio.is_none());
+    assert!(
+        checked.problems[0].to_string().contains("aliases"),
+        "{:?}",
+        checked.problems
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // And a deeply nested one does not overflow the stack.
+    let deep = format!("studio: {{name: x}}\nx:\n{}y\n", "  - ".repeat(100_000));
+    let checked = config::check_text_with_env(Path::new("concierto.yaml"), &deep, no_env());
+    assert!(checked.studio.is_none());
+}

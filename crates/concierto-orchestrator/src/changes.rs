@@ -91,7 +91,8 @@ impl Engine {
 
     /// Before a decision: when it approves a change gate, the gate's
     /// proposals after the same checks as the decision (the gate is open and
-    /// `who` may decide it). `None` for every other decision.
+    /// `who` may decide it). `None` for every other decision. Refused for a
+    /// gate leading a batch: its approval would cover its members' changes.
     pub fn change_to_apply(
         &self,
         gate_id: &str,
@@ -107,12 +108,21 @@ impl Engine {
         if g.label != CHANGE_LABEL {
             return Ok(None);
         }
-        if !g.may_decide(who) {
+        if !self.may_decide_gate(g, who) {
             return Err(EngineError::NotReviewer {
                 gate: gate_id.into(),
                 who: who.into(),
                 reviewers: g.reviewers.clone(),
             });
+        }
+        // A batch's decision would approve its members' changes too, which
+        // are neither shown with it nor written: each is approved on its own.
+        if !g.members.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "gate {gate_id} leads a batch of change gates ({}); a change is approved only \
+                 as shown: decide each of those gates on its own first",
+                g.members.join(", ")
+            )));
         }
         match changes::proposals(&g.content) {
             Ok(Some(list)) => Ok(Some((g.clone(), list))),

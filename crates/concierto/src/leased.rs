@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use concierto_bus::Bus;
 use concierto_bus::lease::{self, Holder, Lease, LeaseOptions, LeaseStore};
+use concierto_core::config::Studio;
 use concierto_core::service::{ServiceHandle, StopSignal, StudioHook};
 
 /// The services that run under a lease.
@@ -100,10 +101,15 @@ where
     let (handle, control) = ServiceHandle::new(service);
     // A changed studio goes to the instance running now (none on a standby:
     // it starts with the process's current studio when it takes the lease).
-    let slot: Arc<std::sync::Mutex<Option<StudioHook>>> = Arc::default();
+    let slot: Arc<std::sync::Mutex<Forward>> = Arc::default();
     let to_active = slot.clone();
     let handle = handle.on_studio_change(move |studio| {
-        let hook = to_active.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let hook = {
+            let mut f = to_active.lock().unwrap_or_else(|p| p.into_inner());
+            f.handed = f.handed.wrapping_add(1);
+            f.last = Some(studio.clone());
+            f.hook.clone()
+        };
         if let Some(hook) = hook {
             hook(studio);
         }
@@ -120,6 +126,38 @@ where
     Ok(handle)
 }
 
+/// Where the leased service's changed studios go.
+#[derive(Default)]
+struct Forward {
+    /// The running instance's hook (none while standing by or starting).
+    hook: Option<StudioHook>,
+    /// The last studio handed over, and how many were.
+    last: Option<Arc<Studio>>,
+    handed: u64,
+}
+
+/// `hook` is the running instance's from now on; a studio handed over since
+/// `handed` was counted (while it started, with nobody to take it) goes to
+/// it now.
+fn forward_to(slot: &std::sync::Mutex<Forward>, hook: Option<StudioHook>, handed: u64) {
+    let missed = {
+        let mut f = slot.lock().unwrap_or_else(|p| p.into_inner());
+        f.hook = hook.clone();
+        if f.handed == handed {
+            None
+        } else {
+            f.last.clone()
+        }
+    };
+    if let (Some(hook), Some(studio)) = (hook, missed) {
+        hook(studio);
+    }
+}
+
+fn handed(slot: &std::sync::Mutex<Forward>) -> u64 {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).handed
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn supervise<F, Fut>(
     store: Arc<dyn LeaseStore>,
@@ -129,13 +167,16 @@ async fn supervise<F, Fut>(
     mut active: Option<(Lease, ServiceHandle)>,
     mut signal: StopSignal,
     start: &mut F,
-    slot: &std::sync::Mutex<Option<StudioHook>>,
+    slot: &std::sync::Mutex<Forward>,
 ) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<ServiceHandle>>,
 {
     let mut retry = Duration::from_secs(1);
+    // The first instance started before the slot existed: every studio
+    // handed over so far came after its start.
+    let mut since = 0;
     loop {
         let (mut lease, inner) = match active.take() {
             Some(a) => a,
@@ -158,6 +199,7 @@ where
                 };
                 concierto_core::health::clear(&health_key(service));
                 tracing::info!(service, %holder, "lease taken: this instance is active");
+                since = handed(slot);
                 match start().await {
                     Ok(inner) => {
                         retry = Duration::from_secs(1);
@@ -180,12 +222,12 @@ where
                 }
             }
         };
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = inner.studio_hook();
+        forward_to(slot, inner.studio_hook(), since);
         let outcome = tokio::select! {
             _ = signal.stopped() => None,
             _ = lease.lost() => Some(()),
         };
-        *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        forward_to(slot, None, handed(slot));
         match outcome {
             None => {
                 let result = inner.stop().await;
@@ -206,5 +248,58 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concierto_bus::EmbeddedBus;
+
+    fn studio() -> Arc<Studio> {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/studio/concierto.yaml");
+        Arc::new(
+            concierto_core::config::load_with_env(&file, Vec::new()).expect("the example loads"),
+        )
+    }
+
+    #[test]
+    fn a_studio_changed_while_the_active_instance_starts_reaches_it() {
+        actix::System::new().block_on(async {
+            let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new("leased-test."));
+            let got: Arc<std::sync::Mutex<Vec<Arc<Studio>>>> = Arc::default();
+            let to_inner = got.clone();
+            let outer = leased(&bus, "orchestrator", LeaseOptions::default(), move || {
+                let to_inner = to_inner.clone();
+                async move {
+                    let (h, control) = ServiceHandle::new("inner");
+                    tokio::spawn(async move {
+                        let mut stop = control.signal.clone();
+                        stop.stopped().await;
+                        control.finished(Ok(()));
+                    });
+                    Ok(h.on_studio_change(move |s| {
+                        to_inner.lock().unwrap().push(s);
+                    }))
+                }
+            })
+            .await
+            .unwrap();
+            // At once, before the supervisor hands it the running instance.
+            let changed = studio();
+            outer.studio_changed(&changed);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            {
+                let got = got.lock().unwrap();
+                assert_eq!(got.len(), 1, "the change reached the instance once");
+                assert!(Arc::ptr_eq(&got[0], &changed));
+            }
+            // Later changes go straight through, once each.
+            let again = studio();
+            outer.studio_changed(&again);
+            assert_eq!(got.lock().unwrap().len(), 2);
+            outer.stop().await.unwrap();
+        });
     }
 }

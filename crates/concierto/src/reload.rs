@@ -124,13 +124,14 @@ impl Reloader {
             }
             return Err(problems);
         };
-        {
-            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            if st.version == version {
-                return Ok(false);
-            }
-            st.version = version.clone();
+        // Under the lock: two takes at once (the file, the bus) hand their
+        // studios over in the order they record their versions, so the
+        // version said to run is the one the services have.
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.version == version {
+            return Ok(false);
         }
+        st.version = version.clone();
         self.apply(Arc::new(studio), &version, reason);
         Ok(true)
     }
@@ -350,4 +351,87 @@ fn host() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concierto_bus::EmbeddedBus;
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let dest = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &dest);
+            } else {
+                std::fs::copy(e.path(), dest).unwrap();
+            }
+        }
+    }
+
+    async fn announce(bus: &Arc<dyn Bus>, text: String) {
+        let msg = v1::StudioChanged {
+            version: changes::version(&text),
+            text,
+            origin: "someone-else".into(),
+            reason: "test".into(),
+        };
+        bus.publish_proto(subjects::STUDIO_CHANGED, &msg)
+            .await
+            .unwrap();
+    }
+
+    async fn until(what: impl Fn() -> bool) -> bool {
+        for _ in 0..100 {
+            if what() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_announced_studio_of_aliases_of_aliases_is_refused_and_a_valid_one_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studio");
+        copy_dir(&example, dir.path());
+        let file = dir.path().join("concierto.yaml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let studio = Arc::new(config::load_with_env(&file, Vec::new()).unwrap());
+        let live = LiveStudio::new(studio.clone());
+        let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new("reload-test."));
+        let reloader = Reloader::new(&file, live.clone(), bus.clone());
+        let handle = reloader.start();
+        let running = reloader.version();
+        assert_eq!(running, changes::version(&text));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        // Nine lines of aliases the YAML loaders would expand to a billion
+        // values (every process that takes it runs out of memory): refused.
+        let mut bomb = text.clone();
+        bomb.push_str("x0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let a = format!("*a{}", i - 1);
+            bomb.push_str(&format!("x{i}: &a{i} [{}]\n", vec![a; 10].join(", ")));
+        }
+        announce(&bus, bomb.clone()).await;
+        let refused = changes::version(&bomb);
+        assert!(
+            until(|| reloader.state.lock().unwrap().refused == refused).await,
+            "the bomb was not refused in time"
+        );
+        assert_eq!(reloader.version(), running);
+        assert!(Arc::ptr_eq(&live.get(), &studio));
+
+        // A valid change after it is taken.
+        let changed = text.replace("target: 10", "target: 12");
+        assert_ne!(changed, text);
+        announce(&bus, changed.clone()).await;
+        assert!(until(|| reloader.version() == changes::version(&changed)).await);
+        assert!(!Arc::ptr_eq(&live.get(), &studio));
+        handle.stop().await.unwrap();
+    }
 }

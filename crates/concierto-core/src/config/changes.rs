@@ -11,8 +11,9 @@
 //! whose `threshold` is that label asks its reviewers. Approving it applies
 //! the change with [`apply_to_file`]: each key is found in the file, its value
 //! rewritten on its own line (comments and layout kept) or added under its
-//! parent, the whole new text validated as a studio, and only then written
-//! (atomically, beside the old file). Every service then takes the new studio
+//! parent, the new text checked to read as the old but for the proposed
+//! values, validated as a whole studio, and only then written (atomically,
+//! beside the old file). Every service then takes the new studio
 //! without a restart (`studio.changed`).
 //!
 //! Keys a proposal may change (`<section>.<name>.<field>`):
@@ -29,8 +30,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use yaml_rust2::{Yaml, YamlLoader};
 
-use super::spans::Spans;
+use super::spans::{Spans, child, item};
 use super::{Studio, check_text_with_env};
 
 /// The label a step's output gets when it proposes studio changes.
@@ -117,17 +119,35 @@ pub fn proposals(output: &str) -> Result<Option<Vec<Proposal>>, String> {
     if list.is_empty() {
         return Ok(None);
     }
+    check_list(&list)?;
+    Ok(Some(list))
+}
+
+/// At most [`MAX_CHANGES`], each key allowed and named once, each value one
+/// scalar.
+fn check_list(list: &[Proposal]) -> Result<(), String> {
     if list.len() > MAX_CHANGES {
         return Err(format!(
             "{} changes proposed; at most {MAX_CHANGES} at once",
             list.len()
         ));
     }
-    for p in &list {
+    for (i, p) in list.iter().enumerate() {
         Target::parse(&p.key)?;
         scalar(&p.value).map_err(|e| format!("{}: {e}", p.key))?;
+        if list[..i].iter().any(|q| q.key == p.key) {
+            return Err(format!("key {:?} is proposed more than once", p.key));
+        }
     }
-    Ok(Some(list))
+    Ok(())
+}
+
+/// Characters that are not what they look like: invisible, or reordering
+/// the text around them (a value shown to the reviewer must read as written).
+fn deceptive(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// The fenced ```json blocks of `text`, or the whole text when it is one
@@ -156,6 +176,9 @@ fn scalar(v: &serde_json::Value) -> Result<String, String> {
         serde_json::Value::String(s) => {
             if s.chars().any(char::is_control) {
                 return Err("the value has control characters".into());
+            }
+            if s.chars().any(deceptive) {
+                return Err("the value has invisible or direction-changing characters".into());
             }
             serde_json::to_string(s).map_err(|e| e.to_string())?
         }
@@ -219,7 +242,10 @@ impl Target {
                 fields.join(", ")
             ));
         }
-        if name.is_empty() || name.contains(['[', ']', '*']) {
+        if name.is_empty()
+            || name.contains(['[', ']', '*'])
+            || name.chars().any(|c| c.is_control() || deceptive(c))
+        {
             return Err(format!("key {key:?}: bad name {name:?}"));
         }
         let mut parent: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
@@ -331,19 +357,46 @@ fn split_line<'a>(line: &'a str, field: &str) -> Option<(&'a str, &'a str, &'a s
     Some((&line[..value_start], raw.trim_start(), comment))
 }
 
+/// The lines of `text` with the break that ends each (`\n`, `\r\n`, a lone
+/// `\r`, or none on a last line), split where YAML breaks lines so that line
+/// N here is the parser's line N.
+fn split_lines(text: &str) -> Vec<(String, &str)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let Some(at) = rest.find(['\r', '\n']) else {
+            out.push((rest.to_string(), ""));
+            break;
+        };
+        let len = if rest[at..].starts_with("\r\n") { 2 } else { 1 };
+        out.push((rest[..at].to_string(), &rest[at..at + len]));
+        rest = &rest[at + len..];
+    }
+    out
+}
+
 /// `text` with `proposals` applied, and what changed. Fails, changing
-/// nothing, when a key is not allowed, not found, or not a one-line value.
+/// nothing, when a key is not allowed, not found, or not a one-line value,
+/// or when the edited text would differ from `text` in anything but the
+/// proposed values.
 pub fn apply_to_text(
     text: &str,
     proposals: &[Proposal],
 ) -> Result<(String, Vec<AppliedChange>), String> {
+    check_list(proposals)?;
     let spans = Spans::index(text).map_err(|e| {
         format!(
             "the studio file is not valid YAML (line {}): {}",
             e.line, e.message
         )
     })?;
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut lines = split_lines(text);
+    // The break of a line added before the last line when that has none.
+    let default_break = lines
+        .iter()
+        .map(|(_, b)| *b)
+        .find(|b| !b.is_empty())
+        .unwrap_or("\n");
     let mut planned = Vec::new();
     for p in proposals {
         let target = Target::parse(&p.key)?;
@@ -351,11 +404,12 @@ pub fn apply_to_text(
         let spot = locate(&spans, &target, &p.key)?;
         planned.push((spot, target.field, value, p));
     }
-    // Bottom-up, so an insertion does not move the lines still to edit.
+    // Bottom-up, so an insertion does not move the lines still to edit; on
+    // one line, its rewrite before an insertion above it.
     planned.sort_by_key(|(spot, ..)| {
         std::cmp::Reverse(match spot {
-            Spot::Replace { line, .. } => *line,
-            Spot::Insert { before, .. } => *before,
+            Spot::Replace { line, .. } => (*line, 1),
+            Spot::Insert { before, .. } => (*before, 0),
         })
     });
     let mut changes = Vec::new();
@@ -363,7 +417,7 @@ pub fn apply_to_text(
         match spot {
             Spot::Replace { path, line } => {
                 let idx = line.checked_sub(1).ok_or("line 0")?;
-                let current = lines
+                let (current, _) = lines
                     .get(idx)
                     .ok_or_else(|| format!("{}: no line {line}", p.key))?;
                 let (head, old, comment) = split_line(current, &field).ok_or_else(|| {
@@ -384,16 +438,17 @@ pub fn apply_to_text(
                     why: p.why.clone(),
                     line,
                 });
-                lines[idx] = new_line;
+                lines[idx].0 = new_line;
             }
             Spot::Insert { path, before } => {
                 let idx = before.checked_sub(1).ok_or("line 0")?;
-                let sibling = lines
+                let (sibling, brk) = lines
                     .get(idx)
                     .ok_or_else(|| format!("{}: no line {before}", p.key))?;
                 let indent = &sibling[..sibling.len() - sibling.trim_start().len()];
                 let new_line = format!("{indent}{field}: {value}");
-                lines.insert(idx, new_line);
+                let brk = if brk.is_empty() { default_break } else { brk };
+                lines.insert(idx, (new_line, brk));
                 // Lines of changes already made below move down by one.
                 for c in &mut changes {
                     if c.line >= before {
@@ -412,11 +467,102 @@ pub fn apply_to_text(
         }
     }
     changes.reverse();
-    let mut out = lines.join("\n");
-    if text.ends_with('\n') {
-        out.push('\n');
-    }
+    let out: String = lines
+        .iter()
+        .flat_map(|(line, brk)| [line.as_str(), brk])
+        .collect();
+    only_these_changed(text, &out, &changes)?;
     Ok((out, changes))
+}
+
+/// Checks that `new` reads as `old` with exactly `changes` made: each changed
+/// path holds its new value, and every other value is as it was (an edit
+/// that also changed an alias of its node, left a continuation line, or
+/// landed elsewhere is refused).
+fn only_these_changed(old: &str, new: &str, changes: &[AppliedChange]) -> Result<(), String> {
+    let old_docs = YamlLoader::load_from_str(old)
+        .map_err(|e| format!("the studio file is not valid YAML: {e}"))?;
+    if old_docs.len() != 1 {
+        return Err(format!(
+            "the studio file holds {} YAML documents; a change edits a file of one",
+            old_docs.len()
+        ));
+    }
+    let new_docs = YamlLoader::load_from_str(new)
+        .map_err(|e| format!("the edited file would not be valid YAML ({e}); edit it by hand"))?;
+    let [new_doc] = new_docs.as_slice() else {
+        return Err("the edited file would not be one YAML document; edit it by hand".into());
+    };
+    let mut want = std::collections::HashMap::new();
+    for c in changes {
+        let value = YamlLoader::load_from_str(&c.new_value)
+            .ok()
+            .and_then(|d| d.into_iter().next())
+            .ok_or_else(|| format!("{}: {} is not a YAML value", c.key, c.new_value))?;
+        want.insert(c.path.as_str(), value);
+    }
+    let mut seen = 0;
+    same(Some(&old_docs[0]), new_doc, "", &want, &mut seen)?;
+    if seen != want.len() {
+        return Err("a change did not land on its key; edit the file by hand".into());
+    }
+    Ok(())
+}
+
+/// A map key as the span paths write it.
+fn key_text(k: &Yaml) -> String {
+    match k {
+        Yaml::String(s) | Yaml::Real(s) => s.clone(),
+        Yaml::Integer(i) => i.to_string(),
+        Yaml::Boolean(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// `new` is `old` but for the paths in `want` (which it holds; counted in
+/// `seen`).
+fn same(
+    old: Option<&Yaml>,
+    new: &Yaml,
+    path: &str,
+    want: &std::collections::HashMap<&str, Yaml>,
+    seen: &mut usize,
+) -> Result<(), String> {
+    let what = if path.is_empty() { "the file" } else { path };
+    if let Some(w) = want.get(path) {
+        if new != w {
+            return Err(format!(
+                "{what} would not hold the proposed value; edit the file by hand"
+            ));
+        }
+        *seen += 1;
+        return Ok(());
+    }
+    match (old, new) {
+        (Some(Yaml::Hash(a)), Yaml::Hash(b)) => {
+            for (k, v) in b {
+                let p = child(path, &key_text(k));
+                same(a.get(k), v, &p, want, seen)?;
+            }
+            match a.keys().find(|k| !b.contains_key(k)) {
+                Some(k) => Err(format!(
+                    "the edit would remove {}; edit the file by hand",
+                    child(path, &key_text(k))
+                )),
+                None => Ok(()),
+            }
+        }
+        (Some(Yaml::Array(a)), Yaml::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                same(Some(x), y, &item(path, i), want, seen)?;
+            }
+            Ok(())
+        }
+        (Some(o), n) if o == n => Ok(()),
+        _ => Err(format!(
+            "the edit would also change {what}, which no proposal names; edit the file by hand"
+        )),
+    }
 }
 
 /// Applies `proposals` to the studio file at `path`: the new text is
@@ -459,7 +605,11 @@ pub fn apply_to_file(
     })
 }
 
+/// Writes `text` to `path` through a temporary file beside it and a rename,
+/// keeping the file's permissions; a symbolic link stays a link (its target
+/// is written).
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -470,17 +620,25 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "studio.yaml".into());
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A temporary file left by a crash (or a link put there) is not opened.
+    let _ = std::fs::remove_file(&tmp);
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        if let Ok(meta) = std::fs::metadata(path) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        if let Ok(meta) = std::fs::metadata(&path) {
             let _ = f.set_permissions(meta.permissions());
         }
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, &path)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    } else if let Ok(d) = std::fs::File::open(&dir) {
+        // The rename itself durable (best effort: not every system can).
+        let _ = d.sync_all();
     }
     result
 }
@@ -625,6 +783,170 @@ progress_metrics:
             proposals("{\"changes\": [{\"key\": \"server.x.y\", \"value\": 1}]}")
                 .unwrap_err()
                 .contains("cannot be changed")
+        );
+    }
+
+    fn json(v: &str) -> serde_json::Value {
+        serde_json::json!(v)
+    }
+
+    #[test]
+    fn lone_carriage_returns_do_not_move_the_edit_to_another_line() {
+        // YAML breaks lines at a lone CR too: two of them in a comment made
+        // the edit of `daily` land two lines lower, on `weekly`'s time.
+        let text = "# one\r# two\r# three\ntriggers:\n  scheduled:\n    - daily:\n        time: \"09:00\"\n    - weekly:\n        time: \"10:00\"\n";
+        let (out, ch) = apply_to_text(text, &[p("triggers.daily.time", json("11:00"))]).unwrap();
+        assert_eq!(
+            out,
+            "# one\r# two\r# three\ntriggers:\n  scheduled:\n    - daily:\n        time: \"11:00\"\n    - weekly:\n        time: \"10:00\"\n"
+        );
+        assert_eq!(ch[0].line, 7);
+    }
+
+    #[test]
+    fn crlf_line_endings_are_kept_and_used_for_an_added_line() {
+        let text = STUDIO.replace('\n', "\r\n");
+        let (out, _) = apply_to_text(
+            &text,
+            &[
+                p("triggers.daily.time", json("11:00")),
+                p(
+                    "feedback_loops.creator_to_reviewer.pass_mark",
+                    serde_json::json!(0.9),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            out.matches("\r\n").count(),
+            out.matches('\n').count(),
+            "{out:?}"
+        );
+        assert_eq!(out.lines().count(), STUDIO.lines().count() + 1);
+        assert!(
+            out.contains("        time: \"11:00\"   # morning\r\n"),
+            "{out:?}"
+        );
+        assert!(out.contains("        pass_mark: 0.9\r\n"), "{out:?}");
+    }
+
+    #[test]
+    fn a_file_without_a_last_newline_keeps_none() {
+        let text = "triggers:\n  scheduled:\n    - daily:\n        time: \"09:00\"";
+        let (out, _) = apply_to_text(text, &[p("triggers.daily.time", json("11:00"))]).unwrap();
+        assert_eq!(
+            out,
+            "triggers:\n  scheduled:\n    - daily:\n        time: \"11:00\""
+        );
+        let (out, _) = apply_to_text(
+            text,
+            &[p("triggers.daily.max_runs_per_day", serde_json::json!(3))],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "triggers:\n  scheduled:\n    - daily:\n        max_runs_per_day: 3\n        time: \"09:00\""
+        );
+    }
+
+    #[test]
+    fn an_added_key_and_a_rewrite_of_the_line_it_goes_before_both_apply() {
+        let text = "feedback_loops:\n  agent_to_agent:\n    - creator_to_reviewer:\n        cycle_time: \"immediate\"\n        producer: [a]\n";
+        let (out, ch) = apply_to_text(
+            text,
+            &[
+                p(
+                    "feedback_loops.creator_to_reviewer.pass_mark",
+                    serde_json::json!(0.9),
+                ),
+                p(
+                    "feedback_loops.creator_to_reviewer.cycle_time",
+                    json("1 hour"),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "feedback_loops:\n  agent_to_agent:\n    - creator_to_reviewer:\n        pass_mark: 0.9\n        cycle_time: \"1 hour\"\n        producer: [a]\n"
+        );
+        let lines: Vec<(&str, usize)> = ch.iter().map(|c| (c.key.as_str(), c.line)).collect();
+        assert!(lines.contains(&("feedback_loops.creator_to_reviewer.pass_mark", 4)));
+        assert!(lines.contains(&("feedback_loops.creator_to_reviewer.cycle_time", 5)));
+    }
+
+    #[test]
+    fn a_change_that_would_also_change_an_alias_of_its_trigger_is_refused() {
+        let text = "triggers:\n  scheduled:\n    - daily: &same\n        time: \"09:00\"\n        workflow: \"w\"\n    - again: *same\n";
+        let e = apply_to_text(text, &[p("triggers.daily.time", json("11:00"))]).unwrap_err();
+        assert!(e.contains("triggers.scheduled[1].again.time"), "{e}");
+    }
+
+    #[test]
+    fn a_value_continued_on_the_next_line_is_refused() {
+        let text = "triggers:\n  event_based:\n    - on_x:\n        metric: engagement_rate\n          < 0.05\n        workflow: w\n";
+        let e = apply_to_text(
+            text,
+            &[p("triggers.on_x.metric", json("engagement_rate < 0.04"))],
+        )
+        .unwrap_err();
+        assert!(e.contains("edit it by hand"), "{e}");
+    }
+
+    #[test]
+    fn a_file_of_several_documents_is_refused() {
+        let doc = "triggers:\n  scheduled:\n    - daily:\n        time: \"09:00\"\n";
+        let e = apply_to_text(
+            &format!("{doc}---\n{doc}"),
+            &[p("triggers.daily.time", json("11:00"))],
+        )
+        .unwrap_err();
+        assert!(e.contains("2 YAML documents"), "{e}");
+    }
+
+    #[test]
+    fn a_key_proposed_twice_is_refused() {
+        let e = proposals(
+            "{\"changes\": [{\"key\": \"triggers.a.time\", \"value\": \"10:00\"}, \
+             {\"key\": \"triggers.a.time\", \"value\": \"11:00\"}]}",
+        )
+        .unwrap_err();
+        assert!(e.contains("more than once"), "{e}");
+        let e = apply_to_text(
+            STUDIO,
+            &[
+                p("triggers.daily.time", json("10:00")),
+                p("triggers.daily.time", json("11:00")),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("more than once"), "{e}");
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_are_refused() {
+        for v in [
+            "10:00\u{202e}00:11",
+            "10:00\u{2028}x",
+            "1\u{200b}0:00",
+            "\u{feff}10:00",
+        ] {
+            let e = apply_to_text(STUDIO, &[p("triggers.daily.time", json(v))]).unwrap_err();
+            assert!(e.contains("invisible"), "{v:?}: {e}");
+        }
+        // Nor in a key's name, shown to the reviewer with the value.
+        let e = apply_to_text(STUDIO, &[p("triggers.da\nily.time", json("10:00"))]).unwrap_err();
+        assert!(e.contains("bad name"), "{e}");
+        let e =
+            apply_to_text(STUDIO, &[p("triggers.da\u{202e}ily.time", json("10:00"))]).unwrap_err();
+        assert!(e.contains("bad name"), "{e}");
+        // Other text outside ASCII is fine, on a line with multibyte text.
+        let text = STUDIO.replace("# morning", "# mañana — ü");
+        let (out, _) =
+            apply_to_text(&text, &[p("triggers.daily.time", json("día 10:00"))]).unwrap();
+        assert!(
+            out.contains("time: \"día 10:00\"   # mañana — ü\n"),
+            "{out}"
         );
     }
 

@@ -7,6 +7,12 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
+/// Deepest nesting of maps and lists a studio file may have.
+pub const MAX_DEPTH: usize = 64;
+
+/// Most nodes a studio file may have with its aliases expanded.
+pub const MAX_NODES: u64 = 200_000;
+
 /// Key path → 1-based line, plus keys that appear twice in one map.
 #[derive(Debug, Default, Clone)]
 pub struct Spans {
@@ -27,15 +33,33 @@ pub struct SyntaxError {
 }
 
 impl Spans {
-    /// Indexes `text`, or says where its YAML is broken.
+    /// Indexes `text` (its first document), or says where its YAML is
+    /// broken or too big to load: nested deeper than [`MAX_DEPTH`], or more
+    /// than [`MAX_NODES`] nodes once its aliases are expanded (a few lines of
+    /// aliases of aliases expand to billions, and the loaders copy every one).
     pub fn index(text: &str) -> Result<Spans, SyntaxError> {
         let mut builder = Builder::default();
         let mut parser = Parser::new_from_str(text);
-        parser.load(&mut builder, false).map_err(|e| SyntaxError {
-            line: e.marker().line(),
-            col: e.marker().col() + 1,
-            message: e.info().to_string(),
-        })?;
+        // Event by event: the parser's own loader recurses once per level of
+        // nesting, so a text nested deep enough would overflow the stack.
+        loop {
+            let (ev, mark) = parser.next_token().map_err(|e| SyntaxError {
+                line: e.marker().line(),
+                col: e.marker().col() + 1,
+                message: e.info().to_string(),
+            })?;
+            if matches!(ev, Event::StreamEnd | Event::DocumentEnd) {
+                break;
+            }
+            builder.on_event(ev, mark);
+            if let Some(message) = builder.refused.take() {
+                return Err(SyntaxError {
+                    line: mark.line(),
+                    col: mark.col() + 1,
+                    message,
+                });
+            }
+        }
         Ok(builder.spans)
     }
 
@@ -92,9 +116,53 @@ enum Frame {
 struct Builder {
     spans: Spans,
     stack: Vec<Frame>,
+    /// Of each open map or list: its anchor and its nodes so far, aliases
+    /// expanded.
+    sizes: Vec<(usize, u64)>,
+    /// Nodes of each anchored node, aliases expanded.
+    anchored: HashMap<usize, u64>,
+    /// Nodes so far, aliases expanded.
+    nodes: u64,
+    /// Why the text is refused (too deep, too many nodes).
+    refused: Option<String>,
 }
 
 impl Builder {
+    /// Counts a node of `n` nodes (a scalar is 1, an alias its anchor's).
+    fn count(&mut self, n: u64) {
+        self.nodes = self.nodes.saturating_add(n);
+        if let Some((_, size)) = self.sizes.last_mut() {
+            *size = size.saturating_add(n);
+        }
+        if self.nodes > MAX_NODES && self.refused.is_none() {
+            self.refused = Some(format!(
+                "more than {MAX_NODES} values once its aliases are expanded; \
+                 write the values out or use fewer aliases"
+            ));
+        }
+    }
+
+    /// A map or list starts (`anchor` 0: none).
+    fn open(&mut self, anchor: usize) {
+        self.nodes = self.nodes.saturating_add(1);
+        if self.sizes.len() >= MAX_DEPTH && self.refused.is_none() {
+            self.refused = Some(format!("nested more than {MAX_DEPTH} levels deep"));
+        }
+        self.sizes.push((anchor, 1));
+    }
+
+    /// A map or list ends: its size counts in its parent's.
+    fn close(&mut self) {
+        if let Some((anchor, size)) = self.sizes.pop() {
+            if anchor > 0 {
+                self.anchored.insert(anchor, size);
+            }
+            if let Some((_, parent)) = self.sizes.last_mut() {
+                *parent = parent.saturating_add(size);
+            }
+        }
+    }
+
     /// The path of the node that starts now, recording its line.
     fn enter(&mut self, line: usize) -> Option<String> {
         match self.stack.last_mut() {
@@ -118,6 +186,21 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let line = mark.line();
+        match &ev {
+            Event::Scalar(_, _, anchor, _) => {
+                if *anchor > 0 {
+                    self.anchored.insert(*anchor, 1);
+                }
+                self.count(1);
+            }
+            Event::Alias(id) => {
+                let n = self.anchored.get(id).copied().unwrap_or(1);
+                self.count(n);
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => self.open(*anchor),
+            Event::SequenceEnd | Event::MappingEnd => self.close(),
+            _ => {}
+        }
         match ev {
             Event::Scalar(value, ..) => {
                 if let Some(Frame::Map {
@@ -197,6 +280,43 @@ server:
     fn repeated_keys_are_reported() {
         let s = Spans::index(DOC).unwrap();
         assert_eq!(s.duplicates, vec![("server.grpc_addr".to_string(), 12)]);
+    }
+
+    /// Ten aliases of ten aliases ... `levels` deep: 10^levels values.
+    fn laughs(levels: usize) -> String {
+        let mut doc = String::from("l0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..levels {
+            let a = format!("*a{}", i - 1);
+            doc.push_str(&format!("l{i}: &a{i} [{}]\n", vec![a; 10].join(", ")));
+        }
+        doc
+    }
+
+    #[test]
+    fn aliases_that_expand_to_too_many_values_are_refused() {
+        // Nine lines that the loaders would expand to a billion values.
+        let e = Spans::index(&laughs(9)).unwrap_err();
+        assert!(e.message.contains("aliases"), "{e:?}");
+        assert_eq!(e.line, 6, "{e:?}");
+        // A few aliases are fine.
+        assert!(Spans::index(&laughs(3)).is_ok());
+        let s = Spans::index("base: &b {x: 1}\nother: *b\n").unwrap();
+        assert_eq!(s.line("other"), Some(2));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        let e = Spans::index(&format!("{}x\n", "- ".repeat(200_000))).unwrap_err();
+        assert!(e.message.contains("nested more than"), "{e:?}");
+        let ok = format!("{}x\n", "- ".repeat(MAX_DEPTH));
+        assert!(Spans::index(&ok).is_ok());
+    }
+
+    #[test]
+    fn only_the_first_document_is_indexed() {
+        let s = Spans::index("a: 1\n---\nb: 2\n").unwrap();
+        assert!(s.has("a"));
+        assert!(!s.has("b"));
     }
 
     #[test]
