@@ -11,7 +11,9 @@
 //! Every call carries `authorization: Bearer <token>`; the token's SHA-256
 //! must be a `reviewers.<id>.token_sha256` in the studio file, which gives the
 //! caller's identity and roles ([`auth`]). Missing or unknown token:
-//! `UNAUTHENTICATED`; a gate decision by someone who is not one of its
+//! `UNAUTHENTICATED`. A changed studio is taken live: the next call checks
+//! its reviewers' tokens and reads its workflows (the listening address and
+//! TLS need a restart). A gate decision by someone who is not one of its
 //! reviewers: `PERMISSION_DENIED`; unknown id: `NOT_FOUND`; deciding a closed
 //! gate: `FAILED_PRECONDITION`; the owning service down: `UNAVAILABLE`.
 //! Server reflection (v1 and v1alpha) and the standard health service
@@ -28,6 +30,7 @@ use std::time::Duration;
 
 use concierto_bus::Bus;
 use concierto_core::config::{Studio, TlsSection};
+use concierto_core::live::NeedsRestart;
 use concierto_core::service::ServiceHandle;
 use concierto_proto::v1::admin_service_server::AdminServiceServer;
 use tokio::net::TcpListener;
@@ -107,7 +110,16 @@ pub async fn start(
     })?;
 
     let (handle, control) = ServiceHandle::new("admin");
+    let started = studio.clone();
     let admin = Admin::new(studio, bus, opts.request_timeout, control.signal.clone());
+    let take = admin.studio_hook();
+    let restart = NeedsRestart::new("admin");
+    let handle = handle.on_studio_change(move |next: Arc<Studio>| {
+        let (was, now) = (&started.server, &next.server);
+        restart.check("server.grpc_addr", &was.grpc_addr, &now.grpc_addr);
+        restart.check("server.tls", &tls_text(&was.tls), &tls_text(&now.tls));
+        take(next);
+    });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(concierto_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -152,6 +164,14 @@ pub async fn start(
     });
     tracing::info!(%addr, tls = opts.tls.is_some(), "admin service listening");
     Ok((handle, addr))
+}
+
+/// `server.tls` as a log shows it.
+fn tls_text(tls: &Option<TlsSection>) -> String {
+    match tls {
+        Some(t) => format!("cert {} key {}", t.cert.display(), t.key.display()),
+        None => "off".to_string(),
+    }
 }
 
 /// The identities the studio gives tokens to (for start-up logs).

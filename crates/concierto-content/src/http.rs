@@ -73,6 +73,33 @@ use crate::error::{ContentError, ErrorKind};
 use crate::library::ContentLibrary;
 use crate::model::{ColourFilter, Edit, Item, Kind, Query};
 
+/// What of a running content API can change while it serves (a changed
+/// studio): whether reads need a token. Cheap to clone; see
+/// [`router_with_control`].
+#[derive(Debug, Clone)]
+pub struct ApiControl {
+    read_requires_token: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ApiControl {
+    /// Whether reads need a token now.
+    pub fn read_requires_token(&self) -> bool {
+        self.read_requires_token
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reads need a token from the next request on (`true`), or are public.
+    pub fn set_read_requires_token(&self, on: bool) {
+        self.read_requires_token
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What `studio` says (`server.library_public`), from the next request on.
+    pub fn follow_studio(&self, studio: &concierto_core::config::Studio) {
+        self.set_read_requires_token(ApiOptions::for_studio(studio).read_requires_token);
+    }
+}
+
 /// Maps a bearer token to the identity it belongs to (`None`: unknown token).
 pub type TokenAuth = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -134,18 +161,34 @@ struct ApiState {
     library: Arc<ContentLibrary>,
     auth: TokenAuth,
     opts: ApiOptions,
+    control: ApiControl,
 }
 
 /// The content API's routes (see the [module docs](self) for the table), with
 /// their body limits applied, ready to be merged into another server.
 pub fn router(library: Arc<ContentLibrary>, auth: TokenAuth, opts: ApiOptions) -> Router {
+    router_with_control(library, auth, opts).0
+}
+
+/// [`router`], with the [`ApiControl`] that changes whether reads need a
+/// token while it serves (the token check itself is `auth`'s, called per
+/// request: give one that reads the current studio).
+pub fn router_with_control(
+    library: Arc<ContentLibrary>,
+    auth: TokenAuth,
+    opts: ApiOptions,
+) -> (Router, ApiControl) {
     let upload_limit = opts.max_upload_bytes.saturating_add(MULTIPART_OVERHEAD);
+    let control = ApiControl {
+        read_requires_token: Arc::new(std::sync::atomic::AtomicBool::new(opts.read_requires_token)),
+    };
     let state = ApiState {
         library,
         auth,
         opts,
+        control: control.clone(),
     };
-    Router::new()
+    let router = Router::new()
         .route(
             "/healthz",
             routing::get(|| async { Json(json!({ "status": "ok" })) }),
@@ -179,7 +222,8 @@ pub fn router(library: Arc<ContentLibrary>, auth: TokenAuth, opts: ApiOptions) -
             routing::get(export_json),
         )
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
-        .with_state(state)
+        .with_state(state);
+    (router, control)
 }
 
 // ---------------------------------------------------------------------------
@@ -344,7 +388,7 @@ impl FromRequestParts<ApiState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        if state.opts.read_requires_token {
+        if state.control.read_requires_token() {
             identify(parts, state)?;
         }
         Ok(Reader)
@@ -513,7 +557,7 @@ async fn get_blob(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let etag = format!("\"{id}\"");
-    let cache = if st.opts.read_requires_token {
+    let cache = if st.control.read_requires_token() {
         "private, max-age=31536000, immutable"
     } else {
         "public, max-age=31536000, immutable"

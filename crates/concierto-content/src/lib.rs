@@ -40,7 +40,7 @@ mod model;
 
 pub use error::{ContentError, ErrorKind};
 pub use export::escape_html;
-pub use http::{ApiOptions, TokenAuth, router};
+pub use http::{ApiControl, ApiOptions, TokenAuth, router, router_with_control};
 pub use index::{MAX_QUERY_CHARS, MAX_QUERY_DEPTH, MAX_QUERY_TAGS, MAX_QUERY_TERMS};
 pub use library::{ContentLibrary, MAX_CONCURRENT_SEARCHES, PALETTE_SIZE};
 pub use model::{

@@ -140,13 +140,13 @@ fn open(state: &DashboardState, cookie: &str) -> Option<Session> {
     if revoked(state, &id) {
         return None;
     }
-    let identity = state.inner.identities.by_token(&s.t)?;
+    let identity = state.identity_of(&s.t)?;
     if identity.id != s.r {
         return None;
     }
     Some(Session {
         id,
-        identity: identity.clone(),
+        identity,
         token: s.t,
         expires,
     })
@@ -460,7 +460,7 @@ pub(crate) async fn login(
     }
     let next = safe_next(&form.next).to_string();
     let token = form.token.trim();
-    let Some(identity) = state.inner.identities.by_token(token).cloned() else {
+    let Some(identity) = state.identity_of(token) else {
         tracing::info!("dashboard sign-in refused: unknown token");
         return login_response(
             &state,

@@ -52,6 +52,11 @@
 //! after it would take a copy of that cookie until it expires (to end every
 //! session of a reviewer at once, change their token in the studio file).
 //!
+//! A changed studio is taken live ([`DashboardState::take_studio`], the
+//! handle's [`ServiceHandle::on_studio_change`]): the next request reads its
+//! workflows, triggers, metric targets and reviewers, and signs in (or keeps
+//! signed in) by its tokens. Addresses and cookie settings need a restart.
+//!
 //! [`subjects::IDENTITY_HEADER`]: concierto_core::subjects::IDENTITY_HEADER
 
 mod auth;
@@ -66,16 +71,17 @@ mod spend;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing;
-use concierto_admin::Identities;
+use concierto_admin::{Identities, Identity};
 use concierto_bus::Bus;
 use concierto_core::clock::SharedClock;
 use concierto_core::config::Studio;
+use concierto_core::live::NeedsRestart;
 use concierto_core::service::ServiceHandle;
 use concierto_feedback::Secret;
 use tokio::net::TcpListener;
@@ -200,11 +206,16 @@ pub struct DashboardState {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// The studio the next request reads, with its token identities.
+struct Current {
     studio: Arc<Studio>,
+    identities: Identities,
+}
+
+struct Inner {
+    current: RwLock<Arc<Current>>,
     bus: Arc<dyn Bus>,
     clock: SharedClock,
-    identities: Identities,
     opts: DashboardOptions,
     http: reqwest::Client,
     session_cipher: chacha20poly1305::XChaCha20Poly1305,
@@ -238,8 +249,10 @@ impl DashboardState {
         let session_cipher = auth::session_cipher(opts.csrf_key.expose());
         Ok(DashboardState {
             inner: Arc::new(Inner {
-                identities: Identities::from_studio(&studio),
-                studio,
+                current: RwLock::new(Arc::new(Current {
+                    identities: Identities::from_studio(&studio),
+                    studio,
+                })),
                 bus,
                 clock,
                 opts,
@@ -271,8 +284,41 @@ impl DashboardState {
         let _ = self.inner.live.send(event);
     }
 
-    pub(crate) fn studio(&self) -> &Studio {
-        &self.inner.studio
+    /// Takes a changed studio: the next request reads it and signs in by
+    /// its reviewers' tokens (a session whose token left is refused). Logs
+    /// one line.
+    pub fn take_studio(&self, studio: Arc<Studio>) {
+        let next = Arc::new(Current {
+            identities: Identities::from_studio(&studio),
+            studio,
+        });
+        tracing::info!(
+            identities = next.identities.len(),
+            workflows = next.studio.workflows.len(),
+            metrics = next.studio.progress_metrics.len(),
+            "dashboard took the changed studio"
+        );
+        match self.inner.current.write() {
+            Ok(mut g) => *g = next,
+            Err(p) => *p.into_inner() = next,
+        }
+    }
+
+    fn current(&self) -> Arc<Current> {
+        match self.inner.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The studio now.
+    pub(crate) fn studio(&self) -> Arc<Studio> {
+        self.current().studio.clone()
+    }
+
+    /// Who `token` stands for in the studio now.
+    pub(crate) fn identity_of(&self, token: &str) -> Option<Identity> {
+        self.current().identities.by_token(token).cloned()
     }
 
     pub(crate) fn bus(&self) -> &dyn Bus {
@@ -350,6 +396,30 @@ pub async fn serve_with(
         })?;
     state.watch_bus().await?;
     let (handle, control) = ServiceHandle::new("dashboard");
+    let handle = {
+        let (state, started) = (state.clone(), state.studio());
+        let restart = NeedsRestart::new("dashboard");
+        handle.on_studio_change(move |next: Arc<Studio>| {
+            let (was, now) = (&started.server, &next.server);
+            restart.check(
+                "server.dashboard_addr",
+                &was.dashboard_addr,
+                &now.dashboard_addr,
+            );
+            restart.check("server.library_addr", &was.library_addr, &now.library_addr);
+            restart.check(
+                "server.dashboard_secure_cookies",
+                &was.dashboard_secure_cookies.to_string(),
+                &now.dashboard_secure_cookies.to_string(),
+            );
+            restart.check(
+                "server.feedback.csrf_key_env",
+                &was.feedback.csrf_key_env,
+                &now.feedback.csrf_key_env,
+            );
+            state.take_studio(next);
+        })
+    };
     let mut stop = control.signal.clone();
     let extra = extra.layer(axum::middleware::from_fn(security::headers));
     let app = router(state.clone()).merge(extra);

@@ -7,13 +7,35 @@
 //! | `/slack/events`, `/slack/commands` | `slack` |
 //! | `/email/inbound` | `email` |
 //! | `/feedback`, `/feedback/status/{token}` | `web_form` |
+//!
+//! The list is read per request: a changed studio handed to
+//! [`crate::FeedbackState::take_studio`] turns a channel on or off at once.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use concierto_core::config::keys::channel_off_message;
+use concierto_core::config::Studio;
+use concierto_core::config::keys::{channel_off_message, channel_on};
 
 use crate::{FeedbackError, FeedbackOptions, FeedbackState};
+
+/// The HTTP channels a studio turns on: `None` (every one) when it has no
+/// `feedback_capture`, else those its `channels` list.
+pub fn channels_of(studio: &Studio) -> Option<Vec<String>> {
+    (!studio.feedback_loops.human_to_agent.is_empty()).then(|| {
+        ["slack", "email", "web_form"]
+            .into_iter()
+            .filter(|c| channel_on(studio, c))
+            .map(str::to_string)
+            .collect()
+    })
+}
+
+/// Whether `channel` is taken under the list `channels` (`None`: every one):
+/// `api` always.
+pub fn listed(channels: Option<&[String]>, channel: &str) -> bool {
+    channel == "api" || channels.is_none_or(|list| list.iter().any(|c| c == channel))
+}
 
 /// The channel a request path belongs to, if any.
 pub fn channel_of_path(path: &str) -> Option<&'static str> {
@@ -32,11 +54,7 @@ impl FeedbackOptions {
     /// Whether feedback from `channel` is taken: `api` always; the others
     /// when [`FeedbackOptions::channels`] is unset or lists them.
     pub fn channel_on(&self, channel: &str) -> bool {
-        channel == "api"
-            || self
-                .channels
-                .as_ref()
-                .is_none_or(|list| list.iter().any(|c| c == channel))
+        listed(self.channels.as_deref(), channel)
     }
 
     /// An error refusing `channel` when it is off.
@@ -56,7 +74,7 @@ pub(crate) async fn refuse_off(
     next: Next,
 ) -> Response {
     if let Some(channel) = channel_of_path(request.uri().path())
-        && let Err(e) = state.options().check_channel(channel)
+        && let Err(e) = state.check_channel(channel)
     {
         tracing::info!(channel, "feedback refused: channel off");
         return e.into_response();

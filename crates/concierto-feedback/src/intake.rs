@@ -188,7 +188,7 @@ pub(crate) async fn mark_published(state: &FeedbackState, id: &str) -> Result<()
 /// This is the path of every HTTP channel and of the admin API's `SubmitFeedback`.
 pub async fn accept(state: &FeedbackState, mut fb: Feedback) -> Result<Accepted, FeedbackError> {
     normalize(state, &mut fb)?;
-    state.options().check_channel(channel_name(fb.channel))?;
+    state.check_channel(channel_name(fb.channel))?;
     let id = fb.feedback_id.clone();
 
     let stored = {

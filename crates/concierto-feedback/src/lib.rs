@@ -38,6 +38,12 @@
 //! token, a [`Notifier`] turns `event.gate.>` into Slack direct messages
 //! (see [`notify`]).
 //!
+//! A changed studio is taken live ([`FeedbackServer::taking_studio_changes`]):
+//! `feedback_capture.channels` apply to the next request, reviewers' Slack ids
+//! and escalation contacts to the next notification; the address, the
+//! secrets' variables and the body and rate limits need a restart (said once
+//! at warn, naming the key).
+//!
 //! [`router`] gives the routes for embedding in another axum server; [`start`]
 //! serves them on their own address with the [`Outbox`] and the [`Notifier`]
 //! and returns a [`FeedbackServer`] whose [`ServiceHandle`] stops them all
@@ -55,6 +61,7 @@ mod list;
 pub mod notify;
 mod outbox;
 pub mod rate;
+pub mod recipients;
 pub mod replay;
 pub mod requests;
 pub mod slack;
@@ -62,7 +69,7 @@ pub mod status;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -70,6 +77,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing;
 use concierto_bus::{Bus, StreamLimits, standard_streams};
 use concierto_core::clock::SharedClock;
+use concierto_core::config::Studio;
+use concierto_core::live::NeedsRestart;
 use concierto_core::service::ServiceHandle;
 use concierto_core::store::KvStore;
 use concierto_core::subjects::FEEDBACK_IN;
@@ -84,6 +93,7 @@ pub use crate::list::{entry_of, list_entries, serve_list};
 pub use crate::notify::{GateNotifications, Notifier, NotifyRetry, Person};
 pub use crate::outbox::{Outbox, OutboxPass};
 pub use crate::rate::FormRateLimit;
+pub use crate::recipients::{Recipients, SharedRecipients};
 
 /// A secret (signing secret, token, key): its `Debug` prints `***`.
 #[derive(Clone)]
@@ -250,6 +260,10 @@ struct Inner {
     replay: replay::SharedReplayGuard,
     form_limiter: rate::RateLimiter,
     accept_lock: tokio::sync::Mutex<()>,
+    /// `feedback_capture.channels` now (starts as `opts.channels`).
+    channels: RwLock<Option<Vec<String>>>,
+    /// Who the notifiers tell now (starts as `opts.gate_notifications`').
+    recipients: SharedRecipients,
 }
 
 impl fmt::Debug for FeedbackState {
@@ -274,6 +288,11 @@ impl FeedbackState {
                 store,
                 clock,
                 form_limiter: rate::RateLimiter::new(opts.form_rate),
+                channels: RwLock::new(opts.channels.clone()),
+                recipients: SharedRecipients::new(Recipients::new(
+                    opts.gate_notifications.people.clone(),
+                    opts.gate_notifications.escalations.clone(),
+                )),
                 opts,
                 replay: replay::SharedReplayGuard::default(),
                 accept_lock: tokio::sync::Mutex::new(()),
@@ -296,9 +315,62 @@ impl FeedbackState {
         &self.inner.clock
     }
 
-    /// The options.
+    /// The options as started; the channels and the notifiers' people
+    /// follow the studio ([`Self::channels`], [`Self::recipients`]).
     pub fn options(&self) -> &FeedbackOptions {
         &self.inner.opts
+    }
+
+    /// The channels taken now (`None`: every one); see
+    /// [`FeedbackOptions::channels`].
+    pub fn channels(&self) -> Option<Vec<String>> {
+        match self.inner.channels.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Whether feedback from `channel` is taken now: `api` always.
+    pub fn channel_on(&self, channel: &str) -> bool {
+        match self.inner.channels.read() {
+            Ok(g) => channels::listed(g.as_deref(), channel),
+            Err(p) => channels::listed(p.into_inner().as_deref(), channel),
+        }
+    }
+
+    /// An error (404) refusing `channel` when it is off, naming the key.
+    pub fn check_channel(&self, channel: &str) -> Result<(), FeedbackError> {
+        if self.channel_on(channel) {
+            Ok(())
+        } else {
+            Err(FeedbackError::NotConfigured(
+                concierto_core::config::keys::channel_off_message(channel),
+            ))
+        }
+    }
+
+    /// Who the gate, budget and target notifiers tell, and gates' escalation
+    /// contacts.
+    pub fn recipients(&self) -> &SharedRecipients {
+        &self.inner.recipients
+    }
+
+    /// Takes a changed studio: its `feedback_capture.channels` apply to the
+    /// next request, its reviewers (Slack ids) and escalation contacts to
+    /// the next notification. Logs one line.
+    pub fn take_studio(&self, studio: &Studio) {
+        let channels = channels::channels_of(studio);
+        let recipients = Recipients::of_studio(studio);
+        tracing::info!(
+            channels = ?channels,
+            people = recipients.people.len(),
+            "feedback service took the changed studio"
+        );
+        match self.inner.channels.write() {
+            Ok(mut g) => *g = channels,
+            Err(p) => *p.into_inner() = channels,
+        }
+        self.inner.recipients.set(recipients);
     }
 
     pub(crate) fn replay_guard(&self) -> &replay::SharedReplayGuard {
@@ -372,6 +444,22 @@ pub struct FeedbackServer {
 }
 
 impl FeedbackServer {
+    /// Its handle takes changed studios ([`FeedbackState::take_studio`]);
+    /// `started` is the studio its options came from: a change of a key it
+    /// cannot take live (the address, the secrets' variables, body and rate
+    /// limits, the Slack API base) is logged once at warn, naming the key.
+    pub fn taking_studio_changes(mut self, started: Arc<Studio>) -> Self {
+        let state = self.state.clone();
+        let restart = NeedsRestart::new("feedback");
+        self.handle = self.handle.on_studio_change(move |next: Arc<Studio>| {
+            for (key, was, now) in restart_keys(&started, &next) {
+                restart.check(key, &was, &now);
+            }
+            state.take_studio(&next);
+        });
+        self
+    }
+
     /// Stops it gracefully and waits.
     pub async fn stop(self) -> Result<(), String> {
         self.handle.stop().await
@@ -413,7 +501,11 @@ pub async fn start(
         .map_err(|source| FeedbackError::Bind { addr, source })?;
     let notifier =
         match Notifier::from_settings(state.bus().clone(), &state.options().gate_notifications)? {
-            Some(n) => Some(n.start().await?),
+            Some(n) => Some(
+                n.with_shared_recipients(state.recipients().clone())
+                    .start()
+                    .await?,
+            ),
             None => {
                 tracing::warn!("no Slack bot token: gate notifications go only to the bus");
                 None
@@ -422,7 +514,10 @@ pub async fn start(
     // Budgets reached, to `agents.budget_owner` on Slack (same token).
     let budget_notifier =
         match Notifier::from_settings(state.bus().clone(), &state.options().gate_notifications)? {
-            Some(n) => Some(crate::budget_notify::start(n).await?),
+            Some(n) => Some(
+                crate::budget_notify::start(n.with_shared_recipients(state.recipients().clone()))
+                    .await?,
+            ),
             None => None,
         };
 
@@ -496,6 +591,60 @@ pub async fn start(
         handle,
         state,
     })
+}
+
+/// The keys the feedback service keeps as started, with their values then and now.
+fn restart_keys(was: &Studio, now: &Studio) -> Vec<(&'static str, String, String)> {
+    let (a, b) = (&was.server, &now.server);
+    let (fa, fb) = (&a.feedback, &b.feedback);
+    vec![
+        ("server.http_addr", a.http_addr.clone(), b.http_addr.clone()),
+        (
+            "server.feedback.slack_signing_secret_env",
+            fa.slack_signing_secret_env.clone(),
+            fb.slack_signing_secret_env.clone(),
+        ),
+        (
+            "server.feedback.slack_bot_token_env",
+            fa.slack_bot_token_env.clone(),
+            fb.slack_bot_token_env.clone(),
+        ),
+        (
+            "server.feedback.email_token_env",
+            fa.email_token_env.clone(),
+            fb.email_token_env.clone(),
+        ),
+        (
+            "server.feedback.csrf_key_env",
+            fa.csrf_key_env.clone(),
+            fb.csrf_key_env.clone(),
+        ),
+        (
+            "server.feedback.slack_api_base",
+            fa.slack_api_base.clone(),
+            fb.slack_api_base.clone(),
+        ),
+        (
+            "server.feedback.max_body_bytes",
+            fa.max_body_bytes.to_string(),
+            fb.max_body_bytes.to_string(),
+        ),
+        (
+            "server.feedback.form_max_body_bytes",
+            fa.form_max_body_bytes.to_string(),
+            fb.form_max_body_bytes.to_string(),
+        ),
+        (
+            "server.feedback.form_per_client_per_minute",
+            fa.form_per_client_per_minute.to_string(),
+            fb.form_per_client_per_minute.to_string(),
+        ),
+        (
+            "server.feedback.form_per_minute",
+            fa.form_per_minute.to_string(),
+            fb.form_per_minute.to_string(),
+        ),
+    ]
 }
 
 fn served(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), String> {

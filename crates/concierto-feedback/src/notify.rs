@@ -40,6 +40,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use serde_json::{Value, json};
 
+use crate::recipients::{Recipients, SharedRecipients};
 use crate::{FeedbackError, Secret};
 
 /// The queue group of the notifiers: each gate event goes to one of them.
@@ -306,8 +307,7 @@ pub enum NotifyError {
 /// Sends gate notifications; [`Notifier::start`] runs it on the bus.
 pub struct Notifier {
     bus: Arc<dyn Bus>,
-    people: HashMap<String, Person>,
-    escalations: HashMap<String, Vec<String>>,
+    recipients: SharedRecipients,
     endpoint: String,
     auth: HeaderValue,
     token: Secret,
@@ -319,7 +319,7 @@ impl fmt::Debug for Notifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Notifier")
             .field("endpoint", &self.endpoint)
-            .field("people", &self.people.len())
+            .field("people", &self.recipients.get().people.len())
             .field("token", &self.token)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
@@ -350,8 +350,7 @@ impl Notifier {
             .map_err(|e| FeedbackError::Config(format!("cannot build the Slack client: {e}")))?;
         Ok(Notifier {
             bus,
-            people: people.into_iter().map(|p| (p.id.clone(), p)).collect(),
-            escalations,
+            recipients: SharedRecipients::new(Recipients::new(people, escalations)),
             endpoint: format!("{}/chat.postMessage", base_url.trim_end_matches('/')),
             auth,
             token: bot_token,
@@ -385,8 +384,18 @@ impl Notifier {
         self
     }
 
-    fn name_of<'a>(&'a self, id: &'a str) -> &'a str {
-        self.people.get(id).map_or(id, |p| p.name.as_str())
+    /// Reads its people and escalation contacts from `shared` (set to what
+    /// it has now), so whoever holds `shared` can change them while it runs.
+    pub fn with_shared_recipients(mut self, shared: SharedRecipients) -> Self {
+        shared.set((*self.recipients.get()).clone());
+        self.recipients = shared;
+        self
+    }
+
+    /// Its people and escalation contacts, shared (see
+    /// [`Self::with_shared_recipients`]).
+    pub fn recipients(&self) -> &SharedRecipients {
+        &self.recipients
     }
 
     /// The bus it listens on.
@@ -397,19 +406,13 @@ impl Notifier {
     /// A message for reviewer `person` (by id), to their Slack id if they
     /// have one.
     pub(crate) fn to(&self, person: &str, text: String) -> Notification {
-        Notification {
-            person: person.to_string(),
-            channel: self
-                .people
-                .get(person)
-                .and_then(|p| p.slack.clone())
-                .filter(|s| !s.trim().is_empty()),
-            text,
-        }
+        to(&self.recipients.get(), person, text)
     }
 
     /// Who is told what about `gate`'s `kind` event, one message per person.
     pub fn messages(&self, kind: GateEventKind, gate: &v1::Gate) -> Vec<Notification> {
+        let who = self.recipients.get();
+        let who = who.as_ref();
         let empty = v1::GateRequest::default();
         let req = gate.request.as_ref().unwrap_or(&empty);
         let name = escape(&req.gate);
@@ -426,12 +429,13 @@ impl Notifier {
             },
         );
         let reviewers = unique(req.reviewers.iter());
-        let contacts = unique(self.escalations.get(&req.gate).into_iter().flatten());
+        let contacts = unique(who.escalations.get(&req.gate).into_iter().flatten());
         match kind {
             GateEventKind::Opened => reviewers
                 .iter()
                 .map(|r| {
-                    self.to(
+                    to(
+                        who,
                         r,
                         format!(
                             "Quality gate {name} is waiting for you: {summary}. \
@@ -443,7 +447,8 @@ impl Notifier {
             GateEventKind::Reminder => reviewers
                 .iter()
                 .map(|r| {
-                    self.to(
+                    to(
+                        who,
                         r,
                         format!(
                             "Reminder ({}): gate {name} is due at {due}: {summary}. \
@@ -457,7 +462,8 @@ impl Notifier {
                 let mut out: Vec<Notification> = contacts
                     .iter()
                     .map(|c| {
-                        self.to(
+                        to(
+                            who,
                             c,
                             format!(
                                 "Gate {name} passed its SLA without a decision; you may decide it: \
@@ -471,12 +477,13 @@ impl Notifier {
                 } else {
                     contacts
                         .iter()
-                        .map(|c| escape(self.name_of(c)))
+                        .map(|c| escape(who.name_of(c)))
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
                 out.extend(reviewers.iter().filter(|r| !contacts.contains(r)).map(|r| {
-                    self.to(
+                    to(
+                        who,
                         r,
                         format!(
                             "Gate {name} passed its SLA without a decision and was escalated \
@@ -499,13 +506,13 @@ impl Notifier {
                         v1::GateState::Open | v1::GateState::Unspecified => "decided",
                     },
                 };
-                let who = last.map_or("", |d| d.reviewer.as_str());
+                let decider = last.map_or("", |d| d.reviewer.as_str());
                 let automatic = last.is_some_and(|d| d.automatic);
-                let by = match (automatic, who.is_empty()) {
+                let by = match (automatic, decider.is_empty()) {
                     (true, true) => format!("automatically {verb}"),
-                    (true, false) => format!("automatically {verb} ({})", escape(who)),
+                    (true, false) => format!("automatically {verb} ({})", escape(decider)),
                     (false, true) => verb.to_string(),
-                    (false, false) => format!("{verb} by {}", escape(self.name_of(who))),
+                    (false, false) => format!("{verb} by {}", escape(who.name_of(decider))),
                 };
                 let notes = last
                     .map(|d| d.notes.trim())
@@ -516,9 +523,10 @@ impl Notifier {
                     told.extend(contacts.iter().filter(|c| !reviewers.contains(c)).cloned());
                 }
                 told.iter()
-                    .filter(|p| automatic || p.as_str() != who)
+                    .filter(|p| automatic || p.as_str() != decider)
                     .map(|p| {
-                        self.to(
+                        to(
+                            who,
                             p,
                             format!("Gate {name} was {by}{notes}\n`concierto gate show {id}`"),
                         )
@@ -670,7 +678,7 @@ impl Notifier {
             .await?;
         let (handle, control) = ServiceHandle::new("gate-notifier");
         let mut signal = control.signal.clone();
-        tracing::info!(endpoint = %self.endpoint, people = self.people.len(), "gate notifications go to Slack");
+        tracing::info!(endpoint = %self.endpoint, people = self.recipients.get().people.len(), "gate notifications go to Slack");
         tokio::spawn(async move {
             let result = loop {
                 let (gate, msg) = tokio::select! {
@@ -702,6 +710,15 @@ impl Notifier {
             control.finished(result);
         });
         Ok(handle)
+    }
+}
+
+/// A message for reviewer `person` (by id), to their Slack id if they have one.
+fn to(who: &Recipients, person: &str, text: String) -> Notification {
+    Notification {
+        person: person.to_string(),
+        channel: who.slack_of(person),
+        text,
     }
 }
 

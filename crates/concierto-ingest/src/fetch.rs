@@ -18,7 +18,7 @@
 //! (`permission_denied: …`, `invalid_argument: …`, `unavailable: …`), whose
 //! text the model sees.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use concierto_bus::{Bus, BusExt, Outgoing, encode};
 use concierto_content::extract;
@@ -100,6 +100,16 @@ impl WebFetcher {
             ),
             settings,
         })
+    }
+
+    /// The hosts it may reach.
+    pub fn allow(&self) -> &[String] {
+        &self.allow
+    }
+
+    /// The studio's `agents.tools.web_fetch` it follows.
+    pub fn settings(&self) -> &WebFetchSettings {
+        &self.settings
     }
 
     /// Fetches `req.url` under the rules: the page as text, or `(code, message)`.
@@ -221,6 +231,43 @@ fn cut(mut text: String, max: usize) -> (String, bool) {
 pub async fn serve(
     bus: Arc<dyn Bus>,
     fetcher: Arc<WebFetcher>,
+    stop: StopSignal,
+) -> Result<(), concierto_bus::BusError> {
+    serve_shared(bus, SharedWebFetcher::new(fetcher), stop).await
+}
+
+/// The [`WebFetcher`] `ingest.fetch` uses now, replaced whole when a changed
+/// studio changes its rules (the next request follows them). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SharedWebFetcher(Arc<RwLock<Arc<WebFetcher>>>);
+
+impl SharedWebFetcher {
+    /// Starts with `fetcher`.
+    pub fn new(fetcher: Arc<WebFetcher>) -> Self {
+        SharedWebFetcher(Arc::new(RwLock::new(fetcher)))
+    }
+
+    /// The fetcher now.
+    pub fn get(&self) -> Arc<WebFetcher> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces it.
+    pub fn set(&self, fetcher: Arc<WebFetcher>) {
+        match self.0.write() {
+            Ok(mut g) => *g = fetcher,
+            Err(p) => *p.into_inner() = fetcher,
+        }
+    }
+}
+
+/// [`serve`] with a fetcher that can be replaced while it serves.
+pub async fn serve_shared(
+    bus: Arc<dyn Bus>,
+    fetcher: SharedWebFetcher,
     mut stop: StopSignal,
 ) -> Result<(), concierto_bus::BusError> {
     let mut sub = bus
@@ -240,7 +287,7 @@ pub async fn serve(
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let (bus, fetcher) = (bus.clone(), fetcher.clone());
+            let (bus, fetcher) = (bus.clone(), fetcher.get());
             tokio::spawn(async move {
                 let _permit = permit;
                 let out = match fetcher.fetch(&req).await {

@@ -1,11 +1,15 @@
 //! The learners, run by the ingest service next to the sources:
 //!
 //! - the **trend report**, every [`IngestOptions::trend_every`] (a week): the
-//!   window's rising terms, palettes and typefaces over the library's
-//!   inspiration ([`concierto_content::learn::trend_report`]); handed as
-//!   context `trend-report` to [`IngestOptions::trend_roles`]
-//!   (trend-researcher, innovation-catalyst) and sampled as the
-//!   `pattern_recognition` metric;
+//!   window's rising terms, palettes and typefaces over the inspiration of
+//!   the sources whose extractors include `design_trends` (a source without
+//!   an `extractor`/`extract` list runs every default extractor, so it counts;
+//!   training data never does) ([`concierto_content::learn::trend_report`]);
+//!   handed as context `trend-report` to those sources' `processor`/`indexer`
+//!   roles, each once in file order ([`trend_audience`]; or to
+//!   [`IngestOptions::trend_roles`] when that override is set), and sampled as
+//!   the `pattern_recognition` metric. A studio without such a source has no
+//!   trend report;
 //! - the **campaign learner**, one per `training_data` source of campaign
 //!   analytics, on that source's `training_frequency`: what its high
 //!   performers share ([`concierto_content::learn::campaign_insights`]);
@@ -28,7 +32,8 @@ use concierto_content::learn::{
     CampaignInsights, TrendReport, TrendReportOptions, campaign_insights, trend_report,
 };
 use concierto_content::{ContentLibrary, Item, Kind, Query};
-use concierto_core::config::{ContentSource, Refresh, SourceKind, Studio};
+use concierto_core::config::{ContentSource, Refresh, SourceKind, Studio, trends};
+use concierto_core::live::LiveStudio;
 use concierto_core::service::StopSignal;
 use concierto_core::store::KvStore;
 use concierto_core::subjects;
@@ -49,11 +54,35 @@ pub const PATTERN_RECOGNITION: &str = "pattern_recognition";
 /// Items read per page from the library.
 const PAGE: usize = 1000;
 
+/// Who the trend report is for: the sources it reads and the roles it goes to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrendAudience {
+    /// The sources whose items it reads, in file order.
+    pub sources: Vec<String>,
+    /// The roles handed it as context, each once, in file order.
+    pub roles: Vec<String>,
+}
+
+/// The trend report's sources and roles in `studio`
+/// ([`concierto_core::config::trends`]): every source that is not training
+/// data and whose extractor selection includes `design_trends` (no
+/// `extractor`/`extract` list: every default extractor, `design_trends`
+/// among them), and their `processor`/`indexer` roles.
+pub fn trend_audience(studio: &Studio) -> TrendAudience {
+    TrendAudience {
+        sources: trends::trend_sources(studio)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
+        roles: trends::trend_roles(studio),
+    }
+}
+
 /// What one learner computes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Learner {
-    /// The trend report over all inspiration.
-    Trends,
+    /// The trend report over the inspiration of its sources, for its roles.
+    Trends(TrendAudience),
     /// Campaign insights over one analytics source.
     Campaigns(ContentSource),
     /// Feedback insights over one processed-feedback source.
@@ -63,26 +92,36 @@ pub(crate) enum Learner {
 impl Learner {
     fn key(&self) -> String {
         match self {
-            Learner::Trends => format!("learn/{TREND_REPORT}"),
+            Learner::Trends(_) => format!("learn/{TREND_REPORT}"),
             Learner::Campaigns(s) => format!("learn/{CAMPAIGN_INSIGHTS}/{}", s.name),
             Learner::Feedback(s) => format!("learn/{FEEDBACK_INSIGHTS}/{}", s.name),
         }
     }
 
-    fn name(&self) -> String {
+    /// Its name (one learner per name runs).
+    pub(crate) fn name(&self) -> String {
         match self {
-            Learner::Trends => TREND_REPORT.to_string(),
+            Learner::Trends(_) => TREND_REPORT.to_string(),
             Learner::Campaigns(s) => format!("{CAMPAIGN_INSIGHTS}:{}", s.name),
             Learner::Feedback(s) => format!("{FEEDBACK_INSIGHTS}:{}", s.name),
         }
     }
 }
 
-/// The learners a studio has: the trend report always, and per
-/// `training_data` source a feedback learner (processed feedback) or a
-/// campaign learner (analytics), for the source's `learner` role.
-pub(crate) fn learners(studio: &Studio) -> Vec<Learner> {
-    let mut out = vec![Learner::Trends];
+/// The learners a studio has: the trend report when a source selects
+/// `design_trends` ([`trend_audience`]; its roles replaced by `trend_roles`
+/// when that is not empty), and per `training_data` source a feedback learner
+/// (processed feedback) or a campaign learner (analytics), for the source's
+/// `learner` role.
+pub(crate) fn learners(studio: &Studio, trend_roles: &[String]) -> Vec<Learner> {
+    let mut out = Vec::new();
+    let mut audience = trend_audience(studio);
+    if !audience.sources.is_empty() {
+        if !trend_roles.is_empty() {
+            audience.roles = trend_roles.to_vec();
+        }
+        out.push(Learner::Trends(audience));
+    }
     out.extend(
         studio
             .content_sources
@@ -156,15 +195,25 @@ pub(crate) async fn compute(
     tokio::task::spawn_blocking(move || {
         let now_ms = now.timestamp_millis();
         match learner {
-            Learner::Trends => {
+            Learner::Trends(audience) => {
                 let opts = TrendReportOptions {
                     window,
                     ..TrendReportOptions::default()
                 };
                 let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
                 let since = now_ms.saturating_sub(window_ms.saturating_mul(2));
-                let items =
-                    all_items(&library, Query::browse().between(Some(since), Some(now_ms)))?;
+                let mut items = Vec::new();
+                let mut seen = std::collections::HashSet::new();
+                for source in &audience.sources {
+                    let query = Query::browse()
+                        .source(source)
+                        .between(Some(since), Some(now_ms));
+                    items.extend(
+                        all_items(&library, query)?
+                            .into_iter()
+                            .filter(|i| seen.insert(i.id.clone())),
+                    );
+                }
                 Ok(Learned::Trends(trend_report(&items, now_ms, &opts)))
             }
             Learner::Campaigns(source) => {
@@ -317,17 +366,18 @@ pub fn stored_campaign_insights(
 }
 
 /// Runs one learner on its frequency, and a campaign learner also as soon as
-/// its source's read brought new or changed records, until `stop`.
+/// its source's read brought new or changed records, until `stop`. Reports
+/// go to the roles `studio` has when they are handed out.
 pub(crate) async fn run(
     ing: Ingester,
     bus: Arc<dyn Bus>,
-    studio: Arc<Studio>,
+    studio: LiveStudio,
     learner: Learner,
     mut stop: StopSignal,
 ) {
     let opts = ing.opts().clone();
     let (every, roles) = match &learner {
-        Learner::Trends => (opts.trend_every, opts.trend_roles.clone()),
+        Learner::Trends(audience) => (opts.trend_every, audience.roles.clone()),
         Learner::Campaigns(s) => {
             let every = match s.refresh {
                 Refresh::Every(d) => d,
@@ -360,7 +410,7 @@ pub(crate) async fn run(
     // Campaign insights are also recomputed when their source brought records.
     let changes = |l: &Learner| match l {
         Learner::Campaigns(source) | Learner::Feedback(source) => ing.changes(&source.name),
-        Learner::Trends => 0,
+        Learner::Trends(_) => 0,
     };
     let mut seen = changes(&learner);
     loop {
@@ -379,7 +429,7 @@ pub(crate) async fn run(
             )
             .await
             {
-                Ok(learned) => hand_out(&bus, &store, &studio, &learned, &roles, now)
+                Ok(learned) => hand_out(&bus, &store, &studio.get(), &learned, &roles, now)
                     .await
                     .map(|()| learned),
                 Err(e) => Err(e),
@@ -422,4 +472,38 @@ pub(crate) async fn run(
         }
     }
     tracing::info!(learner = %learner.name(), "learner stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use concierto_content::extract::Extractors;
+    use concierto_core::config::{ContentSource, Refresh, SourceKind, trends};
+
+    #[test]
+    fn the_trend_sources_are_those_whose_extractors_count_in_the_report() {
+        for list in [
+            vec![],
+            vec!["design_trends"],
+            vec![" Design_Trends ", "colour_palettes"],
+            vec!["colour_palettes", "typography_patterns"],
+            vec!["visual_concepts"],
+        ] {
+            let source = ContentSource {
+                name: "s".into(),
+                group: "external_inspiration".into(),
+                kind: SourceKind::WebScraper,
+                location: "https://example.com/feed".into(),
+                role: "trend-researcher".into(),
+                refresh: Refresh::Continuous,
+                extract: list.iter().map(|x| x.to_string()).collect(),
+                allow_hosts: Vec::new(),
+                allow_private_networks: false,
+            };
+            assert_eq!(
+                trends::selects_design_trends(&source),
+                Extractors::from_names(&source.extract).trends,
+                "{list:?}"
+            );
+        }
+    }
 }

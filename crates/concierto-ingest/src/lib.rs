@@ -39,6 +39,7 @@ mod folder;
 mod http;
 mod ingester;
 mod learner;
+mod live;
 mod netguard;
 mod robots;
 mod runner;
@@ -56,6 +57,7 @@ use concierto_bus::{Bus, StreamLimits, standard_streams};
 use concierto_content::ContentLibrary;
 use concierto_core::clock::SharedClock;
 use concierto_core::config::Studio;
+use concierto_core::live::LiveStudio;
 use concierto_core::service::ServiceHandle;
 use concierto_core::store::KvStore;
 use concierto_core::subjects::{CONTENT_INGESTED, CONTEXT};
@@ -64,11 +66,13 @@ pub use announce::content_item;
 pub use error::IngestError;
 pub use ingester::{CycleReport, Ingester};
 pub use learner::{
-    CAMPAIGN_INSIGHTS, Learned, PATTERN_RECOGNITION, TREND_REPORT, stored_campaign_insights,
-    stored_trend_report,
+    CAMPAIGN_INSIGHTS, Learned, PATTERN_RECOGNITION, TREND_REPORT, TrendAudience,
+    stored_campaign_insights, stored_trend_report, trend_audience,
 };
 pub use robots::Robots;
-pub use vision::{INSTRUCTION as VISION_INSTRUCTION, MAX_IMAGE_BYTES, Vision, parse_concepts};
+pub use vision::{
+    INSTRUCTION as VISION_INSTRUCTION, MAX_IMAGE_BYTES, Vision, parse_concepts, vision_sources,
+};
 
 /// The store tree the ingester keeps its cursors, fingerprints and outbox in.
 pub const TREE: &str = "ingest";
@@ -136,7 +140,9 @@ pub struct IngestOptions {
     pub trend_every: Duration,
     /// The trend report's window, compared with the one before it (7 days).
     pub trend_window: Duration,
-    /// Roles handed the trend report as context (trend-researcher, innovation-catalyst).
+    /// Roles handed the trend report as context instead of the studio's
+    /// ([`trend_audience`]: the `processor`/`indexer` roles of the sources
+    /// that select `design_trends`); empty by default, so the studio decides.
     pub trend_roles: Vec<String>,
     /// Roles handed campaign insights as context besides the source's own
     /// `learner` (content-creator).
@@ -176,7 +182,7 @@ impl Default for IngestOptions {
             batch: 256,
             trend_every: Duration::from_secs(7 * 24 * 3600),
             trend_window: Duration::from_secs(7 * 24 * 3600),
-            trend_roles: vec!["trend-researcher".into(), "innovation-catalyst".into()],
+            trend_roles: Vec::new(),
             campaign_roles: vec!["content-creator".into()],
             learn_delay: Duration::from_secs(60),
             vision: None,
@@ -189,6 +195,10 @@ impl Default for IngestOptions {
 /// scheduled scans on `clock` otherwise), stores what it finds in `library`
 /// and announces new and changed items on `content.ingested.<source>`. Keeps
 /// its cursors in `store` (tree [`TREE`]). Stop it with [`ServiceHandle::stop`].
+///
+/// The handle takes changed studios: sources added, removed or changed
+/// (paths, refresh, extractors, roles) and the learners follow at their next
+/// cycle, without a restart (see the `live` module).
 pub async fn start(
     studio: Arc<Studio>,
     bus: Arc<dyn Bus>,
@@ -220,33 +230,26 @@ pub async fn start(
     deliverables::serve(bus.clone(), library.clone(), control.signal.clone()).await?;
     search::serve(bus.clone(), library, control.signal.clone()).await?;
     let web_fetcher = fetch::WebFetcher::new(&studio, ingester.opts(), ingester.store())?;
-    fetch::serve(bus.clone(), Arc::new(web_fetcher), control.signal.clone()).await?;
-    let mut tasks = Vec::new();
-    for source in &studio.content_sources {
-        tasks.push(tokio::spawn(runner::run(
-            ingester.clone(),
-            source.clone(),
-            control.signal.clone(),
-        )));
-    }
-    for learner in learner::learners(&studio) {
-        tasks.push(tokio::spawn(learner::run(
-            ingester.clone(),
-            bus.clone(),
-            studio.clone(),
-            learner,
-            control.signal.clone(),
-        )));
-    }
+    let web_fetcher = fetch::SharedWebFetcher::new(Arc::new(web_fetcher));
+    fetch::serve_shared(bus.clone(), web_fetcher.clone(), control.signal.clone()).await?;
+    let tasks = live::Tasks::start(
+        ingester.clone(),
+        bus.clone(),
+        LiveStudio::new(studio.clone()),
+        web_fetcher,
+    );
+    let (changes, changed) = tokio::sync::mpsc::unbounded_channel::<Arc<Studio>>();
+    let supervisor = tokio::spawn(live::supervise(tasks, changed, control.signal.clone()));
+    let handle = handle.on_studio_change(move |next: Arc<Studio>| {
+        let _ = changes.send(next);
+    });
     tracing::info!(sources = studio.content_sources.len(), "ingester started");
     let store = ingester.store();
     tokio::spawn(async move {
         let mut signal = control.signal.clone();
         signal.stopped().await;
-        for t in tasks {
-            if let Err(e) = t.await {
-                tracing::warn!(error = %e, "an ingest runner ended badly");
-            }
+        if let Err(e) = supervisor.await {
+            tracing::warn!(error = %e, "the ingest supervisor ended badly");
         }
         let result = store.flush().map_err(|e| e.to_string());
         // Bounded: with NATS gone a flush would wait for a reconnection that may never come.

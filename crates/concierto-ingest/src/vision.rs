@@ -124,6 +124,25 @@ impl Vision {
     }
 }
 
+/// Which sources [`Vision::for_studio`] would give a model, and which
+/// executor: `source=executor` pairs, sorted (no executor is built). A running
+/// ingester keeps the vision models it started with; this tells when a
+/// changed studio would give others.
+pub fn vision_sources(studio: &Studio) -> String {
+    let mut pairs: Vec<String> = studio
+        .content_sources
+        .iter()
+        .filter_map(|source| {
+            let name = executor_name(studio, &source.role);
+            let def = executor_def(studio, &name)?;
+            matches!(def.kind, ExecutorKind::OpenAi | ExecutorKind::Anthropic)
+                .then(|| format!("{}={name}", source.name))
+        })
+        .collect();
+    pairs.sort();
+    pairs.join(", ")
+}
+
 fn model_of(studio: &Studio, source: &ContentSource) -> Option<(Arc<dyn Executor>, RoleDef)> {
     let role = studio.roles.get(&source.role)?;
     let def = executor_def(studio, &executor_name(studio, &source.role))?;

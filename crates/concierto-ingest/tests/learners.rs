@@ -54,6 +54,23 @@ workflows:
         role: content-creator
         task: "Draft a post that uses what worked."
 content_sources:
+  # The trend report reads the sources that select design_trends (an
+  # explicit list, or none: every default extractor) and goes to their
+  # roles. Neither is read here (no network, no folder): the test stores
+  # their items straight into the library.
+  external_inspiration:
+    - siteinspire:
+        type: "web_scraper"
+        url: "http://127.0.0.1:9/feed"
+        frequency: "daily"
+        processor: trend-researcher
+        extractor: [design_trends, typography_patterns]
+  curated_databases:
+    - internal_assets:
+        type: "image_database"
+        path: "{missing}"
+        indexer: innovation-catalyst
+        refresh: "daily"
   training_data:
     - successful_campaigns:
         source: "{analytics}"
@@ -62,6 +79,7 @@ content_sources:
 "#,
         agents = agents.display(),
         analytics = analytics.display(),
+        missing = dir.join("no-such-folder").display(),
     );
     let path = dir.join("concierto.yaml");
     std::fs::write(&path, yaml).unwrap();

@@ -153,6 +153,12 @@ impl Book {
         }
     }
 
+    /// Publishes as `publishing` says from now on (a changed studio): jobs
+    /// already queued keep their publisher, looked up by name when due.
+    pub fn set_publishing(&mut self, publishing: Arc<Publishing>) {
+        self.publishing = publishing;
+    }
+
     /// Forgets what was handed out (after a restart every job is due again).
     pub fn reset_in_flight(&mut self) {
         self.in_flight.clear();

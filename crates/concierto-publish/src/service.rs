@@ -3,8 +3,12 @@
 //! deliverable is stored and flushed), a worker loop (the outbox: attempts due,
 //! carried out concurrently, settled and announced on
 //! `event.deliverable.<kind>`) and `publish.list` requests.
+//!
+//! A changed studio is taken live: its `publishers` (and the workflows'
+//! `deliverables`) apply to the next deliverable stored and the next attempt;
+//! a queued job whose publisher left the studio fails with that reason.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -155,13 +159,30 @@ pub async fn start(
     spec.ack_wait = opts.ack_wait;
     spec.max_deliver = 20;
     let consumer = bus.consumer("DELIVERABLES", &spec).await?;
-    let publishing: Arc<Publishing> = Arc::new(studio.publishing.clone());
+    let first: Arc<Publishing> = Arc::new(studio.publishing.clone());
+    let publishing = Arc::new(RwLock::new(first.clone()));
     let addr = Publisher {
-        book: Book::new(store.clone(), publishing.clone(), opts.backoff),
+        book: Book::new(store.clone(), first, opts.backoff),
         clock: clock.clone(),
     }
     .start();
     let (handle, control) = ServiceHandle::new("publisher");
+    let handle = {
+        let (addr, publishing) = (addr.clone(), publishing.clone());
+        handle.on_studio_change(move |studio: Arc<Studio>| {
+            let next = Arc::new(studio.publishing.clone());
+            tracing::info!(
+                publishers = next.publishers.len(),
+                workflows = next.deliverables.len(),
+                "publisher took the changed studio"
+            );
+            match publishing.write() {
+                Ok(mut g) => *g = next.clone(),
+                Err(p) => *p.into_inner() = next.clone(),
+            }
+            addr.do_send(SetPublishing(next));
+        })
+    };
     let signal = control.signal.clone();
     let sinks = Sinks::new(bus.clone(), opts.library_timeout);
 
@@ -247,6 +268,10 @@ pub async fn start(
                 if due.is_empty() {
                     continue;
                 }
+                let publishing = match publishing.read() {
+                    Ok(g) => g.clone(),
+                    Err(p) => p.into_inner().clone(),
+                };
                 let attempts = due.into_iter().map(|(job, d)| {
                     let sinks = sinks.clone();
                     let def = publishing.publishers.get(&job.publisher).cloned();
@@ -347,6 +372,20 @@ pub async fn start(
 
 fn error_reply(code: &str, message: &str) -> Outgoing {
     Outgoing::new(Vec::new()).header(subjects::ERROR_HEADER, format!("{code}: {message}"))
+}
+
+/// The publishers of a changed studio.
+struct SetPublishing(Arc<Publishing>);
+
+impl actix::Message for SetPublishing {
+    type Result = ();
+}
+
+impl Handler<SetPublishing> for Publisher {
+    type Result = ();
+    fn handle(&mut self, msg: SetPublishing, _: &mut Context<Self>) {
+        self.book.set_publishing(msg.0);
+    }
 }
 
 struct StopActor;

@@ -22,4 +22,4 @@ pub mod service;
 
 pub use engine::{Engine, Item, ReplyState, RetryPolicy, SendError};
 pub use send::{Senders, SlackSettings, SmtpSettings, SmtpTls};
-pub use service::{ITEMS_TREE, RouterError, RouterOptions, start};
+pub use service::{ITEMS_TREE, RouterError, RouterOptions, start, start_live};

@@ -5,6 +5,13 @@
 //! answers of its own requests; it stores every change of an item in its sled
 //! store (tree [`ITEMS_TREE`], the outbox: a reply pending there is sent after
 //! a restart) before acting on it, and answers `feedback.reply.get`.
+//!
+//! [`start_live`] also takes a changed studio: the options computed from it
+//! (the `user_feedback` folder answered feedback goes to, the channels'
+//! senders) apply to the next export and the next send; items in flight keep
+//! their state. Which specialists answer a category (`feedback_capture.routing`)
+//! and who categorises (`processor`) are the orchestrator's: the router
+//! reports the roles the run's `respond-<role>` steps name.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +20,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use concierto_bus::{Bus, BusExt, Outgoing, encode};
 use concierto_core::clock::SharedClock;
+use concierto_core::config::Studio;
 use concierto_core::feedback::FEEDBACK_WORKFLOW;
 use concierto_core::service::ServiceHandle;
 use concierto_core::store::KvStore;
@@ -101,6 +109,31 @@ struct GetReply(String);
 
 impl actix::Message for GetReply {
     type Result = Option<v1::FeedbackReply>;
+}
+
+/// The options a changed studio gives: where answered feedback is exported,
+/// how replies are sent.
+struct SetOptions {
+    export_dir: Option<PathBuf>,
+    senders: Senders,
+}
+
+impl actix::Message for SetOptions {
+    type Result = ();
+}
+
+impl Handler<SetOptions> for Router {
+    type Result = ();
+    fn handle(&mut self, msg: SetOptions, _: &mut Context<Self>) {
+        tracing::info!(
+            export_dir = ?msg.export_dir,
+            slack = msg.senders.slack.is_some(),
+            smtp = ?msg.senders.smtp.as_ref().map(|s| format!("{}:{}", s.host, s.port)),
+            "feedback router took the changed studio"
+        );
+        self.opts.export_dir = msg.export_dir;
+        self.opts.senders = msg.senders;
+    }
 }
 
 struct StopActor;
@@ -266,6 +299,36 @@ pub async fn start(
     clock: SharedClock,
     opts: RouterOptions,
 ) -> Result<ServiceHandle, RouterError> {
+    Ok(start_actor(bus, store, clock, opts).await?.0)
+}
+
+/// [`start`], with a handle that takes changed studios: `options_for` gives
+/// the options of each new studio, of which the export folder and the
+/// senders replace the running ones (tick, timeouts and retries stay as
+/// started). Must run inside an actix `System`.
+pub async fn start_live(
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn KvStore>,
+    clock: SharedClock,
+    opts: RouterOptions,
+    options_for: impl Fn(&Studio) -> RouterOptions + Send + Sync + 'static,
+) -> Result<ServiceHandle, RouterError> {
+    let (handle, addr) = start_actor(bus, store, clock, opts).await?;
+    Ok(handle.on_studio_change(move |studio: Arc<Studio>| {
+        let o = options_for(&studio);
+        addr.do_send(SetOptions {
+            export_dir: o.export_dir,
+            senders: o.senders,
+        });
+    }))
+}
+
+async fn start_actor(
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn KvStore>,
+    clock: SharedClock,
+    opts: RouterOptions,
+) -> Result<(ServiceHandle, Addr<Router>), RouterError> {
     if opts.tick.is_zero() || opts.request_timeout.is_zero() || opts.retry.max_attempts == 0 {
         return Err(RouterError::Config(
             "tick, request_timeout and max_attempts must be more than 0".into(),
@@ -366,6 +429,7 @@ pub async fn start(
             }
         }));
     }
+    let stopping = addr.clone();
     tokio::spawn(async move {
         let mut signal = control.signal.clone();
         signal.stopped().await;
@@ -378,9 +442,9 @@ pub async fn start(
         if let Err(e) = store.flush() {
             result = Err(format!("final flush: {e}"));
         }
-        addr.do_send(StopActor);
+        stopping.do_send(StopActor);
         tracing::info!("feedback router stopped");
         control.finished(result);
     });
-    Ok(handle)
+    Ok((handle, addr))
 }

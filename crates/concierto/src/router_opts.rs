@@ -15,16 +15,27 @@ fn env(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.is_empty())
 }
 
-/// The options `concierto serve feedback-router` and `up` run with.
+/// The options `concierto serve feedback-router` and `up` run with; warns
+/// about a missing Slack token or SMTP server.
 pub fn options(studio: &Studio) -> RouterOptions {
+    let o = build(studio);
+    let f = &studio.server.feedback;
+    if o.senders.slack.is_none() {
+        tracing::warn!(var = %f.slack_bot_token_env, "no Slack bot token: feedback from Slack cannot be answered in its thread");
+    }
+    if o.senders.smtp.is_none() {
+        tracing::warn!("no server.feedback.smtp: emailed feedback cannot be answered by email");
+    }
+    o
+}
+
+/// [`options`] without the warnings (each changed studio is built again).
+pub fn build(studio: &Studio) -> RouterOptions {
     let f = &studio.server.feedback;
     let slack = env(&f.slack_bot_token_env).map(|token| SlackSettings {
         api_base: f.slack_api_base.clone(),
         token,
     });
-    if slack.is_none() {
-        tracing::warn!(var = %f.slack_bot_token_env, "no Slack bot token: feedback from Slack cannot be answered in its thread");
-    }
     let smtp = f.smtp.as_ref().map(|s| SmtpSettings {
         host: s.host.clone(),
         port: s.port,
@@ -37,9 +48,6 @@ pub fn options(studio: &Studio) -> RouterOptions {
             _ => SmtpTls::Opportunistic,
         },
     });
-    if smtp.is_none() {
-        tracing::warn!("no server.feedback.smtp: emailed feedback cannot be answered by email");
-    }
     let export_dir = studio
         .content_sources
         .iter()

@@ -330,13 +330,7 @@ async fn start_unleased(
                     secret(&f.slack_bot_token_env),
                     &f.slack_api_base,
                 ),
-                channels: (!studio.feedback_loops.human_to_agent.is_empty()).then(|| {
-                    ["slack", "email", "web_form"]
-                        .into_iter()
-                        .filter(|c| config::keys::channel_on(studio, c))
-                        .map(str::to_string)
-                        .collect()
-                }),
+                channels: concierto_feedback::channels::channels_of(studio),
                 ..Default::default()
             };
             if opts.slack_signing_secret.is_none() {
@@ -353,7 +347,7 @@ async fn start_unleased(
             let server =
                 concierto_feedback::start(addr, bus.clone(), store, clock.clone(), opts).await?;
             tracing::info!(addr = %server.local_addr, "feedback intake (Slack, email, web form) listening");
-            Ok(server.handle)
+            Ok(server.taking_studio_changes(studio.clone()).handle)
         }
         "ingest" => {
             // The ingester's cursors in data/ingest/state, the content library
@@ -379,7 +373,13 @@ async fn start_unleased(
             // The content library's JSON API, in the same process: the library
             // is opened by one process only.
             let api = serve_library(studio, library).await?;
+            // A changed studio goes to both.
+            let hooks: Vec<_> = [ingester.studio_hook(), api.studio_hook()]
+                .into_iter()
+                .flatten()
+                .collect();
             let (handle, control) = ServiceHandle::new("ingest");
+            let handle = handle.on_studio_change(move |s| hooks.iter().for_each(|h| h(s.clone())));
             tokio::spawn(async move {
                 let mut stop = control.signal.clone();
                 stop.stopped().await;
@@ -405,11 +405,12 @@ async fn start_unleased(
         "feedback-router" => {
             // Replies to feedback on its own channel (concierto-router).
             let store = open_store(data_dir, name)?;
-            Ok(concierto_router::start(
+            Ok(concierto_router::start_live(
                 bus.clone(),
                 store,
                 clock.clone(),
                 crate::router_opts::options(studio),
+                crate::router_opts::build,
             )
             .await?)
         }
@@ -476,10 +477,16 @@ async fn serve_library(
     studio: &Arc<Studio>,
     library: Arc<concierto_content::ContentLibrary>,
 ) -> anyhow::Result<ServiceHandle> {
-    let identities = concierto_admin::identities(studio);
-    let auth: concierto_content::TokenAuth =
-        Arc::new(move |token: &str| identities.by_token(token).map(|i| i.id.clone()));
-    let router = concierto_content::router(
+    // Tokens and `server.library_public` follow the studio (see the hook below).
+    let identities = Arc::new(std::sync::RwLock::new(Arc::new(
+        concierto_admin::identities(studio),
+    )));
+    let current = identities.clone();
+    let auth: concierto_content::TokenAuth = Arc::new(move |token: &str| {
+        let ids = current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        ids.by_token(token).map(|i| i.id.clone())
+    });
+    let (router, api) = concierto_content::router_with_control(
         library,
         auth,
         concierto_content::ApiOptions::for_studio(studio),
@@ -491,6 +498,25 @@ async fn serve_library(
         .with_context(|| format!("cannot listen on server.library_addr {addr}"))?;
     let local = listener.local_addr()?;
     let (handle, control) = ServiceHandle::new("library");
+    let (started, restart) = (
+        studio.clone(),
+        concierto_core::live::NeedsRestart::new("ingest"),
+    );
+    let handle = handle.on_studio_change(move |next: Arc<Studio>| {
+        restart.check(
+            "server.library_addr",
+            &started.server.library_addr,
+            &next.server.library_addr,
+        );
+        api.follow_studio(&next);
+        let ids = Arc::new(concierto_admin::identities(&next));
+        tracing::info!(
+            identities = ids.len(),
+            public_reads = next.server.library_public,
+            "content library API took the changed studio"
+        );
+        *identities.write().unwrap_or_else(|p| p.into_inner()) = ids;
+    });
     let mut stop = control.signal.clone();
     tokio::spawn(async move {
         let served = axum::serve(listener, router)

@@ -609,8 +609,24 @@ impl Explainer<'_> {
             ),
             ["handle"] => format!("the X account read {refresh}: {}", c.location),
             ["indexer"] | ["processor"] => format!(
-                "{} is told of each new or changed item of this source (its items fire the source's triggers, whose workflows give it work)",
-                c.role
+                "{} is told of each new or changed item of this source (its items fire the source's triggers, whose workflows give it work){}",
+                c.role,
+                if super::trends::selects_design_trends(c) {
+                    format!(
+                        "; as this source selects design_trends, it also receives the weekly trend report (context `trend-report`), read from {}",
+                        list(
+                            &super::trends::trend_sources(self.s)
+                                .iter()
+                                .map(|t| t.name.clone())
+                                .collect::<Vec<_>>()
+                        )
+                    )
+                } else if training {
+                    String::new()
+                } else {
+                    "; this source does not select design_trends, so it gets no trend report"
+                        .to_string()
+                }
             ),
             ["learner"] if training => {
                 let what = if super::keys::is_feedback_source(c) {
@@ -626,7 +642,15 @@ impl Explainer<'_> {
             ["training_frequency"] => format!("the learner recomputes {refresh}"),
             ["refresh"] | ["frequency"] => format!("the source is read {refresh}"),
             ["extractor"] | ["extract"] => {
-                format!("only these extractors run on its items: {extractors}")
+                let trends = if super::trends::selects_design_trends(c) {
+                    format!(
+                        "; the trend report goes to {}",
+                        list(&super::trends::trend_roles(self.s))
+                    )
+                } else {
+                    "; without design_trends its items stay out of the trend report, and its processor does not receive it".to_string()
+                };
+                format!("only these extractors run on its items: {extractors}{trends}")
             }
             ["allow_hosts"] => format!(
                 "besides its own host, pages and images may be fetched from {}",

@@ -33,7 +33,7 @@ pub const CAPTURE_CHANNELS: &[&str] = &["slack", "email", "web_form", "api"];
 pub const KNOWN_EXTRACTORS: &[(&str, &str)] = &[
     (
         "design_trends",
-        "the item's text counts in the trend report's rising terms",
+        "the source's items count in the weekly trend report, which goes to the processors of the sources selecting it",
     ),
     (
         "color_palettes",

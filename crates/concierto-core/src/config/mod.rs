@@ -24,6 +24,7 @@ pub mod review;
 pub mod spans;
 pub mod targets;
 pub mod tools;
+pub mod trends;
 pub mod trigger_agents;
 mod walk;
 

@@ -10,6 +10,7 @@ mod flood;
 mod form;
 mod limits;
 mod list;
+mod live;
 mod nats;
 mod notify;
 mod slack;

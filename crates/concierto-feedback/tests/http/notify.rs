@@ -29,7 +29,7 @@ const DRAFT: &str = "THE SECRET DRAFT OF THE LAUNCH POST";
 
 /// How the mock answers one request.
 #[derive(Debug, Clone)]
-enum Answer {
+pub(crate) enum Answer {
     Ok,
     NotOk(&'static str),
     RateLimited(u64),
@@ -38,11 +38,11 @@ enum Answer {
 
 /// One request the mock received.
 #[derive(Debug, Clone)]
-struct Seen {
+pub(crate) struct Seen {
     auth: String,
     content_type: String,
-    channel: String,
-    text: String,
+    pub(crate) channel: String,
+    pub(crate) text: String,
     at: Instant,
 }
 
@@ -54,8 +54,8 @@ struct MockState {
 
 /// Slack's Web API on 127.0.0.1:0; answers `{"ok":true}` once its script is
 /// used up. Stopped when dropped.
-struct SlackMock {
-    base: String,
+pub(crate) struct SlackMock {
+    pub(crate) base: String,
     state: Arc<MockState>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -109,7 +109,7 @@ async fn post_message(
 }
 
 impl SlackMock {
-    async fn start(script: Vec<Answer>) -> SlackMock {
+    pub(crate) async fn start(script: Vec<Answer>) -> SlackMock {
         let state = Arc::new(MockState::default());
         state.script.lock().expect("lock").extend(script);
         let app = Router::new()
@@ -134,7 +134,7 @@ impl SlackMock {
     }
 
     /// Waits (up to 10 s) until `n` requests came in, and returns them.
-    async fn wait_for(&self, n: usize) -> Vec<Seen> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Seen> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let seen = self.seen();
@@ -214,7 +214,7 @@ fn escalations() -> HashMap<String, Vec<String>> {
     HashMap::from([("brand_approval".to_string(), vec!["dee".to_string()])])
 }
 
-fn fast() -> NotifyRetry {
+pub(crate) fn fast() -> NotifyRetry {
     NotifyRetry {
         attempts: 3,
         backoff: Duration::from_millis(10),
@@ -225,7 +225,7 @@ fn fast() -> NotifyRetry {
 }
 
 /// A gate as the orchestrator publishes it, due 2023-11-14T22:13:20Z.
-fn gate(id: &str, reviewers: &[&str]) -> v1::Gate {
+pub(crate) fn gate(id: &str, reviewers: &[&str]) -> v1::Gate {
     v1::Gate {
         request: Some(v1::GateRequest {
             gate_id: id.into(),
