@@ -27,7 +27,7 @@ pub const LEASED: &[&str] = &[
 ];
 
 /// This process's holder id: host name and process id.
-fn holder_id() -> String {
+pub(crate) fn holder_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())

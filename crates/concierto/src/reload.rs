@@ -66,7 +66,7 @@ impl Reloader {
             file: file.to_path_buf(),
             live,
             bus,
-            origin: format!("{}-{}", host(), std::process::id()),
+            origin: crate::leased::holder_id(),
             state: Mutex::new(State {
                 version,
                 refused: String::new(),
@@ -338,19 +338,6 @@ impl Reloader {
 async fn stamp(file: &Path) -> Option<(SystemTime, u64)> {
     let m = tokio::fs::metadata(file).await.ok()?;
     Some((m.modified().ok()?, m.len()))
-}
-
-fn host() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into())
 }
 
 #[cfg(test)]
