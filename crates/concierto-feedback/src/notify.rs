@@ -493,6 +493,8 @@ impl Notifier {
                 }));
                 out
             }
+            // A gate decided with its batch: the leader's message says it for all.
+            GateEventKind::Decided if !gate.batch_of.is_empty() => Vec::new(),
             GateEventKind::Decided => {
                 let last = gate.decisions.last();
                 let verb = match last.map(|d| d.decision()) {
@@ -860,6 +862,25 @@ mod tests {
              Decide before 2023-11-14T22:13:20Z: `concierto gate show run-1/draft/brand/1`"
         );
         assert!(!msgs[0].text.contains("THE DRAFT"));
+    }
+
+    #[test]
+    fn a_gate_decided_with_its_batch_tells_nobody_again() {
+        let n = notifier(
+            vec![person("ana", Some("U1")), person("bo", Some("U2"))],
+            &[],
+        );
+        let mut g = gate(&["ana", "bo"]);
+        g.state = v1::GateState::Approved as i32;
+        g.decisions.push(v1::GateDecision {
+            decision: v1::GateDecisionKind::Approve as i32,
+            reviewer: "ana".into(),
+            notes: "fine".into(),
+            ..Default::default()
+        });
+        assert_eq!(n.messages(GateEventKind::Decided, &g).len(), 1);
+        g.batch_of = "run-0/draft/brand/1".into();
+        assert!(n.messages(GateEventKind::Decided, &g).is_empty());
     }
 
     #[test]
