@@ -230,15 +230,17 @@ fn names(running: &std::sync::Mutex<Vec<String>>) -> String {
 async fn start_service(
     name: &str,
     live: &LiveStudio,
+    file: &Path,
     bus: &Arc<dyn Bus>,
     data_dir: &Path,
     clock: &SharedClock,
 ) -> anyhow::Result<ServiceHandle> {
     let Some(service) = crate::leased::LEASED.iter().copied().find(|s| *s == name) else {
-        return start_unleased(name, &live.get(), bus, data_dir, clock).await;
+        return start_unleased(name, &live.get(), file, bus, data_dir, clock).await;
     };
-    let (live, bus2, data_dir, clock) = (
+    let (live, file, bus2, data_dir, clock) = (
         live.clone(),
+        file.to_path_buf(),
         bus.clone(),
         data_dir.to_path_buf(),
         clock.clone(),
@@ -246,9 +248,14 @@ async fn start_service(
     crate::leased::leased(bus, service, Default::default(), move || {
         // The studio as it is when the lease is taken (a standby may start
         // after changes).
-        let (studio, bus, data_dir, clock) =
-            (live.get(), bus2.clone(), data_dir.clone(), clock.clone());
-        async move { start_unleased(service, &studio, &bus, &data_dir, &clock).await }
+        let (studio, file, bus, data_dir, clock) = (
+            live.get(),
+            file.clone(),
+            bus2.clone(),
+            data_dir.clone(),
+            clock.clone(),
+        );
+        async move { start_unleased(service, &studio, &file, &bus, &data_dir, &clock).await }
     })
     .await
 }
@@ -256,6 +263,7 @@ async fn start_service(
 async fn start_unleased(
     name: &str,
     studio: &Arc<Studio>,
+    file: &Path,
     bus: &Arc<dyn Bus>,
     data_dir: &Path,
     clock: &SharedClock,
@@ -267,7 +275,7 @@ async fn start_unleased(
                 ack_wait: studio.server.bus.ack_wait,
                 streams: stream_limits(studio),
                 limits: concierto_orchestrator::Limits::for_studio(studio),
-                studio_file: studio_file(),
+                studio_file: Some(file.to_path_buf()),
                 ..Default::default()
             };
             Ok(concierto_orchestrator::start(
@@ -541,13 +549,6 @@ fn ingest_options(studio: &Studio) -> concierto_ingest::IngestOptions {
     }
 }
 
-/// The studio file this process was started from (for change gates).
-static STUDIO_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-fn studio_file() -> Option<PathBuf> {
-    STUDIO_FILE.get().cloned()
-}
-
 /// The studio of `file` as a live value, with the reloader that keeps it up
 /// to date (started by the caller once the services run).
 fn live_studio(
@@ -555,7 +556,6 @@ fn live_studio(
     studio: &Arc<Studio>,
     bus: &Arc<dyn Bus>,
 ) -> (LiveStudio, Arc<crate::reload::Reloader>) {
-    let _ = STUDIO_FILE.set(file.to_path_buf());
     let live = LiveStudio::new(studio.clone());
     let reloader = crate::reload::Reloader::new(file, live.clone(), bus.clone());
     (live, reloader)
@@ -633,7 +633,7 @@ pub async fn up(
     let (live, reloader) = live_studio(file, &studio, &bus);
     // Stopped in reverse: the scheduler first, then the workers drain, then the orchestrator.
     let mut handles = vec![vec![
-        start_service("orchestrator", &live, &bus, &data_dir, &clock).await?,
+        start_service("orchestrator", &live, file, &bus, &data_dir, &clock).await?,
     ]];
     let mut workers = Vec::new();
     for role in studio.roles.keys() {
@@ -647,14 +647,14 @@ pub async fn up(
     }
     handles.push(workers);
     handles.push(vec![
-        start_service("scheduler", &live, &bus, &data_dir, &clock).await?,
-        start_service("admin", &live, &bus, &data_dir, &clock).await?,
-        start_service("feedback", &live, &bus, &data_dir, &clock).await?,
-        start_service("ingest", &live, &bus, &data_dir, &clock).await?,
-        start_service("tracker", &live, &bus, &data_dir, &clock).await?,
-        start_service("dashboard", &live, &bus, &data_dir, &clock).await?,
-        start_service("publisher", &live, &bus, &data_dir, &clock).await?,
-        start_service("feedback-router", &live, &bus, &data_dir, &clock).await?,
+        start_service("scheduler", &live, file, &bus, &data_dir, &clock).await?,
+        start_service("admin", &live, file, &bus, &data_dir, &clock).await?,
+        start_service("feedback", &live, file, &bus, &data_dir, &clock).await?,
+        start_service("ingest", &live, file, &bus, &data_dir, &clock).await?,
+        start_service("tracker", &live, file, &bus, &data_dir, &clock).await?,
+        start_service("dashboard", &live, file, &bus, &data_dir, &clock).await?,
+        start_service("publisher", &live, file, &bus, &data_dir, &clock).await?,
+        start_service("feedback-router", &live, file, &bus, &data_dir, &clock).await?,
     ]);
     tracing::info!(
         studio = %studio.studio.name,
@@ -741,7 +741,7 @@ pub async fn serve(
     let mut handles = Vec::new();
     for s in services {
         handles.push(vec![
-            start_service(s, &live, &bus, &data_dir, &clock).await?,
+            start_service(s, &live, file, &bus, &data_dir, &clock).await?,
         ]);
         tracing::info!(service = %s, nats = %redact_url(&url), "service started");
     }
