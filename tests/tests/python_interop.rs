@@ -139,7 +139,7 @@ fn a_python_grpc_client_lists_starts_and_gets_runs_and_sees_reflection_and_healt
             || services.contains(&"grpc.reflection.v1.ServerReflection"),
         "{services:?}"
     );
-    assert_eq!(summary["admin_methods"], 20, "every rpc of admin.proto");
+    assert_eq!(summary["admin_methods"], 23, "every rpc of admin.proto");
     assert_eq!(summary["health"], "SERVING");
     assert_eq!(summary["admin_health"], "SERVING");
 }

@@ -103,6 +103,28 @@ impl Admin {
         self.current().identities.authenticate(req)
     }
 
+    /// Asks the scheduler to pause (`paused`) or resume a trigger for `who`.
+    async fn set_paused(
+        &self,
+        who: &Identity,
+        name: String,
+        paused: bool,
+    ) -> Result<v1::PauseTriggerResponse, Status> {
+        if name.is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        let req = v1::PauseTriggerRequest {
+            name,
+            paused,
+            requested_by: who.id.clone(),
+        };
+        let r: v1::PauseTriggerResponse = self
+            .ask("scheduler", subjects::SCHEDULER_PAUSE, &req, Some(who))
+            .await?;
+        tracing::info!(trigger = %req.name, paused, by = %who.id, "trigger paused state set over the admin API");
+        Ok(r)
+    }
+
     /// A bus request to the service `owner` answers; its error header becomes a status.
     async fn ask<Q: ProtoMessage, R: ProtoMessage>(
         &self,
@@ -278,6 +300,7 @@ impl AdminService for Admin {
             },
             requested_by: format!("admin:{}", who.id),
             cause: None,
+            ..Default::default()
         };
         // The root span of the run's trace: `run.start` carries its context.
         let span = tracing::info_span!(
@@ -585,6 +608,51 @@ impl AdminService for Admin {
             )
             .await?;
         Ok(Response::new(r))
+    }
+
+    async fn retry_run(
+        &self,
+        request: Request<v1::RetryRunRequest>,
+    ) -> Result<Response<v1::RetryRunResponse>, Status> {
+        let who = self.who(&request)?;
+        who.require_admin("retry runs")?;
+        if request.get_ref().run_id.is_empty() {
+            return Err(Status::invalid_argument("run_id is required"));
+        }
+        let r: v1::RetryRunResponse = self
+            .ask(
+                "orchestrator",
+                subjects::ORCHESTRATOR_RETRY_RUN,
+                request.get_ref(),
+                Some(&who),
+            )
+            .await?;
+        tracing::info!(run = %request.get_ref().run_id, retry = %r.run_id, by = %who.id, "run retried over the admin API");
+        Ok(Response::new(r))
+    }
+
+    async fn pause_trigger(
+        &self,
+        request: Request<v1::PauseTriggerRequest>,
+    ) -> Result<Response<v1::PauseTriggerResponse>, Status> {
+        let who = self.who(&request)?;
+        who.require_admin("pause triggers")?;
+        let name = request.into_inner().name;
+        let r = self.set_paused(&who, name, true).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn resume_trigger(
+        &self,
+        request: Request<v1::ResumeTriggerRequest>,
+    ) -> Result<Response<v1::ResumeTriggerResponse>, Status> {
+        let who = self.who(&request)?;
+        who.require_admin("resume triggers")?;
+        let name = request.into_inner().name;
+        let r = self.set_paused(&who, name, false).await?;
+        Ok(Response::new(v1::ResumeTriggerResponse {
+            trigger: r.trigger,
+        }))
     }
 
     async fn get_metrics(

@@ -15,6 +15,15 @@ pub const SCHEDULER_TRIGGERS: &str = "scheduler.triggers";
 pub const ORCHESTRATOR_GET_RUN: &str = "orchestrator.runs.get";
 /// Request: runs, newest first (`ListRunsRequest` → `ListRunsResponse`).
 pub const ORCHESTRATOR_LIST_RUNS: &str = "orchestrator.runs.list";
+/// Request: retry an ended run (`RetryRunRequest` → `RetryRunResponse`); the
+/// caller's identity travels in [`IDENTITY_HEADER`].
+pub const ORCHESTRATOR_RETRY_RUN: &str = "orchestrator.runs.retry";
+/// A run failed with no `on_failure` path (`RunFailed`; durable, stream EVENTS,
+/// message id = run id).
+pub const RUN_FAILED: &str = "event.run.failed";
+/// Request: pause or resume a trigger (`PauseTriggerRequest` →
+/// `PauseTriggerResponse`), answered by the scheduler.
+pub const SCHEDULER_PAUSE: &str = "scheduler.pause";
 /// Request: cancel a run (`CancelRunRequest` → `CancelRunResponse`).
 pub const ORCHESTRATOR_CANCEL_RUN: &str = "orchestrator.runs.cancel";
 /// Request: quality gates (`ListGatesRequest` → `ListGatesResponse`).

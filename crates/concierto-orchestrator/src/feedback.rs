@@ -100,6 +100,7 @@ impl Engine {
                 feedback: Some(fb),
                 ..Default::default()
             })),
+            ..Default::default()
         };
         self.start_run_traced(start, traceparent, now)
     }

@@ -160,6 +160,7 @@ pub fn start_run(
         .collect(),
         requested_by: requested_by.to_string(),
         cause: None,
+        ..Default::default()
     }
 }
 
