@@ -842,3 +842,48 @@ async fn only_the_orchestrator_publishes_deliverables_and_the_publisher_takes_th
         .expect("the publisher may ask library.put and the ingest user may answer");
     answer.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_feedback_service_reads_failed_runs_with_its_own_consumer_only() {
+    let (nats, pw) = shipped_server();
+    let orchestrator = login_as(&nats, &pw, "orchestrator").await;
+    ensure_standard_streams(orchestrator.as_ref(), &StreamLimits::default())
+        .await
+        .unwrap();
+    let failed = v1::RunFailed {
+        run_id: "r9".into(),
+        workflow: "daily".into(),
+        ..Default::default()
+    };
+    orchestrator
+        .publish_durable_proto(subjects::RUN_FAILED, &failed, "r9")
+        .await
+        .expect("the orchestrator publishes failed runs");
+    // As concierto_feedback::failure_notify creates it.
+    let feedback = login_as(&nats, &pw, "feedback").await;
+    let mut spec = ConsumerSpec::new(
+        concierto_feedback::failure_notify::DURABLE,
+        subjects::RUN_FAILED,
+    );
+    spec.max_deliver = 5;
+    let consumer = feedback
+        .consumer(concierto_feedback::failure_notify::STREAM, &spec)
+        .await
+        .expect("the feedback service's consumer of event.run.failed");
+    let got = consumer
+        .fetch_proto::<v1::RunFailed>(10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let (ev, delivery) = got.into_iter().next().unwrap();
+    assert_eq!(ev.run_id, "r9");
+    delivery.ack().await.expect("acks");
+    // No other consumer of EVENTS (it would read every run's events).
+    let other = feedback
+        .consumer(
+            "EVENTS",
+            &ConsumerSpec::new("feedback-other", "run.event.>"),
+        )
+        .await;
+    assert!(other.is_err(), "feedback made another consumer: {other:?}");
+}

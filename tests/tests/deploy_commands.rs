@@ -578,6 +578,8 @@ impl Replica {
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(&self.env)
+            // Task starts and ends, read below, are logged at debug.
+            .env("RUST_LOG", "info,concierto_agent::worker=debug")
             .current_dir(&self.root)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

@@ -52,7 +52,8 @@ impl Proc {
             }
         }
         cmd.args(args)
-            .env("RUST_LOG", "info")
+            // Task starts, read below, are logged at debug.
+            .env("RUST_LOG", "info,concierto_agent::worker=debug")
             .env("CONCIERTO__SERVER__METRICS_ADDR", &metrics)
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

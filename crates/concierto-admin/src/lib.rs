@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod dead_letters;
 mod service;
+mod start;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub use auth::{Identities, Identity, token_sha256};
 pub use service::{
     Admin, RECORD_METRIC_ROLES, ask_service, bus_status, record_metric_denied, remote_status,
 };
+pub use service::{MAX_PARAM_KEY_BYTES, MAX_PARAM_VALUE_BYTES, MAX_RUN_PARAMS};
+pub use start::start_run_message;
 
 /// What can stop the admin service from starting.
 #[derive(Debug, thiserror::Error)]

@@ -252,56 +252,14 @@ impl AdminService for Admin {
     ) -> Result<Response<v1::StartRunResponse>, Status> {
         let who = self.who(&request)?;
         who.require_admin("start runs")?;
-        let r = request.into_inner();
         let studio = self.current().studio.clone();
-        if !studio.workflows.contains_key(&r.workflow) {
-            return Err(Status::not_found(format!(
-                "no workflow {:?}; the studio has: {}",
-                r.workflow,
-                studio
-                    .workflows
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        for reserved in ["review-batch:", "feedback:"] {
-            if r.run_id.starts_with(reserved) {
-                return Err(Status::invalid_argument(format!(
-                    "run ids starting with {reserved:?} are the orchestrator's own"
-                )));
-            }
-        }
-        check_params(&r.params)?;
-        let run_id = if r.run_id.is_empty() {
-            format!(
-                "manual:{}@{}-{}",
-                r.workflow,
-                chrono_now(),
-                &random_suffix()[..6]
-            )
-        } else {
-            r.run_id.clone()
-        };
-        let start = v1::StartRun {
-            run_id: run_id.clone(),
-            workflow: r.workflow,
-            trigger: String::new(),
-            fire_time: Some(concierto_proto::time::now()),
-            priority: r.priority,
-            params: {
-                let mut p = r.params;
-                // Like a trigger's fire: the run knows when it was started.
-                p.entry("fire_time".to_string()).or_insert_with(|| {
-                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                });
-                p
-            },
-            requested_by: format!("admin:{}", who.id),
-            cause: None,
-            ..Default::default()
-        };
+        let start = crate::start::start_run_message(
+            &studio,
+            request.into_inner(),
+            format!("admin:{}", who.id),
+            chrono::Utc::now(),
+        )?;
+        let run_id = start.run_id.clone();
         // The root span of the run's trace: `run.start` carries its context.
         let span = tracing::info_span!(
             "admin.start_run",
@@ -730,11 +688,6 @@ impl AdminService for Admin {
     }
 }
 
-/// RFC 3339 UTC now, to the millisecond.
-fn chrono_now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 /// A stream fed by a task that gets the sending half of a channel; the task
 /// stops when the client goes away.
 fn async_stream<T, F, Fut>(f: F) -> Streamed<T>
@@ -757,7 +710,9 @@ pub const MAX_PARAM_VALUE_BYTES: usize = 4096;
 
 /// Refuses params past [`MAX_RUN_PARAMS`], [`MAX_PARAM_KEY_BYTES`] or
 /// [`MAX_PARAM_VALUE_BYTES`] (`INVALID_ARGUMENT`, naming the one at fault).
-fn check_params(params: &std::collections::HashMap<String, String>) -> Result<(), Status> {
+pub(crate) fn check_params(
+    params: &std::collections::HashMap<String, String>,
+) -> Result<(), Status> {
     if params.len() > MAX_RUN_PARAMS {
         return Err(Status::invalid_argument(format!(
             "{} params; a run takes at most {MAX_RUN_PARAMS}",

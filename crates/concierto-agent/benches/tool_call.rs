@@ -44,6 +44,7 @@ fn answer() -> v1::GetMetricsResponse {
                         value: i as f64,
                     })
                     .collect(),
+                unit: String::new(),
             })
             .collect(),
     }

@@ -174,7 +174,7 @@ pub async fn start_worker(
         Err(e) => return Err(e.into()),
     };
     ctx.lock().state = AgentState::Ready;
-    tracing::info!(
+    tracing::debug!(
         role = %ctx.role.name,
         worker = %ctx.worker,
         executor = %ctx.executor.name(),
@@ -467,7 +467,7 @@ async fn run_task_in(
     };
     let started_at = concierto_proto::time::now();
     let t0 = Instant::now();
-    tracing::info!(
+    tracing::debug!(
         worker = %ctx.worker,
         task_id = %task.task_id,
         run_id = %task.run_id,
@@ -511,14 +511,25 @@ async fn run_task_in(
                     s.tasks_failed += 1;
                 }
             }
-            tracing::info!(
-                worker = %ctx.worker,
-                task_id = %task.task_id,
-                status = status.as_str_name(),
-                latency_ms = millis(latency),
-                error = %result.error,
-                "task finished"
-            );
+            // The orchestrator logs the step's change; a failure is also said here.
+            if status == TaskStatus::Succeeded {
+                tracing::debug!(
+                    worker = %ctx.worker,
+                    task_id = %task.task_id,
+                    status = status.as_str_name(),
+                    latency_ms = millis(latency),
+                    "task finished"
+                );
+            } else {
+                tracing::info!(
+                    worker = %ctx.worker,
+                    task_id = %task.task_id,
+                    status = status.as_str_name(),
+                    latency_ms = millis(latency),
+                    error = %result.error.chars().take(200).collect::<String>(),
+                    "task finished"
+                );
+            }
         }
         Err(e) => {
             let delay = ctx.retry_delay();

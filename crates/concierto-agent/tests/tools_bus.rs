@@ -159,6 +159,7 @@ async fn concierto_tools_ask_their_services_over_the_bus() {
                         value: 0.01 + i as f64 * 0.0005,
                     })
                     .collect(),
+                unit: "ratio".into(),
             }],
         },
     )

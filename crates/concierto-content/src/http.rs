@@ -67,6 +67,8 @@ use axum::{Json, Router, routing};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+#[cfg(feature = "openapi")]
+pub mod openapi;
 mod upload;
 
 use crate::error::{ContentError, ErrorKind};
@@ -399,6 +401,7 @@ impl FromRequestParts<ApiState> for Reader {
 // Items
 
 #[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 struct HitOut {
     #[serde(flatten)]
     item: Item,
@@ -599,6 +602,7 @@ async fn get_blob(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct EditBody {
     #[serde(default)]
@@ -643,6 +647,7 @@ async fn list_collections(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct NewCollection {
     name: String,
@@ -695,6 +700,7 @@ async fn delete_collection(
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 struct AddItem {
     id: String,

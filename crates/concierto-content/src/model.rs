@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ContentError;
 
 /// What kind of content an item is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -80,6 +81,7 @@ impl FromStr for Kind {
 }
 
 /// One colour of a palette: `#rrggbb` and the share of the picture it covers.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Swatch {
     /// `#rrggbb`, lowercase.
@@ -89,6 +91,7 @@ pub struct Swatch {
 }
 
 /// One typeface a page or stylesheet uses.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FontUse {
     /// The family name as written (first non-generic family of its stack).
@@ -108,6 +111,7 @@ pub struct FontUse {
 
 /// A stored piece of content: what it is, where it came from, what was
 /// extracted from it, and what people added to it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {
     /// Content hash (SHA-256, lowercase hex): the same content always has the same id.
@@ -308,6 +312,7 @@ impl NewItem {
 }
 
 /// What [`ContentLibrary::put`](crate::ContentLibrary::put) did.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
@@ -344,6 +349,7 @@ pub struct Edit {
 }
 
 /// A named, ordered set of items (a mood board).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Collection {
     /// Unique name.

@@ -2,6 +2,7 @@
 //! sled (named by the design, last released in 2021) can be swapped for a
 //! maintained engine (redb, fjall) without touching the services.
 
+use std::ops::{Bound, RangeBounds as _};
 use std::path::Path;
 
 /// A storage failure.
@@ -35,6 +36,38 @@ pub trait KvStore: Send + Sync + 'static {
     /// Sets one key.
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.apply(tree, vec![Op::Put(key.to_vec(), value.to_vec())])
+    }
+
+    /// Applies each tree's ops, one tree after another (a store that can make
+    /// them atomic together may). Callers keeping an index beside its records
+    /// write both here and check the index at start.
+    fn apply_trees(&self, batches: Vec<(&str, Vec<Op>)>) -> Result<(), StoreError> {
+        for (tree, ops) in batches {
+            self.apply(tree, ops)?;
+        }
+        Ok(())
+    }
+
+    /// At most `limit` entries of `tree` with keys in `range`, in key order,
+    /// or from the last key down when `reverse`. The default reads the whole
+    /// tree; stores override it with a bounded scan.
+    fn scan_range(
+        &self,
+        tree: &str,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let mut all: Entries = self
+            .scan_prefix(tree, b"")?
+            .into_iter()
+            .filter(|(k, _)| range.contains(k))
+            .collect();
+        if reverse {
+            all.reverse();
+        }
+        all.truncate(limit);
+        Ok(all)
     }
 
     /// Why the store cannot be relied on now (`None` while it works): a write
@@ -360,6 +393,82 @@ impl KvStore for SledStore {
         Ok(())
     }
 
+    fn scan_range(
+        &self,
+        tree: &str,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        // Held changes in the range (newer over older), then sled's entries
+        // merged with them in scan order until `limit`.
+        let held: std::collections::BTreeMap<Vec<u8>, Change> = {
+            let h = self.held();
+            let mut out = std::collections::BTreeMap::new();
+            for map in [&h.flushing, &h.current] {
+                let from = match &range.0 {
+                    Bound::Included(k) | Bound::Excluded(k) => (tree.to_string(), k.clone()),
+                    Bound::Unbounded => (tree.to_string(), Vec::new()),
+                };
+                for ((t, k), v) in map.range(from..) {
+                    if t != tree {
+                        break;
+                    }
+                    if range.contains(k) {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            out
+        };
+        let t = self.db().and_then(|db| db.open_tree(tree)).map_err(|e| {
+            self.held().fail(&e);
+            err(e)
+        })?;
+        let iter = t.range::<Vec<u8>, _>(range.clone());
+        let mut sled_iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+            if reverse {
+                Box::new(iter.rev())
+            } else {
+                Box::new(iter)
+            };
+        let mut held_iter: Box<dyn Iterator<Item = (Vec<u8>, Change)>> = if reverse {
+            Box::new(held.into_iter().rev())
+        } else {
+            Box::new(held.into_iter())
+        };
+        let before = |a: &[u8], b: &[u8]| if reverse { a > b } else { a < b };
+        let mut out = Entries::new();
+        let mut next_sled = sled_iter.next().transpose().map_err(err)?;
+        let mut next_held = held_iter.next();
+        while out.len() < limit {
+            let take_held = match (&next_sled, &next_held) {
+                (None, None) => break,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (Some((sk, _)), Some((hk, _))) => {
+                    if hk.as_slice() == sk.as_ref() {
+                        // The held change wins over what sled has.
+                        next_sled = sled_iter.next().transpose().map_err(err)?;
+                        true
+                    } else {
+                        before(hk, sk)
+                    }
+                }
+            };
+            if take_held {
+                if let Some((k, Some(v))) = next_held.take() {
+                    out.push((k, v));
+                }
+                next_held = held_iter.next();
+            } else if let Some((k, v)) = next_sled.take() {
+                out.push((k.to_vec(), v.to_vec()));
+                next_sled = sled_iter.next().transpose().map_err(err)?;
+            }
+        }
+        Ok(out)
+    }
+
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StoreError> {
         let changes = self.held().under(tree, prefix);
         let scanned: Result<Entries, sled::Error> =
@@ -465,6 +574,47 @@ mod tests {
             s.scan_prefix("runs", b"r/").unwrap(),
             vec![(b"r/2".to_vec(), b"b".to_vec())]
         );
+    }
+
+    #[test]
+    fn range_scans_merge_held_changes_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let keys: Vec<Vec<u8>> = (0u8..10).map(|i| vec![i]).collect();
+        s.apply(
+            "t",
+            keys.iter()
+                .map(|k| Op::Put(k.clone(), b"old".to_vec()))
+                .collect(),
+        )
+        .unwrap();
+        s.flush().unwrap();
+        // Held (not yet flushed): one changed, one removed, one new.
+        s.apply(
+            "t",
+            vec![
+                Op::Put(vec![3], b"new".to_vec()),
+                Op::Delete(vec![5]),
+                Op::Put(vec![5, 1], b"added".to_vec()),
+            ],
+        )
+        .unwrap();
+        let range = (Bound::Included(vec![2]), Bound::Excluded(vec![7]));
+        let fwd = s.scan_range("t", range.clone(), false, 100).unwrap();
+        let fwd_keys: Vec<Vec<u8>> = fwd.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            fwd_keys,
+            vec![vec![2], vec![3], vec![4], vec![5, 1], vec![6]]
+        );
+        assert_eq!(fwd[1].1, b"new".to_vec());
+        let rev = s.scan_range("t", range, true, 3).unwrap();
+        let rev_keys: Vec<Vec<u8>> = rev.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(rev_keys, vec![vec![6], vec![5, 1], vec![4]]);
+        let all = s
+            .scan_range("t", (Bound::Unbounded, Bound::Unbounded), true, 2)
+            .unwrap();
+        assert_eq!(all[0].0, vec![9]);
+        assert_eq!(all.len(), 2);
     }
 
     #[test]

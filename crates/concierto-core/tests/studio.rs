@@ -377,13 +377,22 @@ fn example_studio_has_six_content_sources_including_nested_figs_from_plums() {
     let s = source(&studio, "internal_assets");
     assert_eq!(s.group, "curated_databases");
     assert_eq!(s.kind, SourceKind::ImageDatabase);
-    assert_eq!(s.location, "/content/brand-assets/");
+    // Relative to the studio file's folder, where the sample pictures are.
+    assert_eq!(
+        Path::new(&s.location),
+        studio.base_dir.join("content/brand-assets/")
+    );
+    assert!(Path::new(&s.location).is_dir(), "{}", s.location);
+    assert!(s.enabled);
     assert_eq!(s.role, "visual-storyteller");
     assert_eq!(s.refresh, Refresh::OnUpdate);
 
     let s = source(&studio, "design_patterns");
     assert_eq!(s.kind, SourceKind::ComponentLibrary);
-    assert_eq!(s.location, "/content/design-system/");
+    assert_eq!(
+        Path::new(&s.location),
+        studio.base_dir.join("content/design-system/")
+    );
     assert_eq!(s.role, "ui-designer");
     assert_eq!(s.refresh, Refresh::Every(secs(DAY)));
 
@@ -391,6 +400,7 @@ fn example_studio_has_six_content_sources_including_nested_figs_from_plums() {
     assert_eq!(s.group, "external_inspiration");
     assert_eq!(s.kind, SourceKind::WebScraper);
     assert_eq!(s.location, "https://siteinspire.com/feed");
+    assert!(!s.enabled, "the example makes no request to the internet");
     assert_eq!(s.role, "innovation-catalyst");
     assert_eq!(s.refresh, Refresh::Every(secs(DAY)));
     assert_eq!(
@@ -402,6 +412,7 @@ fn example_studio_has_six_content_sources_including_nested_figs_from_plums() {
     assert_eq!(s.group, "external_inspiration.twitter_accounts");
     assert_eq!(s.kind, SourceKind::TwitterStream);
     assert_eq!(s.location, "@FigsFromPlums");
+    assert!(!s.enabled);
     assert_eq!(s.role, "trend-researcher");
     assert_eq!(
         strings(&s.extract),
@@ -415,12 +426,18 @@ fn example_studio_has_six_content_sources_including_nested_figs_from_plums() {
     let s = source(&studio, "successful_campaigns");
     assert_eq!(s.group, "training_data");
     assert_eq!(s.kind, SourceKind::TrainingData);
-    assert_eq!(s.location, "/analytics/high-performing/");
+    assert_eq!(
+        Path::new(&s.location),
+        studio.base_dir.join("analytics/high-performing/")
+    );
     assert_eq!(s.role, "growth-hacker");
     assert_eq!(s.refresh, Refresh::Every(secs(7 * DAY)));
 
     let s = source(&studio, "user_feedback");
-    assert_eq!(s.location, "/feedback/processed/");
+    assert_eq!(
+        Path::new(&s.location),
+        studio.base_dir.join("feedback/processed/")
+    );
     assert_eq!(s.role, "user-researcher");
     assert_eq!(s.refresh, Refresh::Continuous);
 }
@@ -651,6 +668,13 @@ fn seed_within(seed: &Yaml, example: &Yaml) -> bool {
                 // Gates may be added after the seed's (`studio_change`).
                 (Some("quality_gates"), Yaml::Array(sa), Yaml::Array(ea)) => {
                     ea.len() >= sa.len() && sa.iter().zip(ea).all(|(a, b)| seed_within(a, b))
+                }
+                // A source's folder may be the seed's absolute path written
+                // relative to the studio file, where the sample content is.
+                (Some("path" | "source"), Yaml::String(sp), Yaml::String(ep))
+                    if sp.starts_with('/') && !ep.starts_with('/') =>
+                {
+                    sp.trim_start_matches('/') == ep
                 }
                 _ => seed_within(v, ev),
             })

@@ -52,17 +52,37 @@
       document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
     } catch (e) { /* the next event tries again */ }
   }
+  // A run's own page (its section carries data-run) is about that run only;
+  // lists (whose rows carry data-run too) are about every run.
   function concerns(kind, data) {
     if (kind !== 'run' && kind !== 'gate') return true;
-    const runPart = document.querySelector('[data-run]');
+    const runPart = document.querySelector('section[data-run]');
     return !runPart || !data.run_id || runPart.dataset.run === data.run_id;
+  }
+  // The runs list: a listed run's state cell follows its events at once, on
+  // any page; the first page also reloads (the server applies the filters),
+  // so new runs come in at the top.
+  function updateRunRow(data) {
+    if (!data.run_id || !data.run_state) return;
+    const state = String(data.run_state).replace(/^RUN_STATE_/, '').toLowerCase().replace(/_/g, '-');
+    if (state === 'unspecified') return;
+    for (const row of document.querySelectorAll('#run-list tr[data-run]')) {
+      if (row.dataset.run !== data.run_id) continue;
+      const cell = row.querySelector('td.run-state');
+      if (!cell || cell.dataset.state === state) continue;
+      cell.dataset.state = state;
+      const badge = document.createElement('span');
+      badge.className = 'badge st-' + state;
+      badge.textContent = state.replace(/-/g, ' ');
+      cell.replaceChildren(badge);
+    }
   }
   function schedule(kind, data) {
     if (!concerns(kind, data)) return;
     kinds.add(kind);
     if (!pending) pending = setTimeout(refresh, 700);
   }
-  if (window.EventSource && document.querySelector('[data-live]')) {
+  if (window.EventSource && document.querySelector('[data-live], [data-list]')) {
     const es = new EventSource('/events');
     es.addEventListener('hello', () => { document.body.dataset.live = 'open'; });
     es.onerror = () => { document.body.dataset.live = 'closed'; };
@@ -70,6 +90,7 @@
       es.addEventListener(kind, ev => {
         let data = {};
         try { data = JSON.parse(ev.data); } catch (e) { /* keep {} */ }
+        if (kind === 'run') updateRunRow(data);
         schedule(kind, data);
       });
     }
@@ -148,4 +169,20 @@
       location.reload();
     } catch (err) { status('library-status', 'Could not remove: ' + err.message, true); }
   });
+
+  // First-run sign-in link (`/login#token=...`, printed by `concierto up`):
+  // the token is taken from the fragment (which browsers never send), the
+  // fragment is cleared from the address and history, and the sign-in form
+  // (with its CSRF field) is submitted, landing on the overview.
+  const loginForm = document.querySelector('form[data-login-form]');
+  if (loginForm && location.hash.length > 1) {
+    const token = new URLSearchParams(location.hash.slice(1)).get('token');
+    history.replaceState(null, '', location.pathname + location.search);
+    const field = loginForm.querySelector('input[name="token"]');
+    if (token && field) {
+      field.value = token;
+      document.body.dataset.signinLink = 'submitted';
+      if (loginForm.requestSubmit) loginForm.requestSubmit(); else loginForm.submit();
+    }
+  }
 })();

@@ -271,11 +271,11 @@ impl IntoResponse for Refused {
 fn csrf_for(state: &DashboardState, headers: &HeaderMap) -> Result<(String, bool), Refused> {
     let o = state.opts();
     if let Some(t) = cookie(headers, CSRF_COOKIE)
-        && check_token(o.csrf_key.expose(), &t, state.now(), o.csrf_ttl).is_ok()
+        && check_token(state.csrf_key(), &t, state.now(), o.csrf_ttl).is_ok()
     {
         return Ok((t, false));
     }
-    new_token(o.csrf_key.expose(), state.now())
+    new_token(state.csrf_key(), state.now())
         .map(|t| (t, true))
         .map_err(|e| {
             Refused(
@@ -315,7 +315,7 @@ pub(crate) fn check_csrf(
         return Err(forbidden("the form token does not match its cookie"));
     }
     let o = state.opts();
-    check_token(o.csrf_key.expose(), &given, state.now(), o.csrf_ttl)
+    check_token(state.csrf_key(), &given, state.now(), o.csrf_ttl)
         .map_err(|e| forbidden(&e.to_string()))
 }
 
@@ -391,7 +391,7 @@ fn login_form(csrf: &str, next: &str, error: Option<&str>) -> String {
         .unwrap_or_default();
     format!(
         "<main class=\"login\"><h1>Concierto dashboard</h1>{error}\
-<form method=\"post\" action=\"/login\">\
+<form method=\"post\" action=\"/login\" id=\"login-form\" data-login-form>\
 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <input type=\"hidden\" name=\"next\" value=\"{next}\">\
 <label>Reviewer token <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"current-password\" required></label>\

@@ -73,10 +73,12 @@ const NAV: &[(&str, &str)] = &[
     ("/agents", "Agents"),
     ("/queue", "Queue"),
     ("/runs", "Runs"),
+    ("/triggers", "Triggers"),
     ("/gates", "Gates"),
     ("/feedback", "Feedback"),
     ("/library", "Library"),
     ("/deliverables", "Deliverables"),
+    ("/dead-letters", "Dead letters"),
 ];
 
 /// A signed-in page: navigation, the reviewer, sign-out, then `body`.
@@ -158,6 +160,23 @@ pub(crate) fn when(ts: Option<&Timestamp>) -> String {
             t.to_rfc3339_opts(SecondsFormat::Secs, true),
             t.format("%Y-%m-%d %H:%M:%S")
         ),
+        None => "–".into(),
+    }
+}
+
+/// `<time>` of a protobuf time in the studio's zone `tz`, its abbreviation
+/// shown (`2026-03-10 09:00:00 CET`) and its name in the title; or a dash.
+pub(crate) fn when_in(ts: Option<&Timestamp>, tz: chrono_tz::Tz) -> String {
+    match time(ts) {
+        Some(t) => {
+            let local = t.with_timezone(&tz);
+            format!(
+                "<time datetime=\"{}\" title=\"{}\">{}</time>",
+                t.to_rfc3339_opts(SecondsFormat::Secs, true),
+                esc(tz.name()),
+                esc(&local.format("%Y-%m-%d %H:%M:%S %Z").to_string())
+            )
+        }
         None => "–".into(),
     }
 }

@@ -14,11 +14,16 @@
 //! |---|---|
 //! | `GET /healthz` | `ok`, no session needed |
 //! | `GET /login`, `POST /login`, `POST /logout` | sign in with a reviewer token, sign out |
-//! | `GET /` | progress metrics against their targets, threshold crossings |
+//! | `GET /` | progress metrics against their targets (values in their units, sparklines), threshold crossings |
+//! | `GET /metrics/{name}` | one metric's chart: time axis in the studio's zone, unit, target line, `?rollup=raw\|day\|week\|month` |
 //! | `GET /agents` | per role: utilization, replicas, in flight, last heartbeat |
 //! | `GET /queue` | depth and oldest age per priority, dead letters, gates open/overdue |
-//! | `GET /runs`, `GET /runs/{id}` | runs; one run's step timeline |
-//! | `GET /gates`, `GET /gates/{id}`, `POST /gates/{id}/decide` | quality gates, decided as the signed-in reviewer |
+//! | `GET /runs`, `POST /runs` | runs, filtered (`state`, `workflow`, `trigger`, `from`, `to` days in the studio's zone, `q`) and paged (`page`); start a run (admins) |
+//! | `GET /runs/{id}` | one run (a unique prefix of its id redirects): timeline, steps, their inputs and outputs as sanitised Markdown, tool calls, review |
+//! | `POST /runs/{id}/cancel`, `POST /runs/{id}/retry` | cancel a live run; retry an ended one (`from=failed` or `start`) (admins) |
+//! | `GET /triggers`, `POST /triggers/{name}/fire`, `POST /triggers/{name}/pause` | triggers with next/last fire and paused state; fire now, pause (`paused=true`) or resume (admins) |
+//! | `GET /gates`, `GET /gates/{id}`, `POST /gates/{id}/decide` | quality gates (a prefix or run id redirects), decision buttons for those who may decide, decided as the signed-in reviewer |
+//! | `GET /dead-letters`, `GET /dead-letters/{seq}`, `POST /dead-letters/{seq}/replay` | dead letters by subject prefix, paged; one decoded; replayed (admins) |
 //! | `GET /feedback` | the feedback inbox with first-response times against the SLA |
 //! | `GET /library` | the content library: gallery, search, collections, upload |
 //! | `ANY /library/api/{*path}` | proxied to `http://{server.library_addr}/api/{path}` |
@@ -47,7 +52,10 @@
 //!
 //! Any number of replicas can run: the dashboard keeps no data, and a session
 //! opens on every replica sharing the key (`CONCIERTO_CSRF_KEY`), so no sticky
-//! sessions are needed and a restart signs nobody out. A sign-out is announced
+//! sessions are needed and a restart signs nobody out. Without the variable,
+//! the key is made once into `<data_dir>/session.key`
+//! ([`DashboardOptions::data_dir`], `data/dashboard` under `up` and `serve`)
+//! and read again at every start. A sign-out is announced
 //! to the running replicas on [`subjects::DASHBOARD_SIGNOUT`]; a replica started
 //! after it would take a copy of that cookie until it expires (to end every
 //! session of a reviewer at once, change their token in the studio file).
@@ -59,15 +67,24 @@
 //!
 //! [`subjects::IDENTITY_HEADER`]: concierto_core::subjects::IDENTITY_HEADER
 
+mod actions;
 mod auth;
+mod dead_letters;
 mod deliverables;
+mod gates;
 mod html;
 mod library;
 mod live;
+mod markdown;
+mod metrics;
 mod pages;
+mod run_page;
+mod runs;
 mod security;
 mod services;
+mod session_key;
 mod spend;
+mod triggers;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -110,6 +127,14 @@ pub enum DashboardError {
     /// The HTTP client of the library proxy could not be built.
     #[error("HTTP client: {0}")]
     Client(String),
+    /// The session key file could not be read or made.
+    #[error("session key {path}: {message}")]
+    SessionKey {
+        /// The file (or folder).
+        path: std::path::PathBuf,
+        /// What went wrong and what to do.
+        message: String,
+    },
 }
 
 /// Settings of the dashboard.
@@ -126,9 +151,14 @@ pub struct DashboardOptions {
     /// How long a sign-in lasts.
     pub session_ttl: Duration,
     /// Key of the CSRF tokens, from which the session key is derived (at
-    /// least 16 bytes; random by default, so forms and sign-ins do not survive
-    /// a restart and replicas do not share them: give every replica the same).
-    pub csrf_key: Secret,
+    /// least 16 bytes; `CONCIERTO_CSRF_KEY`: give every replica the same).
+    /// `None`: the key in `<data_dir>/session.key`, made there once, so a
+    /// restart signs nobody out; without a `data_dir` either, a random key
+    /// per process (sign-ins end with it), with a warning.
+    pub csrf_key: Option<Secret>,
+    /// The dashboard's data folder (`<data>/dashboard` under `up` and
+    /// `serve`), where the session key is kept when `csrf_key` is `None`.
+    pub data_dir: Option<std::path::PathBuf>,
     /// How long a CSRF token is good for.
     pub csrf_ttl: Duration,
     /// Threshold crossings kept for the overview page.
@@ -153,7 +183,8 @@ impl Default for DashboardOptions {
             library_timeout: Duration::from_secs(30),
             library_max_bytes: 128 * 1024 * 1024,
             session_ttl: Duration::from_secs(12 * 3600),
-            csrf_key: Secret::random(),
+            csrf_key: None,
+            data_dir: None,
             csrf_ttl: Duration::from_secs(12 * 3600),
             keep_thresholds: 50,
             secure_cookies: false,
@@ -180,7 +211,7 @@ impl DashboardOptions {
         if !(self.library_url.starts_with("http://") || self.library_url.starts_with("https://")) {
             return bad("library_url must start with http:// or https://");
         }
-        if self.csrf_key.len() < 16 {
+        if self.csrf_key.as_ref().is_some_and(|k| k.len() < 16) {
             return bad("csrf_key must have at least 16 bytes");
         }
         if self.request_timeout.is_zero()
@@ -217,6 +248,8 @@ struct Inner {
     bus: Arc<dyn Bus>,
     clock: SharedClock,
     opts: DashboardOptions,
+    /// The CSRF key in use (given, from the data folder, or random).
+    csrf_key: Secret,
     http: reqwest::Client,
     session_cipher: chacha20poly1305::XChaCha20Poly1305,
     /// Signed-out sessions (id → when it would have expired).
@@ -246,7 +279,21 @@ impl DashboardState {
             .map_err(|e| DashboardError::Client(e.to_string()))?;
         let (live, _) = broadcast::channel(256);
         let (closing, _) = watch::channel(false);
-        let session_cipher = auth::session_cipher(opts.csrf_key.expose());
+        let (csrf_key, source) =
+            session_key::resolve(opts.csrf_key.as_ref(), opts.data_dir.as_deref())?;
+        match &source {
+            session_key::KeySource::Given => {}
+            session_key::KeySource::Read(p) => {
+                tracing::debug!(file = %p.display(), "dashboard session key read")
+            }
+            session_key::KeySource::Made(p) => {
+                tracing::info!(file = %p.display(), "dashboard session key made (kept for the next starts)")
+            }
+            session_key::KeySource::Random => tracing::warn!(
+                "no dashboard session key (CONCIERTO_CSRF_KEY) and no data folder: a random one for this process, so sign-ins end with it; set the variable (the same on every replica) or give the dashboard a data folder"
+            ),
+        }
+        let session_cipher = auth::session_cipher(csrf_key.expose());
         Ok(DashboardState {
             inner: Arc::new(Inner {
                 current: RwLock::new(Arc::new(Current {
@@ -256,6 +303,7 @@ impl DashboardState {
                 bus,
                 clock,
                 opts,
+                csrf_key,
                 http,
                 session_cipher,
                 revoked: Mutex::new(HashMap::new()),
@@ -332,6 +380,11 @@ impl DashboardState {
     pub(crate) fn opts(&self) -> &DashboardOptions {
         &self.inner.opts
     }
+
+    /// The CSRF key in use.
+    pub(crate) fn csrf_key(&self) -> &[u8] {
+        self.inner.csrf_key.expose()
+    }
 }
 
 /// The dashboard's routes (see the [crate docs](crate) for the table).
@@ -341,14 +394,26 @@ pub fn router(state: DashboardState) -> Router {
         .route("/healthz", routing::get(|| async { "ok" }))
         .route("/login", routing::get(auth::login_page).post(auth::login))
         .route("/logout", routing::post(auth::logout))
-        .route("/", routing::get(pages::overview))
+        .route("/", routing::get(metrics::overview))
+        .route("/metrics/{name}", routing::get(metrics::metric))
         .route("/agents", routing::get(pages::agents))
         .route("/queue", routing::get(pages::queue))
-        .route("/runs", routing::get(pages::runs))
-        .route("/runs/{id}", routing::get(pages::run))
-        .route("/gates", routing::get(pages::gates))
-        .route("/gates/{id}", routing::get(pages::gate))
-        .route("/gates/{id}/decide", routing::post(pages::decide))
+        .route("/runs", routing::get(runs::list).post(runs::start))
+        .route("/runs/{id}", routing::get(run_page::show))
+        .route("/runs/{id}/cancel", routing::post(run_page::cancel))
+        .route("/runs/{id}/retry", routing::post(run_page::retry))
+        .route("/triggers", routing::get(triggers::list))
+        .route("/triggers/{name}/fire", routing::post(triggers::fire))
+        .route("/triggers/{name}/pause", routing::post(triggers::pause))
+        .route("/gates", routing::get(gates::gates))
+        .route("/gates/{id}", routing::get(gates::gate))
+        .route("/gates/{id}/decide", routing::post(gates::decide))
+        .route("/dead-letters", routing::get(dead_letters::list))
+        .route("/dead-letters/{seq}", routing::get(dead_letters::show))
+        .route(
+            "/dead-letters/{seq}/replay",
+            routing::post(dead_letters::replay),
+        )
         .route("/feedback", routing::get(pages::feedback))
         .route("/deliverables", routing::get(deliverables::calendar))
         .route("/deliverables/{id}", routing::get(deliverables::show))

@@ -23,7 +23,7 @@ impl Refusal {
         }
     }
 
-    fn from_status(s: &Status) -> Self {
+    pub(crate) fn from_status(s: &Status) -> Self {
         let status = match s.code() {
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,

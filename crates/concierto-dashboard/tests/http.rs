@@ -275,6 +275,7 @@ async fn sign_in_sessions_redirects_and_csrf() {
         "/agents",
         "/queue",
         "/runs",
+        "/triggers",
         "/gates",
         "/feedback",
         "/library",
@@ -473,7 +474,12 @@ async fn gates_are_decided_from_the_page_by_their_reviewer_only_and_the_run_goes
     let (status, _, page) = brand.get(&gate_path).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("id=\"draft\""), "{page}");
-    assert!(page.contains("id=\"approve\""), "{page}");
+    // Not one of its reviewers: no buttons, only who may decide.
+    assert!(!page.contains("id=\"approve\""), "{page}");
+    assert!(
+        page.contains("data-deciders=\"creative_director\""),
+        "{page}"
+    );
 
     // The brand manager is not a reviewer of it: the orchestrator refuses,
     // and the page says so.
@@ -621,8 +627,8 @@ async fn the_library_down_and_services_not_running_are_said_plainly() {
         "the overview still shows the targets"
     );
     assert!(page.contains("The tracker is not running"), "{page}");
-    let (status, _, page) = b.get("/runs").await;
-    assert_eq!(status, StatusCode::OK);
+    let (status, _, page) = b.get("/triggers").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(page.contains("The scheduler is not running"), "{page}");
     s.stop().await;
 
@@ -699,7 +705,7 @@ async fn a_session_opens_on_every_replica_with_its_key_and_a_sign_out_ends_it_ev
             bus,
             clock.clone(),
             DashboardOptions {
-                csrf_key: concierto_feedback::Secret::new(key),
+                csrf_key: Some(concierto_feedback::Secret::new(key)),
                 ..Default::default()
             },
         )

@@ -36,7 +36,9 @@
 //!
 //! The service also tells people about their quality gates: with a Slack bot
 //! token, a [`Notifier`] turns `event.gate.>` into Slack direct messages
-//! (see [`notify`]).
+//! (see [`notify`]); budgets reached and metrics off target go to their owners
+//! ([`budget_notify`]), and runs that failed with no `on_failure` path to the
+//! studio's escalation contacts ([`failure_notify`]).
 //!
 //! A changed studio is taken live ([`FeedbackServer::taking_studio_changes`]):
 //! `feedback_capture.channels` apply to the next request, reviewers' Slack ids
@@ -54,11 +56,14 @@ pub mod caps;
 pub mod channels;
 pub mod email;
 mod error;
+pub mod failure_notify;
 pub mod form;
 pub mod index;
 mod intake;
 mod list;
 pub mod notify;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 mod outbox;
 pub mod rate;
 pub mod recipients;
@@ -289,10 +294,13 @@ impl FeedbackState {
                 clock,
                 form_limiter: rate::RateLimiter::new(opts.form_rate),
                 channels: RwLock::new(opts.channels.clone()),
-                recipients: SharedRecipients::new(Recipients::new(
-                    opts.gate_notifications.people.clone(),
-                    opts.gate_notifications.escalations.clone(),
-                )),
+                recipients: SharedRecipients::new(Recipients {
+                    failure_contacts: opts.gate_notifications.failure_contacts.clone(),
+                    ..Recipients::new(
+                        opts.gate_notifications.people.clone(),
+                        opts.gate_notifications.escalations.clone(),
+                    )
+                }),
                 opts,
                 replay: replay::SharedReplayGuard::default(),
                 accept_lock: tokio::sync::Mutex::new(()),
@@ -520,6 +528,21 @@ pub async fn start(
             ),
             None => None,
         };
+    // Runs that failed with no on_failure path, to the escalation contacts
+    // (same token; a durable consumer of event.run.failed).
+    let failure_notifier =
+        match Notifier::from_settings(state.bus().clone(), &state.options().gate_notifications)? {
+            Some(n) => Some(
+                crate::failure_notify::start(
+                    n.with_shared_recipients(state.recipients().clone()),
+                    state.store().clone(),
+                    state.clock().clone(),
+                    &state.options().stream_limits,
+                )
+                .await?,
+            ),
+            None => None,
+        };
 
     let (handle, control) = ServiceHandle::new("feedback");
     let mut shutdown = control.signal.clone();
@@ -571,6 +594,11 @@ pub async fn start(
             && let Err(e) = n.stop().await
         {
             tracing::warn!(error = %e, "the budget notifier stopped badly");
+        }
+        if let Some(n) = failure_notifier
+            && let Err(e) = n.stop().await
+        {
+            tracing::warn!(error = %e, "the failed-run notifier stopped badly");
         }
         if let Some(notifier) = notifier
             && let Err(e) = notifier.stop().await

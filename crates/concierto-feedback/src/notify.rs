@@ -104,6 +104,22 @@ pub fn escalations_of(studio: &Studio) -> HashMap<String, Vec<String>> {
         .collect()
 }
 
+/// The studio's escalation contacts, told when a run fails with no
+/// `on_failure` path ([`crate::failure_notify`]): every reviewer named in any
+/// reviewer's `escalation` list, each once, sorted by id.
+pub fn failure_contacts_of(studio: &Studio) -> Vec<String> {
+    let mut v: Vec<String> = studio
+        .reviewers
+        .values()
+        .flat_map(|r| r.escalation.iter())
+        .filter(|e| !e.trim().is_empty())
+        .cloned()
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// How a message is retried.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NotifyRetry {
@@ -118,10 +134,14 @@ pub struct NotifyRetry {
     pub max_retry_after: Duration,
     /// How long one try may take.
     pub timeout: Duration,
+    /// How long a durable notice (a failed run) that Slack did not take waits
+    /// before it is tried again (redelivered from the stream).
+    pub redeliver_after: Duration,
 }
 
 impl Default for NotifyRetry {
-    /// 4 tries, 500 ms doubling up to 8 s, `Retry-After` up to 30 s, 10 s a try.
+    /// 4 tries, 500 ms doubling up to 8 s, `Retry-After` up to 30 s, 10 s a
+    /// try; a durable notice again after 60 s.
     fn default() -> Self {
         NotifyRetry {
             attempts: 4,
@@ -129,6 +149,7 @@ impl Default for NotifyRetry {
             max_backoff: Duration::from_secs(8),
             max_retry_after: Duration::from_secs(30),
             timeout: Duration::from_secs(10),
+            redeliver_after: Duration::from_secs(60),
         }
     }
 }
@@ -155,6 +176,9 @@ pub struct GateNotifications {
     pub people: Vec<Person>,
     /// Escalation contacts by gate name ([`escalations_of`]).
     pub escalations: HashMap<String, Vec<String>>,
+    /// Who is told of a run that failed with no `on_failure` path
+    /// ([`failure_contacts_of`]).
+    pub failure_contacts: Vec<String>,
     /// How messages are retried.
     pub retry: NotifyRetry,
 }
@@ -166,6 +190,7 @@ impl Default for GateNotifications {
             slack_api_base: DEFAULT_SLACK_API_BASE.to_string(),
             people: Vec::new(),
             escalations: HashMap::new(),
+            failure_contacts: Vec::new(),
             retry: NotifyRetry::default(),
         }
     }
@@ -180,6 +205,7 @@ impl GateNotifications {
             slack_api_base: api_base.to_string(),
             people: people_of(studio),
             escalations: escalations_of(studio),
+            failure_contacts: failure_contacts_of(studio),
             retry: NotifyRetry::default(),
         }
     }
@@ -375,6 +401,9 @@ impl Notifier {
             &settings.slack_api_base,
             token,
         )?;
+        let mut recipients = (*n.recipients.get()).clone();
+        recipients.failure_contacts = settings.failure_contacts.clone();
+        n.recipients.set(recipients);
         Ok(Some(n.with_retry(settings.retry)))
     }
 
@@ -401,6 +430,11 @@ impl Notifier {
     /// The bus it listens on.
     pub(crate) fn bus(&self) -> &Arc<dyn Bus> {
         &self.bus
+    }
+
+    /// Its retry policy.
+    pub(crate) fn retry(&self) -> NotifyRetry {
+        self.retry
     }
 
     /// A message for reviewer `person` (by id), to their Slack id if they

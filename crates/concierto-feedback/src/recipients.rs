@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use concierto_core::config::Studio;
 
-use crate::notify::{Person, escalations_of, people_of};
+use crate::notify::{Person, escalations_of, failure_contacts_of, people_of};
 
 /// People by id and escalation contacts by gate name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,20 +16,29 @@ pub struct Recipients {
     pub people: HashMap<String, Person>,
     /// Escalation contacts by gate name ([`escalations_of`]).
     pub escalations: HashMap<String, Vec<String>>,
+    /// Who is told of a run that failed with no `on_failure` path
+    /// ([`failure_contacts_of`]).
+    pub failure_contacts: Vec<String>,
 }
 
 impl Recipients {
-    /// From a list of people and the escalation contacts.
+    /// From a list of people and the escalation contacts (no failure
+    /// contacts: set [`Recipients::failure_contacts`]).
     pub fn new(people: Vec<Person>, escalations: HashMap<String, Vec<String>>) -> Self {
         Recipients {
             people: people.into_iter().map(|p| (p.id.clone(), p)).collect(),
             escalations,
+            failure_contacts: Vec::new(),
         }
     }
 
-    /// The studio's reviewers and its gates' escalation contacts.
+    /// The studio's reviewers, its gates' escalation contacts and the contacts
+    /// told of failed runs.
     pub fn of_studio(studio: &Studio) -> Self {
-        Recipients::new(people_of(studio), escalations_of(studio))
+        Recipients {
+            failure_contacts: failure_contacts_of(studio),
+            ..Recipients::new(people_of(studio), escalations_of(studio))
+        }
     }
 
     /// The display name of `id` (the id itself when unknown).

@@ -85,6 +85,7 @@ fn main() {
             allow_hosts: Vec::new(),
             // The feed is served on 127.0.0.1.
             allow_private_networks: true,
+            enabled: true,
         };
         let started = Instant::now();
         let report = ingester.run_once(&source).await.expect("ingest");

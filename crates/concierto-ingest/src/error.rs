@@ -7,9 +7,10 @@ use concierto_core::store::StoreError;
 /// Why a source, or the ingester, could not do its work.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    /// A folder source's folder is missing or unreadable; it is tried again next cycle.
+    /// A folder source's folder is missing or unreadable; a missing one is
+    /// read as soon as it appears, an unreadable one tried again later.
     #[error(
-        "folder {path}: {message} (create it or fix the source's path; it is tried again next cycle)"
+        "folder {path}: {message} (create it or fix the source's path; it is read as soon as it appears)"
     )]
     Folder {
         /// The configured folder.

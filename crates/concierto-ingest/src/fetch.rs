@@ -156,7 +156,8 @@ impl WebFetcher {
                 let code = match &e {
                     IngestError::PrivateAddress { .. } => "permission_denied",
                     IngestError::Fetch { message, .. }
-                        if message.contains("allow list") || message.contains("robots.txt") =>
+                        if message.contains("allow list")
+                            || message.contains("disallowed by the host's robots.txt") =>
                     {
                         "permission_denied"
                     }

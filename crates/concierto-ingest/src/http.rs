@@ -89,6 +89,14 @@ fn fetch_err(url: &Url, message: impl Into<String>) -> IngestError {
     }
 }
 
+/// What failed, without the `fetch <url>:` an error of [`fetch_err`] starts with.
+fn error_text(e: &IngestError) -> String {
+    match e {
+        IngestError::Fetch { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn authority(url: &Url) -> String {
     format!(
         "{}://{}:{}",
@@ -228,14 +236,27 @@ impl Fetcher {
                 Robots::parse(&String::from_utf8_lossy(&r.body[..end]), &self.user_agent)
             }
             Ok(r) if (400..500).contains(&r.status) => Robots::allow_all(),
+            // Not cached: the next request asks again. The host is not
+            // fetched meanwhile, and the error says why (not "disallowed":
+            // nothing was disallowed, the rules could not be read).
             Ok(r) => {
-                tracing::warn!(url = %robots_url, status = r.status, "robots.txt unavailable; the host is treated as closed for now");
-                return Ok(Robots::disallow_all());
+                return Err(fetch_err(
+                    &robots_url,
+                    format!(
+                        "robots.txt unreachable (HTTP status {}); the host is not fetched until it can be read",
+                        r.status
+                    ),
+                ));
             }
             Err(e @ IngestError::PrivateAddress { .. }) => return Err(e),
             Err(e) => {
-                tracing::warn!(url = %robots_url, error = %e, "robots.txt unreachable; the host is treated as closed for now");
-                return Ok(Robots::disallow_all());
+                return Err(fetch_err(
+                    &robots_url,
+                    format!(
+                        "robots.txt unreachable ({}); the host is not fetched until it can be read",
+                        error_text(&e)
+                    ),
+                ));
             }
         };
         let mut cache = self.robots.lock().unwrap_or_else(|p| p.into_inner());

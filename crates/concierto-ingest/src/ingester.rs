@@ -385,7 +385,7 @@ impl Ingester {
         self.inner.store.apply(TREE, ops)?;
         for item in &items {
             self.publish(item, report).await?;
-            tracing::info!(source = %item.source, item = %item.item_id, kind = %item.kind, title = %item.title, "content ingested");
+            tracing::debug!(source = %item.source, item = %item.item_id, kind = %item.kind, title = %item.title, "content ingested");
         }
         self.inner
             .store

@@ -498,6 +498,7 @@ mod tests {
                 extract: list.iter().map(|x| x.to_string()).collect(),
                 allow_hosts: Vec::new(),
                 allow_private_networks: false,
+                enabled: true,
             };
             assert_eq!(
                 trends::selects_design_trends(&source),

@@ -8,6 +8,8 @@
 //! learners likewise. The library, cursors and outbox stay as they are.
 //! `ingest.fetch` takes the new allow list and `agents.tools.web_fetch` at
 //! the next request. Vision models stay as started (a change is warned about).
+//! A source with `enabled: false` has no runner: it makes no request and
+//! reads no folder (turning it on starts one, turning it off stops it).
 
 use std::sync::Arc;
 
@@ -102,6 +104,10 @@ impl Tasks {
             restart: NeedsRestart::new("ingest"),
         };
         for s in &studio.content_sources {
+            if !s.enabled {
+                tracing::info!(source = %s.name, "source off (enabled: false): not read");
+                continue;
+            }
             let child = spawn_runner(&t.ing, s.clone());
             t.runners.insert(s.name.clone(), child);
         }
@@ -143,7 +149,7 @@ impl Tasks {
             }
         }
         stop_all(gone).await;
-        for s in &next.content_sources {
+        for s in next.content_sources.iter().filter(|s| s.enabled) {
             if !self.runners.contains_key(&s.name) {
                 if !changed.contains(&s.name) {
                     added.push(s.name.clone());

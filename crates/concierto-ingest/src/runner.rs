@@ -2,7 +2,10 @@
 //! read is kept in the store, key `last/<source>`), and for `on_update`
 //! folders also when the notify watcher reports a change (after a short
 //! quiet period). A source that could not be read is tried again after
-//! `retry_after`; a rate-limited one after its window resets.
+//! `retry_after`; a rate-limited one after its window resets; a folder that
+//! does not exist is looked for at every tick and read as soon as it appears.
+//! A failure is logged as a warning once per cause (with what to do), then at
+//! debug until the source reads again.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,23 +75,38 @@ pub(crate) async fn run(ing: Ingester, source: ContentSource, mut stop: StopSign
         Some(l) if !watched => (l + chrono(every)).min(now + chrono(every)),
         _ => now,
     };
-    tracing::info!(source = %source.name, kind = source.kind.as_str(), refresh = ?source.refresh, next = %due.to_rfc3339(), "ingest runner started");
+    tracing::debug!(source = %source.name, kind = source.kind.as_str(), refresh = ?source.refresh, next = %due.to_rfc3339(), "ingest runner started");
     let mut watcher: Option<Watch> = None;
+    // The last failure warned about (warned once, then at debug).
+    let mut warned: Option<String> = None;
+    // The source's folder did not exist at the last read: looked for at every tick.
+    let mut missing = false;
     loop {
         let now = ing.clock().now();
+        if missing && is_folder(source.kind) && std::path::Path::new(&source.location).is_dir() {
+            tracing::info!(source = %source.name, path = %source.location, "the folder is there now; reading it");
+            missing = false;
+            due = now;
+        }
         if now >= due {
-            if watched && watcher.is_none() {
+            if watched && watcher.is_none() && std::path::Path::new(&source.location).is_dir() {
                 match watch(&source.location) {
                     Ok(w) => watcher = Some(w),
-                    Err(e) => {
-                        tracing::warn!(source = %source.name, path = %source.location, error = %e, "cannot watch the folder yet; tried again next cycle")
-                    }
+                    Err(e) => once(
+                        &mut warned,
+                        format!("watch: {e}"),
+                        || tracing::warn!(source = %source.name, path = %source.location, error = %e, "cannot watch the folder; it is scanned on its refresh instead"),
+                        || tracing::debug!(source = %source.name, error = %e, "cannot watch the folder"),
+                    ),
                 }
             }
             due = match ing.run_once(&source).await {
                 Ok(report) => {
                     if report.new + report.changed + report.skipped > 0 {
                         tracing::info!(source = %source.name, new = report.new, changed = report.changed, unchanged = report.unchanged, skipped = report.skipped, "source read");
+                    }
+                    if warned.take().is_some() {
+                        tracing::info!(source = %source.name, "source read again");
                     }
                     let _ = store.put(TREE, &last_key, &now.timestamp_millis().to_be_bytes());
                     now + chrono(every)
@@ -98,7 +116,15 @@ pub(crate) async fn run(ing: Ingester, source: ContentSource, mut stop: StopSign
                     until.max(now + chrono(opts.tick))
                 }
                 Err(e) => {
-                    tracing::warn!(source = %source.name, error = %e, "source could not be read; tried again later");
+                    missing =
+                        is_folder(source.kind) && !std::path::Path::new(&source.location).exists();
+                    let text = e.to_string();
+                    once(
+                        &mut warned,
+                        text.clone(),
+                        || tracing::warn!(source = %source.name, error = %text, "source could not be read; tried again later (this warning is not repeated for the same cause)"),
+                        || tracing::debug!(source = %source.name, error = %text, "source could not be read"),
+                    );
                     now + chrono(opts.retry_after.min(every))
                 }
             };
@@ -126,5 +152,16 @@ pub(crate) async fn run(ing: Ingester, source: ContentSource, mut stop: StopSign
             _ = tokio::time::sleep(opts.tick) => {}
         }
     }
-    tracing::info!(source = %source.name, "ingest runner stopped");
+    tracing::debug!(source = %source.name, "ingest runner stopped");
+}
+
+/// Calls `first` when `cause` is not the one last warned about (and keeps
+/// it), else `again`.
+fn once(warned: &mut Option<String>, cause: String, first: impl FnOnce(), again: impl FnOnce()) {
+    if warned.as_deref() == Some(cause.as_str()) {
+        again();
+    } else {
+        first();
+        *warned = Some(cause);
+    }
 }

@@ -17,10 +17,21 @@ pub(crate) fn is_data_file(rel: &str) -> bool {
         .any(|e| lower.ends_with(e))
 }
 
-/// Feedback when the source's name or folder says so; analytics otherwise.
+/// Feedback when the source's name or folder says so (the folder's last two
+/// names: the location is resolved against the studio's folder, whose own
+/// path says nothing about the source); analytics otherwise.
 fn kind_of(source: &ContentSource) -> Kind {
     let says = |s: &str| s.to_ascii_lowercase().contains("feedback");
-    if says(&source.name) || says(&source.location) {
+    let folder: Vec<String> = std::path::Path::new(&source.location)
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .take(2)
+        .collect();
+    if says(&source.name) || folder.iter().any(|n| says(n)) {
         Kind::Feedback
     } else {
         Kind::Analytics
@@ -284,6 +295,7 @@ mod tests {
             extract: Vec::new(),
             allow_hosts: Vec::new(),
             allow_private_networks: false,
+            enabled: true,
         }
     }
 

@@ -206,7 +206,8 @@ pub(crate) async fn run(
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| {
             IngestError::Config(format!(
-                "source {}: no X bearer token in the environment variable {env}",
+                "source {}: no X bearer token in the environment variable {env} (set it, or \
+                 give the source `enabled: false`)",
                 source.name
             ))
         })?;

@@ -330,3 +330,79 @@ async fn deleted_files_and_dropped_records_leave_the_library() {
             .is_empty()
     );
 }
+
+/// A folder that does not exist when the service starts is read as soon as
+/// it appears, on a clock that never moves: not after `retry_after` (5 min)
+/// or the hourly rescan of an `on_update` folder.
+#[tokio::test]
+async fn a_folder_created_after_start_is_read_at_once_without_the_clock_moving() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("assets");
+    let analytics = dir.path().join("analytics");
+    let h = harness(fast_opts()).await;
+    // Relative paths: taken from the studio file's folder.
+    let yaml = format!(
+        "studio: {{ name: later, timezone: UTC }}\nagents:\n  paths: [\"{agents}\"]\ncontent_sources:\n  curated_databases:\n    - internal_assets:\n        type: image_database\n        path: \"assets/\"\n        indexer: visual-storyteller\n        refresh: on_update\n  training_data:\n    - successful_campaigns:\n        source: \"analytics/\"\n        learner: growth-hacker\n        training_frequency: weekly\n",
+        agents = agents_dir().display(),
+    );
+    let path = dir.path().join("concierto.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let checked = concierto_core::config::check(&path);
+    let warned: Vec<String> = checked
+        .problems
+        .iter()
+        .map(|p| p.to_string())
+        .filter(|p| p.contains("does not exist"))
+        .collect();
+    assert_eq!(warned.len(), 2, "a warning per missing folder: {warned:?}");
+    assert!(
+        warned
+            .iter()
+            .all(|w| w.contains(": warning: ") && w.contains("concierto.yaml:")),
+        "{warned:?}"
+    );
+    let studio: Arc<Studio> = Arc::new(checked.studio.expect("a warning is no error"));
+    assert_eq!(
+        studio.content_sources[0].location,
+        assets.join("").display().to_string()
+    );
+    let mut sub = h
+        .bus
+        .subscribe_proto::<ContentItem>("content.ingested.>")
+        .await
+        .unwrap();
+    let clock: SharedClock = Arc::new(h.clock.clone());
+    let service = concierto_ingest::start(
+        studio,
+        h.bus.clone(),
+        h.library.clone(),
+        h.store.clone(),
+        clock,
+        fast_opts(),
+    )
+    .await
+    .unwrap();
+    // Both first reads fail (nothing there); then the folders appear.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::create_dir(&assets).unwrap();
+    std::fs::write(assets.join("navy.png"), png(4, 4, [31, 58, 95])).unwrap();
+    std::fs::create_dir(&analytics).unwrap();
+    std::fs::write(
+        analytics.join("campaigns.csv"),
+        "campaign,engagement_rate\nspring,0.07\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let (item, _) = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("the new folders are read within seconds")
+            .unwrap();
+        got.push((item.source, item.title));
+    }
+    got.sort();
+    assert_eq!(got[0].0, "internal_assets");
+    assert_eq!(got[0].1, "navy.png");
+    assert_eq!(got[1].0, "successful_campaigns");
+    service.stop().await.unwrap();
+}

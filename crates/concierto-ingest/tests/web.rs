@@ -275,3 +275,75 @@ async fn a_sources_allow_hosts_lets_a_redirect_through() {
     assert_eq!(r.new, 2, "{r:?}");
     assert_eq!(h.drain().await.len(), 2);
 }
+
+/// A robots.txt that cannot be read (a 5xx, or nothing listening) is reported
+/// as unreachable, with why, and never as "disallowed"; the feed itself is
+/// not fetched meanwhile, and it is read once robots.txt answers again.
+#[tokio::test]
+async fn an_unreachable_robots_txt_is_reported_as_unreachable_not_disallowed() {
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeds = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (robots_up, fed) = (up.clone(), feeds.clone());
+    let app = Router::new()
+        .route(
+            "/robots.txt",
+            get(move || async move {
+                if robots_up.load(Ordering::SeqCst) {
+                    (StatusCode::OK, "User-agent: *\nAllow: /\n").into_response()
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "down").into_response()
+                }
+            }),
+        )
+        .route(
+            "/rss.xml",
+            get(move || async move {
+                fed.fetch_add(1, Ordering::SeqCst);
+                ([(header::CONTENT_TYPE, "application/rss+xml")], RSS)
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let h = harness(fast_opts()).await;
+
+    let err = h
+        .ingester
+        .run_once(&web("down", addr, "/rss.xml"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("robots.txt unreachable (HTTP status 503)"),
+        "{err}"
+    );
+    assert!(!err.contains("disallowed"), "{err}");
+    assert_eq!(
+        feeds.load(Ordering::SeqCst),
+        0,
+        "the feed waits for robots.txt"
+    );
+
+    // Nothing listening at all: the connection error is named.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed = gone.local_addr().unwrap();
+    drop(gone);
+    let err = h
+        .ingester
+        .run_once(&web("closed", closed, "/rss.xml"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("robots.txt unreachable ("), "{err}");
+    assert!(!err.contains("disallowed"), "{err}");
+
+    // The failure is not cached: once robots.txt answers, the feed is read.
+    up.store(true, Ordering::SeqCst);
+    let r = h
+        .ingester
+        .run_once(&web("down", addr, "/rss.xml"))
+        .await
+        .unwrap();
+    assert_eq!(r.new, 2, "{r:?}");
+    assert_eq!(feeds.load(Ordering::SeqCst), 1);
+}

@@ -151,6 +151,13 @@ impl Engine {
         let (total, role_total) = (d.total_usd, d.by_role.get(role).copied().unwrap_or(0.0));
         concierto_telemetry::metrics::day_spent("studio", total);
         concierto_telemetry::metrics::day_spent(&format!("role:{role}"), role_total);
+        // The limits beside the spend, for the budget alerts (deploy/prometheus).
+        if let Some(limit) = self.studio.agents.budget.per_day_usd {
+            concierto_telemetry::metrics::day_limit("studio", limit);
+        }
+        if let Some(limit) = self.role_budget(role).per_day_usd {
+            concierto_telemetry::metrics::day_limit(&format!("role:{role}"), limit);
+        }
         self.persist_day(&day)
     }
 

@@ -73,7 +73,7 @@ impl Engine {
         c.content = cut(std::mem::take(&mut c.content), MAX_CONTEXT_BYTES);
         let key = format!("{}/{}", c.role, c.name).into_bytes();
         let body = prost::Message::encode_to_vec(&c);
-        tracing::info!(role = %c.role, name = %c.name, bytes = c.content.len(), "context kept");
+        tracing::debug!(role = %c.role, name = %c.name, bytes = c.content.len(), "context kept");
         kept.insert(c.name.clone(), c);
         self.store_handle()
             .apply(CONTEXTS, vec![Op::Put(key, body)])

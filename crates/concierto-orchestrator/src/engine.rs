@@ -17,7 +17,7 @@ use crate::gates::{GateEvent, GateRecord, GateStatus};
 use crate::queue::{Class, Queued, WorkQueue};
 use crate::run::{AuxKind, RunRecord, RunState, StepRecord, StepState};
 
-const RUNS: &str = "runs";
+pub(crate) const RUNS: &str = "runs";
 /// Step id of a workflow's failure step.
 pub const ON_FAILURE: &str = "on-failure";
 
@@ -36,6 +36,9 @@ pub struct Limits {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// Ended runs are removed this long after their last change
+    /// (`server.retention`); `None`: kept forever.
+    pub retention: Option<Duration>,
 }
 
 impl Limits {
@@ -44,6 +47,7 @@ impl Limits {
     pub fn for_studio(studio: &Studio) -> Limits {
         Limits {
             role_limits: role_limits(studio),
+            retention: studio.server.retention,
             ..Limits::default()
         }
     }
@@ -72,6 +76,7 @@ impl Default for Limits {
             aging: Duration::from_secs(300),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            retention: Some(concierto_core::config::retention::DEFAULT_RETENTION),
         }
     }
 }
@@ -98,6 +103,9 @@ pub struct Effects {
     /// Approved studio changes to announce (`studio.changed`) and record
     /// (`event.studio.changed`).
     pub studio: Vec<crate::changes::StudioPublication>,
+    /// Runs that failed with no `on_failure` path, for `event.run.failed`
+    /// (durably, message id = run id).
+    pub run_failed: Vec<v1::RunFailed>,
 }
 
 impl Effects {
@@ -111,6 +119,7 @@ impl Effects {
         self.deliverables.extend(other.deliverables);
         self.budgets.extend(other.budgets);
         self.studio.extend(other.studio);
+        self.run_failed.extend(other.run_failed);
     }
 }
 
@@ -139,6 +148,12 @@ pub enum EngineError {
     /// A request that cannot be carried out as given.
     #[error("{0}")]
     Invalid(String),
+    /// A short id that names several runs or gates.
+    #[error("{0}")]
+    Ambiguous(String),
+    /// The thing asked about is not in a state that allows the request.
+    #[error("{0}")]
+    Precondition(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -164,6 +179,8 @@ pub struct Engine {
     last_queue_report: Option<(DateTime<Utc>, [usize; 3])>,
     /// Spend per UTC day (see `budget.rs`).
     pub(crate) spend: BTreeMap<String, crate::budget::DaySpend>,
+    /// Where retention is (see `history.rs`).
+    pub(crate) prune: crate::history::PruneState,
 }
 
 /// Most items one list page holds (a page must fit in one bus message).
@@ -259,6 +276,7 @@ pub(crate) fn step_record(s: &Step) -> StepRecord {
         gate_round: 0,
         context: s.context.clone(),
         aux: None,
+        kept_from: String::new(),
     }
 }
 
@@ -331,16 +349,22 @@ impl Engine {
             contexts: BTreeMap::new(),
             last_queue_report: None,
             spend: BTreeMap::new(),
+            prune: crate::history::PruneState::default(),
         }
     }
 
-    /// Per-role limits from a changed studio (other limits stay).
+    /// Per-role limits and the retention from a changed studio (other limits stay).
     pub(crate) fn set_role_limits(&mut self, studio: &Studio) {
         self.limits.role_limits = role_limits(studio);
+        self.limits.retention = studio.server.retention;
     }
 
     pub(crate) fn store_handle(&self) -> &Arc<dyn KvStore> {
         &self.store
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Quality gates waiting for a decision.
@@ -403,8 +427,12 @@ impl Engine {
     pub(crate) fn persist(&self, run: &RunRecord) -> Result<(), StoreError> {
         let body = serde_json::to_vec(run)
             .map_err(|e| StoreError::from_message(format!("encoding run {}: {e}", run.run_id)))?;
-        self.store
-            .apply(RUNS, vec![Op::Put(run.run_id.as_bytes().to_vec(), body)])
+        // The run and its time index row together (see `history.rs`).
+        let (key, row) = crate::history::index_row(run)?;
+        self.store.apply_trees(vec![
+            (RUNS, vec![Op::Put(run.run_id.as_bytes().to_vec(), body)]),
+            (crate::history::RUNS_BY_TIME, vec![Op::Put(key, row)]),
+        ])
     }
 
     pub(crate) fn load_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -425,11 +453,14 @@ impl Engine {
         self.repair_batches(&mut fx)?;
         self.recover_contexts()?;
         self.recover_deferred_reviews()?;
+        let mut index = BTreeMap::new();
         for (_, bytes) in self.store.scan_prefix(RUNS, b"")? {
             let Ok(run) = serde_json::from_slice::<RunRecord>(&bytes) else {
                 tracing::error!("a stored run does not decode; left as it is");
                 continue;
             };
+            let (key, row) = crate::history::index_row(&run)?;
+            index.insert(key, row);
             if run.state.is_final() {
                 continue;
             }
@@ -463,6 +494,7 @@ impl Engine {
             tracing::info!(run = %run.run_id, workflow = %run.workflow, "run recovered");
             self.live.insert(run.run_id.clone(), run);
         }
+        self.repair_run_index(index)?;
         self.dispatch(now, &mut fx)?;
         Ok(fx)
     }
@@ -491,6 +523,18 @@ impl Engine {
         {
             tracing::debug!(run = %s.run_id, "start of a known run ignored");
             return Ok(fx);
+        }
+        if !s.retry_of.is_empty() {
+            // A retry asked for on `run.start`: the old run's steps, not the studio's.
+            let (old, who) = (s.retry_of.clone(), s.requested_by.clone());
+            return match self.start_retry(&old, s.run_id.clone(), s.retry_from_start, &who, now) {
+                Ok(fx) => Ok(fx),
+                Err(EngineError::Store(e)) => Err(e),
+                Err(e) => {
+                    tracing::warn!(run = %s.run_id, retry_of = %old, error = %e, "retry refused");
+                    Ok(fx)
+                }
+            };
         }
         let synthetic;
         let wf = match self.studio.workflows.get(&s.workflow) {
@@ -547,6 +591,7 @@ impl Engine {
             spent_by_role: BTreeMap::new(),
             paused: String::new(),
             agents: crate::trigger_agents::allowed(&self.studio, &s),
+            retry_of: String::new(),
         };
         concierto_telemetry::metrics::run_started(&run.workflow);
         if wf.is_none() {
@@ -555,6 +600,8 @@ impl Engine {
             run.error = format!("unknown workflow {:?}", s.workflow);
             tracing::warn!(run = %run.run_id, error = %run.error, "run failed at start");
             fx.events.push(run.event(None, run.error.clone(), ms(now)));
+            fx.run_failed
+                .extend(crate::retry::run_failed(&run, ms(now)));
             self.persist(&run)?;
             return Ok(fx);
         }
@@ -573,8 +620,9 @@ impl Engine {
             if done {
                 run.state = RunState::Failed;
                 concierto_telemetry::metrics::run_finished(&run.workflow, "failed");
-                tracing::warn!(run = %run.run_id, error = %run.error, "run failed");
+                tracing::warn!(run = %run.run_id, error = %run.error.chars().take(200).collect::<String>(), "run failed");
                 fx.events.push(run.event(None, run.error.clone(), ms(now)));
+                fx.run_failed.extend(crate::retry::run_failed(run, ms(now)));
             } else if let Some(f) = run.on_failure.as_mut()
                 && f.state == StepState::Waiting
             {
@@ -624,7 +672,7 @@ impl Engine {
             class: class_of(run.priority),
             since: now,
         });
-        tracing::info!(run = %run.run_id, step = %step_id, role = %s.role, "step queued");
+        tracing::debug!(run = %run.run_id, step = %step_id, role = %s.role, "step queued");
         fx.events.push(run.event(Some(step_id), "queued", ms(now)));
     }
 
@@ -805,7 +853,7 @@ impl Engine {
             };
             self.in_flight += 1;
             *self.per_role.entry(role.clone()).or_insert(0) += 1;
-            tracing::info!(run = %run.run_id, step = %q.step_id, %role, attempt, "step dispatched");
+            tracing::debug!(run = %run.run_id, step = %q.step_id, %role, attempt, "step dispatched");
             fx.events
                 .push(run.event(Some(&q.step_id), format!("dispatched to {role}"), ms(now)));
             if let Some(task) = task {
@@ -871,7 +919,7 @@ impl Engine {
             .as_ref()
             .filter(|a| a.kind != AuxKind::BatchReview)
             .map(|a| a.subject.clone());
-        tracing::warn!(run = %run.run_id, step = %step_id, %role, attempt, %reason, "step failed");
+        tracing::warn!(run = %run.run_id, step = %step_id, %role, attempt, reason = %reason.chars().take(200).collect::<String>(), "step failed");
         fx.events
             .push(run.event(Some(step_id), format!("failed: {reason}"), ms(now)));
         if let Some(subject) = subject {
@@ -1016,6 +1064,7 @@ impl Engine {
         self.tick_gates(now, &mut fx)?;
         self.resume_paused(now, &mut fx)?;
         self.dispatch(now, &mut fx)?;
+        self.prune(now)?;
         Ok(fx)
     }
 
@@ -1067,53 +1116,5 @@ impl Engine {
             return Ok(Some(r.to_proto()));
         }
         Ok(self.load_run(run_id)?.map(|r| r.to_proto()))
-    }
-
-    /// Stored runs, newest first, filtered, one page.
-    pub fn list(&self, req: &v1::ListRunsRequest) -> Result<v1::ListRunsResponse, StoreError> {
-        let mut runs: Vec<RunRecord> = self
-            .store
-            .scan_prefix(RUNS, b"")?
-            .into_iter()
-            .filter_map(|(_, b)| serde_json::from_slice(&b).ok())
-            .collect();
-        for r in &mut runs {
-            if let Some(live) = self.live.get(&r.run_id) {
-                *r = live.clone();
-            }
-        }
-        runs.retain(|r| {
-            (req.workflow.is_empty() || r.workflow == req.workflow)
-                && (req.trigger.is_empty() || r.trigger == req.trigger)
-                && (req.state == 0 || r.to_proto().state == req.state)
-        });
-        runs.sort_by(|a, b| {
-            b.created_ms
-                .cmp(&a.created_ms)
-                .then_with(|| a.run_id.cmp(&b.run_id))
-        });
-        let start: usize = req.page_token.parse().unwrap_or(0);
-        let size = page_size(req.page_size);
-        let page: Vec<v1::Run> = runs
-            .iter()
-            .skip(start)
-            .take(size)
-            .map(|r| {
-                let mut p = r.to_proto();
-                for s in &mut p.steps {
-                    s.output = preview(&s.output);
-                }
-                p
-            })
-            .collect();
-        let next = start + page.len();
-        Ok(v1::ListRunsResponse {
-            runs: page,
-            next_page_token: if next < runs.len() {
-                next.to_string()
-            } else {
-                String::new()
-            },
-        })
     }
 }

@@ -28,11 +28,11 @@ use concierto_core::store::{Op, StoreError};
 use concierto_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Effects, Engine, EngineError, ms, page_size, preview};
+use crate::engine::{Effects, Engine, EngineError, ms};
 use crate::review::aux_step;
 use crate::run::{Aux, AuxKind, RunRecord, StepState};
 
-const GATES: &str = "gates";
+pub(crate) const GATES: &str = "gates";
 /// Who takes a decision made by a gate's `on_breach` policy.
 pub const SLA_POLICY: &str = "sla-policy";
 
@@ -192,8 +192,12 @@ impl Engine {
     pub(crate) fn persist_gate(&self, g: &GateRecord) -> Result<(), StoreError> {
         let body = serde_json::to_vec(g)
             .map_err(|e| StoreError::from_message(format!("encoding gate {}: {e}", g.gate_id)))?;
-        self.store_handle()
-            .apply(GATES, vec![Op::Put(g.gate_id.as_bytes().to_vec(), body)])
+        // The gate and its time index row together (see `gate_index.rs`).
+        let (key, row) = crate::gate_index::gate_index_row(g)?;
+        self.store_handle().apply_trees(vec![
+            (GATES, vec![Op::Put(g.gate_id.as_bytes().to_vec(), body)]),
+            (crate::gate_index::GATES_BY_TIME, vec![Op::Put(key, row)]),
+        ])
     }
 
     pub(crate) fn load_gate(&self, id: &str) -> Result<Option<GateRecord>, StoreError> {
@@ -207,18 +211,21 @@ impl Engine {
 
     /// Loads the open gates (at recovery).
     pub(crate) fn recover_gates(&mut self) -> Result<(), StoreError> {
+        let mut all = Vec::new();
         for (_, b) in self.store_handle().scan_prefix(GATES, b"")? {
             match serde_json::from_slice::<GateRecord>(&b) {
-                Ok(g) if g.status == GateStatus::Open => {
-                    self.open_gates.insert(g.gate_id.clone(), g);
+                Ok(g) => {
+                    if g.status == GateStatus::Open {
+                        self.open_gates.insert(g.gate_id.clone(), g.clone());
+                    }
+                    all.push(g);
                 }
-                Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "a stored gate does not decode; left as it is")
                 }
             }
         }
-        Ok(())
+        self.repair_gate_index(&all)
     }
 
     /// The step is done with its producer (and reviews): it succeeds, or waits
@@ -751,58 +758,5 @@ impl Engine {
             return self.gate_view(g).map(Some);
         }
         self.load_gate(id)?.map(|g| self.gate_view(&g)).transpose()
-    }
-
-    /// Gates, open ones first (oldest due first), then the rest newest first; filtered, paged.
-    pub fn list_gates(
-        &self,
-        req: &v1::ListGatesRequest,
-    ) -> Result<v1::ListGatesResponse, StoreError> {
-        let mut all: Vec<GateRecord> = self
-            .store_handle()
-            .scan_prefix(GATES, b"")?
-            .into_iter()
-            .filter_map(|(_, b)| serde_json::from_slice(&b).ok())
-            .collect();
-        all.retain(|g| {
-            (req.run_id.is_empty() || g.run_id == req.run_id)
-                && (req.state == 0 || g.to_proto().state == req.state)
-        });
-        all.sort_by(|a, b| {
-            let open = |g: &GateRecord| g.status != GateStatus::Open;
-            open(a)
-                .cmp(&open(b))
-                .then_with(|| {
-                    if a.status == GateStatus::Open {
-                        a.due_ms.cmp(&b.due_ms)
-                    } else {
-                        b.opened_ms.cmp(&a.opened_ms)
-                    }
-                })
-                .then_with(|| a.gate_id.cmp(&b.gate_id))
-        });
-        let start: usize = req.page_token.parse().unwrap_or(0);
-        let size = page_size(req.page_size);
-        let gates: Vec<v1::Gate> = all
-            .iter()
-            .skip(start)
-            .take(size)
-            .map(|g| {
-                let mut p = self.gate_view(g)?;
-                if let Some(r) = p.request.as_mut() {
-                    r.content = preview(&r.content);
-                }
-                Ok(p)
-            })
-            .collect::<Result<_, StoreError>>()?;
-        let next = start + gates.len();
-        Ok(v1::ListGatesResponse {
-            gates,
-            next_page_token: if next < all.len() {
-                next.to_string()
-            } else {
-                String::new()
-            },
-        })
     }
 }

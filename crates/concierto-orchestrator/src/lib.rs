@@ -9,6 +9,12 @@
 //!  orchestrator.runs.* (req) ▶ └──────────────┘ ──then ack the deliveries
 //! ```
 //!
+//! History (`history.rs`, `gate_index.rs`): runs and gates are listed from
+//! time indexes written with them, ended runs are removed after
+//! `server.retention`, and runs and gates are named by unique prefixes.
+//! `retry.rs` retries an ended run and raises `RunFailed` for a failure
+//! nothing in the studio handles.
+//!
 //! Durability (DESIGN.md section 3): every change is written to the store and
 //! flushed before its effects (tasks, events) are published and before the
 //! deliveries that caused it are acknowledged; a result is applied only if it
@@ -22,8 +28,11 @@ pub mod deliverables;
 mod engine;
 mod feedback;
 mod gate_batch;
+mod gate_index;
 mod gates;
+mod history;
 mod queue;
+mod retry;
 mod review;
 mod review_later;
 mod run;
@@ -32,7 +41,9 @@ mod trigger_agents;
 
 pub use engine::{Effects, Engine, EngineError, Limits, ON_FAILURE};
 pub use gates::{DecisionKind, DecisionRecord, GateRecord, GateStatus, SLA_POLICY};
+pub use history::{MAX_ROWS_PER_PAGE, PRUNE_PER_TICK};
 pub use queue::{Class, Queued, WorkQueue};
+pub use retry::RETRY_SUFFIX;
 pub use review::{BATCH_RUN_PREFIX, DEFAULT_PASS_MARK, REVIEW_ESCALATED};
 pub use run::{
     Aux, AuxKind, BatchInfo, BatchItem, ReviewRound, ReviewerVerdict, RunRecord, RunState,

@@ -109,6 +109,7 @@ pub(crate) fn aux_step(
         gate_round: 0,
         context: aux_context(&aux, subject),
         aux: Some(aux),
+        kept_from: String::new(),
     }
 }
 
@@ -196,7 +197,7 @@ impl Engine {
                         s.state = StepState::InReview;
                     }
                 }
-                tracing::info!(run = %run.run_id, step = %r.step_id, %role, worker = %r.worker_id, "step succeeded");
+                tracing::debug!(run = %run.run_id, step = %r.step_id, %role, worker = %r.worker_id, "step succeeded");
                 fx.events.push(run.event(
                     Some(&r.step_id),
                     format!("done by {}", r.worker_id),
@@ -531,7 +532,8 @@ impl Engine {
             score,
             pass_mark,
             passed,
-            notes = %notes,
+            // The notes are stored with the step; the log line keeps their start.
+            notes = %notes.chars().take(100).collect::<String>(),
             "review round decided"
         );
         if scored {
@@ -780,6 +782,7 @@ impl Engine {
             spent_by_role: BTreeMap::new(),
             paused: String::new(),
             agents: None,
+            retry_of: String::new(),
         };
         concierto_telemetry::metrics::run_started(&run.workflow);
         tracing::info!(run = %id, %loop_name, drafts = n, "batch review started");

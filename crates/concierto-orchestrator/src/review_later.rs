@@ -28,7 +28,7 @@ use crate::engine::{Effects, Engine, metric_sample, ms};
 use crate::run::{BatchItem, ReviewRound, ReviewerVerdict, RunRecord, RunState};
 
 /// Store tree of outputs waiting for their batch without holding their run.
-const DEFERRED: &str = "review_deferred";
+pub(crate) const DEFERRED: &str = "review_deferred";
 
 /// An output of an urgent run waiting for its loop's batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -173,6 +173,10 @@ pub struct StepRecord {
     /// The data its tasks ask the worker to fetch (the step's `context:`).
     #[serde(default)]
     pub context: Vec<ContextItem>,
+    /// Set on a step a retry kept as it was: the run whose output it carries
+    /// (shown as the label `kept-from:<run>`).
+    #[serde(default)]
+    pub kept_from: String,
 }
 
 /// A step's context item as its tasks carry it.
@@ -411,6 +415,9 @@ pub struct RunRecord {
     /// other roles are skipped. `None`: every step runs.
     #[serde(default)]
     pub agents: Option<Vec<String>>,
+    /// The run this one retries (`RetryRun`), empty otherwise.
+    #[serde(default)]
+    pub retry_of: String,
 }
 
 impl StepRecord {
@@ -501,7 +508,13 @@ impl RunRecord {
                     attempt: s.attempt,
                     output: s.output.clone(),
                     error: s.error.clone(),
-                    labels: s.result_labels.clone(),
+                    labels: if s.kept_from.is_empty() {
+                        s.result_labels.clone()
+                    } else {
+                        let mut l = s.result_labels.clone();
+                        l.push(format!("kept-from:{}", s.kept_from));
+                        l
+                    },
                     verdict: s.verdict(),
                     review_rounds: u32::try_from(s.rounds.len()).unwrap_or(u32::MAX),
                     usage: Some(v1::Usage {
@@ -523,6 +536,12 @@ impl RunRecord {
             requested_by: self.requested_by.clone(),
             cost_usd: self.spent_usd,
             paused: self.paused.clone(),
+            retry_of: self.retry_of.clone(),
+            params: self
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 

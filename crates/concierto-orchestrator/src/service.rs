@@ -207,6 +207,7 @@ enum Query {
     Get(v1::GetRunRequest),
     List(v1::ListRunsRequest),
     Cancel(v1::CancelRunRequest),
+    Retry(v1::RetryRunRequest, String),
     ListGates(v1::ListGatesRequest),
     GetGate(v1::GetGateRequest),
     DecideGate(v1::DecideGateRequest, String),
@@ -217,6 +218,7 @@ enum Answer {
     Get(v1::GetRunResponse),
     List(v1::ListRunsResponse),
     Cancel(v1::CancelRunResponse, Effects),
+    Retry(v1::RetryRunResponse, Effects),
     ListGates(v1::ListGatesResponse),
     GetGate(v1::GetGateResponse),
     DecideGate(v1::DecideGateResponse, Effects),
@@ -232,24 +234,38 @@ impl Handler<Query> for Orchestrator {
 
     fn handle(&mut self, q: Query, _: &mut Context<Self>) -> Self::Result {
         match q {
-            Query::Get(r) => match self.engine.get(&r.run_id)? {
-                Some(run) => Ok(Answer::Get(v1::GetRunResponse { run: Some(run) })),
-                None => Err(EngineError::NotFound(r.run_id)),
-            },
+            Query::Get(r) => {
+                let id = self.engine.resolve_run(&r.run_id)?;
+                match self.engine.get(&id)? {
+                    Some(run) => Ok(Answer::Get(v1::GetRunResponse { run: Some(run) })),
+                    None => Err(EngineError::NotFound(r.run_id)),
+                }
+            }
             Query::List(r) => Ok(Answer::List(self.engine.list(&r)?)),
             Query::Cancel(r) => {
-                let (run, fx) = self.engine.cancel(&r.run_id, &r.reason, self.clock.now())?;
+                let id = self.engine.resolve_run(&r.run_id)?;
+                let (run, fx) = self.engine.cancel(&id, &r.reason, self.clock.now())?;
                 Ok(Answer::Cancel(v1::CancelRunResponse { run: Some(run) }, fx))
+            }
+            Query::Retry(r, who) => {
+                let (run_id, fx) =
+                    self.engine
+                        .retry_run(&r.run_id, r.from_start, &who, self.clock.now())?;
+                Ok(Answer::Retry(v1::RetryRunResponse { run_id }, fx))
             }
             Query::ListGates(r) => Ok(Answer::ListGates(self.engine.list_gates(&r)?)),
             Query::Spend(r) => Ok(Answer::Spend(
                 self.engine.spend_report(r.days, self.clock.now())?,
             )),
-            Query::GetGate(r) => match self.engine.get_gate(&r.gate_id)? {
-                Some(g) => Ok(Answer::GetGate(v1::GetGateResponse { gate: Some(g) })),
-                None => Err(EngineError::NotFound(r.gate_id)),
-            },
-            Query::DecideGate(r, who) => {
+            Query::GetGate(r) => {
+                let id = self.engine.resolve_gate(&r.gate_id)?;
+                match self.engine.get_gate(&id)? {
+                    Some(g) => Ok(Answer::GetGate(v1::GetGateResponse { gate: Some(g) })),
+                    None => Err(EngineError::NotFound(r.gate_id)),
+                }
+            }
+            Query::DecideGate(mut r, who) => {
+                r.gate_id = self.engine.resolve_gate(&r.gate_id)?;
                 let kind = match v1::GateDecisionKind::try_from(r.decision) {
                     Ok(v1::GateDecisionKind::Approve) => DecisionKind::Approve,
                     Ok(v1::GateDecisionKind::Reject) => DecisionKind::Reject,
@@ -384,6 +400,16 @@ async fn publish(bus: &Arc<dyn Bus>, fx: Effects) -> bool {
             .await
         {
             tracing::warn!(error = %e, "publishing the studio change record failed");
+        }
+    }
+    // Durable (stream EVENTS), message id = run id: the feedback service
+    // tells the escalation contacts, once per run.
+    for f in &fx.run_failed {
+        if let Err(e) = bus
+            .publish_durable(subjects::RUN_FAILED, encode(f).msg_id(f.run_id.clone()))
+            .await
+        {
+            tracing::warn!(run = %f.run_id, error = %e, "publishing a run failure alert failed");
         }
     }
     // Durable (stream EVENTS), so a notifier that is down hears of it later.
@@ -893,7 +919,8 @@ fn error_reply(e: &EngineError) -> concierto_bus::Outgoing {
         EngineError::NotFound(_) => "not_found",
         EngineError::Final(..) | EngineError::GateClosed(..) => "failed_precondition",
         EngineError::NotReviewer { .. } => "permission_denied",
-        EngineError::Invalid(_) => "invalid_argument",
+        EngineError::Invalid(_) | EngineError::Ambiguous(_) => "invalid_argument",
+        EngineError::Precondition(_) => "failed_precondition",
         EngineError::Store(_) => "internal",
     };
     concierto_bus::Outgoing::new(Vec::new()).header(subjects::ERROR_HEADER, format!("{code}: {e}"))
@@ -964,6 +991,20 @@ async fn serve_queries(
         .boxed(),
         forward(
             &bus,
+            subjects::ORCHESTRATOR_RETRY_RUN,
+            |q, m| {
+                let who = m
+                    .headers
+                    .get(subjects::IDENTITY_HEADER)
+                    .unwrap_or_default()
+                    .to_string();
+                Query::Retry(q, who)
+            },
+            tx.clone(),
+        )
+        .boxed(),
+        forward(
+            &bus,
             subjects::ORCHESTRATOR_LIST_GATES,
             |q, _| Query::ListGates(q),
             tx.clone(),
@@ -1015,6 +1056,10 @@ async fn serve_queries(
             Ok(Ok(Answer::GetGate(r))) => encode(&r),
             Ok(Ok(Answer::Spend(r))) => encode(&r),
             Ok(Ok(Answer::Cancel(r, fx))) => {
+                commit(&committer, fx).await;
+                encode(&r)
+            }
+            Ok(Ok(Answer::Retry(r, fx))) => {
                 commit(&committer, fx).await;
                 encode(&r)
             }

@@ -114,7 +114,7 @@ impl Handler<Ask> for Publisher {
                     match self.book.accept(d, now) {
                         Ok(new) => {
                             if new {
-                                tracing::info!(deliverable = %id, "deliverable stored");
+                                tracing::debug!(deliverable = %id, "deliverable stored");
                             }
                             out.push(Ok(()));
                         }
@@ -300,7 +300,7 @@ pub async fn start(
                 };
                 let mut outcomes = Vec::new();
                 for (job, attempt) in done {
-                    tracing::info!(deliverable = %job.deliverable_id, publisher = %job.publisher, ?attempt, "publish attempt");
+                    tracing::debug!(deliverable = %job.deliverable_id, publisher = %job.publisher, ?attempt, "publish attempt");
                     match ask(&addr, Ask::Settle(job, attempt)).await {
                         Ok(Answer::Settled(o)) => outcomes.extend(o),
                         Ok(_) => {}

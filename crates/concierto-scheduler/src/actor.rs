@@ -29,7 +29,9 @@ use crate::target;
 use crate::timing::{fires_between, next_fire, plan_due};
 
 mod change;
+mod pause;
 pub(crate) use change::StudioChanged;
+pub(crate) use pause::SetPaused;
 
 /// Due fires looked at per trigger and tick. A larger backlog (a per-second cron after a
 /// long outage) is worked through a page per tick; every full page but the last is
@@ -145,7 +147,10 @@ impl SchedulerActor {
             else {
                 continue;
             };
-            if self.next[index].is_none_or(|next| next > now) {
+            // A paused trigger's cursor stays where the pause found it: on resume the
+            // fires missed meanwhile follow its misfire policy, as after a restart.
+            if self.states[index].paused.is_some() || self.next[index].is_none_or(|next| next > now)
+            {
                 continue;
             }
             let state = &self.states[index];
@@ -203,6 +208,10 @@ impl SchedulerActor {
         for (index, trigger) in self.core.triggers.iter().enumerate() {
             let held = &self.batches[index];
             if trigger.flood.batch.is_none() && held.lengths.is_empty() {
+                continue;
+            }
+            // A paused trigger's open windows wait for the resume.
+            if self.states[index].paused.is_some() {
                 continue;
             }
             let mut decisions = Vec::new();
@@ -282,6 +291,23 @@ impl SchedulerActor {
         self.core.triggers.iter().position(|t| t.name == name)
     }
 
+    /// `starts` without the fires of paused triggers (an event does not fire a paused
+    /// trigger; it is not kept for the resume).
+    fn unpaused(&self, starts: Vec<StartRun>) -> Vec<StartRun> {
+        starts
+            .into_iter()
+            .filter(|start| {
+                let paused = self
+                    .index_of(&start.trigger)
+                    .is_some_and(|index| self.states[index].paused.is_some());
+                if paused {
+                    tracing::info!(trigger = %start.trigger, run_id = %start.run_id, "trigger paused: the event does not fire it");
+                }
+                !paused
+            })
+            .collect()
+    }
+
     /// Runs `work` and folds its outcome into the actor's state; resolves to every fire's
     /// result, in order.
     fn run(
@@ -323,52 +349,64 @@ impl SchedulerActor {
     }
 
     fn list(&self) -> ListTriggersResponse {
-        let triggers = self
-            .core
-            .triggers
-            .iter()
-            .enumerate()
-            .map(|(index, t)| {
-                let state = &self.states[index];
-                let (kind, spec, timezone) = match &t.kind {
-                    TriggerKind::Scheduled { when, timezone, .. } => {
-                        let spec = match when {
-                            When::Schedule(s) => s.to_string(),
-                            When::Interval(d) => format_duration(*d),
-                        };
-                        ("scheduled", spec, timezone.name().to_string())
-                    }
-                    TriggerKind::Event(EventFilter::NewContent { sources }) => (
-                        "event",
-                        format!("source: [{}]", sources.join(", ")),
-                        String::new(),
-                    ),
-                    TriggerKind::Event(EventFilter::Threshold(pred))
-                        if t.name.starts_with(TARGET_TRIGGER_PREFIX) =>
-                    {
-                        ("event", format!("off target: {pred}"), String::new())
-                    }
-                    TriggerKind::Event(EventFilter::Threshold(pred)) => {
-                        ("event", format!("metric: {pred}"), String::new())
-                    }
-                };
-                v1::Trigger {
-                    name: t.name.clone(),
-                    kind: kind.to_string(),
-                    spec,
-                    workflow: t.workflow.clone(),
-                    agents: t.agents.clone(),
-                    timezone,
-                    next_fire: self.next[index].map(timestamp),
-                    last_fire: state.last_fire.map(timestamp),
-                    fires: state.fires,
-                    missed: state.missed,
-                    dropped: state.dropped,
-                    batched: self.windows[index].values().sum(),
-                }
-            })
+        let triggers = (0..self.core.triggers.len())
+            .map(|index| self.view(index))
             .collect();
         ListTriggersResponse { triggers }
+    }
+
+    /// The trigger at `index` as `scheduler.triggers` lists it.
+    fn view(&self, index: usize) -> v1::Trigger {
+        let t = &self.core.triggers[index];
+        let state = &self.states[index];
+        let (kind, spec, timezone) = match &t.kind {
+            TriggerKind::Scheduled { when, timezone, .. } => {
+                let spec = match when {
+                    When::Schedule(s) => s.to_string(),
+                    When::Interval(d) => format_duration(*d),
+                };
+                ("scheduled", spec, timezone.name().to_string())
+            }
+            TriggerKind::Event(EventFilter::NewContent { sources }) => (
+                "event",
+                format!("source: [{}]", sources.join(", ")),
+                String::new(),
+            ),
+            TriggerKind::Event(EventFilter::Threshold(pred))
+                if t.name.starts_with(TARGET_TRIGGER_PREFIX) =>
+            {
+                ("event", format!("off target: {pred}"), String::new())
+            }
+            TriggerKind::Event(EventFilter::Threshold(pred)) => {
+                ("event", format!("metric: {pred}"), String::new())
+            }
+        };
+        v1::Trigger {
+            name: t.name.clone(),
+            kind: kind.to_string(),
+            spec,
+            workflow: t.workflow.clone(),
+            agents: t.agents.clone(),
+            timezone,
+            // A paused trigger has no next fire until it is resumed.
+            next_fire: if state.paused.is_some() {
+                None
+            } else {
+                self.next[index].map(timestamp)
+            },
+            last_fire: state.last_fire.map(timestamp),
+            fires: state.fires,
+            missed: state.missed,
+            dropped: state.dropped,
+            batched: self.windows[index].values().sum(),
+            paused: state.paused.is_some(),
+            paused_by: state
+                .paused
+                .as_ref()
+                .map(|p| p.by.clone())
+                .unwrap_or_default(),
+            paused_at: state.paused.as_ref().map(|p| timestamp(p.at)),
+        }
     }
 }
 
@@ -510,7 +548,7 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
                             if scheduled {
                                 state.cursor = state.cursor.max(Some(fire_time));
                             }
-                            tracing::info!(
+                            tracing::debug!(
                                 trigger = %name,
                                 run_id = %start.run_id,
                                 fire_time = %fire_time.to_rfc3339(),
@@ -622,7 +660,11 @@ impl Handler<Content> for SchedulerActor {
     type Result = AtomicResponse<Self, Vec<Result<String, SchedulerError>>>;
 
     fn handle(&mut self, msg: Content, _: &mut Self::Context) -> Self::Result {
-        let starts = runs::content_starts(&self.core.studio, &msg.0, self.core.clock.now());
+        let starts = self.unpaused(runs::content_starts(
+            &self.core.studio,
+            &msg.0,
+            self.core.clock.now(),
+        ));
         if starts.is_empty() {
             tracing::debug!(source = %msg.0.source, item = %msg.0.item_id, "new content fires no trigger");
         } else if msg.0.item_id.trim().is_empty() {
@@ -709,6 +751,7 @@ impl Handler<Threshold> for SchedulerActor {
             &msg.0,
             now,
         ));
+        let starts = self.unpaused(starts);
         let notices = target::target_notices(&self.core.studio, &msg.0, now);
         if starts.is_empty() && notices.is_empty() {
             tracing::debug!(metric = %msg.0.metric, value = msg.0.value, entered = msg.0.entered, "threshold event fires no trigger");

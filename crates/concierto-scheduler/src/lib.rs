@@ -17,6 +17,11 @@
 //!   is down fires when it is back;
 //! - any trigger fires **by hand** on a `scheduler.fire` request, and `scheduler.triggers`
 //!   lists them all with their next and last fire and their counters;
+//! - any trigger is **paused** and resumed on a `scheduler.pause` request: a paused
+//!   trigger does not fire on its schedule or its events (a fire by hand still does),
+//!   the pause (who, when) is stored with its state and survives a restart, and on
+//!   resume the fires missed meanwhile follow its misfire policy, as after a restart
+//!   (`actor/pause.rs`);
 //! - **targets drive work**: a progress metric's `on_off_target` is an implicit event
 //!   trigger `target:<metric>` on its off-target predicate, and tells its `notify`
 //!   reviewers on `event.target.<metric>` ([`target`]);
@@ -33,7 +38,7 @@
 //!    (durable scheduler-content)              │                  │
 //!  EVENTS event.metric.> ─────────────────────┤                  ▼
 //!    (durable scheduler-metrics)              │   publish_durable(run.start, id = run id)
-//!  scheduler.fire, scheduler.triggers ────────┘                  │ then
+//!  scheduler.fire, .triggers, .pause ─────────┘                  │ then
 //!    (request/reply, queue group scheduler)                      ▼
 //!                              store "scheduler": cursor, last fire, fires, missed
 //!                              (flushed); then the event is acknowledged
@@ -116,9 +121,9 @@ use concierto_core::config::{Studio, TriggerKind};
 use concierto_core::service::ServiceHandle;
 use concierto_core::store::{KvStore, StoreError};
 use concierto_core::subjects::{
-    CONTENT_INGESTED, METRIC_EVENTS, RUN_START, SCHEDULER_FIRE, SCHEDULER_TRIGGERS,
+    CONTENT_INGESTED, METRIC_EVENTS, RUN_START, SCHEDULER_FIRE, SCHEDULER_PAUSE, SCHEDULER_TRIGGERS,
 };
-use concierto_proto::v1::{FireTriggerRequest, ListTriggersRequest};
+use concierto_proto::v1::{FireTriggerRequest, ListTriggersRequest, PauseTriggerRequest};
 
 use crate::actor::{Core, SchedulerActor, StudioChanged, Tick};
 
@@ -299,7 +304,7 @@ pub async fn start(
         });
         let mut state = load_state(store.as_ref(), &trigger.name)?;
         if matches!(trigger.kind, TriggerKind::Scheduled { .. }) && state.cursor.is_none() {
-            tracing::info!(trigger = %trigger.name, from = %now.to_rfc3339(), "first start of this trigger: it fires from now on");
+            tracing::debug!(trigger = %trigger.name, from = %now.to_rfc3339(), "first start of this trigger: it fires from now on");
             state.cursor = Some(now);
             state::save_state(store.as_ref(), &trigger.name, &state)?;
         }
@@ -334,6 +339,9 @@ pub async fn start(
         .await?;
     let list = bus
         .queue_subscribe_proto::<ListTriggersRequest>(SCHEDULER_TRIGGERS, QUEUE_GROUP)
+        .await?;
+    let pause = bus
+        .queue_subscribe_proto::<PauseTriggerRequest>(SCHEDULER_PAUSE, QUEUE_GROUP)
         .await?;
 
     let instance = opts.instance.clone();
@@ -381,6 +389,12 @@ pub async fn start(
         )),
         actix::spawn(listen::list(
             list,
+            addr.clone(),
+            bus.clone(),
+            control.signal.clone(),
+        )),
+        actix::spawn(listen::pause(
+            pause,
             addr.clone(),
             bus,
             control.signal.clone(),

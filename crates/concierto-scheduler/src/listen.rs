@@ -17,12 +17,12 @@ use concierto_core::store::KvStore;
 use concierto_core::subjects::ERROR_HEADER;
 use concierto_proto::v1::{
     self, ContentItem, FireTriggerRequest, FireTriggerResponse, ListTriggersRequest,
-    ThresholdCrossed,
+    PauseTriggerRequest, PauseTriggerResponse, ThresholdCrossed,
 };
 use tokio::task::JoinHandle;
 
 use crate::SchedulerError;
-use crate::actor::{Content, FireNow, List, SchedulerActor, Shutdown, Threshold};
+use crate::actor::{Content, FireNow, List, SchedulerActor, SetPaused, Shutdown, Threshold};
 
 /// Hands every message of `sub` to `handle`, one at a time, until the subscription ends
 /// or a stop is asked for (the message in hand is finished first).
@@ -290,6 +290,55 @@ pub(crate) async fn fire(
                 }
                 Err(e) => {
                     tracing::warn!(trigger = %name, error = %e, "fire by hand refused");
+                    respond_error(bus.as_ref(), &reply, e.reply_header()).await;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// `scheduler.pause` → pause or resume a trigger, answer with the trigger as listed.
+pub(crate) async fn pause(
+    sub: TypedSubscription<PauseTriggerRequest>,
+    addr: Addr<SchedulerActor>,
+    bus: Arc<dyn Bus>,
+    stop: StopSignal,
+) {
+    each(sub, stop, |req, raw| {
+        let addr = addr.clone();
+        let bus = bus.clone();
+        async move {
+            let PauseTriggerRequest {
+                name,
+                paused,
+                requested_by,
+            } = req;
+            let result = addr
+                .send(SetPaused {
+                    name: name.clone(),
+                    paused,
+                    by: requested_by,
+                })
+                .await
+                .unwrap_or(Err(SchedulerError::Stopped));
+            let Some(reply) = raw.reply else {
+                if let Err(e) = result {
+                    tracing::warn!(trigger = %name, error = %e, "pause or resume failed (no reply subject to tell)");
+                }
+                return;
+            };
+            match result {
+                Ok(trigger) => {
+                    let resp = PauseTriggerResponse {
+                        trigger: Some(trigger),
+                    };
+                    if let Err(e) = bus.respond_proto(&reply, &resp).await {
+                        tracing::warn!(error = %e, "could not answer a pause request");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(trigger = %name, error = %e, paused, "pause or resume refused");
                     respond_error(bus.as_ref(), &reply, e.reply_header()).await;
                 }
             }

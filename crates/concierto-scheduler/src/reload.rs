@@ -17,9 +17,10 @@
 //!   keeps the cap it had ([`DayCap`]).
 //!
 //! An added trigger starts from what the store holds under its name (nothing, for a
-//! name never used), a scheduled one from the change instant. A removed trigger stops
-//! firing; its stored state (and any batched items) stays in the store and is taken
-//! up again if a trigger of that name comes back.
+//! name never used), a scheduled one from the change instant, never paused. A removed
+//! trigger stops firing and drops its paused state; the rest of its stored state (and
+//! any batched items) stays in the store and is taken up again if a trigger of that
+//! name comes back.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -204,7 +205,9 @@ pub fn same_trigger(a: &Trigger, b: &Trigger) -> bool {
 
 /// The state `trigger` goes on with after a change at `now`: `state` as it was (or as
 /// the store holds it, when added), its cursor set to `now` when it is a scheduled
-/// trigger that was added, rescheduled or had none.
+/// trigger that was added, rescheduled or had none. An added trigger is never paused:
+/// a paused state the store still holds under its name (from a trigger of that name
+/// removed earlier) is dropped.
 pub fn carried_state(
     mut state: TriggerState,
     fate: Fate,
@@ -218,6 +221,9 @@ pub fn carried_state(
     };
     if is_scheduled(trigger) && (from_now || state.cursor.is_none()) {
         state.cursor = Some(now);
+    }
+    if fate == Fate::Added {
+        state.paused = None;
     }
     state
 }

@@ -1,6 +1,6 @@
 //! What the scheduler keeps per trigger in its store (tree [`TREE`], key
 //! `trigger/<name>`, a small JSON document): the misfire cursor, the last fire and the
-//! counters shown by `scheduler.triggers`.
+//! counters shown by `scheduler.triggers`, and whether it is paused (`scheduler.pause`).
 
 use std::sync::Arc;
 
@@ -35,6 +35,18 @@ pub struct TriggerState {
     pub day_dropped: u32,
     /// Fires dropped by `max_runs_per_day`, all days.
     pub dropped: u64,
+    /// Set while the trigger is paused (`scheduler.pause`): it does not fire on its
+    /// schedule or its events until resumed.
+    pub paused: Option<Paused>,
+}
+
+/// Who paused a trigger, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paused {
+    /// The identity that asked (the admin API's caller).
+    pub by: String,
+    /// When it was paused.
+    pub at: DateTime<Utc>,
 }
 
 /// The stored form: instants in milliseconds since the epoch.
@@ -57,6 +69,11 @@ struct Stored {
     day_dropped: u32,
     #[serde(default)]
     dropped: u64,
+    /// Set while paused (with `paused_at_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused_at_ms: Option<i64>,
 }
 
 /// The key of `trigger`'s state.
@@ -97,6 +114,11 @@ pub fn load_state(store: &dyn KvStore, trigger: &str) -> Result<TriggerState, Sc
         day_runs: stored.day_runs,
         day_dropped: stored.day_dropped,
         dropped: stored.dropped,
+        paused: match (stored.paused_by, instant(stored.paused_at_ms)?) {
+            (Some(by), Some(at)) => Some(Paused { by, at }),
+            (None, None) => None,
+            _ => return Err(corrupt("paused_by and paused_at_ms go together".into())),
+        },
     })
 }
 
@@ -116,6 +138,8 @@ pub fn save_state(
         day_runs: state.day_runs,
         day_dropped: state.day_dropped,
         dropped: state.dropped,
+        paused_by: state.paused.as_ref().map(|p| p.by.clone()),
+        paused_at_ms: state.paused.as_ref().map(|p| p.at.timestamp_millis()),
     };
     let bytes = serde_json::to_vec(&stored).map_err(|e| SchedulerError::CorruptState {
         trigger: trigger.to_string(),
@@ -157,6 +181,10 @@ mod tests {
             day_runs: 4,
             day_dropped: 1,
             dropped: 7,
+            paused: Some(Paused {
+                by: "ana".into(),
+                at: Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).unwrap(),
+            }),
         };
         save_state(&store, "t", &state).unwrap();
         assert_eq!(load_state(&store, "t").unwrap(), state);

@@ -14,9 +14,12 @@
 //! | `concierto_http_requests_total` | `service`, `route`, `status` | feedback intake, content library API |
 //! | `concierto_spend_usd_total` | `role`, `workflow` | the orchestrator, per task result with a cost |
 //! | `concierto_budget_day_spent_usd` | `scope` (`studio` or `role:<name>`) | the orchestrator: spend of the current UTC day |
+//! | `concierto_budget_day_limit_usd` | `scope` | the orchestrator: the day limit of a scope that has one (`per_day_usd`), set with its spend |
 //! | `concierto_deliverables_published_total` | `workflow`, `publisher`, `outcome` | the publisher (`library` or a publisher's name; `ok`, `failed`) |
 //!
-//! `kind` is `concierto_bus::observe::subject_kind`. Text from
+//! `concierto_ready` (1 while `/readyz` answers 200) is added by the metrics
+//! server ([`crate::server`]). `kind` is `concierto_bus::observe::subject_kind`
+//! (dead letters are `dlq`). Text from
 //! [`add_text_source`] (the tracker's series) is appended as it is.
 
 use std::sync::atomic::AtomicU64;
@@ -51,6 +54,7 @@ struct Metrics {
     http: Family<L3, Counter>,
     spend: Family<L2, Counter<f64, AtomicU64>>,
     day_spent: Family<L1, Gauge<f64, AtomicU64>>,
+    day_limit: Family<L1, Gauge<f64, AtomicU64>>,
     deliverables: Family<L3, Counter>,
 }
 
@@ -78,6 +82,7 @@ impl Metrics {
             http: Family::default(),
             spend: Family::default(),
             day_spent: Family::default(),
+            day_limit: Family::default(),
             deliverables: Family::default(),
             registry,
         };
@@ -137,6 +142,11 @@ impl Metrics {
             "concierto_budget_day_spent_usd",
             "Spend of the current UTC day in US dollars, for the studio and per role",
             m.day_spent.clone(),
+        );
+        r.register(
+            "concierto_budget_day_limit_usd",
+            "Day budget limit in US dollars, for the studio and per role, where one is set",
+            m.day_limit.clone(),
         );
         r.register(
             "concierto_deliverables_published",
@@ -245,6 +255,17 @@ pub fn day_spent(scope: &str, usd: f64) {
         .set(usd);
 }
 
+/// The day limit of `scope` (`studio`, `role:<name>`) is `usd`.
+pub fn day_limit(scope: &str, usd: f64) {
+    if !usd.is_finite() {
+        return;
+    }
+    metrics()
+        .day_limit
+        .get_or_create(&[("scope", scope.to_string())])
+        .set(usd);
+}
+
 /// The publisher settled a deliverable of `workflow` at `publisher` (`library`
 /// or a publisher's name) with `outcome` (`ok`, `failed`).
 pub fn deliverable_published(workflow: &str, publisher: &str, outcome: &str) {
@@ -324,6 +345,8 @@ mod tests {
         run_finished("daily", "succeeded");
         task_handled("writer", "succeeded", Duration::from_millis(30));
         trigger_fired("t1");
+        day_spent("studio", 20.0);
+        day_limit("studio", 25.0);
         grpc_request("StartRun", "OK");
         http_request("feedback", "/feedback", 200);
         message_published("task");
@@ -380,6 +403,14 @@ mod tests {
                 "concierto_bus_messages_published_total{kind=\"task\"}"
             ),
             Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "concierto_budget_day_limit_usd{scope=\"studio\"}"),
+            Some(25.0)
+        );
+        assert_eq!(
+            sample(&text, "concierto_budget_day_spent_usd{scope=\"studio\"}"),
+            Some(20.0)
         );
         assert!(text.contains(&format!(
             "concierto_build_info{{version=\"{}\"}} 1",

@@ -59,13 +59,23 @@ impl Readiness {
     }
 }
 
-async fn metrics_text() -> Response {
+/// The registry's text, then `concierto_ready`: 1 when `/readyz` would answer
+/// 200, else 0 (what deploy/prometheus/alerts.yml watches).
+async fn metrics_text(State(r): State<Readiness>) -> Response {
+    let ready = r.is_ready() && concierto_core::health::conditions().is_empty();
+    let mut text = crate::metrics::render();
+    text.push_str(&format!(
+        "# HELP concierto_ready 1 while the process is ready (GET /readyz answers 200), else 0.\n\
+         # TYPE concierto_ready gauge\n\
+         concierto_ready {}\n",
+        u8::from(ready)
+    ));
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        crate::metrics::render(),
+        text,
     )
         .into_response()
 }

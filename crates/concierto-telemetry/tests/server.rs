@@ -24,11 +24,20 @@ async fn readyz_follows_the_process_and_http_requests_are_counted_by_route() {
         get_text(&format!("{base}/readyz")).await,
         (503, "starting\n".into())
     );
+    let ready_gauge = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("concierto_ready "))
+            .map(str::to_string)
+    };
+    let text = get_text(&format!("{base}/metrics")).await.1;
+    assert_eq!(ready_gauge(&text).as_deref(), Some("0"), "{text}");
     readiness.set_ready();
     assert_eq!(
         get_text(&format!("{base}/readyz")).await,
         (200, "ready\n".into())
     );
+    let text = get_text(&format!("{base}/metrics")).await.1;
+    assert_eq!(ready_gauge(&text).as_deref(), Some("1"), "{text}");
     // A service's condition (a failing store) makes it not ready, with why.
     concierto_core::health::set_unready("test.store", "disk full");
     assert_eq!(
@@ -37,6 +46,11 @@ async fn readyz_follows_the_process_and_http_requests_are_counted_by_route() {
     );
     concierto_core::health::store_error();
     let text = get_text(&format!("{base}/metrics")).await.1;
+    assert_eq!(
+        ready_gauge(&text).as_deref(),
+        Some("0"),
+        "a condition: not ready"
+    );
     assert!(
         text.lines()
             .any(|l| l.starts_with("concierto_store_errors_total ") && !l.ends_with(" 0")),
@@ -85,7 +99,16 @@ async fn readyz_follows_the_process_and_http_requests_are_counted_by_route() {
         ),
         "{text}"
     );
-    assert_eq!(text, metrics::render());
+    // The registry's text, then the process's readiness (stopping: 0).
+    assert_eq!(
+        text.strip_suffix("concierto_ready 0\n")
+            .and_then(|t| t.strip_suffix("# TYPE concierto_ready gauge\n")),
+        Some(
+            metrics::render()
+                + "# HELP concierto_ready 1 while the process is ready (GET /readyz answers 200), else 0.\n"
+        )
+        .as_deref()
+    );
     app_task.abort();
     server.stop().await;
     assert!(

@@ -491,6 +491,7 @@ impl Core {
                     on_target: v.on_target.unwrap_or(false),
                     tracker: v.spec.tracker.clone(),
                     series,
+                    unit: v.spec.unit.clone(),
                 }
             })
             .collect();
@@ -789,6 +790,18 @@ mod tests {
             now,
         );
         assert_eq!(r.unwrap().metrics[0].series.len(), 1);
+        // Each metric says its unit: a duration target's values are seconds.
+        let all = c
+            .get_metrics(&v1::GetMetricsRequest::default(), now)
+            .unwrap();
+        let unit = |n: &str| {
+            all.metrics
+                .iter()
+                .find(|m| m.name == n)
+                .map(|m| m.unit.clone())
+        };
+        assert_eq!(unit("feedback_response_time").as_deref(), Some("s"));
+        assert_eq!(unit("daily_output").as_deref(), Some(""));
     }
 
     #[test]

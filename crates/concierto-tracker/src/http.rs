@@ -33,6 +33,7 @@ pub const RECORD_ROLES: [&str; 2] = concierto_admin::RECORD_METRIC_ROLES;
 
 /// Body of `POST /api/metrics`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecordBody {
     /// The metric, `[a-z0-9_]+`.
     pub metric: String,

@@ -97,6 +97,8 @@
 pub mod core;
 pub mod health;
 mod http;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod pieces;
 pub mod series;
 mod service;

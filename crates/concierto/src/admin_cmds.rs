@@ -10,7 +10,9 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::client::{CliError, Conn, ConnArgs};
-use crate::output::{self, Table, or_dash, trunc, when};
+use crate::output::{self, Table, Zone, or_dash, trunc, when};
+use crate::run_list::{self, RunFilter};
+pub use crate::trigger_cmds::{TriggerCmd, trigger};
 
 /// A run state to filter on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,7 +77,7 @@ pub enum PriorityArg {
     Urgent,
 }
 
-fn priority(p: Option<PriorityArg>) -> i32 {
+pub(crate) fn priority(p: Option<PriorityArg>) -> i32 {
     match p {
         None => v1::Priority::Unspecified as i32,
         Some(PriorityArg::Normal) => v1::Priority::Normal as i32,
@@ -102,6 +104,20 @@ pub enum RunCmd {
         /// Only runs in this state.
         #[arg(long, value_enum)]
         state: Option<RunStateArg>,
+        /// Only runs created at or after this: a date or `"2026-03-29 09:00"` in
+        /// the studio's zone, or RFC 3339.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only runs created before this (a date alone includes that day).
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
+        /// Only runs whose id, workflow, trigger, requester, error or params
+        /// contain every word of this (case-insensitive).
+        #[arg(long, value_name = "TEXT")]
+        query: Option<String>,
+        /// Go on from where an earlier listing stopped (the token it printed).
+        #[arg(long, value_name = "TOKEN")]
+        page_token: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -111,7 +127,7 @@ pub enum RunCmd {
     },
     /// One run with its steps (outputs cut in the table, in full with --json).
     Show {
-        /// The run id.
+        /// The run id (or a unique prefix of it).
         id: String,
         /// Print the run as JSON.
         #[arg(long)]
@@ -130,6 +146,16 @@ pub enum RunCmd {
         /// The run id, to make the start idempotent (default: one the server picks).
         #[arg(long)]
         id: Option<String>,
+    },
+    /// Retry a failed or cancelled run (admin role): a new run resumes at its
+    /// first failed step, keeping the outputs of the steps before it; prints
+    /// the new run's id.
+    Retry {
+        /// The run id (or a unique prefix of it).
+        id: String,
+        /// Run every step again instead.
+        #[arg(long)]
+        from_start: bool,
     },
     /// Cancel a live run (admin role).
     Cancel {
@@ -169,7 +195,8 @@ pub enum GateCmd {
     },
     /// One gate: what it is about, the content to decide on, its decisions.
     Show {
-        /// The gate id.
+        /// The gate id, or the id of a run waiting at a gate (or a unique
+        /// prefix of either).
         id: String,
         /// Print the gate as JSON.
         #[arg(long)]
@@ -244,25 +271,6 @@ pub enum FeedbackCmd {
     },
 }
 
-/// `concierto trigger ...`.
-#[derive(Debug, Subcommand)]
-pub enum TriggerCmd {
-    /// Configured triggers with their next and last fire.
-    Ls {
-        /// Print the triggers as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Fire a trigger now (admin role); prints the run it started.
-    Fire {
-        /// The trigger's name.
-        name: String,
-        /// Priority (default: the trigger's).
-        #[arg(long, value_enum)]
-        priority: Option<PriorityArg>,
-    },
-}
-
 /// Largest page asked for when following pages.
 const PAGE: u32 = 200;
 
@@ -284,7 +292,7 @@ fn run_by(r: &v1::Run) -> String {
 }
 
 /// The runs table.
-fn runs_table(runs: &[v1::Run]) -> Table {
+fn runs_table(runs: &[v1::Run], z: Zone) -> Table {
     let mut t = Table::new(&[
         "RUN", "WORKFLOW", "STATE", "PRIORITY", "STEPS", "CREATED", "BY", "ERROR",
     ]);
@@ -295,7 +303,7 @@ fn runs_table(runs: &[v1::Run]) -> Table {
             output::run_state(r.state),
             output::priority(r.priority),
             steps_done(r),
-            when(r.created_at.as_ref()),
+            when(r.created_at.as_ref(), z),
             run_by(r),
             trunc(&r.error, 40),
         ]);
@@ -304,7 +312,7 @@ fn runs_table(runs: &[v1::Run]) -> Table {
 }
 
 /// A run as `key: value` lines and a table of its steps.
-fn print_run(r: &v1::Run) {
+fn print_run(r: &v1::Run, z: Zone) {
     let mut head = Table::new(&["", ""]);
     for (k, v) in [
         ("run", r.run_id.clone()),
@@ -312,8 +320,8 @@ fn print_run(r: &v1::Run) {
         ("state", output::run_state(r.state)),
         ("priority", output::priority(r.priority)),
         ("by", run_by(r)),
-        ("created", when(r.created_at.as_ref())),
-        ("updated", when(r.updated_at.as_ref())),
+        ("created", when(r.created_at.as_ref(), z)),
+        ("updated", when(r.updated_at.as_ref(), z)),
     ] {
         head.row(vec![format!("{k}:"), v]);
     }
@@ -322,6 +330,18 @@ fn print_run(r: &v1::Run) {
     }
     if !r.paused.is_empty() {
         head.row(vec!["paused:".into(), r.paused.clone()]);
+    }
+    if !r.retry_of.is_empty() {
+        head.row(vec!["retry of:".into(), r.retry_of.clone()]);
+    }
+    if !r.params.is_empty() {
+        let mut params: Vec<String> = r
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", trunc(v, 40)))
+            .collect();
+        params.sort();
+        head.row(vec!["params:".into(), trunc(&params.join(" "), 200)]);
     }
     if !r.error.is_empty() {
         head.row(vec!["error:".into(), r.error.clone()]);
@@ -376,10 +396,10 @@ fn print_run(r: &v1::Run) {
     }
 }
 
-fn run_event_line(e: &v1::RunEvent) -> String {
+fn run_event_line(e: &v1::RunEvent, z: Zone) -> String {
     let mut line = format!(
         "{} {} #{} {}",
-        output::rfc3339(e.at.as_ref()).unwrap_or_else(|| "-".into()),
+        output::rfc3339(e.at.as_ref(), z).unwrap_or_else(|| "-".into()),
         e.run_id,
         e.seq,
         output::run_state(e.run_state)
@@ -404,21 +424,63 @@ fn run_event_line(e: &v1::RunEvent) -> String {
 /// `concierto run ...`.
 pub async fn run(conn: &ConnArgs, cmd: RunCmd) -> Result<(), CliError> {
     let c = conn.connect().await?;
+    let z = c.zone;
     match cmd {
         RunCmd::Ls {
             workflow,
             state,
+            since,
+            until,
+            query,
+            page_token,
             limit,
             json,
         } => {
-            let runs = list_runs(&c, workflow, state, limit).await?;
+            let instant = |flag: &str, v: Option<String>, end: bool| {
+                v.map(|v| run_list::parse_instant(&v, z, end))
+                    .transpose()
+                    .map_err(|e| CliError::Usage(format!("--{flag}: {e}")))
+            };
+            let filter = RunFilter {
+                workflow,
+                state: state.map(|s| s.proto() as i32).unwrap_or(0),
+                since: instant("since", since, false)?,
+                until: instant("until", until, true)?,
+                query,
+            };
+            let page =
+                run_list::list_runs(&c, &filter, limit, page_token.unwrap_or_default()).await?;
+            let runs = page.runs;
             if json {
-                output::print_json(&Value::Array(runs.iter().map(output::run_json).collect()));
+                output::print_json(&Value::Array(
+                    runs.iter().map(|r| output::run_json(r, z)).collect(),
+                ));
             } else if runs.is_empty() {
                 println!("no runs");
             } else {
-                print!("{}", runs_table(&runs).render());
+                print!("{}", runs_table(&runs, z).render());
             }
+            if !page.next_page_token.is_empty() {
+                // On stderr with --json, so the output stays one JSON document.
+                let hint = format!(
+                    "more runs: add --page-token {} for the next page",
+                    page.next_page_token
+                );
+                if json {
+                    eprintln!("{hint}");
+                } else {
+                    println!("{hint}");
+                }
+            }
+        }
+        RunCmd::Retry { id, from_start } => {
+            let r = c
+                .unary(c.client.clone().retry_run(v1::RetryRunRequest {
+                    run_id: id,
+                    from_start,
+                }))
+                .await?;
+            println!("{}", r.run_id);
         }
         RunCmd::Show { id, json } => {
             let r = c
@@ -426,9 +488,9 @@ pub async fn run(conn: &ConnArgs, cmd: RunCmd) -> Result<(), CliError> {
                 .await?;
             let run = r.run.unwrap_or_default();
             if json {
-                output::print_json(&output::run_json(&run));
+                output::print_json(&output::run_json(&run, z));
             } else {
-                print_run(&run);
+                print_run(&run, z);
             }
         }
         RunCmd::Start {
@@ -468,9 +530,9 @@ pub async fn run(conn: &ConnArgs, cmd: RunCmd) -> Result<(), CliError> {
             follow(&c, stream, |m: v1::WatchRunsResponse| {
                 if let Some(e) = m.event {
                     if json {
-                        output::print_json_line(&output::run_event_json(&e));
+                        output::print_json_line(&output::run_event_json(&e, z));
                     } else {
-                        println!("{}", run_event_line(&e));
+                        println!("{}", run_event_line(&e, z));
                     }
                 }
             })
@@ -478,33 +540,6 @@ pub async fn run(conn: &ConnArgs, cmd: RunCmd) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-async fn list_runs(
-    c: &Conn,
-    workflow: Option<String>,
-    state: Option<RunStateArg>,
-    limit: u32,
-) -> Result<Vec<v1::Run>, CliError> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    while (out.len() as u32) < limit {
-        let req = v1::ListRunsRequest {
-            workflow: workflow.clone().unwrap_or_default(),
-            trigger: String::new(),
-            state: state.map(|s| s.proto() as i32).unwrap_or(0),
-            page_size: (limit - out.len() as u32).min(PAGE),
-            page_token: token.clone(),
-        };
-        let page = c.unary(c.client.clone().list_runs(req)).await?;
-        out.extend(page.runs);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
-    }
-    out.truncate(limit as usize);
-    Ok(out)
 }
 
 /// Prints each message of a server stream until it ends or Ctrl-C.
@@ -533,7 +568,7 @@ fn reviewers(r: Option<&v1::GateRequest>) -> String {
     r.map(|r| r.reviewers.join(",")).unwrap_or_default()
 }
 
-fn gates_table(gates: &[v1::Gate]) -> Table {
+fn gates_table(gates: &[v1::Gate], z: Zone) -> Table {
     let mut t = Table::new(&[
         "GATE",
         "NAME",
@@ -556,8 +591,8 @@ fn gates_table(gates: &[v1::Gate]) -> Table {
             r.step_id.clone(),
             r.round.to_string(),
             reviewers(Some(&r)),
-            when(r.opened_at.as_ref()),
-            when(r.due_at.as_ref()),
+            when(r.opened_at.as_ref(), z),
+            when(r.due_at.as_ref(), z),
             batch(g),
         ]);
     }
@@ -573,7 +608,7 @@ fn batch(g: &v1::Gate) -> String {
     }
 }
 
-fn print_gate(g: &v1::Gate) {
+fn print_gate(g: &v1::Gate, z: Zone) {
     let r = g.request.clone().unwrap_or_default();
     let mut head = Table::new(&["", ""]);
     for (k, v) in [
@@ -585,8 +620,8 @@ fn print_gate(g: &v1::Gate) {
         ("label", or_dash(&r.label)),
         ("round", r.round.to_string()),
         ("reviewers", or_dash(&reviewers(Some(&r)))),
-        ("opened", when(r.opened_at.as_ref())),
-        ("due", when(r.due_at.as_ref())),
+        ("opened", when(r.opened_at.as_ref(), z)),
+        ("due", when(r.due_at.as_ref(), z)),
         ("reminders", g.reminders.to_string()),
         ("escalated", g.escalated.to_string()),
         ("batch", batch(g)),
@@ -608,7 +643,7 @@ fn print_gate(g: &v1::Gate) {
                 or_dash(&d.reviewer)
             };
             t.row(vec![
-                when(d.decided_at.as_ref()),
+                when(d.decided_at.as_ref(), z),
                 output::gate_decision(d.decision),
                 reviewer,
                 or_dash(&trunc(&d.notes, 80)),
@@ -620,7 +655,7 @@ fn print_gate(g: &v1::Gate) {
     println!("{}", r.content.trim_end());
 }
 
-fn gate_event_line(g: &v1::Gate) -> String {
+fn gate_event_line(g: &v1::Gate, z: Zone) -> String {
     let r = g.request.clone().unwrap_or_default();
     // When it happened: the last decision of a closed gate, else its opening.
     let at = match g.decisions.last() {
@@ -629,7 +664,7 @@ fn gate_event_line(g: &v1::Gate) -> String {
     };
     let mut line = format!(
         "{} {} {} {} run {} step {} round {} reviewers {}",
-        output::rfc3339(at.as_ref()).unwrap_or_else(|| "-".into()),
+        output::rfc3339(at.as_ref(), z).unwrap_or_else(|| "-".into()),
         r.gate_id,
         r.gate,
         output::gate_state(g.state),
@@ -677,6 +712,23 @@ async fn decide(
     Ok(())
 }
 
+/// A gate not found: say what `gate show` takes and how to find a run's gates.
+fn no_gate_hint(e: CliError, id: &str) -> CliError {
+    match e {
+        CliError::Status { status, hint: None } if status.code() == tonic::Code::NotFound => {
+            CliError::Status {
+                status,
+                hint: Some(format!(
+                    "`gate show` takes a gate id, or the id of a run waiting at a gate; \
+                     `concierto gate ls --run {id}` lists that run's gates, \
+                     `concierto gate ls --state open` the open ones"
+                )),
+            }
+        }
+        other => other,
+    }
+}
+
 fn required_notes(notes: String, what: &str) -> Result<String, CliError> {
     if notes.trim().is_empty() {
         Err(CliError::Usage(format!(
@@ -702,6 +754,7 @@ pub async fn gate(conn: &ConnArgs, cmd: GateCmd) -> Result<(), CliError> {
         other => other,
     };
     let c = conn.connect().await?;
+    let z = c.zone;
     match cmd {
         GateCmd::Ls {
             state,
@@ -728,26 +781,27 @@ pub async fn gate(conn: &ConnArgs, cmd: GateCmd) -> Result<(), CliError> {
             }
             gates.truncate(limit as usize);
             if json {
-                output::print_json(&Value::Array(gates.iter().map(output::gate_json).collect()));
+                output::print_json(&Value::Array(
+                    gates.iter().map(|g| output::gate_json(g, z)).collect(),
+                ));
             } else if gates.is_empty() {
                 println!("no gates");
             } else {
-                print!("{}", gates_table(&gates).render());
+                print!("{}", gates_table(&gates, z).render());
             }
         }
         GateCmd::Show { id, json } => {
             let r = c
-                .unary(
-                    c.client
-                        .clone()
-                        .get_gate(v1::GetGateRequest { gate_id: id }),
-                )
-                .await?;
+                .unary(c.client.clone().get_gate(v1::GetGateRequest {
+                    gate_id: id.clone(),
+                }))
+                .await
+                .map_err(|e| no_gate_hint(e, &id))?;
             let g = r.gate.unwrap_or_default();
             if json {
-                output::print_json(&output::gate_json(&g));
+                output::print_json(&output::gate_json(&g, z));
             } else {
-                print_gate(&g);
+                print_gate(&g, z);
             }
         }
         GateCmd::Approve { id, notes } => {
@@ -772,9 +826,9 @@ pub async fn gate(conn: &ConnArgs, cmd: GateCmd) -> Result<(), CliError> {
             follow(&c, stream, |m: v1::WatchGatesResponse| {
                 if let Some(g) = m.gate {
                     if json {
-                        output::print_json_line(&output::gate_json(&g));
+                        output::print_json_line(&output::gate_json(&g, z));
                     } else {
-                        println!("{}", gate_event_line(&g));
+                        println!("{}", gate_event_line(&g, z));
                     }
                 }
             })
@@ -792,6 +846,7 @@ pub async fn feedback(conn: &ConnArgs, cmd: FeedbackCmd) -> Result<(), CliError>
         return Err(CliError::Usage("--text must not be empty".into()));
     }
     let c = conn.connect().await?;
+    let z = c.zone;
     match cmd {
         FeedbackCmd::Submit { text, subject, run } => {
             let r = c
@@ -823,7 +878,10 @@ pub async fn feedback(conn: &ConnArgs, cmd: FeedbackCmd) -> Result<(), CliError>
             entries.truncate(limit as usize);
             if json {
                 output::print_json(&Value::Array(
-                    entries.iter().map(output::feedback_entry_json).collect(),
+                    entries
+                        .iter()
+                        .map(|e| output::feedback_entry_json(e, z))
+                        .collect(),
                 ));
             } else if entries.is_empty() {
                 println!("no feedback");
@@ -855,8 +913,8 @@ pub async fn feedback(conn: &ConnArgs, cmd: FeedbackCmd) -> Result<(), CliError>
                         output::feedback_channel(f.channel),
                         category,
                         or_dash(&roles),
-                        when(f.received_at.as_ref()),
-                        when(e.first_response_at.as_ref()),
+                        when(f.received_at.as_ref(), z),
+                        when(e.first_response_at.as_ref(), z),
                         trunc(&text, 50),
                     ]);
                 }
@@ -880,17 +938,17 @@ pub async fn feedback(conn: &ConnArgs, cmd: FeedbackCmd) -> Result<(), CliError>
                     "author": f.author,
                     "subject": f.subject,
                     "text": f.text,
-                    "received_at": when(f.received_at.as_ref()),
+                    "received_at": output::rfc3339(f.received_at.as_ref(), z),
                     "reply": {
                         "state": if reply.state.is_empty() { "unknown" } else { reply.state.as_str() },
                         "text": reply.text,
-                        "sent_at": when(reply.sent_at.as_ref()),
+                        "sent_at": output::rfc3339(reply.sent_at.as_ref(), z),
                         "category": output::feedback_category(reply.category),
                         "roles": reply.roles,
                         "response_seconds": reply.response_seconds,
                         "attempts": reply.attempts.iter().map(|a| serde_json::json!({
                             "attempt": a.attempt,
-                            "at": when(a.at.as_ref()),
+                            "at": output::rfc3339(a.at.as_ref(), z),
                             "sent": a.sent,
                             "error": a.error,
                         })).collect::<Vec<_>>(),
@@ -900,7 +958,7 @@ pub async fn feedback(conn: &ConnArgs, cmd: FeedbackCmd) -> Result<(), CliError>
                 println!("feedback  {}", f.feedback_id);
                 println!("channel   {}", output::feedback_channel(f.channel));
                 println!("author    {}", or_dash(&f.author));
-                println!("received  {}", when(f.received_at.as_ref()));
+                println!("received  {}", when(f.received_at.as_ref(), z));
                 println!("text      {}", f.text);
                 let state = if reply.state.is_empty() {
                     "unknown (no answer from the feedback router)"
@@ -918,7 +976,7 @@ pub async fn feedback(conn: &ConnArgs, cmd: FeedbackCmd) -> Result<(), CliError>
                 if reply.sent_at.is_some() {
                     println!(
                         "sent      {} ({:.0} s after it was received)",
-                        when(reply.sent_at.as_ref()),
+                        when(reply.sent_at.as_ref(), z),
                         reply.response_seconds
                     );
                 }
@@ -931,68 +989,13 @@ pub async fn feedback(conn: &ConnArgs, cmd: FeedbackCmd) -> Result<(), CliError>
                     println!(
                         "attempt {} at {}: {outcome}",
                         a.attempt,
-                        when(a.at.as_ref())
+                        when(a.at.as_ref(), z)
                     );
                 }
                 if !reply.text.is_empty() {
                     println!("\n{}", reply.text);
                 }
             }
-        }
-    }
-    Ok(())
-}
-
-/// `concierto trigger ...`.
-pub async fn trigger(conn: &ConnArgs, cmd: TriggerCmd) -> Result<(), CliError> {
-    let c = conn.connect().await?;
-    match cmd {
-        TriggerCmd::Ls { json } => {
-            let r = c
-                .unary(c.client.clone().list_triggers(v1::ListTriggersRequest {}))
-                .await?;
-            if json {
-                output::print_json(&Value::Array(
-                    r.triggers.iter().map(output::trigger_json).collect(),
-                ));
-            } else if r.triggers.is_empty() {
-                println!("no triggers");
-            } else {
-                let mut t = Table::new(&[
-                    "TRIGGER",
-                    "KIND",
-                    "SPEC",
-                    "WORKFLOW",
-                    "TIMEZONE",
-                    "NEXT FIRE",
-                    "LAST FIRE",
-                    "FIRES",
-                    "MISSED",
-                ]);
-                for tr in &r.triggers {
-                    t.row(vec![
-                        tr.name.clone(),
-                        tr.kind.clone(),
-                        trunc(&tr.spec, 40),
-                        tr.workflow.clone(),
-                        or_dash(&tr.timezone),
-                        when(tr.next_fire.as_ref()),
-                        when(tr.last_fire.as_ref()),
-                        tr.fires.to_string(),
-                        tr.missed.to_string(),
-                    ]);
-                }
-                print!("{}", t.render());
-            }
-        }
-        TriggerCmd::Fire { name, priority: p } => {
-            let r = c
-                .unary(c.client.clone().fire_trigger(v1::FireTriggerRequest {
-                    name,
-                    priority: priority(p),
-                }))
-                .await?;
-            println!("{}", r.run_id);
         }
     }
     Ok(())
@@ -1024,7 +1027,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            run_event_line(&e),
+            run_event_line(&e, Zone::Utc),
             "- r1 #3 RUNNING step draft DISPATCHED attempt 1 (content-creator) — sent"
         );
     }

@@ -22,6 +22,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
+use crate::output::Zone;
+
 /// Where the admin API is and who is calling; on every admin command.
 #[derive(Clone, Args)]
 pub struct ConnArgs {
@@ -47,6 +49,19 @@ pub struct ConnArgs {
     /// system's roots).
     #[arg(long, global = true, env = "CONCIERTO_CA", value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// The studio file, read for its `studio.timezone`: times are shown in the
+    /// studio's zone (the local zone when the file cannot be read).
+    #[arg(
+        long,
+        global = true,
+        env = "CONCIERTO_STUDIO",
+        default_value = "examples/studio/concierto.yaml",
+        value_name = "FILE"
+    )]
+    pub file: PathBuf,
+    /// Show times in UTC instead of the studio's zone.
+    #[arg(long, global = true)]
+    pub utc: bool,
 }
 
 impl fmt::Debug for ConnArgs {
@@ -55,6 +70,8 @@ impl fmt::Debug for ConnArgs {
             .field("server", &self.server)
             .field("token", &self.token.as_ref().map(|_| "<hidden>"))
             .field("ca", &self.ca)
+            .field("file", &self.file)
+            .field("utc", &self.utc)
             .finish()
     }
 }
@@ -174,6 +191,8 @@ pub struct Conn {
     pub client: AdminClient,
     /// The address it talks to.
     pub addr: String,
+    /// The zone times are shown in.
+    pub zone: Zone,
     has_token: bool,
 }
 
@@ -241,6 +260,7 @@ impl ConnArgs {
         Ok(Conn {
             client: AdminServiceClient::with_interceptor(channel, Bearer(bearer.clone())),
             addr,
+            zone: Zone::pick(self.utc, &self.file),
             has_token: bearer.is_some(),
         })
     }
@@ -306,6 +326,8 @@ mod tests {
             server: server.into(),
             token: Some("s3cret-token".into()),
             ca: None,
+            file: "concierto.yaml".into(),
+            utc: false,
         }
     }
 

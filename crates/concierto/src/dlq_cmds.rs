@@ -5,7 +5,7 @@ use concierto_proto::v1;
 use serde_json::{Value, json};
 
 use crate::client::{CliError, ConnArgs};
-use crate::output::{self, Table, trunc, when};
+use crate::output::{self, Table, Zone, trunc, when};
 
 /// Dead letters: list, replay.
 #[derive(Debug, Subcommand)]
@@ -27,7 +27,7 @@ pub enum DlqCmd {
     },
 }
 
-fn letter_json(e: &v1::DeadLetterEntry) -> Value {
+fn letter_json(e: &v1::DeadLetterEntry, z: Zone) -> Value {
     use base64::Engine as _;
     let l = e.letter.clone().unwrap_or_default();
     json!({
@@ -39,13 +39,14 @@ fn letter_json(e: &v1::DeadLetterEntry) -> Value {
         "expected_type": l.expected_type,
         "headers": l.headers,
         "payload_base64": base64::engine::general_purpose::STANDARD.encode(&l.payload),
-        "dead_lettered_at": output::rfc3339(l.dead_lettered_at.as_ref()),
+        "dead_lettered_at": output::rfc3339(l.dead_lettered_at.as_ref(), z),
     })
 }
 
 /// Runs a `dlq` command.
 pub async fn dlq(conn: &ConnArgs, cmd: DlqCmd) -> Result<(), CliError> {
     let c = conn.connect().await?;
+    let z = c.zone;
     match cmd {
         DlqCmd::Ls { subject, json } => {
             let mut all = Vec::new();
@@ -69,7 +70,9 @@ pub async fn dlq(conn: &ConnArgs, cmd: DlqCmd) -> Result<(), CliError> {
                 token = r.next_page_token;
             }
             if json {
-                output::print_json(&Value::Array(all.iter().map(letter_json).collect()));
+                output::print_json(&Value::Array(
+                    all.iter().map(|e| letter_json(e, z)).collect(),
+                ));
             } else if all.is_empty() {
                 println!("no dead letters");
             } else {
@@ -80,7 +83,7 @@ pub async fn dlq(conn: &ConnArgs, cmd: DlqCmd) -> Result<(), CliError> {
                         e.sequence.to_string(),
                         l.subject,
                         l.deliveries.to_string(),
-                        when(l.dead_lettered_at.as_ref()),
+                        when(l.dead_lettered_at.as_ref(), z),
                         trunc(&l.reason, 80),
                     ]);
                 }

@@ -11,19 +11,25 @@
 //!   `CONCIERTO_TOKEN`, `CONCIERTO_CA`).
 //! - `agents ls [FILE]`: a studio's roles and how they run; `token new`: a token
 //!   for a person and its `token_sha256` line.
+//! - `completions SHELL`: a completion script for bash, zsh, fish, powershell
+//!   or elvish.
 
 mod admin_cmds;
 mod client;
 mod dlq_cmds;
+mod first_run;
 mod leased;
 mod local_cmds;
+mod metrics_ports;
 mod observability;
 mod output;
 mod probe;
 mod reload;
 mod router_opts;
+mod run_list;
 mod services;
 mod studio_cmds;
+mod trigger_cmds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +70,10 @@ enum Command {
         /// The studio file.
         #[arg(default_value = "examples/studio/concierto.yaml")]
         file: PathBuf,
+        /// Run on this NATS server instead of the embedded bus (the same services,
+        /// one process; other processes and tools can share the bus).
+        #[arg(long)]
+        nats: Option<String>,
         /// Where services keep their data (default: the studio's `server.data_dir`).
         #[arg(long)]
         data: Option<PathBuf>,
@@ -75,6 +85,11 @@ enum Command {
         /// at once.
         #[arg(long, default_value = "8s", value_parser = parse_grace, env = "CONCIERTO_GRACE")]
         grace: std::time::Duration,
+        /// When no reviewer of the studio file has a token: make a new
+        /// first-run admin token (the old one stops working) and print its
+        /// sign-in link.
+        #[arg(long)]
+        new_token: bool,
     },
     /// Run chosen services (scheduler, orchestrator, admin, feedback, ingest, dashboard) against NATS.
     Serve {
@@ -206,6 +221,14 @@ enum Command {
         )]
         file: PathBuf,
     },
+    /// Print a shell completion script: `concierto completions bash >
+    /// ~/.local/share/bash-completion/completions/concierto` (zsh: a file
+    /// `_concierto` on `$fpath`; fish: `~/.config/fish/completions/concierto.fish`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// GET an http:// URL; exit status 0 on a 2xx answer, 1 otherwise (the
     /// container health check: `concierto probe http://127.0.0.1:9464/readyz`).
     Probe {
@@ -263,12 +286,14 @@ fn main() -> ExitCode {
         }
         Command::Up {
             file,
+            nats,
             data,
             log_json,
             grace,
+            new_token,
         } => {
             // Logs, traces and metrics start once the studio is read (its `server` section).
-            run(async move { services::up(&file, data, log_json, grace).await })
+            run(async move { services::up(&file, nats, data, log_json, grace, new_token).await })
         }
         Command::Serve {
             services: names,
@@ -307,6 +332,21 @@ fn main() -> ExitCode {
         Command::Agents { cmd } => finish(local_cmds::agents(cmd)),
         Command::Token { cmd } => finish(local_cmds::token(cmd)),
         Command::Mcp { nats, file } => run(async move { services::mcp(&file, nats).await }),
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics when its writer fails
+            // (a closed pipe).
+            let mut script = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "concierto", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("concierto: completions: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Probe { url, timeout } => {
             let timeout = std::time::Duration::try_from_secs_f64(timeout)
                 .unwrap_or(std::time::Duration::from_secs(3));

@@ -19,6 +19,18 @@ impl Observability {
     /// `server.otlp_endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`) as `service`,
     /// and the metrics server on `server.metrics_addr` unless it is empty.
     pub async fn start(studio: &Studio, service: &str, log_json: bool) -> anyhow::Result<Self> {
+        Self::start_on(studio, service, log_json, &studio.server.metrics_addr).await
+    }
+
+    /// [`Observability::start`] with the metrics server on `metrics_addr`
+    /// (`serve` and `agent` pick it with [`crate::metrics_ports`]); port 0 takes
+    /// any free port, and the address bound is logged at info either way.
+    pub async fn start_on(
+        studio: &Studio,
+        service: &str,
+        log_json: bool,
+        metrics_addr: &str,
+    ) -> anyhow::Result<Self> {
         let format = if log_json {
             LogFormat::Json
         } else {
@@ -27,16 +39,16 @@ impl Observability {
         let endpoint = concierto_telemetry::otlp_endpoint(&studio.server.otlp_endpoint);
         let guard = concierto_telemetry::init(service, format, endpoint.as_deref())?;
         let readiness = Readiness::new();
-        let addr = studio.server.metrics_addr.trim();
+        let addr = metrics_addr.trim();
         let server = if addr.is_empty() {
             None
         } else {
             let server = concierto_telemetry::serve(addr, readiness.clone())
                 .await
                 .with_context(|| {
-                    "set server.metrics_addr (CONCIERTO__SERVER__METRICS_ADDR) to a free address, or empty to turn it off"
+                    format!("metrics on {addr}: set server.metrics_addr (CONCIERTO__SERVER__METRICS_ADDR) to a free address, or empty to turn it off")
                 })?;
-            tracing::info!(addr = %server.local_addr, "metrics (/metrics, /healthz, /readyz) listening");
+            tracing::info!(addr = %server.local_addr, "metrics on http://{} (/metrics, /healthz, /readyz)", server.local_addr);
             Some(server)
         };
         Ok(Observability {

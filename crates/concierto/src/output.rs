@@ -3,8 +3,16 @@
 //!
 //! prost types do not implement serde, so each message the CLI shows has a
 //! hand-written `*_json` mapping: proto field names, timestamps as RFC 3339
-//! (UTC), enums by their short names (`SUCCEEDED`, `OPEN`), every field present.
+//! with the offset of the display [`Zone`], enums by their short names
+//! (`SUCCEEDED`, `OPEN`), every field present.
+//!
+//! Every time a person reads is shown in one [`Zone`]: the studio's
+//! (`studio.timezone` of the studio file), else the local zone, or UTC with
+//! `--utc`, labelled with the zone's abbreviation or offset
+//! (`2026-03-29 09:00:00 CEST`).
 
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use concierto_proto::v1;
 use prost_types::Timestamp;
 use serde_json::{Value, json};
@@ -85,30 +93,94 @@ pub fn or_dash(s: &str) -> String {
     }
 }
 
-/// A timestamp as RFC 3339 UTC to the second (`2025-06-02T09:00:00Z`); `None`
-/// for an absent or zero timestamp.
-pub fn rfc3339(ts: Option<&Timestamp>) -> Option<String> {
+/// The zone times are shown in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Zone {
+    /// A named zone (the studio's `studio.timezone`, or `TZ`): labelled with
+    /// its abbreviation (`CEST`).
+    Named(Tz),
+    /// The machine's zone when it has no name: labelled with its offset
+    /// (`UTC+02:00`).
+    Local,
+    /// UTC (`--utc`): labelled `UTC`.
+    Utc,
+}
+
+impl Zone {
+    /// The zone for a client command: UTC with `utc`, else the studio's from
+    /// the studio file `file`, else the local zone (named when `TZ` names one).
+    pub fn pick(utc: bool, file: &std::path::Path) -> Zone {
+        if utc {
+            return Zone::Utc;
+        }
+        if let Ok(studio) = concierto_core::config::load(file) {
+            return Zone::Named(studio.studio.timezone);
+        }
+        Zone::local()
+    }
+
+    /// The local zone: `TZ` when it names a zone, else the machine's offset.
+    pub fn local() -> Zone {
+        match std::env::var("TZ")
+            .ok()
+            .and_then(|tz| tz.trim_start_matches(':').parse::<Tz>().ok())
+        {
+            Some(tz) => Zone::Named(tz),
+            None => Zone::Local,
+        }
+    }
+
+    /// `t` for a table cell: `2026-03-29 09:00:00 CEST`.
+    pub fn cell(self, t: DateTime<Utc>) -> String {
+        const F: &str = "%Y-%m-%d %H:%M:%S";
+        match self {
+            Zone::Named(tz) => t.with_timezone(&tz).format(&format!("{F} %Z")).to_string(),
+            Zone::Local => t
+                .with_timezone(&chrono::Local)
+                .format(&format!("{F} UTC%:z"))
+                .to_string(),
+            Zone::Utc => t.format(&format!("{F} UTC")).to_string(),
+        }
+    }
+
+    /// `t` as RFC 3339 with this zone's offset (`2026-03-29T09:00:00+02:00`;
+    /// milliseconds when there are any; `Z` in UTC).
+    pub fn rfc3339(self, t: DateTime<Utc>) -> String {
+        use chrono::SecondsFormat::AutoSi;
+        match self {
+            Zone::Named(tz) => t.with_timezone(&tz).to_rfc3339_opts(AutoSi, true),
+            Zone::Local => t
+                .with_timezone(&chrono::Local)
+                .to_rfc3339_opts(AutoSi, true),
+            Zone::Utc => t.to_rfc3339_opts(AutoSi, true),
+        }
+    }
+}
+
+fn instant(ts: Option<&Timestamp>) -> Option<DateTime<Utc>> {
     let ts = ts?;
     if ts.seconds == 0 && ts.nanos == 0 {
         return None;
     }
-    let nanos = u32::try_from(ts.nanos).unwrap_or(0);
-    chrono::DateTime::from_timestamp(ts.seconds, nanos)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    // Whole milliseconds: what the services store.
+    let nanos = u32::try_from(ts.nanos).unwrap_or(0) / 1_000_000 * 1_000_000;
+    DateTime::from_timestamp(ts.seconds, nanos)
 }
 
-/// A timestamp for a table cell: `2025-06-02 09:00:00`, UTC; `-` when absent.
-pub fn when(ts: Option<&Timestamp>) -> String {
-    let Some(ts) = ts.filter(|t| t.seconds != 0 || t.nanos != 0) else {
-        return "-".to_string();
-    };
-    chrono::DateTime::from_timestamp(ts.seconds, 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| "-".to_string())
+/// A timestamp as RFC 3339 in `zone` (`2025-06-02T11:00:00+02:00`); `None` for
+/// an absent or zero timestamp.
+pub fn rfc3339(ts: Option<&Timestamp>, zone: Zone) -> Option<String> {
+    instant(ts).map(|t| zone.rfc3339(t))
 }
 
-fn ts_json(ts: Option<&Timestamp>) -> Value {
-    rfc3339(ts).map(Value::String).unwrap_or(Value::Null)
+/// A timestamp for a table cell in `zone`, labelled
+/// (`2025-06-02 11:00:00 CEST`); `-` when absent.
+pub fn when(ts: Option<&Timestamp>, zone: Zone) -> String {
+    instant(ts).map_or_else(|| "-".to_string(), |t| zone.cell(t))
+}
+
+fn ts_json(ts: Option<&Timestamp>, zone: Zone) -> Value {
+    rfc3339(ts, zone).map(Value::String).unwrap_or(Value::Null)
 }
 
 /// An enum value's short name: `RUN_STATE_SUCCEEDED` → `SUCCEEDED`.
@@ -204,7 +276,7 @@ pub fn usage_json(u: &v1::Usage) -> Value {
 }
 
 /// One step of a run, its output in full.
-pub fn step_json(s: &v1::RunStep) -> Value {
+pub fn step_json(s: &v1::RunStep, z: Zone) -> Value {
     json!({
         "step_id": s.step_id,
         "role": s.role,
@@ -223,36 +295,38 @@ pub fn step_json(s: &v1::RunStep) -> Value {
             "latency_ms": c.latency_ms,
             "error": c.error,
         })).collect::<Vec<_>>(),
-        "started_at": ts_json(s.started_at.as_ref()),
-        "finished_at": ts_json(s.finished_at.as_ref()),
+        "started_at": ts_json(s.started_at.as_ref(), z),
+        "finished_at": ts_json(s.finished_at.as_ref(), z),
     })
 }
 
 /// A run with its steps.
-pub fn run_json(r: &v1::Run) -> Value {
+pub fn run_json(r: &v1::Run, z: Zone) -> Value {
     json!({
         "run_id": r.run_id,
         "workflow": r.workflow,
         "trigger": r.trigger,
         "state": run_state(r.state),
         "priority": priority(r.priority),
-        "steps": r.steps.iter().map(step_json).collect::<Vec<_>>(),
+        "steps": r.steps.iter().map(|s| step_json(s, z)).collect::<Vec<_>>(),
         "error": r.error,
         "cost_usd": r.cost_usd,
         "paused": r.paused,
-        "created_at": ts_json(r.created_at.as_ref()),
-        "updated_at": ts_json(r.updated_at.as_ref()),
+        "created_at": ts_json(r.created_at.as_ref(), z),
+        "updated_at": ts_json(r.updated_at.as_ref(), z),
         "requested_by": r.requested_by,
+        "retry_of": r.retry_of,
+        "params": map_json(&r.params),
     })
 }
 
 /// One event of a run.
-pub fn run_event_json(e: &v1::RunEvent) -> Value {
+pub fn run_event_json(e: &v1::RunEvent, z: Zone) -> Value {
     json!({
         "run_id": e.run_id,
         "workflow": e.workflow,
         "seq": e.seq,
-        "at": ts_json(e.at.as_ref()),
+        "at": ts_json(e.at.as_ref(), z),
         "run_state": run_state(e.run_state),
         "step_id": e.step_id,
         "step_state": step_state(e.step_state),
@@ -264,7 +338,7 @@ pub fn run_event_json(e: &v1::RunEvent) -> Value {
 }
 
 /// What opened a gate.
-pub fn gate_request_json(r: &v1::GateRequest) -> Value {
+pub fn gate_request_json(r: &v1::GateRequest, z: Zone) -> Value {
     json!({
         "gate_id": r.gate_id,
         "gate": r.gate,
@@ -274,30 +348,30 @@ pub fn gate_request_json(r: &v1::GateRequest) -> Value {
         "reviewers": r.reviewers,
         "summary": r.summary,
         "content": r.content,
-        "opened_at": ts_json(r.opened_at.as_ref()),
-        "due_at": ts_json(r.due_at.as_ref()),
+        "opened_at": ts_json(r.opened_at.as_ref(), z),
+        "due_at": ts_json(r.due_at.as_ref(), z),
         "round": r.round,
     })
 }
 
 /// A decision on a gate.
-pub fn gate_decision_json(d: &v1::GateDecision) -> Value {
+pub fn gate_decision_json(d: &v1::GateDecision, z: Zone) -> Value {
     json!({
         "gate_id": d.gate_id,
         "decision": gate_decision(d.decision),
         "reviewer": d.reviewer,
         "notes": d.notes,
-        "decided_at": ts_json(d.decided_at.as_ref()),
+        "decided_at": ts_json(d.decided_at.as_ref(), z),
         "automatic": d.automatic,
     })
 }
 
 /// A gate with its decisions.
-pub fn gate_json(g: &v1::Gate) -> Value {
+pub fn gate_json(g: &v1::Gate, z: Zone) -> Value {
     json!({
-        "request": g.request.as_ref().map(gate_request_json),
+        "request": g.request.as_ref().map(|r| gate_request_json(r, z)),
         "state": gate_state(g.state),
-        "decisions": g.decisions.iter().map(gate_decision_json).collect::<Vec<_>>(),
+        "decisions": g.decisions.iter().map(|d| gate_decision_json(d, z)).collect::<Vec<_>>(),
         "reminders": g.reminders,
         "escalated": g.escalated,
         "batch_of": g.batch_of,
@@ -306,7 +380,7 @@ pub fn gate_json(g: &v1::Gate) -> Value {
 }
 
 /// A configured trigger.
-pub fn trigger_json(t: &v1::Trigger) -> Value {
+pub fn trigger_json(t: &v1::Trigger, z: Zone) -> Value {
     json!({
         "name": t.name,
         "kind": t.kind,
@@ -314,15 +388,20 @@ pub fn trigger_json(t: &v1::Trigger) -> Value {
         "workflow": t.workflow,
         "agents": t.agents,
         "timezone": t.timezone,
-        "next_fire": ts_json(t.next_fire.as_ref()),
-        "last_fire": ts_json(t.last_fire.as_ref()),
+        "next_fire": ts_json(t.next_fire.as_ref(), z),
+        "last_fire": ts_json(t.last_fire.as_ref(), z),
         "fires": t.fires,
         "missed": t.missed,
+        "dropped": t.dropped,
+        "batched": t.batched,
+        "paused": t.paused,
+        "paused_by": t.paused_by,
+        "paused_at": ts_json(t.paused_at.as_ref(), z),
     })
 }
 
 /// A piece of feedback as a person sent it.
-pub fn feedback_json(f: &v1::Feedback) -> Value {
+pub fn feedback_json(f: &v1::Feedback, z: Zone) -> Value {
     json!({
         "feedback_id": f.feedback_id,
         "channel": feedback_channel(f.channel),
@@ -335,29 +414,29 @@ pub fn feedback_json(f: &v1::Feedback) -> Value {
             "size": a.size,
         })).collect::<Vec<_>>(),
         "run_id": f.run_id,
-        "received_at": ts_json(f.received_at.as_ref()),
+        "received_at": ts_json(f.received_at.as_ref(), z),
         "metadata": map_json(&f.metadata),
     })
 }
 
 /// Feedback with its category and specialists.
-pub fn routed_feedback_json(r: &v1::RoutedFeedback) -> Value {
+pub fn routed_feedback_json(r: &v1::RoutedFeedback, z: Zone) -> Value {
     json!({
-        "feedback": r.feedback.as_ref().map(feedback_json),
+        "feedback": r.feedback.as_ref().map(|f| feedback_json(f, z)),
         "category": feedback_category(r.category),
         "roles": r.roles,
         "confidence": r.confidence,
         "reason": r.reason,
-        "routed_at": ts_json(r.routed_at.as_ref()),
+        "routed_at": ts_json(r.routed_at.as_ref(), z),
     })
 }
 
 /// A feedback entry of `ListFeedback`.
-pub fn feedback_entry_json(e: &v1::FeedbackEntry) -> Value {
+pub fn feedback_entry_json(e: &v1::FeedbackEntry, z: Zone) -> Value {
     json!({
-        "feedback": e.feedback.as_ref().map(feedback_json),
-        "routed": e.routed.as_ref().map(routed_feedback_json),
-        "first_response_at": ts_json(e.first_response_at.as_ref()),
+        "feedback": e.feedback.as_ref().map(|f| feedback_json(f, z)),
+        "routed": e.routed.as_ref().map(|r| routed_feedback_json(r, z)),
+        "first_response_at": ts_json(e.first_response_at.as_ref(), z),
     })
 }
 
@@ -410,12 +489,57 @@ mod tests {
             nanos: 5_000_000,
         };
         assert_eq!(
-            rfc3339(Some(&ts)).as_deref(),
+            rfc3339(Some(&ts), Zone::Utc).as_deref(),
             Some("2025-06-02T09:00:00.005Z")
         );
-        assert_eq!(when(Some(&ts)), "2025-06-02 09:00:00");
-        assert_eq!(rfc3339(Some(&Timestamp::default())), None);
-        assert_eq!(when(None), "-");
+        assert_eq!(when(Some(&ts), Zone::Utc), "2025-06-02 09:00:00 UTC");
+        assert_eq!(rfc3339(Some(&Timestamp::default()), Zone::Utc), None);
+        assert_eq!(when(None, Zone::Utc), "-");
+    }
+
+    #[test]
+    fn times_show_in_the_studio_zone_labelled_and_json_has_the_offset() {
+        let madrid = Zone::Named("Europe/Madrid".parse().unwrap());
+        // 2026-03-29 07:00 UTC: the first morning of summer time in Madrid.
+        let summer = Timestamp {
+            seconds: 1_774_767_600,
+            nanos: 0,
+        };
+        assert_eq!(when(Some(&summer), madrid), "2026-03-29 09:00:00 CEST");
+        assert_eq!(
+            rfc3339(Some(&summer), madrid).as_deref(),
+            Some("2026-03-29T09:00:00+02:00")
+        );
+        // A day earlier it was winter time.
+        let winter = Timestamp {
+            seconds: 1_774_767_600 - 86_400,
+            nanos: 0,
+        };
+        assert_eq!(when(Some(&winter), madrid), "2026-03-28 08:00:00 CET");
+        assert_eq!(
+            rfc3339(Some(&winter), madrid).as_deref(),
+            Some("2026-03-28T08:00:00+01:00")
+        );
+        let local = when(Some(&summer), Zone::Local);
+        assert!(
+            local.contains(" UTC+") || local.contains(" UTC-"),
+            "{local}"
+        );
+    }
+
+    #[test]
+    fn the_zone_is_utc_when_asked_and_the_studio_zone_from_its_file() {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/studio/concierto.yaml");
+        assert_eq!(Zone::pick(true, &file), Zone::Utc);
+        assert_eq!(
+            Zone::pick(false, &file),
+            Zone::Named("Europe/Madrid".parse().unwrap())
+        );
+        assert_eq!(
+            Zone::pick(false, std::path::Path::new("/nonexistent/studio.yaml")),
+            Zone::local()
+        );
     }
 
     #[test]
@@ -435,7 +559,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let v = run_json(&run);
+        let v = run_json(&run, Zone::Utc);
         assert_eq!(v["state"], "SUCCEEDED");
         assert_eq!(v["steps"][0]["state"], "SUCCEEDED");
         assert_eq!(v["steps"][0]["verdict"]["score"], 0.9);

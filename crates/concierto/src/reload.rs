@@ -46,7 +46,12 @@ pub struct Reloader {
     origin: String,
     state: Mutex<State>,
     services: Mutex<Vec<(String, Option<StudioHook>)>>,
+    overlay: Mutex<Option<Overlay>>,
 }
+
+/// What this process adds to every studio it takes, in memory (`up`'s
+/// first-run admin, see [`crate::first_run`]).
+pub type Overlay = Arc<dyn Fn(Studio) -> Studio + Send + Sync>;
 
 #[derive(Default)]
 struct State {
@@ -72,7 +77,15 @@ impl Reloader {
                 refused: String::new(),
             }),
             services: Mutex::new(Vec::new()),
+            overlay: Mutex::new(None),
         })
+    }
+
+    /// Every studio taken from now on goes through `overlay` before the
+    /// services get it (the studio the process started with is the caller's
+    /// to pass through it).
+    pub fn set_overlay(&self, overlay: Overlay) {
+        *self.overlay.lock().unwrap_or_else(|p| p.into_inner()) = Some(overlay);
     }
 
     /// The services a change goes to.
@@ -132,6 +145,15 @@ impl Reloader {
             return Ok(false);
         }
         st.version = version.clone();
+        let overlay = self
+            .overlay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let studio = match overlay {
+            Some(f) => f(studio),
+            None => studio,
+        };
         self.apply(Arc::new(studio), &version, reason);
         Ok(true)
     }

@@ -439,9 +439,11 @@ async fn start_unleased(
         }
         "dashboard" => {
             // Stateless: sessions are sealed cookies, so any number of replicas
-            // sharing the key (server.feedback.csrf_key_env) serve every browser.
+            // sharing the key (server.feedback.csrf_key_env) serve every browser;
+            // without it, the key made once into <data>/dashboard/session.key.
             let opts = concierto_dashboard::DashboardOptions {
-                csrf_key: csrf_key(studio)?,
+                csrf_key: env_csrf_key(studio)?,
+                data_dir: Some(data_dir.join("dashboard")),
                 ..concierto_dashboard::DashboardOptions::from_studio(studio)
             };
             let state = concierto_dashboard::DashboardState::new(
@@ -467,14 +469,23 @@ async fn start_unleased(
 /// from the variable `server.feedback.csrf_key_env` names; without it, a
 /// random key per process, with a warning.
 fn csrf_key(studio: &Studio) -> anyhow::Result<concierto_feedback::Secret> {
-    let var = &studio.server.feedback.csrf_key_env;
-    match std::env::var(var).ok().filter(|v| !v.is_empty()) {
-        Some(k) if k.len() >= 16 => Ok(concierto_feedback::Secret::from(k)),
-        Some(_) => bail!("{var} must hold at least 16 bytes (the web forms' CSRF and session key)"),
+    match env_csrf_key(studio)? {
+        Some(k) => Ok(k),
         None => {
-            tracing::warn!(var = %var, "no CSRF key in the environment: a random one per process (forms and dashboard sign-ins do not survive a restart, and replicas do not share them)");
+            let var = &studio.server.feedback.csrf_key_env;
+            tracing::warn!(var = %var, "no CSRF key in the environment: a random one per process (feedback forms do not survive a restart, and replicas do not share them)");
             Ok(concierto_feedback::Secret::random())
         }
+    }
+}
+
+/// The key from the variable `server.feedback.csrf_key_env` names, if set.
+fn env_csrf_key(studio: &Studio) -> anyhow::Result<Option<concierto_feedback::Secret>> {
+    let var = &studio.server.feedback.csrf_key_env;
+    match std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        Some(k) if k.len() >= 16 => Ok(Some(concierto_feedback::Secret::from(k))),
+        Some(_) => bail!("{var} must hold at least 16 bytes (the web forms' CSRF and session key)"),
+        None => Ok(None),
     }
 }
 
@@ -620,17 +631,38 @@ async fn stop_all(groups: Vec<Vec<ServiceHandle>>, running: &std::sync::Mutex<Ve
 /// `concierto up`: every service in one process on the embedded bus.
 pub async fn up(
     file: &Path,
+    nats: Option<String>,
     data_dir: Option<PathBuf>,
     log_json: bool,
     grace: Duration,
+    new_token: bool,
 ) -> anyhow::Result<()> {
     let studio = load_studio(file)?;
     let obs = Observability::start(&studio, "concierto", log_json).await?;
     let data_dir = data_dir.unwrap_or_else(|| studio.server.data_dir.clone());
-    let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new(studio.server.subject_prefix.clone()));
-    ensure_standard_streams(bus.as_ref(), &stream_limits(&studio)).await?;
+    // The first-run admin (no reviewer of the file has a token): in memory
+    // at start and on every reload (crate::first_run).
+    let first_run = crate::first_run::prepare(&studio, &data_dir, new_token)?;
+    let studio = match &first_run {
+        Some(fr) => Arc::new(crate::first_run::overlay((*studio).clone(), &fr.hash)),
+        None => studio,
+    };
+    // The embedded bus unless `--nats` names a server: then the same services
+    // in one process share that server with other processes and tools.
+    let bus: Arc<dyn Bus> = match &nats {
+        None => {
+            let bus: Arc<dyn Bus> =
+                Arc::new(EmbeddedBus::new(studio.server.subject_prefix.clone()));
+            ensure_standard_streams(bus.as_ref(), &stream_limits(&studio)).await?;
+            bus
+        }
+        Some(url) => connect(url, &studio, "concierto-up").await?,
+    };
     let clock: SharedClock = concierto_core::clock::from_env();
     let (live, reloader) = live_studio(file, &studio, &bus);
+    if let Some(fr) = &first_run {
+        reloader.set_overlay(crate::first_run::overlay_fn(fr));
+    }
     // Stopped in reverse: the scheduler first, then the workers drain, then the orchestrator.
     let mut handles = vec![vec![
         start_service("orchestrator", &live, file, &bus, &data_dir, &clock).await?,
@@ -664,6 +696,10 @@ pub async fn up(
         "studio up; Ctrl-C stops it"
     );
     println!("{}", executor_table(&studio));
+    if let Some(fr) = &first_run {
+        // On stdout only: the token is never logged.
+        println!("{}", crate::first_run::message(fr, &studio));
+    }
     reloader.watch(handles.iter().flatten());
     handles.push(vec![reloader.start()]);
     obs.ready();
@@ -671,7 +707,9 @@ pub async fn up(
     let (signal, _) = signals.next().await;
     tracing::info!(signal, ?grace, "stopping");
     obs.stopping();
-    shut_down(handles, None, obs, grace, signals).await
+    let target = nats.map(|url| format!("NATS at {}", redact_url(&url)));
+    let flush = target.as_ref().map(|t| (bus.as_ref(), t.clone()));
+    shut_down(handles, flush, obs, grace, signals).await
 }
 
 /// Which executor and model each role runs on, as `up` prints it.
@@ -722,10 +760,11 @@ pub async fn serve(
         }
     }
     let studio = load_studio(file)?;
-    let obs = Observability::start(
+    let obs = Observability::start_on(
         &studio,
         &format!("concierto-{}", services.join("-")),
         log_json,
+        &crate::metrics_ports::serve_addr(&studio.server.metrics_addr, services),
     )
     .await?;
     let url = nats.unwrap_or_else(|| studio.server.nats_url.clone());
@@ -821,7 +860,13 @@ pub async fn agent(
         [one] => format!("concierto-agent-{one}"),
         many => format!("concierto-agent-{}-roles", many.len()),
     };
-    let obs = Observability::start(&studio, &name, log_json).await?;
+    let obs = Observability::start_on(
+        &studio,
+        &name,
+        log_json,
+        &crate::metrics_ports::agent_addr(&studio.server.metrics_addr),
+    )
+    .await?;
     let bus = connect(&url, &studio, &name).await?;
     let prefix = id.unwrap_or_else(|| format!("{}-", std::process::id()));
     let mut handles = Vec::new();

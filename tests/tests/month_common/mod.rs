@@ -125,18 +125,26 @@ pub fn write_studio(dir: &Path, feed_url: &str) -> PathBuf {
     let slash = |p: &Path| format!("{}/", p.display());
     let mut text = std::fs::read_to_string(&example).unwrap();
     text = drop_section(&text, "demo_triggers");
-    text = edit_line(&text, "path: \"/content/brand-assets/\"", |i, _| {
+    text = edit_line(&text, "path: \"content/brand-assets/\"", |i, _| {
         format!("{i}path: \"{}\"", slash(&assets))
     });
-    text = edit_line(&text, "path: \"/content/design-system/\"", |i, _| {
+    text = edit_line(&text, "path: \"content/design-system/\"", |i, _| {
         format!("{i}path: \"{}\"", slash(&design))
     });
-    text = edit_line(&text, "source: \"/analytics/high-performing/\"", |i, _| {
+    text = edit_line(&text, "source: \"analytics/high-performing/\"", |i, _| {
         format!("{i}source: \"{}\"", slash(&analytics))
     });
-    text = edit_line(&text, "source: \"/feedback/processed/\"", |i, _| {
+    text = edit_line(&text, "source: \"feedback/processed/\"", |i, _| {
         format!("{i}source: \"{}\"", slash(&feedback))
     });
+    // The example keeps its web source off; this month reads the local feed.
+    let off = "enabled: false\n        extractor:";
+    assert_eq!(
+        text.matches(off).count(),
+        1,
+        "the siteinspire source is off in the example"
+    );
+    text = text.replacen(off, "enabled: true\n        extractor:", 1);
     text = edit_line(&text, "url: \"https://siteinspire.com/feed\"", |i, _| {
         format!("{i}url: \"{feed_url}\"\n{i}allow_private_networks: true")
     });

@@ -218,7 +218,7 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
             &mut paths,
         ));
     }
-    let content_sources = content_sources_section(w, root.get("content_sources"));
+    let content_sources = content_sources_section(w, root.get("content_sources"), base_dir);
     let progress_metrics = progress_metrics_section(w, root.get("progress_metrics"));
     let slack = super::deliverables::SlackDefaults {
         token_env: &server.feedback.slack_bot_token_env,
@@ -321,6 +321,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
         },
         tls: None,
         feedback: FeedbackIntake::default(),
+        retention: Some(super::retention::DEFAULT_RETENTION),
     };
     let Some(m) = w.map(v, p) else {
         return out;
@@ -344,8 +345,10 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             "bus",
             "tls",
             "feedback",
+            "retention",
         ],
     );
+    out.retention = super::retention::read(w, m, p);
     if let Some(t) = w.map(m.get("tls"), "server.tls") {
         let tp = "server.tls";
         w.known_keys(t, tp, &["cert", "key"]);
@@ -1700,7 +1703,11 @@ fn refresh(w: &mut Walker<'_>, text: &str, path: &str) -> Refresh {
     }
 }
 
-fn content_sources_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<ContentSource> {
+fn content_sources_section(
+    w: &mut Walker<'_>,
+    v: Option<&Value>,
+    base_dir: &Path,
+) -> Vec<ContentSource> {
     let mut out = Vec::new();
     let Some(m) = w.map(v, "content_sources") else {
         return out;
@@ -1717,11 +1724,11 @@ fn content_sources_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<Content
             if v.is_array() {
                 let sub = format!("{group}.{name}");
                 for (name, v, p) in w.named_list(Some(v), &p) {
-                    if let Some(s) = source(w, name, v, &p, &sub) {
+                    if let Some(s) = source(w, name, v, &p, &sub, base_dir) {
                         out.push(s);
                     }
                 }
-            } else if let Some(s) = source(w, name, v, &p, group) {
+            } else if let Some(s) = source(w, name, v, &p, group, base_dir) {
                 out.push(s);
             }
         }
@@ -1735,12 +1742,20 @@ fn source(
     v: &Value,
     p: &str,
     group: &str,
+    base_dir: &Path,
 ) -> Option<ContentSource> {
     let s = w.map(Some(v), p)?;
     let training = group == "training_data";
+    let enabled = flag(w, s, "enabled", p, true);
     if training {
-        w.known_keys(s, p, &["source", "learner", "training_frequency", "type"]);
-        let location = w.string(s, "source", p);
+        w.known_keys(
+            s,
+            p,
+            &["source", "learner", "training_frequency", "type", "enabled"],
+        );
+        let location = w
+            .string(s, "source", p)
+            .map(|l| folder_location(w, &l, base_dir, &child(p, "source"), enabled));
         let role = w.string(s, "learner", p);
         let freq = w
             .opt_string(s, "training_frequency", p)
@@ -1756,6 +1771,7 @@ fn source(
             extract: Vec::new(),
             allow_hosts: Vec::new(),
             allow_private_networks: false,
+            enabled,
         });
     }
     w.known_keys(
@@ -1774,6 +1790,7 @@ fn source(
             "extract",
             "allow_hosts",
             "allow_private_networks",
+            "enabled",
         ],
     );
     let kind = match w.string(s, "type", p).as_deref() {
@@ -1795,7 +1812,11 @@ fn source(
         Some(SourceKind::WebScraper) => "url",
         _ => "handle",
     };
-    let location = w.string(s, location_key, p);
+    let mut location = w.string(s, location_key, p);
+    if location_key == "path" {
+        location =
+            location.map(|l| folder_location(w, &l, base_dir, &child(p, location_key), enabled));
+    }
     if let (Some(SourceKind::WebScraper), Some(url)) = (kind, &location)
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
@@ -1868,7 +1889,32 @@ fn source(
         extract,
         allow_hosts,
         allow_private_networks,
+        enabled,
     })
+}
+
+/// A folder source's `path`/`source`: relative to the studio file's folder
+/// (an absolute path stays as written). A folder that does not exist is a
+/// warning, not an error: the ingester looks for it every few seconds and
+/// reads it once it appears.
+fn folder_location(
+    w: &mut Walker<'_>,
+    written: &str,
+    base_dir: &Path,
+    key: &str,
+    enabled: bool,
+) -> String {
+    let resolved = base_dir.join(written);
+    if enabled && !resolved.is_dir() {
+        w.warning(
+            key,
+            format!(
+                "folder {} does not exist (yet): the source reads nothing until it is created                  (relative paths are taken from the studio file's folder)",
+                resolved.display()
+            ),
+        );
+    }
+    resolved.to_string_lossy().into_owned()
 }
 
 fn progress_metrics_section(w: &mut Walker<'_>, v: Option<&Value>) -> Vec<MetricDef> {

@@ -20,6 +20,7 @@ pub mod mcp;
 pub mod model;
 pub mod problem;
 pub mod reports;
+pub mod retention;
 pub mod review;
 pub mod spans;
 pub mod targets;

@@ -91,6 +91,9 @@ pub struct ServerSection {
     pub tls: Option<TlsSection>,
     /// The human-feedback intake (Slack, email, web form).
     pub feedback: FeedbackIntake,
+    /// How long the orchestrator keeps runs that ended (`retention`, default
+    /// 90 days); `None` (`"off"` or `"0"`): forever.
+    pub retention: Option<Duration>,
 }
 
 /// `server.log_format`.
@@ -443,7 +446,8 @@ pub struct ContentSource {
     pub group: String,
     /// Its kind.
     pub kind: SourceKind,
-    /// Folder (`path` or `source`), URL or handle.
+    /// Folder (`path` or `source`, resolved against the studio file's
+    /// folder unless absolute), URL or handle.
     pub location: String,
     /// The role that indexes, processes or learns from it.
     pub role: String,
@@ -457,6 +461,10 @@ pub struct ContentSource {
     /// A web source may fetch from loopback, private, link-local and other
     /// non-public addresses (`allow_private_networks`, default false).
     pub allow_private_networks: bool,
+    /// The source is read (`enabled`, default true). A source that is off
+    /// makes no request and reads no folder; it stays in the file (and its
+    /// name stays known to triggers).
+    pub enabled: bool,
 }
 
 /// What a metric is held to.

@@ -6,6 +6,7 @@ mod channels;
 mod common;
 mod durability;
 mod email;
+mod failure;
 mod flood;
 mod form;
 mod limits;

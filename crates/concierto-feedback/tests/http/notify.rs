@@ -221,6 +221,7 @@ pub(crate) fn fast() -> NotifyRetry {
         max_backoff: Duration::from_millis(50),
         max_retry_after: Duration::from_secs(5),
         timeout: Duration::from_secs(5),
+        redeliver_after: Duration::from_millis(100),
     }
 }
 
@@ -614,6 +615,7 @@ async fn feedback_service_starts_the_notifier_with_a_bot_token() {
             slack_api_base: slack.base.clone(),
             people: people(),
             escalations: escalations(),
+            failure_contacts: Vec::new(),
             retry: fast(),
         },
         ..options()
@@ -673,6 +675,7 @@ async fn a_spent_day_budget_is_sent_to_its_owners_on_slack() {
             slack_api_base: slack.base.clone(),
             people: people(),
             escalations: escalations(),
+            failure_contacts: Vec::new(),
             retry: fast(),
         },
         ..options()

@@ -85,6 +85,7 @@ pub fn source(name: &str, kind: SourceKind, location: &str, refresh: Refresh) ->
         extract: Vec::new(),
         allow_hosts: Vec::new(),
         allow_private_networks: false,
+        enabled: true,
     }
 }
 

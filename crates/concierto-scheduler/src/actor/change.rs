@@ -1,7 +1,8 @@
 //! The actor's side of a studio change ([`crate::reload`] says what a trigger keeps):
 //! fires due under the old table are handled first, as a tick would; then the new
 //! table replaces it, the states of the triggers added are read from the store, and
-//! the states the change moved (a cursor set to the change instant) are written.
+//! the states the change moved (a cursor set to the change instant, a removed
+//! trigger's paused state dropped) are written.
 //!
 //! The handler is atomic like the firing ones: no fire is planned on a table that is
 //! being replaced.
@@ -152,6 +153,13 @@ impl SchedulerActor {
                 let items: u32 = self.windows[o].values().sum();
                 if items > 0 {
                     tracing::warn!(trigger = %name, items, "a removed trigger had items batched: they stay in the store and fire if a trigger of that name comes back");
+                }
+                // A removed trigger drops its paused state (the rest of it is kept).
+                if self.states[o].paused.is_some() {
+                    tracing::info!(trigger = %name, "a removed trigger was paused: its paused state is dropped");
+                    let mut kept = self.states[o].clone();
+                    kept.paused = None;
+                    moved.push((name.clone(), kept));
                 }
             }
         }
