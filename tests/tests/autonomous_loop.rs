@@ -103,13 +103,19 @@ async fn daily_pipeline_runs_from_its_trigger_and_survives_a_replica_killed_hold
     let mut sb = Sandbox::new(ENV);
     sb.spawn("orchestrator", &["serve", "orchestrator"]);
     sb.spawn("scheduler", &["serve", "scheduler"]);
-    sb.spawn(
+    // Which replica holds the draft is read from its `task started` line (debug).
+    let worker_debug = [("RUST_LOG", "info,concierto_agent::worker=debug")];
+    sb.spawn_with(
         "content-creator-a",
         &["agent", "--role", "content-creator", "--id", "a"],
+        &worker_debug,
+        None,
     );
-    sb.spawn(
+    sb.spawn_with(
         "content-creator-b",
         &["agent", "--role", "content-creator", "--id", "b"],
+        &worker_debug,
+        None,
     );
     for role in PIPELINE_ROLES {
         sb.spawn(role, &["agent", "--role", role]);

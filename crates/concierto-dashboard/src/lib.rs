@@ -289,6 +289,10 @@ impl DashboardState {
             session_key::KeySource::Made(p) => {
                 tracing::info!(file = %p.display(), "dashboard session key made (kept for the next starts)")
             }
+            session_key::KeySource::Unwritable(why) => tracing::warn!(
+                error = %why,
+                "no dashboard session key (CONCIERTO_CSRF_KEY) and none could be kept in the data folder: a random one for this process, so sign-ins end with it; set the variable (the same on every replica) or make the data folder writable"
+            ),
             session_key::KeySource::Random => tracing::warn!(
                 "no dashboard session key (CONCIERTO_CSRF_KEY) and no data folder: a random one for this process, so sign-ins end with it; set the variable (the same on every replica) or give the dashboard a data folder"
             ),

@@ -8,7 +8,8 @@
 //!
 //! ```text
 //!  csrf_key given ──▶ it
-//!  else data_dir  ──▶ <data_dir>/session.key (read, or made once)
+//!  else data_dir  ──▶ <data_dir>/session.key (read, or made once; random
+//!                     per process, warned, when it cannot be written)
 //!  else           ──▶ random per process (warned once)
 //! ```
 //!
@@ -39,6 +40,9 @@ pub enum KeySource {
     Made(PathBuf),
     /// Random, for this process only.
     Random,
+    /// Random, for this process only, because no key could be made in the
+    /// data folder (e.g. a read-only root filesystem without a volume there).
+    Unwritable(String),
 }
 
 /// The key to use: `given`, else the one in `data_dir` (made when missing),
@@ -57,7 +61,12 @@ pub fn resolve(
     if let Some(k) = read(&path)? {
         return Ok((k, KeySource::Read(path)));
     }
-    make(dir, &path)
+    // A folder that cannot be written is no reason not to serve: sign-ins
+    // then end with the process, as without a folder, and the log says why.
+    match make(dir, &path) {
+        Ok(made) => Ok(made),
+        Err(e) => Ok((Secret::random(), KeySource::Unwritable(e.to_string()))),
+    }
 }
 
 fn key_error(path: &Path, what: impl std::fmt::Display) -> DashboardError {
@@ -71,7 +80,14 @@ fn key_error(path: &Path, what: impl std::fmt::Display) -> DashboardError {
 fn read(path: &Path) -> Result<Option<Secret>, DashboardError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None);
+        }
         Err(e) => return Err(key_error(path, e)),
     };
     if meta.len() > MAX_FILE {
@@ -199,5 +215,16 @@ mod tests {
             let e = resolve(None, Some(dir.path())).expect_err("refused");
             assert!(e.to_string().contains("remove it"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_data_folder_that_cannot_be_written_gives_a_random_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A file where the folder should be: nothing can be made under it
+        // (as on a read-only root filesystem with no volume mounted).
+        let blocker = dir.path().join("not-a-folder");
+        std::fs::write(&blocker, "x").expect("write");
+        let (_, how) = resolve(None, Some(&blocker.join("dashboard"))).expect("serves anyway");
+        assert!(matches!(how, KeySource::Unwritable(_)), "{how:?}");
     }
 }

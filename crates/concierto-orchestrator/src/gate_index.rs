@@ -102,11 +102,13 @@ impl Engine {
         let rows = self
             .store_handle()
             .scan_prefix(GATES, format!("{run_id}/").as_bytes())?;
+        // Run `a`'s prefix `a/` also covers run `a/b`'s gates: keep this run's
+        // before counting, so another run's gates never crowd them out.
         Ok(rows
             .into_iter()
-            .take(MAX_RUN_GATES)
             .filter_map(|(_, b)| serde_json::from_slice::<GateRecord>(&b).ok())
             .filter(|g| g.run_id == run_id)
+            .take(MAX_RUN_GATES)
             .map(|g| self.open_gates.get(&g.gate_id).cloned().unwrap_or(g))
             .collect())
     }

@@ -360,8 +360,9 @@ impl Engine {
             if !summary.ended || summary.updated_ms >= cutoff || self.live.contains_key(&run_id) {
                 continue;
             }
-            self.remove_run(&run_id, key)?;
-            removed += 1;
+            if self.remove_run(&run_id, key)? {
+                removed += 1;
+            }
         }
         if full {
             self.prune.after = last;
@@ -374,9 +375,25 @@ impl Engine {
         Ok(removed)
     }
 
-    /// Removes a stored run, its index row and what it left: its gates (with
-    /// their index rows) and deferred reviews.
-    fn remove_run(&mut self, run_id: &str, index_key: Vec<u8>) -> Result<(), StoreError> {
+    /// Removes a stored run, its index row and its gates (with their index
+    /// rows). A run with a review still deferred to a batch (a `cycle_time`
+    /// longer than the retention) is kept until its verdict is in: false.
+    fn remove_run(&mut self, run_id: &str, index_key: Vec<u8>) -> Result<bool, StoreError> {
+        let waiting = self.store_handle().scan_range(
+            crate::review_later::DEFERRED,
+            (
+                Bound::Included(format!("{run_id}\n").into_bytes()),
+                Bound::Unbounded,
+            ),
+            false,
+            1,
+        )?;
+        if waiting
+            .first()
+            .is_some_and(|(k, _)| k.starts_with(format!("{run_id}\n").as_bytes()))
+        {
+            return Ok(false);
+        }
         let gates = self.gates_of_run(run_id)?;
         let mut gate_ops = Vec::new();
         let mut gate_index_ops = Vec::new();
@@ -387,22 +404,13 @@ impl Engine {
             gate_ops.push(Op::Delete(g.gate_id.as_bytes().to_vec()));
             gate_index_ops.push(Op::Delete(crate::gate_index::gate_index_key(&g)));
         }
-        let deferred: Vec<Op> = self
-            .store_handle()
-            .scan_prefix(
-                crate::review_later::DEFERRED,
-                format!("{run_id}\n").as_bytes(),
-            )?
-            .into_iter()
-            .map(|(k, _)| Op::Delete(k))
-            .collect();
         self.store_handle().apply_trees(vec![
             (RUNS, vec![Op::Delete(run_id.as_bytes().to_vec())]),
             (RUNS_BY_TIME, vec![Op::Delete(index_key)]),
             (crate::gates::GATES, gate_ops),
             (crate::gate_index::GATES_BY_TIME, gate_index_ops),
-            (crate::review_later::DEFERRED, deferred),
-        ])
+        ])?;
+        Ok(true)
     }
 
     /// The run id `given` names: itself when a run has it, else the one run

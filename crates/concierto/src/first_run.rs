@@ -45,10 +45,9 @@ pub struct FirstRun {
 
 /// Whether the studio file gives any reviewer a token (first-run mode off).
 pub fn file_has_tokens(studio: &Studio) -> bool {
-    studio
-        .reviewers
-        .iter()
-        .any(|(id, r)| id != LOCAL_ADMIN && r.token_sha256.is_some())
+    // Every reviewer counts, `local-admin` too: a file that names one with a
+    // token of its own is a file that gives tokens (its entry is never replaced).
+    studio.reviewers.values().any(|r| r.token_sha256.is_some())
 }
 
 /// The first-run admin for `studio` with its data under `data_dir`: `None`
@@ -130,7 +129,14 @@ fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// `studio` with the local admin (hash `hash`) among its reviewers and every
 /// quality gate's, unless its file gives a reviewer a token.
 pub fn overlay(mut studio: Studio, hash: &str) -> Studio {
-    if file_has_tokens(&studio) {
+    // A token other than this overlay's own (a studio overlaid already) means
+    // the file gives tokens: no local admin.
+    let other_token = studio.reviewers.iter().any(|(id, r)| {
+        r.token_sha256
+            .as_deref()
+            .is_some_and(|t| id != LOCAL_ADMIN || t != hash)
+    });
+    if other_token {
         return studio;
     }
     studio.reviewers.insert(
@@ -258,6 +264,24 @@ mod tests {
                 .count()
                 == 1)
         );
+
+        // A file's own `local-admin` with its own token is left alone.
+        let mut own = studio.clone();
+        own.reviewers.insert(
+            LOCAL_ADMIN.to_string(),
+            Reviewer {
+                id: LOCAL_ADMIN.to_string(),
+                token_sha256: Some("mine".into()),
+                roles: vec!["reviewer".into()],
+                ..Default::default()
+            },
+        );
+        let kept = overlay(own, "ab");
+        assert_eq!(
+            kept.reviewers[LOCAL_ADMIN].token_sha256.as_deref(),
+            Some("mine")
+        );
+        assert_eq!(kept.reviewers[LOCAL_ADMIN].roles, ["reviewer"]);
 
         let mut with_token = studio;
         if let Some(r) = with_token.reviewers.values_mut().next() {

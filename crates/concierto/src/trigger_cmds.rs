@@ -32,8 +32,8 @@ pub enum TriggerCmd {
         /// The trigger's name.
         name: String,
     },
-    /// Let a paused trigger fire again (admin role); fires missed while paused
-    /// follow its misfire policy, as after a restart.
+    /// Let a paused trigger fire again (admin role); fires that fell due while
+    /// paused are skipped, its schedule goes on from now.
     Resume {
         /// The trigger's name.
         name: String,

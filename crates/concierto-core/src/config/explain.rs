@@ -656,6 +656,15 @@ impl Explainer<'_> {
                 "besides its own host, pages and images may be fetched from {}",
                 list(&c.allow_hosts)
             ),
+            ["enabled"] => {
+                if c.enabled {
+                    "the source is read (`enabled: false` turns it off without removing it)"
+                        .to_string()
+                } else {
+                    "the source is off: nothing is read or fetched until it says `enabled: true`"
+                        .to_string()
+                }
+            }
             ["allow_private_networks"] => format!(
                 "fetching from loopback and private addresses is {}",
                 if c.allow_private_networks {

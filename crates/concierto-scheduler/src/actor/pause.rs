@@ -59,6 +59,12 @@ impl Handler<SetPaused> for SchedulerActor {
             return AtomicResponse::new(Box::pin(fut::ready(Ok(self.view(index)))));
         }
         let mut state = current.clone();
+        if !msg.paused && state.cursor.is_some() {
+            // Fires that fell due while paused are skipped, not caught up: a
+            // pause is how a person says "not these runs" (neither counted
+            // missed nor warned about, whatever the misfire policy).
+            state.cursor = Some(self.core.clock.now());
+        }
         state.paused = msg.paused.then(|| Paused {
             by: if msg.by.trim().is_empty() {
                 UNKNOWN_REQUESTER.to_string()
@@ -85,8 +91,8 @@ impl Handler<SetPaused> for SchedulerActor {
                     tracing::info!(trigger = %name, by = %msg.by, "trigger paused");
                     return Box::pin(fut::ready(Ok(act.view(index))));
                 }
-                tracing::info!(trigger = %name, by = %msg.by, "trigger resumed");
-                // The fires missed while paused, by the misfire policy, now.
+                tracing::info!(trigger = %name, by = %msg.by, "trigger resumed; fires due while it was paused are skipped");
+                // Anything else due now (the cursor moved past the pause).
                 match act.tick() {
                     Some(due) => Box::pin(due.map(move |(), act, _| Ok(act.view(index)))),
                     None => Box::pin(fut::ready(Ok(act.view(index)))),
