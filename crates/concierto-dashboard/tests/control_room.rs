@@ -7,15 +7,11 @@
 //! folder, so a second dashboard takes the first one's cookie; and the
 //! first-run sign-in link's script.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use concierto_admin::token_sha256;
-use concierto_bus::{
-    Bus, BusExt, NatsBus, NatsOptions, Outgoing, ProtoMessage, ensure_standard_streams,
-};
+use concierto_bus::{Bus, NatsBus, NatsOptions, ProtoMessage, ensure_standard_streams};
 use concierto_core::clock::{SharedClock, SystemClock};
 use concierto_core::config::{self, Studio};
 use concierto_core::service::ServiceHandle;
@@ -23,8 +19,11 @@ use concierto_core::subjects;
 use concierto_dashboard::{DashboardOptions, DashboardState};
 use concierto_proto::v1;
 use concierto_testkit::{NatsServer, eventually};
+
+mod common;
+use common::{Browser, respond, taken};
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::header::LOCATION;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 const OPS: &str = "ops-token-control-0123";
@@ -82,102 +81,6 @@ progress_metrics:
     Arc::new(config::load_with_env(&path, Vec::new()).expect("the studio loads"))
 }
 
-/// A browser, as far as cookies go.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookies: HashMap<String, String>,
-}
-
-impl Browser {
-    fn new(base: &str) -> Self {
-        Browser {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
-            base: base.to_string(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn keep(&mut self, headers: &HeaderMap) {
-        for c in headers.get_all(SET_COOKIE) {
-            let c = c.to_str().expect("text");
-            let pair = c.split(';').next().unwrap_or_default();
-            if let Some((k, v)) = pair.split_once('=') {
-                if v.is_empty() {
-                    self.cookies.remove(k);
-                } else {
-                    self.cookies.insert(k.to_string(), v.to_string());
-                }
-            }
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .expect("send");
-        let (status, headers) = (r.status(), r.headers().clone());
-        self.keep(&headers);
-        (status, headers, r.text().await.expect("body"))
-    }
-
-    async fn post_form(
-        &mut self,
-        path: &str,
-        form: &[(&str, &str)],
-    ) -> (StatusCode, HeaderMap, String) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(serde_urlencoded::to_string(form).expect("form"))
-            .send()
-            .await
-            .expect("send");
-        let (status, headers) = (r.status(), r.headers().clone());
-        self.keep(&headers);
-        (status, headers, r.text().await.expect("body"))
-    }
-
-    fn csrf_of(page: &str) -> String {
-        page.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .expect("the page has a form token")
-            .to_string()
-    }
-
-    async fn sign_in(&mut self, token: &str) {
-        let (_, _, login) = self.get("/login").await;
-        assert!(login.contains("data-login-form"), "{login}");
-        let csrf = Self::csrf_of(&login);
-        let (status, headers, body) = self
-            .post_form(
-                "/login",
-                &[("csrf", &csrf), ("token", token), ("next", "/")],
-            )
-            .await;
-        assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
-        assert_eq!(headers[LOCATION], "/");
-    }
-}
-
 struct Bed {
     _nats: NatsServer,
     _dir: tempfile::TempDir,
@@ -223,45 +126,6 @@ async fn start() -> Bed {
         base,
         handle,
     }
-}
-
-/// Answers `subject` with `answer(request)`, as the service that owns it
-/// would; the requests seen are kept.
-async fn respond<Q: ProtoMessage + Clone, R: ProtoMessage>(
-    bus: &Arc<dyn Bus>,
-    subject: &str,
-    answer: impl Fn(&Q) -> Result<R, String> + Send + 'static,
-) -> Arc<Mutex<Vec<Q>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut sub = bus
-        .queue_subscribe_proto::<Q>(subject, "test")
-        .await
-        .expect("subscribe");
-    let (to, s) = (bus.clone(), seen.clone());
-    tokio::spawn(async move {
-        let bus = to;
-        while let Some((req, msg)) = sub.next().await {
-            s.lock().expect("lock").push(req.clone());
-            let Some(reply) = msg.reply.clone() else {
-                continue;
-            };
-            match answer(&req) {
-                Ok(r) => {
-                    let _ = bus.respond_proto(&reply, &r).await;
-                }
-                Err(e) => {
-                    let _ = bus
-                        .respond(
-                            &reply,
-                            Outgoing::new(Bytes::new()).header(subjects::ERROR_HEADER, e),
-                        )
-                        .await;
-                }
-            }
-        }
-    });
-    bus.flush().await.expect("flush");
-    seen
 }
 
 fn ts(secs: i64) -> Option<prost_types::Timestamp> {
@@ -397,7 +261,7 @@ async fn metric_pages_chart_the_series_with_units_a_target_line_and_rollups() {
     assert_eq!(days.iter().sum::<f64>(), 18.0, "{page}");
     assert!(days.len() >= 3 && days.len() <= 4, "{days:?}");
     assert!(days.contains(&5.0) && days.contains(&6.0), "{days:?}");
-    let asked = seen.lock().expect("lock").clone();
+    let asked: Vec<v1::GetMetricsRequest> = taken(&seen).into_iter().map(|(q, _)| q).collect();
     assert!(
         asked
             .iter()

@@ -5,7 +5,6 @@
 //! not its reviewer and accepted for its reviewer, live events, the content
 //! library down, and services not running.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +20,11 @@ use concierto_dashboard::{DashboardOptions, DashboardState};
 use concierto_orchestrator::OrchestratorOptions;
 use concierto_proto::v1;
 use concierto_testkit::{NatsServer, eventually};
+
+mod common;
+use common::Browser;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::header::{LOCATION, SET_COOKIE};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 const OPS: &str = "ops-token-dash-0123";
@@ -72,101 +74,6 @@ feedback_loops:
     let path = dir.join("concierto.yaml");
     std::fs::write(&path, yaml).unwrap();
     Arc::new(config::load_with_env(&path, Vec::new()).expect("test studio loads"))
-}
-
-/// A browser, as far as cookies go.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookies: HashMap<String, String>,
-}
-
-impl Browser {
-    fn new(base: &str) -> Self {
-        Browser {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            base: base.to_string(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn keep(&mut self, headers: &HeaderMap) {
-        for c in headers.get_all(SET_COOKIE) {
-            let c = c.to_str().unwrap();
-            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
-            let (k, v) = pair.split_once('=').unwrap();
-            if v.is_empty() {
-                self.cookies.remove(k);
-            } else {
-                self.cookies.insert(k.to_string(), v.to_string());
-            }
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .send()
-            .await
-            .unwrap();
-        let (status, headers) = (r.status(), r.headers().clone());
-        self.keep(&headers);
-        (status, headers, r.text().await.unwrap())
-    }
-
-    async fn post_form(
-        &mut self,
-        path: &str,
-        form: &[(&str, &str)],
-    ) -> (StatusCode, HeaderMap, String) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", self.cookie_header())
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(serde_urlencoded::to_string(form).unwrap())
-            .send()
-            .await
-            .unwrap();
-        let (status, headers) = (r.status(), r.headers().clone());
-        self.keep(&headers);
-        (status, headers, r.text().await.unwrap())
-    }
-
-    /// The CSRF token a page carries in its forms.
-    fn csrf_of(page: &str) -> String {
-        page.split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|s| s.split('"').next())
-            .expect("the page has a form token")
-            .to_string()
-    }
-
-    async fn sign_in(&mut self, token: &str) {
-        let (_, _, login) = self.get("/login").await;
-        let csrf = Self::csrf_of(&login);
-        let (status, headers, body) = self
-            .post_form(
-                "/login",
-                &[("csrf", &csrf), ("token", token), ("next", "/")],
-            )
-            .await;
-        assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
-        assert_eq!(headers[LOCATION], "/");
-    }
 }
 
 struct Studio1 {

@@ -31,7 +31,7 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -96,14 +96,16 @@ impl Browser {
 
     pub async fn sign_in(&mut self, token: &str) {
         let (_, _, login) = self.get("/login").await;
+        assert!(login.contains("data-login-form"), "{login}");
         let csrf = Self::csrf_of(&login);
-        let (status, _, body) = self
+        let (status, headers, body) = self
             .post_form(
                 "/login",
                 &[("csrf", &csrf), ("token", token), ("next", "/")],
             )
             .await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{body}");
+        assert_eq!(headers[reqwest::header::LOCATION], "/");
     }
 }
 
@@ -121,8 +123,9 @@ where
 {
     let seen: Seen<Q> = Arc::default();
     let mut sub = bus.subscribe_proto::<Q>(subject).await.expect("subscribe");
-    let (bus, log) = (bus.clone(), seen.clone());
+    let (to, log) = (bus.clone(), seen.clone());
     tokio::spawn(async move {
+        let bus = to;
         while let Some((q, msg)) = sub.next().await {
             let who = msg
                 .headers
@@ -139,6 +142,8 @@ where
             let _ = bus.respond(&reply, out).await;
         }
     });
+    // The subscription is at the server before the test asks anything.
+    bus.flush().await.expect("flush");
     seen
 }
 
