@@ -268,7 +268,11 @@ impl AdminService for Admin {
             workflow = %start.workflow,
         );
         self.bus
-            .publish_durable_proto(subjects::RUN_START, &start, &run_id)
+            .publish_durable_proto(
+                &subjects::run_start_for(&run_id, studio.server.partitions),
+                &start,
+                &run_id,
+            )
             .instrument(span)
             .await
             .map_err(|e| Status::unavailable(format!("could not store the run start: {e}")))?;

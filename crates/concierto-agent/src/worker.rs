@@ -489,7 +489,8 @@ async fn run_task_in(
     {
         out = out.traceparent(tp);
     }
-    match ctx.bus.publish_durable(&ctx.result_subject, out).await {
+    let subject = result_subject(&ctx.result_subject, &task);
+    match ctx.bus.publish_durable(subject, out).await {
         Ok(_) => {
             if let Err(e) = delivery.ack().await {
                 tracing::warn!(worker = %ctx.worker, task_id = %task.task_id, error = %e, "result stored but the ack failed; the task may be redelivered (its result is deduplicated)");
@@ -694,5 +695,44 @@ mod tests {
         assert_eq!(idle, Duration::from_millis(150));
         let (busy, idle) = s.take_window(2, t0 + Duration::from_millis(500));
         assert_eq!((busy, idle), (Duration::ZERO, Duration::from_millis(100)));
+    }
+}
+
+/// Where `task`'s result goes: the task's `result_subject` (a partitioned
+/// studio's `result.<role>.<k>`) when it is one of this role's result subjects,
+/// else the role's `result.<role>`.
+fn result_subject<'a>(default: &'a str, task: &'a Task) -> &'a str {
+    let own = task
+        .result_subject
+        .strip_prefix(default)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()));
+    if own { &task.result_subject } else { default }
+}
+
+#[cfg(test)]
+mod result_subject_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_roles_own_partition_subjects() {
+        let mut t = Task::default();
+        assert_eq!(result_subject("result.writer", &t), "result.writer");
+        t.result_subject = "result.writer.3".into();
+        assert_eq!(result_subject("result.writer", &t), "result.writer.3");
+        for bad in [
+            "result.other.3",
+            "result.writer.>",
+            "result.writer.",
+            "task.writer.3",
+            "result.writer.3.x",
+        ] {
+            t.result_subject = bad.into();
+            assert_eq!(
+                result_subject("result.writer", &t),
+                "result.writer",
+                "{bad}"
+            );
+        }
     }
 }

@@ -58,7 +58,7 @@ pub fn standard_streams(limits: &StreamLimits) -> Vec<StreamSpec> {
     vec![
         with(StreamSpec::new(
             "RUNS",
-            &["run.start"],
+            &["run.start", "run.start.>"],
             Retention::WorkQueue,
         )),
         with(StreamSpec::new("TASKS", &["task.>"], Retention::WorkQueue)),

@@ -8,6 +8,7 @@ pub mod feedback;
 pub mod grammar;
 pub mod health;
 pub mod live;
+pub mod partition;
 pub mod roles;
 pub mod service;
 pub mod store;

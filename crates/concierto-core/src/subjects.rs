@@ -121,6 +121,65 @@ pub fn result(role: &str) -> String {
     format!("result.{role}")
 }
 
+/// Every partitioned run start (`run.start.<k>`, stream RUNS), beside the
+/// unpartitioned [`RUN_START`].
+pub const RUN_START_PARTITIONED: &str = "run.start.>";
+
+/// Where `StartRun` of `run_id` is published in a studio of `partitions`
+/// partitions: [`RUN_START`] with one partition (as before partitions), else
+/// `run.start.<k>`. A start published on [`RUN_START`] in a partitioned
+/// studio is routed by the owner of partition 0.
+pub fn run_start_for(run_id: &str, partitions: u32) -> String {
+    if partitions <= 1 {
+        RUN_START.to_string()
+    } else {
+        format!("run.start.{}", crate::partition::of(run_id, partitions))
+    }
+}
+
+/// The run starts partition `k` of `partitions` consumes (its consumer's filter).
+pub fn run_start_partition(k: u32, partitions: u32) -> String {
+    if partitions <= 1 {
+        RUN_START.to_string()
+    } else {
+        format!("run.start.{k}")
+    }
+}
+
+/// Where a role's `TaskResult` for a task of partition `k` goes: `result.<role>`
+/// with one partition, else `result.<role>.<k>`. The orchestrator puts it in
+/// `Task.result_subject`; workers publish there.
+pub fn result_for(role: &str, k: u32, partitions: u32) -> String {
+    if partitions <= 1 {
+        result(role)
+    } else {
+        format!("result.{role}.{k}")
+    }
+}
+
+/// The results partition `k` of `partitions` consumes (its consumer's filter):
+/// [`RESULTS`] with one partition, else `result.*.<k>`. In a partitioned
+/// studio the owner of partition 0 also consumes `result.*` (results of
+/// workers that do not read `Task.result_subject`) and routes them.
+pub fn results_partition(k: u32, partitions: u32) -> String {
+    if partitions <= 1 {
+        RESULTS.to_string()
+    } else {
+        format!("result.*.{k}")
+    }
+}
+
+/// An orchestrator query subject (`orchestrator.runs.get`, ...) answered by
+/// the owner of partition `k` alone: `orchestrator.p<k>.runs.get`. The plain
+/// subjects are answered by any orchestrator process (queue group), which asks
+/// the partitions' owners and merges their answers.
+pub fn orchestrator_partition(k: u32, subject: &str) -> String {
+    match subject.strip_prefix("orchestrator.") {
+        Some(rest) => format!("orchestrator.p{k}.{rest}"),
+        None => format!("orchestrator.p{k}.{subject}"),
+    }
+}
+
 /// `RunEvent`s of one run.
 pub fn run_event(run_id: &str) -> String {
     format!("run.event.{}", token(run_id))

@@ -554,7 +554,11 @@ pub(crate) async fn start(
     };
     if let Err(e) = state
         .bus()
-        .publish_durable_proto(subjects::RUN_START, &msg, &msg.run_id)
+        .publish_durable_proto(
+            &subjects::run_start_for(&msg.run_id, studio.server.partitions),
+            &msg,
+            &msg.run_id,
+        )
         .await
     {
         let r = Refusal::new(

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use concierto_core::config::{Priority, Step, Studio};
 use concierto_core::store::{KvStore, Op, StoreError};
+use concierto_core::subjects;
 use concierto_proto::v1;
 
 use crate::gates::{GateEvent, GateRecord, GateStatus};
@@ -181,6 +182,9 @@ pub struct Engine {
     pub(crate) spend: BTreeMap<String, crate::budget::DaySpend>,
     /// Where retention is (see `history.rs`).
     pub(crate) prune: crate::history::PruneState,
+    /// The partition this engine owns and the studio's partition count
+    /// (`server.partitions`); `(0, 1)` unpartitioned.
+    pub(crate) partition: (u32, u32),
 }
 
 /// Most items one list page holds (a page must fit in one bus message).
@@ -350,7 +354,14 @@ impl Engine {
             last_queue_report: None,
             spend: BTreeMap::new(),
             prune: crate::history::PruneState::default(),
+            partition: (0, 1),
         }
+    }
+
+    /// This engine owns partition `k` of `partitions`: its tasks' results go
+    /// to `result.<role>.<k>` (see `subjects::result_for`).
+    pub fn set_partition(&mut self, k: u32, partitions: u32) {
+        self.partition = (k, partitions.max(1));
     }
 
     /// Per-role limits and the retention from a changed studio (other limits stay).
@@ -779,6 +790,11 @@ impl Engine {
             labels: s.labels.clone(),
             context: s.context.iter().map(crate::run::context_request).collect(),
             budget: None,
+            result_subject: if self.partition.1 > 1 {
+                subjects::result_for(&s.role, self.partition.0, self.partition.1)
+            } else {
+                String::new()
+            },
             review: s.aux.as_ref().map(|a| v1::ReviewContext {
                 r#loop: a.loop_name.clone(),
                 round: a.round,

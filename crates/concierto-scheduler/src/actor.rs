@@ -16,7 +16,7 @@ use concierto_core::config::targets::TARGET_TRIGGER_PREFIX;
 use concierto_core::config::{EventFilter, Misfire, Studio, Trigger, TriggerKind, When};
 use concierto_core::grammar::format_duration;
 use concierto_core::store::KvStore;
-use concierto_core::subjects::{RUN_START, target_event};
+use concierto_core::subjects::{run_start_for, target_event};
 use concierto_proto::v1::{self, ContentItem, ListTriggersResponse, StartRun, ThresholdCrossed};
 use tracing::Instrument as _;
 
@@ -532,7 +532,11 @@ async fn execute(core: Arc<Core>, work: Vec<Work>) -> Vec<Outcome> {
                     );
                     match core
                         .bus
-                        .publish_durable_proto(RUN_START, start.as_ref(), &start.run_id)
+                        .publish_durable_proto(
+                            &run_start_for(&start.run_id, core.studio.server.partitions),
+                            start.as_ref(),
+                            &start.run_id,
+                        )
                         .instrument(span)
                         .await
                     {

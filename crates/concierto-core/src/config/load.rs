@@ -322,6 +322,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
         tls: None,
         feedback: FeedbackIntake::default(),
         retention: Some(super::retention::DEFAULT_RETENTION),
+        partitions: 1,
     };
     let Some(m) = w.map(v, p) else {
         return out;
@@ -346,9 +347,11 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             "tls",
             "feedback",
             "retention",
+            "partitions",
         ],
     );
     out.retention = super::retention::read(w, m, p);
+    out.partitions = super::partitions::read(w, m, p);
     if let Some(t) = w.map(m.get("tls"), "server.tls") {
         let tp = "server.tls";
         w.known_keys(t, tp, &["cert", "key"]);

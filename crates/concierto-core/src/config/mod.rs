@@ -18,6 +18,7 @@ pub mod keys;
 mod load;
 pub mod mcp;
 pub mod model;
+pub mod partitions;
 pub mod problem;
 pub mod reports;
 pub mod retention;

@@ -94,6 +94,9 @@ pub struct ServerSection {
     /// How long the orchestrator keeps runs that ended (`retention`, default
     /// 90 days); `None` (`"off"` or `"0"`): forever.
     pub retention: Option<Duration>,
+    /// How many partitions run ids hash to (`partitions`, default 1), each
+    /// owned by one orchestrator at a time; fixed for the studio's data.
+    pub partitions: u32,
 }
 
 /// `server.log_format`.
