@@ -41,6 +41,8 @@ pub struct StreamSpec {
     pub max_bytes: u64,
     /// Window in which a repeated message id is stored once.
     pub duplicate_window: Duration,
+    /// Copies kept on a NATS cluster (1 on a single server).
+    pub replicas: usize,
 }
 
 impl StreamSpec {
@@ -54,6 +56,7 @@ impl StreamSpec {
             max_msgs: 0,
             max_bytes: 0,
             duplicate_window: Duration::from_secs(120),
+            replicas: 1,
         }
     }
 }

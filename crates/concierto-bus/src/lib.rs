@@ -53,6 +53,7 @@ pub fn standard_streams(limits: &StreamLimits) -> Vec<StreamSpec> {
         s.max_bytes = limits.max_bytes;
         s.max_msgs = limits.max_msgs;
         s.duplicate_window = limits.duplicate_window;
+        s.replicas = limits.replicas.max(1);
         s
     };
     vec![
@@ -115,6 +116,8 @@ pub struct StreamLimits {
     pub max_msgs: u64,
     /// Deduplication window.
     pub duplicate_window: std::time::Duration,
+    /// Copies of every stream on a NATS cluster (`server.bus.replicas`).
+    pub replicas: usize,
 }
 
 impl Default for StreamLimits {
@@ -124,6 +127,7 @@ impl Default for StreamLimits {
             max_bytes: 0,
             max_msgs: 0,
             duplicate_window: std::time::Duration::from_secs(120),
+            replicas: 1,
         }
     }
 }

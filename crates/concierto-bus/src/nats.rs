@@ -689,6 +689,7 @@ impl Bus for NatsBus {
             max_bytes: limit(spec.max_bytes),
             duplicate_window: spec.duplicate_window,
             storage: stream::StorageType::File,
+            num_replicas: spec.replicas.max(1),
             ..Default::default()
         };
         let probe = dead_letter_subject("probe");
@@ -834,6 +835,7 @@ fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
         && have.max_bytes == want.max_bytes
         && have.duplicate_window == want.duplicate_window
         && have.storage == want.storage
+        && have.num_replicas.max(1) == want.num_replicas.max(1)
 }
 
 fn publish_error(subject: &str, e: jetstream::context::PublishError) -> BusError {

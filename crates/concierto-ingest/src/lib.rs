@@ -212,6 +212,7 @@ pub async fn start(
         max_bytes: studio.server.bus.max_bytes,
         max_msgs: studio.server.bus.max_msgs,
         duplicate_window: studio.server.bus.duplicate_window,
+        replicas: studio.server.bus.replicas,
     };
     for spec in standard_streams(&limits)
         .iter()

@@ -56,6 +56,7 @@ pub fn stream_limits(studio: &Studio) -> StreamLimits {
         max_bytes: b.max_bytes,
         max_msgs: b.max_msgs,
         duplicate_window: b.duplicate_window,
+        replicas: b.replicas,
     }
 }
 

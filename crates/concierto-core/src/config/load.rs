@@ -318,6 +318,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             max_msgs: 0,
             auth: BusAuth::default(),
             tls: None,
+            replicas: 1,
         },
         tls: None,
         feedback: FeedbackIntake::default(),
@@ -565,6 +566,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
                 "nkey_seed_env",
                 "nkey_seed_file",
                 "tls",
+                "replicas",
             ],
         );
         let d = out.bus.clone();
@@ -577,7 +579,15 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             max_msgs: w.count(b, "max_msgs", bp, d.max_msgs),
             auth: bus_auth(w, b, bp, base_dir),
             tls: bus_tls(w, b.get("tls"), base_dir),
+            replicas: usize::try_from(w.count(b, "replicas", bp, d.replicas as u64)).unwrap_or(1),
         };
+        if !(1..=5).contains(&out.bus.replicas) {
+            w.error(
+                "server.bus.replicas",
+                "must be from 1 to 5 (JetStream keeps at most 5 copies; 3 on a 3-node cluster)",
+            );
+            out.bus.replicas = 1;
+        }
         if out.bus.max_deliver == 0 {
             w.error("server.bus.max_deliver", "must be at least 1");
         }

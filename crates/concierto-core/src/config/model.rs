@@ -183,6 +183,9 @@ pub struct BusSection {
     pub auth: BusAuth,
     /// TLS to NATS (`server.bus.tls`), when configured.
     pub tls: Option<BusTls>,
+    /// Copies JetStream keeps of every stream and bucket (`server.bus.replicas`,
+    /// default 1; 3 on a 3-node NATS cluster so one node may die).
+    pub replicas: usize,
 }
 
 /// `server.bus` credentials: where the secrets are (environment variables,
