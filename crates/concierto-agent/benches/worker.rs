@@ -112,10 +112,14 @@ async fn through_worker(bus: Arc<dyn Bus>, n: usize, in_flight: usize, noop: boo
 
 fn main() {
     let n = env("BENCH_TASKS", 2000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // Workers are actix actors: an actix System on a multi-threaded runtime,
+    // as the `concierto` binary runs them.
+    let rt = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    });
     let server = concierto_testkit::NatsServer::start().expect("start nats-server");
 
     println!("worker throughput, {n} tasks (publish → execute → store result → ack), tasks/s:");

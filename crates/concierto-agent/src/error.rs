@@ -11,6 +11,13 @@ pub enum AgentError {
     #[error("bus: {0}")]
     Bus(#[from] BusError),
 
+    /// A worker was started outside an actix System.
+    #[error(
+        "agent workers run as actix actors and must be started inside an actix System \
+         (actix::System::with_tokio_rt, or #[actix_rt::test] in tests)"
+    )]
+    NoSystem,
+
     /// The task stream does not exist on the bus.
     #[error(
         "the bus has no {stream} stream: declare the standard streams first \

@@ -28,11 +28,19 @@
 //!   RESULTS ◀── result.<role> ── orchestrator applies it if (run, step, attempt) is open
 //! ```
 //!
+//! **Actors.** A worker is an actix actor under a supervisor (so
+//! [`start_worker`] must run inside an actix `System`); a fetch and each task
+//! run in tokio tasks whose end is a message to it. A job or a fetch that
+//! panics restarts the worker (backoff 100 ms doubling to 10 s) instead of
+//! stopping the role.
+//!
 //! **Heartbeats** (`agent.heartbeat.<role>.<worker_id>`, `AgentHeartbeat`):
 //! `worker_id` is `<role>.<worker_id>` as in results; `state` is `STARTING`
 //! (before the consumer is open), `READY`, `DRAINING` (stop asked, finishing
-//! what it holds) and a last `STOPPED`. `busy_ms` and `idle_ms` cover the time
-//! since the previous heartbeat and add up to it: `busy_ms` is the summed
+//! what it holds) and a last `STOPPED` (with `capacity` 0). `busy_ms` and
+//! `idle_ms` cover the time since the previous heartbeat and add up to it
+//! (a heartbeat goes out at start, every `heartbeat_every`, on a restart
+//! and on stop): `busy_ms` is the summed
 //! per-slot busy time divided by the capacity (one task for 1 s on a worker
 //! with 4 slots is 250 ms busy), so `busy / (busy + idle)` is the utilisation
 //! of the worker's capacity. `tasks_done` (succeeded) and `tasks_failed`

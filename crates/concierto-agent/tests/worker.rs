@@ -23,7 +23,7 @@ use common::{Hang, Probe, ROLE, Results, assert_queue_empty, embedded, opts, pub
 
 const WAIT: Duration = Duration::from_secs(10);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn worker_takes_a_task_publishes_exactly_one_result_then_acks() {
     let bus = embedded().await;
     let results = Results::open(&bus).await;
@@ -87,7 +87,7 @@ async fn worker_takes_a_task_publishes_exactly_one_result_then_acks() {
     results.none_within(Duration::from_millis(100)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn two_replicas_of_one_role_share_twenty_tasks_with_none_done_twice() {
     let bus = embedded().await;
     let results = Results::open(&bus).await;
@@ -127,7 +127,7 @@ async fn two_replicas_of_one_role_share_twenty_tasks_with_none_done_twice() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn in_flight_limit_is_respected() {
     let bus = embedded().await;
     let results = Results::open(&bus).await;
@@ -156,21 +156,23 @@ async fn in_flight_limit_is_respected() {
     while let Ok(Some((hb, _))) =
         tokio::time::timeout(Duration::from_millis(200), heartbeats.next()).await
     {
-        assert_eq!(hb.capacity, 3);
+        // The last heartbeat (STOPPED) says the worker takes nothing more.
+        let stopped = hb.state() == AgentState::Stopped;
+        assert_eq!(hb.capacity, if stopped { 0 } else { 3 });
         assert!(
             hb.in_flight <= 3,
             "heartbeat says {} in flight",
             hb.in_flight
         );
         seen_full |= hb.in_flight == 3;
-        if hb.state() == AgentState::Stopped {
+        if stopped {
             break;
         }
     }
     assert!(seen_full, "a heartbeat saw the worker full");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn drain_on_stop_finishes_the_in_flight_task_and_takes_no_new_one() {
     let bus = embedded().await;
     let results = Results::open(&bus).await;
@@ -207,7 +209,7 @@ async fn drain_on_stop_finishes_the_in_flight_task_and_takes_no_new_one() {
     assert_eq!(left[0].0.task_id, "late");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn an_executor_failing_retryable_gives_a_retryable_result_and_the_task_is_acked() {
     let bus = embedded().await;
     let results = Results::open(&bus).await;
@@ -237,7 +239,7 @@ async fn an_executor_failing_retryable_gives_a_retryable_result_and_the_task_is_
     assert_queue_empty(&bus, &o).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn a_result_that_cannot_be_stored_hands_the_task_back_and_it_comes_back() {
     let inner = embedded().await;
     let flaky: Arc<dyn Bus> = Arc::new(FailResults {
@@ -263,7 +265,7 @@ async fn a_result_that_cannot_be_stored_hands_the_task_back_and_it_comes_back() 
     assert_queue_empty(&inner, &o).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn a_long_task_is_kept_alive_with_in_progress_and_not_given_to_another_replica() {
     let bus = embedded().await;
     let results = Results::open(&bus).await;
@@ -292,7 +294,7 @@ async fn a_long_task_is_kept_alive_with_in_progress_and_not_given_to_another_rep
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn heartbeats_carry_state_capacity_and_busy_and_idle_time() {
     let bus = embedded().await;
     let results = Results::open(&bus).await;
@@ -350,7 +352,12 @@ async fn heartbeats_carry_state_capacity_and_busy_and_idle_time() {
     );
     assert_eq!(last.worker_id, "content-creator.hb");
     assert_eq!(last.role, ROLE);
-    assert_eq!(last.capacity, 1);
+    // A stopped worker takes nothing: its last heartbeat says capacity 0.
+    assert_eq!(last.capacity, 0);
+    assert!(
+        all[..all.len() - 1].iter().all(|h| h.capacity == 1),
+        "{all:?}"
+    );
     assert_eq!(
         (last.executor.as_str(), last.model.as_str()),
         ("builtin", "builtin-v1")
@@ -359,7 +366,7 @@ async fn heartbeats_carry_state_capacity_and_busy_and_idle_time() {
     assert!(last.at.is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn a_panicking_executor_or_a_passed_deadline_gives_a_retryable_result() {
     struct Panics;
     #[async_trait]
@@ -403,7 +410,7 @@ async fn a_panicking_executor_or_a_passed_deadline_gives_a_retryable_result() {
     worker.stop().await.expect("stop");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn start_says_what_to_do_when_the_stream_is_missing_or_options_are_wrong() {
     let bare: Arc<dyn Bus> = Arc::new(EmbeddedBus::default());
     let e = start_worker(
@@ -496,7 +503,7 @@ impl Bus for FailResults {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn a_models_text_answer_gives_the_review_verdict_labels_and_details() {
     /// Answers as a chat model would: prose around a JSON object.
     struct Chatty;

@@ -38,7 +38,7 @@ async fn setup(server: &NatsServer) -> (Arc<dyn Bus>, Results) {
     (bus, results)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn worker_takes_a_task_publishes_exactly_one_result_then_acks_over_nats() {
     let server = NatsServer::start().expect("start nats-server");
     let (bus, results) = setup(&server).await;
@@ -62,7 +62,7 @@ async fn worker_takes_a_task_publishes_exactly_one_result_then_acks_over_nats() 
     assert_queue_empty(&bus, &o).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[actix_rt::test(system = "common::MultiThreaded")]
 async fn two_replicas_share_twenty_tasks_with_none_done_twice_over_nats() {
     let server = NatsServer::start().expect("start nats-server");
     let (bus, results) = setup(&server).await;
@@ -104,23 +104,15 @@ async fn two_replicas_share_twenty_tasks_with_none_done_twice_over_nats() {
     );
 }
 
-/// The doomed replica runs on its own runtime with its own connection; shutting
-/// that runtime down is the process dying: its tasks stop, its connection
-/// closes, nothing it holds is acknowledged or handed back.
+/// The doomed replica runs in its own actix System on its own thread with its
+/// own connection; stopping that System is the process dying: its runtime
+/// goes, its tasks stop, its connection closes, nothing it holds is
+/// acknowledged or handed back.
 #[test]
 fn a_worker_that_dies_holding_a_task_hands_it_to_the_other_replica_after_ack_wait() {
     let server = NatsServer::start().expect("start nats-server");
     let url = server.url();
-    let main = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let doomed_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let main = common::MultiThreaded::new();
     let o = opts("x");
     assert_eq!(o.ack_wait, Duration::from_secs(1));
 
@@ -128,17 +120,26 @@ fn a_worker_that_dies_holding_a_task_hands_it_to_the_other_replica_after_ack_wai
     main.block_on(publish(&bus, &task("t1", &[])));
 
     let hang = Arc::new(Hang::default());
-    {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let doomed = {
         let (hang, url, mut o) = (hang.clone(), url.clone(), o.clone());
         o.worker_id = "doomed".into();
-        doomed_rt.spawn(async move {
-            let own = connect(&url, "doomed").await;
-            let _handle = start_worker(role(ROLE), hang, own, o)
-                .await
-                .expect("start doomed");
-            std::future::pending::<()>().await;
-        });
-    }
+        std::thread::spawn(move || {
+            let system = actix::System::new();
+            let handle = system.block_on(async move {
+                let own = connect(&url, "doomed").await;
+                start_worker(role(ROLE), hang, own, o)
+                    .await
+                    .expect("start doomed")
+            });
+            tx.send(actix::System::current())
+                .expect("hand over the doomed System");
+            system.run().expect("the doomed System runs");
+            // The System is gone with its runtime: this stop reaches nothing.
+            drop(handle);
+        })
+    };
+    let doomed_system = rx.recv().expect("the doomed System");
     let probe = Arc::new(Probe::default());
     let survivor = main.block_on(async {
         tokio::time::timeout(WAIT, hang.started.notified())
@@ -158,7 +159,8 @@ fn a_worker_that_dies_holding_a_task_hands_it_to_the_other_replica_after_ack_wai
     });
 
     let died = Instant::now();
-    doomed_rt.shutdown_background();
+    doomed_system.stop();
+    doomed.join().expect("the doomed thread ends");
 
     main.block_on(async {
         let got = results.take(1, WAIT).await;

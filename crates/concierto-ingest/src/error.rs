@@ -72,6 +72,12 @@ pub enum IngestError {
     /// The bus refused something.
     #[error("bus: {0}")]
     Bus(#[from] BusError),
+    /// `start` was called outside an actix System.
+    #[error(
+        "the ingester runs actix actors and must be started inside an actix System \
+         (actix::System::with_tokio_rt, or #[actix_rt::test] in tests)"
+    )]
+    NoSystem,
     /// A blocking task did not finish.
     #[error("a blocking task failed: {0}")]
     Blocking(String),

@@ -21,20 +21,19 @@
 //! EVENTS); the orchestrator hands the latest of each name to every task of
 //! the role. Each report is also kept in the store (tree [`TREE`], keys
 //! `learn/trend-report` and `learn/campaign-insights/<source>`) with the time it
-//! was computed, so a restart recomputes only when one is due.
+//! was computed, so a restart recomputes only when one is due. Each learner
+//! runs in its own actor ([`crate::learner_actor`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use concierto_bus::{Bus, BusExt};
 use concierto_content::learn::{
     CampaignInsights, TrendReport, TrendReportOptions, campaign_insights, trend_report,
 };
 use concierto_content::{ContentLibrary, Item, Kind, Query};
-use concierto_core::config::{ContentSource, Refresh, SourceKind, Studio, trends};
-use concierto_core::live::LiveStudio;
-use concierto_core::service::StopSignal;
+use concierto_core::config::{ContentSource, SourceKind, Studio, trends};
 use concierto_core::store::KvStore;
 use concierto_core::subjects;
 use concierto_proto::v1::{AgentContext, MetricSample};
@@ -42,7 +41,6 @@ use concierto_proto::v1::{AgentContext, MetricSample};
 use crate::TREE;
 use crate::error::IngestError;
 use crate::feedback_learn::{FEEDBACK_INSIGHTS, FeedbackInsights, feedback_insights};
-use crate::ingester::Ingester;
 
 /// The context name of the trend report.
 pub const TREND_REPORT: &str = "trend-report";
@@ -90,7 +88,8 @@ pub(crate) enum Learner {
 }
 
 impl Learner {
-    fn key(&self) -> String {
+    /// Its key in the store (tree [`TREE`]).
+    pub(crate) fn key(&self) -> String {
         match self {
             Learner::Trends(_) => format!("learn/{TREND_REPORT}"),
             Learner::Campaigns(s) => format!("learn/{CAMPAIGN_INSIGHTS}/{}", s.name),
@@ -179,10 +178,6 @@ fn all_items(library: &ContentLibrary, query: Query) -> Result<Vec<Item>, Ingest
             return Ok(out);
         }
     }
-}
-
-fn chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 /// Computes one learner's report now (on a blocking thread: it reads the library).
@@ -328,17 +323,6 @@ pub(crate) async fn hand_out(
     Ok(())
 }
 
-/// The last time a learner's report was computed, from the store.
-fn last_computed(store: &Arc<dyn KvStore>, learner: &Learner) -> Option<DateTime<Utc>> {
-    #[derive(serde::Deserialize)]
-    struct When {
-        computed_ms: i64,
-    }
-    let bytes = store.get(TREE, learner.key().as_bytes()).ok().flatten()?;
-    let w: When = serde_json::from_slice(&bytes).ok()?;
-    Utc.timestamp_millis_opt(w.computed_ms).single()
-}
-
 /// The stored trend report, when one was computed.
 pub fn stored_trend_report(store: &Arc<dyn KvStore>) -> Option<(i64, TrendReport)> {
     let bytes = store
@@ -363,115 +347,6 @@ pub fn stored_campaign_insights(
         .flatten()?;
     let s: Stored<CampaignInsights> = serde_json::from_slice(&bytes).ok()?;
     Some((s.computed_ms, s.report))
-}
-
-/// Runs one learner on its frequency, and a campaign learner also as soon as
-/// its source's read brought new or changed records, until `stop`. Reports
-/// go to the roles `studio` has when they are handed out.
-pub(crate) async fn run(
-    ing: Ingester,
-    bus: Arc<dyn Bus>,
-    studio: LiveStudio,
-    learner: Learner,
-    mut stop: StopSignal,
-) {
-    let opts = ing.opts().clone();
-    let (every, roles) = match &learner {
-        Learner::Trends(audience) => (opts.trend_every, audience.roles.clone()),
-        Learner::Campaigns(s) => {
-            let every = match s.refresh {
-                Refresh::Every(d) => d,
-                // A folder of analytics changes rarely: weekly unless said otherwise.
-                Refresh::OnUpdate | Refresh::Continuous => opts.trend_every,
-            };
-            let mut roles = opts.campaign_roles.clone();
-            if !roles.contains(&s.role) {
-                roles.push(s.role.clone());
-            }
-            (every, roles)
-        }
-        // Processed feedback goes to the source's learner only, recomputed
-        // when its folder brought records (and on its frequency).
-        Learner::Feedback(s) => {
-            let every = match s.refresh {
-                Refresh::Every(d) => d,
-                Refresh::OnUpdate | Refresh::Continuous => opts.trend_every,
-            };
-            (every, vec![s.role.clone()])
-        }
-    };
-    let store = ing.store();
-    let now = ing.clock().now();
-    let mut due = match last_computed(&store, &learner) {
-        Some(l) => (l + chrono(every)).min(now + chrono(every)),
-        None => now + chrono(opts.learn_delay),
-    };
-    tracing::info!(learner = %learner.name(), next = %due.to_rfc3339(), "learner started");
-    // Campaign insights are also recomputed when their source brought records.
-    let changes = |l: &Learner| match l {
-        Learner::Campaigns(source) | Learner::Feedback(source) => ing.changes(&source.name),
-        Learner::Trends(_) => 0,
-    };
-    let mut seen = changes(&learner);
-    loop {
-        let now = ing.clock().now();
-        let changed = changes(&learner);
-        if changed != seen {
-            due = due.min(now);
-        }
-        if now >= due {
-            seen = changed;
-            let result = match compute(
-                ing.library().clone(),
-                learner.clone(),
-                now,
-                opts.trend_window,
-            )
-            .await
-            {
-                Ok(learned) => hand_out(&bus, &store, &studio.get(), &learned, &roles, now)
-                    .await
-                    .map(|()| learned),
-                Err(e) => Err(e),
-            };
-            due = match result {
-                Ok(learned) => {
-                    match &learned {
-                        Learned::Trends(r) => tracing::info!(
-                            items = r.items_current,
-                            terms = r.terms.len(),
-                            palettes = r.palettes.len(),
-                            typefaces = r.typefaces.len(),
-                            pattern_recognition = r.pattern_recognition,
-                            "trend report computed"
-                        ),
-                        Learned::Campaigns { source, insights } => tracing::info!(
-                            %source,
-                            campaigns = insights.campaigns,
-                            high_performers = insights.high_performers,
-                            "campaign insights computed"
-                        ),
-                        Learned::Feedback { source, insights } => tracing::info!(
-                            %source,
-                            items = insights.items,
-                            "feedback insights computed"
-                        ),
-                    }
-                    now + chrono(every)
-                }
-                Err(e) => {
-                    tracing::warn!(learner = %learner.name(), error = %e, "learner failed; tried again later");
-                    now + chrono(opts.retry_after.min(every))
-                }
-            };
-        }
-        tokio::select! {
-            biased;
-            _ = stop.stopped() => break,
-            _ = tokio::time::sleep(opts.tick) => {}
-        }
-    }
-    tracing::info!(learner = %learner.name(), "learner stopped");
 }
 
 #[cfg(test)]

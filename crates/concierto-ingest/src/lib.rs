@@ -3,7 +3,11 @@
 //! is what `on_new_inspiration` triggers fire on.
 //!
 //! ```text
-//!  content_sources (one runner each, on its refresh)
+//!  IngestSupervisor (actor) ── one SourceActor per enabled source, one
+//!                               LearnerActor per learner; a panicking one
+//!                               starts again after its backoff (1 s doubling
+//!                               to 60 s), the others go on
+//!  content_sources (one SourceActor each, on its refresh)
 //!   image_database / component_library ── walk the folder (confined to its root),
 //!   training_data                         notify watcher for `on_update`
 //!   web_scraper ── Fetcher: allow list, public addresses only (unless the
@@ -27,7 +31,14 @@
 //!
 //! Bad input (a feed that is not XML, a truncated image, a page in an odd
 //! encoding, an API error) is logged with the source's name and skipped; the
-//! runner keeps going and the next cycle tries again.
+//! source's actor keeps going and the next cycle tries again. A panic while
+//! reading (a bug, or a library tripping on hostile input) ends only that
+//! source's actor; the supervisor starts it again after its backoff
+//! ([`IngestOptions::restart_backoff`]; the `supervisor` module says how).
+//!
+//! The ingester runs actix actors: [`start`] must be called inside an actix
+//! `System` (`actix::System::with_tokio_rt`, or `#[actix_rt::test]` in
+//! tests); outside one it returns [`IngestError::NoSystem`].
 
 pub mod analytics;
 mod announce;
@@ -39,11 +50,13 @@ mod folder;
 mod http;
 mod ingester;
 mod learner;
+mod learner_actor;
 mod live;
 mod netguard;
 mod robots;
 mod runner;
 pub mod search;
+mod supervisor;
 mod training;
 mod vision;
 mod web;
@@ -53,6 +66,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Actor as _;
 use concierto_bus::{Bus, StreamLimits, standard_streams};
 use concierto_content::ContentLibrary;
 use concierto_core::clock::SharedClock;
@@ -79,6 +93,30 @@ pub const TREE: &str = "ingest";
 
 /// How long a stopping ingester waits for the bus to flush.
 pub const STOP_FLUSH: Duration = Duration::from_secs(2);
+
+/// A test hook called with a source's (or learner's) name in the task that
+/// reads it (computes it), before each read: a panic there is a panicking
+/// source, which tests use to check the supervisor's restarts. Production
+/// code leaves [`IngestOptions::before_read`] at `None`.
+#[derive(Clone)]
+pub struct ReadHook(Arc<dyn Fn(&str) + Send + Sync>);
+
+impl ReadHook {
+    /// A hook calling `f`.
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        ReadHook(Arc::new(f))
+    }
+
+    pub(crate) fn call(&self, name: &str) {
+        (self.0)(name)
+    }
+}
+
+impl std::fmt::Debug for ReadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadHook(..)")
+    }
+}
 
 /// How the ingester runs. The defaults suit a production studio; tests shorten
 /// the intervals.
@@ -153,6 +191,17 @@ pub struct IngestOptions {
     /// Vision models by source ([`Vision::for_studio`]); `None`: concepts come
     /// from captions, alt text and file names only.
     pub vision: Option<Vision>,
+    /// First wait before a source or learner that panicked starts again
+    /// (1 s); it doubles at each panic in a row up to
+    /// [`IngestOptions::restart_backoff_max`]. Measured on the clock.
+    pub restart_backoff: Duration,
+    /// Longest wait before such a restart (60 s).
+    pub restart_backoff_max: Duration,
+    /// How long a source or learner must run without panicking for its next
+    /// wait to be [`IngestOptions::restart_backoff`] again (5 min).
+    pub restart_healthy_after: Duration,
+    /// Test hook ([`ReadHook`]); `None` in production.
+    pub before_read: Option<ReadHook>,
 }
 
 impl Default for IngestOptions {
@@ -186,11 +235,16 @@ impl Default for IngestOptions {
             campaign_roles: vec!["content-creator".into()],
             learn_delay: Duration::from_secs(60),
             vision: None,
+            restart_backoff: Duration::from_secs(1),
+            restart_backoff_max: Duration::from_secs(60),
+            restart_healthy_after: Duration::from_secs(300),
+            before_read: None,
         }
     }
 }
 
-/// Starts one runner per configured content source: each reads its source on
+/// Starts the ingest supervisor, which starts one actor per configured content
+/// source (and per learner): each reads its source on
 /// its `refresh` (a watcher plus a scan at start for `on_update` folders,
 /// scheduled scans on `clock` otherwise), stores what it finds in `library`
 /// and announces new and changed items on `content.ingested.<source>`. Keeps
@@ -199,6 +253,8 @@ impl Default for IngestOptions {
 /// The handle takes changed studios: sources added, removed or changed
 /// (paths, refresh, extractors, roles) and the learners follow at their next
 /// cycle, without a restart (see the `live` module).
+///
+/// Must be called inside an actix `System` ([`IngestError::NoSystem`] otherwise).
 pub async fn start(
     studio: Arc<Studio>,
     bus: Arc<dyn Bus>,
@@ -207,6 +263,9 @@ pub async fn start(
     clock: SharedClock,
     opts: IngestOptions,
 ) -> Result<ServiceHandle, IngestError> {
+    if actix::System::try_current().is_none() {
+        return Err(IngestError::NoSystem);
+    }
     let limits = StreamLimits {
         max_age: studio.server.bus.max_age,
         max_bytes: studio.server.bus.max_bytes,
@@ -233,23 +292,26 @@ pub async fn start(
     let web_fetcher = fetch::WebFetcher::new(&studio, ingester.opts(), ingester.store())?;
     let web_fetcher = fetch::SharedWebFetcher::new(Arc::new(web_fetcher));
     fetch::serve_shared(bus.clone(), web_fetcher.clone(), control.signal.clone()).await?;
-    let tasks = live::Tasks::start(
+    let supervisor = supervisor::IngestSupervisor::new(
         ingester.clone(),
         bus.clone(),
         LiveStudio::new(studio.clone()),
         web_fetcher,
-    );
-    let (changes, changed) = tokio::sync::mpsc::unbounded_channel::<Arc<Studio>>();
-    let supervisor = tokio::spawn(live::supervise(tasks, changed, control.signal.clone()));
-    let handle = handle.on_studio_change(move |next: Arc<Studio>| {
-        let _ = changes.send(next);
-    });
+    )
+    .start();
+    let handle = {
+        let supervisor = supervisor.clone();
+        handle.on_studio_change(move |next: Arc<Studio>| {
+            supervisor.do_send(supervisor::StudioChanged(next));
+        })
+    };
     tracing::info!(sources = studio.content_sources.len(), "ingester started");
     let store = ingester.store();
     tokio::spawn(async move {
         let mut signal = control.signal.clone();
         signal.stopped().await;
-        if let Err(e) = supervisor.await {
+        // Every source and learner stops after its read in flight.
+        if let Err(e) = supervisor.send(supervisor::Shutdown).await {
             tracing::warn!(error = %e, "the ingest supervisor ended badly");
         }
         let result = store.flush().map_err(|e| e.to_string());

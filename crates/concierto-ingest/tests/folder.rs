@@ -176,7 +176,7 @@ fn agents_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studio/agents")
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_watcher_picks_up_a_new_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("first.png"), png(4, 4, [10, 10, 10])).unwrap();
@@ -334,7 +334,7 @@ async fn deleted_files_and_dropped_records_leave_the_library() {
 /// A folder that does not exist when the service starts is read as soon as
 /// it appears, on a clock that never moves: not after `retry_after` (5 min)
 /// or the hourly rescan of an `on_update` folder.
-#[tokio::test]
+#[actix_rt::test]
 async fn a_folder_created_after_start_is_read_at_once_without_the_clock_moving() {
     let dir = tempfile::tempdir().unwrap();
     let assets = dir.path().join("assets");

@@ -134,7 +134,7 @@ fn css(dir: &Path, file: &str, font: &str) {
     .unwrap();
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn sources_added_moved_and_removed_take_effect_at_their_next_cycle() {
     let svc = service().await;
     let root = tempfile::tempdir().unwrap();
@@ -240,7 +240,7 @@ async fn contexts_for(
     out
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn the_trend_report_reads_and_goes_to_the_sources_that_select_design_trends() {
     let svc = service().await;
     let now = svc.clock.now().timestamp_millis();

@@ -143,7 +143,7 @@ async fn call(tb: &Toolbox, name: &str, args: Value) -> Result<String, String> {
     tb.get(name).unwrap().call(args, &cx).await.map_err(|e| e.0)
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn web_fetch_goes_through_the_ingesters_rules() {
     let addr = site().await;
     let s = setup(true).await;
@@ -225,7 +225,7 @@ async fn web_fetch_goes_through_the_ingesters_rules() {
     );
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn web_fetch_refuses_private_addresses_unless_allowed() {
     let addr = site().await;
     let s = setup(false).await;
@@ -245,7 +245,7 @@ async fn web_fetch_refuses_private_addresses_unless_allowed() {
     assert!(e.contains("loopback"), "{e}");
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn library_search_and_web_search_without_a_provider_ask_the_library() {
     let s = setup(false).await;
     let v: Value = serde_json::from_str(

@@ -5,16 +5,19 @@
 //!
 //! ```text
 //!  EVENTS metric.>  ──durable consumer "tracker"──┐
-//!  EVENTS run.event.> ─durable "tracker-runs"─────┤        ┌──────────┐ store tree "tracker":
-//!  agent.heartbeat.>──core subscription───────────┼──────▶ │ one loop │ minute points, window
-//!  event.gate.>, dlq.> ─core subscriptions────────┤        │  (Core)  │ rollups, watch states
-//!  tracker.metrics.get / .record, tracker.health ─┘        └──────────┘
-//!  clock tick (1 s) ─────────────────────────────────────────▶ │ ──▶ event.metric.<name> (ThresholdCrossed)
-//!                                                              └──▶ TrackerView (Prometheus text)
+//!  EVENTS run.event.> ─durable "tracker-runs"─────┤        ┌──────────────┐ store tree "tracker":
+//!  agent.heartbeat.>──core subscription───────────┼──────▶ │ TrackerActor │ minute points, window
+//!  event.gate.>, dlq.> ─core subscriptions────────┤ Input  │    (Core)    │ rollups, watch states
+//!  tracker.metrics.get / .record, tracker.health ─┘        │  clock tick  │──▶ event.metric.<name> (ThresholdCrossed)
+//!                                                          │    (1 s)     │──▶ TrackerView (Prometheus text)
+//!                                                          └──────────────┘
 //! ```
 //!
-//! Every input goes through one tokio task that owns the state ([`core`]), so
-//! series, watch states and the store never race. Metric samples come from a
+//! Every input goes through one actix actor that owns the state ([`core`], a
+//! pure state machine) and does the I/O; the service file wires each subject
+//! to it as a message, and its handlers are atomic, so series, watch states
+//! and the store never race. [`start`] must be called inside an actix
+//! `System` ([`TrackerError::NoSystem`] otherwise). Metric samples come from a
 //! durable consumer on stream `EVENTS` (subjects `metric.>`): samples published
 //! while the tracker is down are taken when it is back; a delivery is
 //! acknowledged only after its writes are flushed, and a redelivery of a sample
@@ -69,7 +72,7 @@
 //!
 //! The handle [`start`] returns takes a changed studio live
 //! ([`ServiceHandle::studio_changed`](concierto_core::service::ServiceHandle::studio_changed)):
-//! the loop takes it before its next input ([`core::Core::studio_changed`]). Every
+//! the actor takes it in turn with the inputs ([`core::Core::studio_changed`]). Every
 //! progress metric gets its new target, type, tracker role and off-target predicate,
 //! the watches become the new studio's (threshold triggers, targets — SLAs such as
 //! `feedback_response_time < 2 hours` included — and improvement targets), health
@@ -94,6 +97,7 @@
 //! scripts; [`TrackerView::prometheus_text`] renders every metric and the
 //! health numbers as Prometheus gauges.
 
+mod actor;
 pub mod core;
 pub mod health;
 mod http;
@@ -192,6 +196,12 @@ impl TrackerOptions {
 /// What can go wrong in the tracker.
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
+    /// `start` was called outside an actix System.
+    #[error(
+        "the tracker runs an actix actor and must be started inside an actix System \
+         (actix::System::with_tokio_rt, or #[actix_rt::test] in tests)"
+    )]
+    NoSystem,
     /// The bus refused something.
     #[error("bus: {0}")]
     Bus(#[from] BusError),
@@ -213,7 +223,7 @@ impl TrackerError {
             TrackerError::Invalid(_) => "invalid_argument",
             TrackerError::NotFound(_) => "not_found",
             TrackerError::Bus(_) => "unavailable",
-            TrackerError::Store(_) => "internal",
+            TrackerError::Store(_) | TrackerError::NoSystem => "internal",
         };
         format!("{code}: {self}")
     }

@@ -1,13 +1,27 @@
-//! The tracker as a service: listeners hand every bus input to one loop that
-//! owns the [`Core`]; the loop publishes crossings, writes and flushes the
-//! store, then settles deliveries and answers requests.
+//! The tracker as a service: [`start`] loads the state, opens the consumers
+//! and subscriptions, starts the [`TrackerActor`](crate::actor) and wires
+//! every subject to it as an [`Input`] message:
+//!
+//! | source | message |
+//! |---|---|
+//! | `EVENTS` `metric.>` (durable `tracker`) | `Input::Samples` (a fetched batch) |
+//! | `EVENTS` `run.event.>` (durable `tracker-runs`) | `Input::Runs` (a fetched batch) |
+//! | `agent.heartbeat.>` | `Input::Heartbeat` |
+//! | `event.gate.>` | `Input::Gate` |
+//! | `dlq.>` | `Input::DeadLetter` |
+//! | `tracker.metrics.record` / `.get`, `tracker.health` (queue group `tracker`) | `Input::Record` / `Get` / `Health` |
+//! | the handle's studio hook | `SetStudio` |
+//!
+//! Each listener waits for the actor to have handled its message before it
+//! takes the next (back pressure). On stop the listeners end, then
+//! `Finish` flushes the store for the last time and stops the actor.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use actix::{Actor as _, Addr};
 use concierto_bus::{
-    Bus, BusExt, Consumer, ConsumerSpec, DEAD_LETTER_PREFIX, Delivery, Outgoing, ProtoMessage,
+    Bus, BusExt, Consumer, ConsumerSpec, DEAD_LETTER_PREFIX, Delivery, ProtoMessage,
     TypedSubscription, encode, ensure_standard_streams,
 };
 use concierto_core::clock::SharedClock;
@@ -15,12 +29,11 @@ use concierto_core::config::Studio;
 use concierto_core::service::{ServiceHandle, StopSignal};
 use concierto_core::store::{KvStore, StoreError};
 use concierto_core::subjects;
-use concierto_proto::v1::{self, MetricSample};
-use tokio::sync::mpsc;
+use concierto_proto::v1;
 use tokio::task::JoinHandle;
 
-use crate::core::{Core, MetricView, Outcome};
-use crate::series::TREE;
+use crate::actor::{Finish, Input, SetStudio, TrackerActor, Worker};
+use crate::core::{Core, MetricView};
 use crate::{TrackerError, TrackerOptions};
 
 /// Queue group of the tracker's request subscriptions.
@@ -56,7 +69,7 @@ impl TrackerView {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set(&self, s: Snapshot) {
+    pub(crate) fn set(&self, s: Snapshot) {
         *self.inner.write().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
@@ -95,27 +108,11 @@ impl Tracker {
     }
 }
 
-enum Input {
-    Samples(Vec<(MetricSample, Delivery)>),
-    Runs(Vec<(v1::RunEvent, Delivery)>),
-    Heartbeat(v1::AgentHeartbeat),
-    Gate(v1::Gate),
-    DeadLetter,
-    Record(v1::RecordMetricRequest, String),
-    Get(v1::GetMetricsRequest, String),
-    Health(String),
-    Tick,
-    /// A changed studio waits in the loop's pending slot.
-    Studio,
-}
-
-/// The latest studio handed over and not yet taken (a newer one replaces it).
-type Pending = Arc<Mutex<Option<Arc<Studio>>>>;
-
 /// Starts the tracker for `studio`: reads the bus, keeps its series in `store`
 /// (tree `tracker`), reads the time from `clock`. Its handle takes a changed studio
-/// live ([`ServiceHandle::studio_changed`]): the loop takes it before its next input
-/// ([`Core::studio_changed`]).
+/// live ([`ServiceHandle::studio_changed`]): the actor takes it in turn with the
+/// inputs ([`Core::studio_changed`]). Must be called inside an actix `System`
+/// ([`TrackerError::NoSystem`] otherwise).
 pub async fn start(
     studio: Arc<Studio>,
     bus: Arc<dyn Bus>,
@@ -123,6 +120,9 @@ pub async fn start(
     clock: SharedClock,
     opts: TrackerOptions,
 ) -> Result<Tracker, TrackerError> {
+    if actix::System::try_current().is_none() {
+        return Err(TrackerError::NoSystem);
+    }
     opts.validate()?;
     ensure_standard_streams(bus.as_ref(), &opts.streams).await?;
     let core_opts = opts.clone();
@@ -171,46 +171,47 @@ pub async fn start(
         health: core.health(now),
     });
     let (handle, control) = ServiceHandle::new("tracker");
-    let (tx, rx) = mpsc::channel::<Input>(1024);
-    let pending: Pending = Arc::default();
+    let worker = Worker {
+        core,
+        bus,
+        store,
+        view: view.clone(),
+        prune_every: opts.prune_every,
+        last_prune: None,
+        dirty: false,
+    };
+    let addr = TrackerActor::new(worker, clock, opts.tick).start();
     let handle = {
-        // Weak: the loop ends once the listeners are gone, whoever holds the handle.
-        let (pending, wake) = (pending.clone(), tx.downgrade());
-        handle.on_studio_change(move |studio| {
-            *pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(studio);
-            // A full queue is fine: the slot is looked at before every input.
-            if let Some(tx) = wake.upgrade() {
-                let _ = tx.try_send(Input::Studio);
-            }
-        })
+        let addr = addr.clone();
+        handle.on_studio_change(move |studio| addr.do_send(SetStudio(studio)))
     };
     let signal = control.signal.clone();
     let mut listeners: Vec<JoinHandle<()>> = vec![
-        tokio::spawn(forward(heartbeats, signal.clone(), tx.clone(), |m, _| {
+        tokio::spawn(forward(heartbeats, signal.clone(), addr.clone(), |m, _| {
             Some(Input::Heartbeat(m))
         })),
-        tokio::spawn(forward(gates, signal.clone(), tx.clone(), |m, _| {
+        tokio::spawn(forward(gates, signal.clone(), addr.clone(), |m, _| {
             Some(Input::Gate(m))
         })),
-        tokio::spawn(forward(record, signal.clone(), tx.clone(), |m, raw| {
+        tokio::spawn(forward(record, signal.clone(), addr.clone(), |m, raw| {
             raw.reply.map(|r| Input::Record(m, r))
         })),
-        tokio::spawn(forward(get, signal.clone(), tx.clone(), |m, raw| {
+        tokio::spawn(forward(get, signal.clone(), addr.clone(), |m, raw| {
             raw.reply.map(|r| Input::Get(m, r))
         })),
-        tokio::spawn(forward(health, signal.clone(), tx.clone(), |_, raw| {
+        tokio::spawn(forward(health, signal.clone(), addr.clone(), |_, raw| {
             raw.reply.map(Input::Health)
         })),
     ];
     {
-        let (mut signal, tx, mut dead) = (signal.clone(), tx.clone(), dead);
+        let (mut signal, addr, mut dead) = (signal.clone(), addr.clone(), dead);
         listeners.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
                     biased;
                     _ = signal.stopped() => break,
                     next = dead.next() => match next {
-                        Some(_) => if tx.send(Input::DeadLetter).await.is_err() { break },
+                        Some(_) => if addr.send(Input::DeadLetter).await.is_err() { break },
                         None => break,
                     },
                 }
@@ -220,43 +221,17 @@ pub async fn start(
     listeners.push(tokio::spawn(pull(
         consumer,
         signal.clone(),
-        tx.clone(),
+        addr.clone(),
         (opts.batch, opts.fetch_wait),
         Input::Samples,
     )));
     listeners.push(tokio::spawn(pull(
         runs,
         signal.clone(),
-        tx.clone(),
+        addr.clone(),
         (opts.batch, opts.fetch_wait),
         Input::Runs,
     )));
-    {
-        let (mut signal, tx, every) = (signal.clone(), tx.clone(), opts.tick);
-        listeners.push(tokio::spawn(async move {
-            let mut interval = tokio::time::interval(every);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = signal.stopped() => break,
-                    _ = interval.tick() => if tx.send(Input::Tick).await.is_err() { break },
-                }
-            }
-        }));
-    }
-    drop(tx);
-    let looper = Looper {
-        core,
-        bus,
-        store,
-        clock,
-        view: view.clone(),
-        pending,
-        prune_every: opts.prune_every,
-        last_prune: None,
-        dirty: false,
-    };
-    let main = tokio::spawn(looper.run(rx));
     tracing::info!(metrics = studio.progress_metrics.len(), "tracker started");
     tokio::spawn(async move {
         let mut signal = control.signal.clone();
@@ -267,11 +242,11 @@ pub async fn start(
                 result = Err(format!("a tracker listener failed: {e}"));
             }
         }
-        // The listeners held every sender: the loop drains and ends.
-        match main.await {
+        // The listeners are gone: the last flush, then the actor stops.
+        match addr.send(Finish).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => result = Err(e),
-            Err(e) => result = Err(format!("the tracker loop failed: {e}")),
+            Err(e) => result = Err(format!("the tracker actor failed: {e}")),
         }
         tracing::info!("tracker stopped");
         control.finished(result);
@@ -279,11 +254,11 @@ pub async fn start(
     Ok(Tracker { handle, view })
 }
 
-/// Hands every batch fetched from `consumer` to the loop until stopped.
+/// Hands every batch fetched from `consumer` to the actor until stopped.
 async fn pull<M: ProtoMessage>(
     consumer: Consumer,
     signal: StopSignal,
-    tx: mpsc::Sender<Input>,
+    addr: Addr<TrackerActor>,
     (batch, wait): (usize, Duration),
     wrap: fn(Vec<(M, Delivery)>) -> Input,
 ) {
@@ -291,7 +266,7 @@ async fn pull<M: ProtoMessage>(
         match consumer.fetch_proto::<M>(batch, wait).await {
             Ok(got) if got.is_empty() => {}
             Ok(got) => {
-                if tx.send(wrap(got)).await.is_err() {
+                if addr.send(wrap(got)).await.is_err() {
                     break;
                 }
             }
@@ -303,11 +278,11 @@ async fn pull<M: ProtoMessage>(
     }
 }
 
-/// Hands every message of `sub` to the loop until stopped.
+/// Hands every message of `sub` to the actor until stopped.
 async fn forward<M, F>(
     mut sub: TypedSubscription<M>,
     mut stop: StopSignal,
-    tx: mpsc::Sender<Input>,
+    addr: Addr<TrackerActor>,
     wrap: F,
 ) where
     M: ProtoMessage,
@@ -320,7 +295,7 @@ async fn forward<M, F>(
             next = sub.next() => match next {
                 Some((m, raw)) => {
                     if let Some(input) = wrap(m, raw)
-                        && tx.send(input).await.is_err()
+                        && addr.send(input).await.is_err()
                     {
                         break;
                     }
@@ -370,277 +345,5 @@ async fn seed_open_gates(bus: &dyn Bus, core: &mut Core) {
             return;
         }
         page_token = page.next_page_token;
-    }
-}
-
-struct Looper {
-    core: Core,
-    bus: Arc<dyn Bus>,
-    store: Arc<dyn KvStore>,
-    clock: SharedClock,
-    view: TrackerView,
-    pending: Pending,
-    prune_every: Duration,
-    last_prune: Option<DateTime<Utc>>,
-    dirty: bool,
-}
-
-fn error_reply(e: &TrackerError) -> Outgoing {
-    Outgoing::new(Vec::new()).header(subjects::ERROR_HEADER, e.reply_header())
-}
-
-impl Looper {
-    async fn run(mut self, mut rx: mpsc::Receiver<Input>) -> Result<(), String> {
-        while let Some(input) = rx.recv().await {
-            let now = self.clock.now();
-            let studio = self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(studio) = studio {
-                self.take_studio(&studio, now).await;
-            }
-            self.handle(input, now).await;
-            self.view.set(crate::service::Snapshot {
-                metrics: self.core.views(now),
-                health: self.core.health(now),
-            });
-        }
-        self.flush().await.map_err(|e| format!("final flush: {e}"))
-    }
-
-    /// Takes a changed studio: new specs and watches for the next evaluation (done
-    /// now), series and watch states kept.
-    async fn take_studio(&mut self, studio: &Studio, now: DateTime<Utc>) {
-        match self.core.studio_changed(studio, now) {
-            Ok((out, changes)) => {
-                tracing::info!(
-                    added = ?changes.added,
-                    removed = ?changes.removed,
-                    changed = ?changes.changed,
-                    watches = ?changes.watches,
-                    "studio changed: progress metrics {changes}"
-                );
-                if let Err(e) = self.commit(out, true).await {
-                    tracing::error!(error = %e, "writing the tracker's state after a studio change failed");
-                }
-            }
-            Err(e) => tracing::error!(
-                error = %e,
-                "a studio change could not be taken; the tracker goes on with the studio it had"
-            ),
-        }
-    }
-
-    async fn handle(&mut self, input: Input, now: DateTime<Utc>) {
-        match input {
-            Input::Studio => {}
-            Input::Samples(batch) => self.samples(batch, now).await,
-            Input::Runs(batch) => self.run_events(batch, now).await,
-            Input::Heartbeat(hb) => {
-                let out = self.core.heartbeat(&hb, now);
-                self.commit(out, false).await.unwrap_or(());
-            }
-            Input::Gate(g) => self.core.gate(&g),
-            Input::DeadLetter => self.core.dead_letter(),
-            Input::Record(req, reply) => {
-                let sample = MetricSample {
-                    metric: req.metric,
-                    value: req.value,
-                    at: None,
-                    labels: req.labels,
-                    unit: String::new(),
-                };
-                let answer = match self.core.sample(&sample, now) {
-                    Ok(out) => match self.commit(out, true).await {
-                        Ok(()) => encode(&v1::RecordMetricResponse {}),
-                        Err(e) => error_reply(&e),
-                    },
-                    Err(e) => {
-                        tracing::debug!(error = %e, "a metric record was refused");
-                        error_reply(&e)
-                    }
-                };
-                self.respond(&reply, answer).await;
-            }
-            Input::Get(req, reply) => {
-                let answer = match self.core.get_metrics(&req, now) {
-                    Ok(r) => encode(&r),
-                    Err(e) => error_reply(&e),
-                };
-                self.respond(&reply, answer).await;
-            }
-            Input::Health(reply) => {
-                let answer = encode(&self.core.health(now));
-                self.respond(&reply, answer).await;
-            }
-            Input::Tick => {
-                let prune = self.last_prune.is_none_or(|t| {
-                    now - t
-                        >= chrono::Duration::from_std(self.prune_every)
-                            .unwrap_or(chrono::Duration::MAX)
-                });
-                if prune {
-                    self.last_prune = Some(now);
-                }
-                match self.core.tick(now, prune) {
-                    Ok(out) => self.commit(out, false).await.unwrap_or(()),
-                    Err(e) => tracing::error!(error = %e, "the tracker's tick failed"),
-                }
-                if self.dirty
-                    && let Err(e) = self.flush().await
-                {
-                    tracing::error!(error = %e, "flushing the tracker's store failed");
-                }
-            }
-        }
-    }
-
-    async fn respond(&self, reply: &str, out: Outgoing) {
-        if let Err(e) = self.bus.respond(reply, out).await {
-            tracing::warn!(error = %e, "answering a tracker request failed");
-        }
-    }
-
-    /// Samples from the stream: applied in order (a redelivery of one already
-    /// applied is skipped), crossings published, writes flushed, then every
-    /// delivery acknowledged; a sample that cannot be taken is dead-lettered.
-    async fn samples(&mut self, batch: Vec<(MetricSample, Delivery)>, now: DateTime<Utc>) {
-        let mut out = Outcome::default();
-        let mut done = Vec::new();
-        let mut refused = Vec::new();
-        let applied_before = self.core.applied_seq();
-        for (s, d) in batch {
-            if d.delivered > 1 && d.stream_seq <= self.core.applied_seq() {
-                done.push(d);
-                continue;
-            }
-            match self.core.sample(&s, now) {
-                Ok(o) => {
-                    out.ops.extend(o.ops);
-                    out.crossings.extend(o.crossings);
-                    self.core.mark_applied(d.stream_seq, &mut out);
-                    done.push(d);
-                }
-                Err(e) => refused.push((d, e.to_string())),
-            }
-        }
-        let ok = self.commit(out, true).await.is_ok();
-        if !ok {
-            // Not stored: the redeliveries must be applied again, not skipped
-            // (the in-memory series count them twice until a restart; losing
-            // them would be worse).
-            self.core.restore_applied(applied_before);
-        }
-        for d in done {
-            let r = if ok {
-                d.ack().await
-            } else {
-                d.nak(Some(Duration::from_secs(1))).await
-            };
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "settling a metric sample failed; it will come again");
-            }
-        }
-        for (d, reason) in refused {
-            tracing::warn!(subject = %d.message.subject, %reason, "dead-lettering a metric sample");
-            if let Err(e) = d.term(reason).await {
-                tracing::warn!(error = %e, "dead-lettering a metric sample failed");
-            }
-        }
-    }
-
-    /// Run events from the stream: each counted (a run or step already
-    /// counted is skipped by its stored key, so a redelivery counts nothing),
-    /// the writes flushed, then every delivery acknowledged; when the store
-    /// fails, the rest are handed back to come again.
-    async fn run_events(&mut self, batch: Vec<(v1::RunEvent, Delivery)>, now: DateTime<Utc>) {
-        let mut ok = true;
-        for (e, _) in &batch {
-            // A succeeded run with deliverables: its pieces, from its outputs.
-            let pieces = match self.core.wants_pieces(e) {
-                Ok(true) => {
-                    let steps = self
-                        .core
-                        .deliverable_steps(&e.workflow)
-                        .unwrap_or_default()
-                        .to_vec();
-                    let n =
-                        crate::pieces::pieces_of_run(self.bus.as_ref(), &e.run_id, &steps).await;
-                    match self.core.deliverables_made(e, n, now) {
-                        Ok(out) => self.commit(out, false).await,
-                        Err(err) => Err(err.into()),
-                    }
-                }
-                Ok(false) => Ok(()),
-                Err(err) => Err(err.into()),
-            };
-            if let Err(err) = pieces {
-                tracing::error!(run = %e.run_id, error = %err, "a run's deliverables could not be counted; it will come again");
-                ok = false;
-                break;
-            }
-            let counted = match self.core.run_event(e, now) {
-                Ok(out) => self.commit(out, false).await,
-                Err(err) => Err(err.into()),
-            };
-            if let Err(err) = counted {
-                tracing::error!(run = %e.run_id, error = %err, "a run event could not be counted; it will come again");
-                ok = false;
-                break;
-            }
-        }
-        if ok && self.dirty {
-            ok = self.flush().await.is_ok();
-        }
-        for (_, d) in batch {
-            let r = if ok {
-                d.ack().await
-            } else {
-                d.nak(Some(Duration::from_secs(1))).await
-            };
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "settling a run event failed; it will come again");
-            }
-        }
-    }
-
-    /// Publishes the crossings, then writes (and, with `flush`, flushes) the store.
-    async fn commit(&mut self, out: Outcome, flush: bool) -> Result<(), TrackerError> {
-        for x in &out.crossings {
-            let subject = subjects::metric_event(&x.metric);
-            let id = format!(
-                "{}@{}@{}",
-                x.predicate,
-                x.entered,
-                x.at.as_ref()
-                    .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
-                    .unwrap_or(0)
-            );
-            if let Err(e) = self.bus.publish_durable_proto(&subject, x, &id).await {
-                tracing::warn!(error = %e, %subject, "storing a threshold event failed; publishing it without the stream");
-                if let Err(e) = self.bus.publish_proto(&subject, x).await {
-                    tracing::error!(error = %e, %subject, "publishing a threshold event failed");
-                }
-            }
-        }
-        if !out.ops.is_empty() {
-            self.store.apply(TREE, out.ops)?;
-            self.dirty = true;
-        }
-        if flush && self.dirty {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<(), TrackerError> {
-        let s = self.store.clone();
-        tokio::task::spawn_blocking(move || s.flush())
-            .await
-            .map_err(|e| StoreError::from_message(format!("store flush task: {e}")))??;
-        self.dirty = false;
-        Ok(())
     }
 }

@@ -281,7 +281,7 @@ fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     })
 }
 
-#[tokio::test]
+#[actix_rt::test]
 async fn metrics_health_and_records_through_the_admin_api_http_and_prometheus() {
     let server = NatsServer::start().expect("nats-server");
     let bus = nats(&server).await;
@@ -696,4 +696,22 @@ async fn run_events_published_while_the_tracker_is_down_are_counted_once_after_i
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(metrics(&bus, &["daily_output"]).await[0].current, 3.0);
     tracker.stop().await.unwrap();
+}
+
+/// The tracker is an actix actor: started outside a System, it says so
+/// instead of panicking.
+#[tokio::test]
+async fn outside_an_actix_system_start_says_so() {
+    let server = NatsServer::start().expect("nats-server");
+    let bus = nats(&server).await;
+    let store: Arc<dyn KvStore> = Arc::new(SledStore::temporary().unwrap());
+    let clock: SharedClock = Arc::new(ManualClock::new(utc(1, 9, 0)));
+    let err = concierto_tracker::start(studio(), bus, store, clock, opts())
+        .await
+        .expect_err("no actix System");
+    assert!(
+        matches!(err, concierto_tracker::TrackerError::NoSystem),
+        "{err}"
+    );
+    assert!(err.reply_header().starts_with("internal: "), "{err}");
 }

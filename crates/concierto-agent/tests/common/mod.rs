@@ -20,6 +20,24 @@ use concierto_proto::v1::{Task, TaskResult};
 
 pub const ROLE: &str = "content-creator";
 
+/// An actix System on a multi-threaded tokio runtime (two threads), as the
+/// `concierto` binary runs: `#[actix_rt::test(system = "common::MultiThreaded")]`.
+pub struct MultiThreaded;
+
+impl MultiThreaded {
+    // `#[actix_rt::test(system = ..)]` calls `<system>::new().block_on(..)`.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> actix::SystemRunner {
+        actix::System::with_tokio_rt(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+        })
+    }
+}
+
 pub fn role(name: &str) -> RoleDef {
     RoleDef {
         name: name.to_string(),
