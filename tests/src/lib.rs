@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use concierto_bus::{Bus, BusError, BusExt, NatsBus, NatsOptions};
 use concierto_core::subjects;
 use concierto_proto::v1;
-use concierto_testkit::NatsServer;
+use concierto_testkit::{NatsCluster, NatsServer};
 
 /// The `concierto` binary next to the test executable (`target/<profile>/concierto`).
 pub fn concierto_bin() -> PathBuf {
@@ -101,6 +101,9 @@ impl Drop for Proc {
 pub struct Sandbox {
     /// The server.
     pub nats: NatsServer,
+    /// A three-node cluster the processes use instead of `nats`
+    /// ([`Sandbox::on_cluster`]).
+    pub cluster: Option<NatsCluster>,
     dir: tempfile::TempDir,
     studio: PathBuf,
     env: Vec<(String, String)>,
@@ -115,6 +118,7 @@ impl Sandbox {
         let dir = tempfile::tempdir().expect("temp dir");
         Sandbox {
             nats,
+            cluster: None,
             dir,
             studio: example_studio(),
             env: env
@@ -122,6 +126,22 @@ impl Sandbox {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             procs: HashMap::new(),
+        }
+    }
+
+    /// A sandbox whose processes and client use a three-node NATS cluster
+    /// (every node's URL, comma-separated); `nats` stays idle.
+    pub fn on_cluster(env: &[(&str, &str)]) -> Self {
+        let mut sb = Self::new(env);
+        sb.cluster = Some(NatsCluster::start().expect("the NATS cluster starts"));
+        sb
+    }
+
+    /// What the processes are given as `--nats`: the cluster's URLs or the server's.
+    pub fn nats_url(&self) -> String {
+        match &self.cluster {
+            Some(c) => c.urls(),
+            None => self.nats.url(),
         }
     }
 
@@ -157,7 +177,7 @@ impl Sandbox {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         all.extend([
             "--nats".into(),
-            self.nats.url(),
+            self.nats_url(),
             "--file".into(),
             self.studio.display().to_string(),
         ]);
@@ -218,10 +238,15 @@ impl Sandbox {
             .join("\n")
     }
 
-    /// A client on the sandbox's NATS with the studio's prefix.
+    /// A client on the sandbox's NATS with the studio's prefix (on a
+    /// cluster, with three copies of what it creates).
     pub async fn client(&self) -> Arc<dyn Bus> {
+        let opts = NatsOptions {
+            replicas: if self.cluster.is_some() { 3 } else { 1 },
+            ..NatsOptions::default()
+        };
         Arc::new(
-            NatsBus::connect(&self.nats.url(), NatsOptions::default())
+            NatsBus::connect(&self.nats_url(), opts)
                 .await
                 .expect("client connects"),
         )

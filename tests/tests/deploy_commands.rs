@@ -11,13 +11,20 @@
 //! service, their permissions), its passwords generated for the test and given
 //! as an `.env` file (compose) or the `concierto-nats` Secret (k8s) would.
 //!
+//! Peer addresses (`http://<container>:<port>`, e.g. the dashboard's
+//! `server.library_url` `http://ingest:8081`) point at that container's local
+//! port, as the cluster's DNS would; a shared volume (the source folders' PVC)
+//! is one folder for every pod, holding what the operator copies in (the
+//! example studio's content).
+//!
 //! Then, over the admin API of the `admin` container: a run of the example
 //! studio's daily pipeline with a slow builtin step; SIGTERM to the
 //! content-creator replica holding one of its tasks (it must finish that task,
 //! then exit 0); a rolling restart of the orchestrator (SIGTERM, exit 0, the same
 //! command on the same volume); the run must still succeed. Every container's
 //! health check (compose) or readiness/liveness probe (k8s, HTTP and gRPC) must
-//! pass, and SIGTERM must stop every process with status 0.
+//! pass; the dashboard's `/library` (signed in) must show the gallery the
+//! ingest container serves; SIGTERM must stop every process with status 0.
 //!
 //! Containers whose service this build does not have yet (`serve` says "not
 //! built yet") and a build that serves no metrics/health endpoint at all are
@@ -50,6 +57,9 @@ enum Source {
     ConfigMap(Vec<(String, PathBuf)>),
     /// A volume of the replica's own (named volume, PVC, emptyDir).
     Own,
+    /// A folder of a volume every pod shares (a PersistentVolumeClaim named
+    /// in the pod's volumes): claim, subPath.
+    Shared(String, String),
 }
 
 /// A probe the files give a container.
@@ -394,7 +404,12 @@ fn k8s_containers() -> Vec<Container> {
                     let v = volumes
                         .get(&vname)
                         .unwrap_or_else(|| panic!("{name}: no volume {vname}"));
-                    if !v["configMap"].is_badvalue() {
+                    if !v["persistentVolumeClaim"].is_badvalue() {
+                        Source::Shared(
+                            scalar(&v["persistentVolumeClaim"]["claimName"]),
+                            scalar(&m["subPath"]),
+                        )
+                    } else if !v["configMap"].is_badvalue() {
                         let cm = scalar(&v["configMap"]["name"]);
                         let (files, _) = generated
                             .get(&cm)
@@ -455,6 +470,49 @@ fn k8s_containers() -> Vec<Container> {
 
 // ------------------------------------------------------------ as processes
 
+/// Copies a folder (the example studio's sample content) recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Points each replica's `http://<container>:<port>` values (a peer's
+/// address, e.g. `CONCIERTO__SERVER__LIBRARY_URL=http://ingest:8081`) at the
+/// local port of that container's first replica, as the cluster's DNS would.
+fn resolve_peers(replicas: &mut [Replica]) {
+    let ports: HashMap<String, HashMap<u16, u16>> = replicas
+        .iter()
+        .rev()
+        .map(|r| (r.container.name.clone(), r.ports.clone()))
+        .collect();
+    for r in replicas.iter_mut() {
+        for v in r.env.values_mut() {
+            let Some(rest) = v.strip_prefix("http://") else {
+                continue;
+            };
+            let (host, port) = rest.split_once(':').unwrap_or((rest, ""));
+            let Some(peer) = ports.get(host) else {
+                continue;
+            };
+            let port: u16 = port
+                .trim_end_matches('/')
+                .parse()
+                .expect("a peer URL with a port");
+            let local = peer
+                .get(&port)
+                .unwrap_or_else(|| panic!("{}: {v}: {host} listens on no port {port}", r.name));
+            *v = format!("http://127.0.0.1:{local}");
+        }
+    }
+}
+
 /// One replica of a container, as a local process.
 struct Replica {
     name: String,
@@ -480,7 +538,20 @@ impl Replica {
             std::fs::create_dir_all(at.parent().unwrap()).unwrap();
             match source {
                 Source::Host(host) => {
-                    std::os::unix::fs::symlink(host.canonicalize().unwrap(), &at).unwrap()
+                    let host = host.canonicalize().unwrap();
+                    // A folder of a bind mount bound again (writable): already there.
+                    if at.canonicalize().ok().as_ref() != Some(&host) {
+                        std::os::unix::fs::symlink(host, &at).unwrap()
+                    }
+                }
+                Source::Shared(claim, sub) => {
+                    // What the operator copies into the volume first (deploy/k8s/base/sources.yaml):
+                    // the example studio's folder of that name.
+                    let shared = dir.join("shared").join(claim).join(sub);
+                    if !shared.exists() {
+                        copy_dir(&repo().join("examples/studio").join(sub), &shared);
+                    }
+                    std::os::unix::fs::symlink(&shared, &at).unwrap()
                 }
                 Source::Own => std::fs::create_dir_all(&at).unwrap(),
                 Source::ConfigMap(files) => {
@@ -738,6 +809,76 @@ fn logs(replicas: &[Replica]) -> String {
         .join("\n")
 }
 
+/// Percent-encodes a form value.
+fn form_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Signs in to the dashboard at `base` with the operator's token (cookies
+/// kept by hand) and GETs `/library`: its status and page.
+async fn library_page(base: &str) -> (u16, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut cookies: Vec<String> = Vec::new();
+    let keep = |cookies: &mut Vec<String>, r: &reqwest::Response| {
+        for c in r.headers().get_all(reqwest::header::SET_COOKIE) {
+            let pair = c.to_str().unwrap().split(';').next().unwrap().to_string();
+            let name = pair.split('=').next().unwrap().to_string();
+            cookies.retain(|c| !c.starts_with(&format!("{name}=")));
+            cookies.push(pair);
+        }
+    };
+    let Ok(login) = http.get(format!("{base}/login")).send().await else {
+        return (0, "the dashboard does not answer".into());
+    };
+    keep(&mut cookies, &login);
+    let page = login.text().await.unwrap_or_default();
+    let Some(csrf) = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+    else {
+        return (0, format!("no sign-in form: {page}"));
+    };
+    let form = format!(
+        "csrf={}&token={}&next=%2Flibrary",
+        form_value(csrf),
+        form_value(TOKEN)
+    );
+    let signed = http
+        .post(format!("{base}/login"))
+        .header("cookie", cookies.join("; "))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    keep(&mut cookies, &signed);
+    if signed.status() != reqwest::StatusCode::SEE_OTHER {
+        return (
+            signed.status().as_u16(),
+            signed.text().await.unwrap_or_default(),
+        );
+    }
+    let r = http
+        .get(format!("{base}/library"))
+        .header("cookie", cookies.join("; "))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
 async fn run_cluster(what: &str, containers: Vec<Container>) {
     let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
     for expected in [
@@ -778,10 +919,21 @@ async fn run_cluster(what: &str, containers: Vec<Container>) {
             } else {
                 c.name.clone()
             };
-            let mut r = Replica::new(dir.path(), name, c, &nats.url());
-            r.start();
-            replicas.push(r);
+            replicas.push(Replica::new(dir.path(), name, c, &nats.url()));
         }
+    }
+    resolve_peers(&mut replicas);
+    for r in &mut replicas {
+        r.start();
+    }
+    // The demo trigger is off in a cluster: only the runs started here run.
+    for r in &replicas {
+        assert_eq!(
+            r.env.get("CONCIERTO__DEMO_TRIGGERS").map(String::as_str),
+            Some("off"),
+            "{what}: {} runs the example's 30-second demo trigger",
+            r.name
+        );
     }
     // Data folders are never shared between replicas.
     let data: Vec<&String> = replicas
@@ -830,6 +982,29 @@ async fn run_cluster(what: &str, containers: Vec<Container>) {
             logs(&replicas)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The content library's gallery, through the dashboard's own container:
+    // it reaches the library at its peer address (server.library_url).
+    if let Some(dash) = replicas.iter().find(|r| r.container.name == "dashboard") {
+        let base = format!("http://127.0.0.1:{}", dash.local(8082));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, page) = library_page(&base).await;
+            if status == 200 && page.contains("class=\"item\"") {
+                let items = page.matches("class=\"item\"").count();
+                eprintln!(
+                    "{what}: the dashboard's /library shows {items} items from the ingest container"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: GET /library through the dashboard: {status}\n{page}\n{}",
+                logs(&replicas)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     // A run of the example studio, each step slow enough to be caught in flight.

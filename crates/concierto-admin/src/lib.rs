@@ -158,7 +158,7 @@ pub async fn start(
     let mut signal = control.signal.clone();
     tokio::spawn(async move {
         let result = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(no_delay(listener), async move {
                 signal.stopped().await;
             })
             .await;
@@ -167,6 +167,23 @@ pub async fn start(
     });
     tracing::info!(%addr, tls = opts.tls.is_some(), "admin service listening");
     Ok((handle, addr))
+}
+
+/// The connections `listener` accepts, each with `TCP_NODELAY` set: tonic's
+/// own `tcp_nodelay` applies only to listeners it binds itself, and without
+/// it a small reply can wait on Nagle's algorithm and the client's delayed
+/// ACK (up to 40 ms a call).
+fn no_delay(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt as _;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+            }
+        })
+    })
 }
 
 /// `server.tls` as a log shows it.
@@ -180,4 +197,19 @@ fn tls_text(tls: &Option<TlsSection>) -> String {
 /// The identities the studio gives tokens to (for start-up logs).
 pub fn identities(studio: &Studio) -> Identities {
     Identities::from_studio(studio)
+}
+
+#[cfg(test)]
+mod no_delay_tests {
+    use futures::StreamExt as _;
+
+    #[tokio::test]
+    async fn accepted_connections_have_tcp_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = Box::pin(super::no_delay(listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }

@@ -200,6 +200,27 @@ pub trait Bus: Send + Sync + 'static {
         ))
     }
 
+    /// The replica bucket `name` (see [`crate::replica`]): on NATS the
+    /// JetStream KV bucket `<PREFIX>_<name>` with `replicas` copies, shared
+    /// by every process of the studio; on the embedded bus a map in memory.
+    async fn replica(
+        &self,
+        name: &str,
+        replicas: usize,
+    ) -> Result<Arc<dyn crate::replica::ReplicaStore>> {
+        let _ = replicas;
+        Err(crate::BusError::NotFound(format!(
+            "a replica bucket {name} on this bus"
+        )))
+    }
+
+    /// True for a bus inside this process (the embedded bus): nothing on it
+    /// outlives the process or reaches another one, so state is not written
+    /// through to it.
+    fn in_process(&self) -> bool {
+        false
+    }
+
     /// The subject prefix (`concierto.` by default).
     fn prefix(&self) -> &str;
 }

@@ -40,6 +40,7 @@ struct Inner {
     streams: Mutex<HashMap<String, StreamState>>,
     notify: Notify,
     leases: Arc<crate::lease::MemoryLeases>,
+    replicas: Mutex<HashMap<String, Arc<crate::replica::MemoryReplica>>>,
 }
 
 struct Sub {
@@ -104,6 +105,7 @@ impl EmbeddedBus {
                 streams: Mutex::new(HashMap::new()),
                 notify: Notify::new(),
                 leases: Arc::default(),
+                replicas: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -382,6 +384,23 @@ impl DeadLetters for EmbeddedBus {
 impl Bus for EmbeddedBus {
     async fn leases(&self) -> Result<Arc<dyn crate::lease::LeaseStore>> {
         Ok(self.inner.leases.clone())
+    }
+
+    fn in_process(&self) -> bool {
+        true
+    }
+
+    async fn replica(
+        &self,
+        name: &str,
+        _replicas: usize,
+    ) -> Result<Arc<dyn crate::replica::ReplicaStore>> {
+        let mut all = match self.inner.replicas.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        let r = all.entry(name.to_string()).or_default().clone();
+        Ok(r)
     }
 
     async fn stream_messages(

@@ -49,6 +49,10 @@ pub enum BusError {
     /// The bus was shut down.
     #[error("bus closed")]
     Closed,
+    /// An argument or stored data this bus cannot take (a replica key, a
+    /// replica value another version wrote).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl BusError {

@@ -304,13 +304,19 @@ impl LeaseStore for MemoryLeases {
 }
 
 /// The NATS lease bucket: JetStream KV bucket `<PREFIX>_LEASES`, its stream
-/// made here (NATS 2.9 cannot create buckets through the client's call).
+/// made here (NATS 2.9 cannot create buckets through the client's call) with
+/// `replicas` copies (`server.bus.replicas`: on a cluster a lease outlives
+/// the node that stored it).
 pub(crate) struct NatsLeases {
     pub(crate) kv: async_nats::jetstream::kv::Store,
 }
 
 impl NatsLeases {
-    pub(crate) async fn open(js: &async_nats::jetstream::Context, bucket: &str) -> Result<Self> {
+    pub(crate) async fn open(
+        js: &async_nats::jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<Self> {
         use async_nats::jetstream::stream;
         let config = stream::Config {
             name: format!("KV_{bucket}"),
@@ -321,6 +327,7 @@ impl NatsLeases {
             deny_delete: true,
             allow_direct: true,
             storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
             ..Default::default()
         };
         js.get_or_create_stream(config)

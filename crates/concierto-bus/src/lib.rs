@@ -21,12 +21,14 @@
 //! payload that does not decode is dead-lettered with its reason.
 
 mod bus;
+mod durable;
 mod embedded;
 mod error;
 pub mod lease;
 mod message;
 mod nats;
 pub mod observe;
+pub mod replica;
 pub mod subject;
 mod typed;
 
@@ -42,6 +44,7 @@ pub use message::{
     CONTENT_TYPE, Headers, MSG_ID, Message, Outgoing, TRACEPARENT, protobuf_content_type,
 };
 pub use nats::{NatsAuth, NatsBus, NatsOptions, NatsTls, redact_url};
+pub use replica::{MemoryReplica, ReplicaEntry, ReplicaStore};
 pub use typed::{BusExt, ProtoMessage, TypedSubscription, decode, encode};
 
 /// The streams every Concierto studio declares (DESIGN.md section 2), with the

@@ -16,7 +16,7 @@ use crate::bus::{
     Retention, Settle, StreamSpec, Subscription, dead_letter_message, dead_letter_subject,
 };
 use crate::error::{BusError, Result};
-use crate::message::{Headers, Message, Outgoing};
+use crate::message::{Headers, MSG_ID, Message, Outgoing};
 use crate::subject::{matches, validate_filter, validate_publish};
 
 /// How to connect.
@@ -37,6 +37,12 @@ pub struct NatsOptions {
     /// `_INBOX.<user>` when logging in as a user (so the server can allow each
     /// user only its own replies, as deploy/nats/nats.conf does), else `_INBOX`.
     pub inbox_prefix: Option<String>,
+    /// Copies JetStream keeps of every stream and bucket this connection
+    /// creates (`server.bus.replicas`; at least a stream's own
+    /// [`StreamSpec::replicas`]). Above 1 (a cluster) every durable message
+    /// also gets a message id when it has none, so that a publish whose
+    /// acknowledgement was lost to a node's death is sent again safely.
+    pub replicas: usize,
 }
 
 impl Default for NatsOptions {
@@ -48,6 +54,7 @@ impl Default for NatsOptions {
             auth: NatsAuth::None,
             tls: None,
             inbox_prefix: None,
+            replicas: 1,
         }
     }
 }
@@ -164,6 +171,8 @@ struct NatsInner {
     /// then dead letters go out on core NATS (a stream made by another process
     /// still stores them).
     durable_dead_letters: AtomicBool,
+    /// [`NatsOptions::replicas`].
+    replicas: usize,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -175,8 +184,9 @@ impl std::fmt::Debug for NatsBus {
 }
 
 impl NatsBus {
-    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`) with the options'
-    /// credentials and TLS. Credentials the server refuses are
+    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`, or a cluster's nodes
+    /// comma-separated: `nats://a:4222,nats://b:4222`, tried in random order
+    /// and reconnected to when one dies) with the options' credentials and TLS. Credentials the server refuses are
     /// [`BusError::Refused`]; errors never show a password or token, not even
     /// one in the URL.
     pub async fn connect(url: &str, opts: NatsOptions) -> Result<Self> {
@@ -221,15 +231,27 @@ impl NatsBus {
             }
             o = o.require_tls(tls.required);
         }
+        // The client takes a list, not a comma-joined string.
+        let servers: Vec<&str> = plain_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
         let client = o
-            .connect(plain_url.as_str())
+            .connect(servers.as_slice())
             .await
             .map_err(|e| connect_error(&shown, &opts, &e))?;
-        Ok(Self::from_client(client, &opts.prefix))
+        Ok(Self::with_replicas(client, &opts.prefix, opts.replicas))
     }
 
-    /// Uses an existing connection.
+    /// Uses an existing connection (streams and buckets with one copy unless
+    /// a [`StreamSpec`] asks for more).
     pub fn from_client(client: async_nats::Client, prefix: &str) -> Self {
+        Self::with_replicas(client, prefix, 1)
+    }
+
+    /// Uses an existing connection; [`NatsOptions::replicas`] is `replicas`.
+    pub fn with_replicas(client: async_nats::Client, prefix: &str, replicas: usize) -> Self {
         let js = jetstream::new(client.clone());
         let stream_prefix: String = prefix
             .trim_end_matches('.')
@@ -250,6 +272,7 @@ impl NatsBus {
                 stream_prefix,
                 send_timeout: SEND_TIMEOUT,
                 durable_dead_letters: AtomicBool::new(false),
+                replicas: replicas.max(1),
             }),
         }
     }
@@ -547,7 +570,18 @@ impl Bus for NatsBus {
     async fn leases(&self) -> Result<Arc<dyn crate::lease::LeaseStore>> {
         let bucket = self.stream_name("LEASES");
         Ok(Arc::new(
-            crate::lease::NatsLeases::open(&self.inner.js, &bucket).await?,
+            crate::lease::NatsLeases::open(&self.inner.js, &bucket, self.inner.replicas).await?,
+        ))
+    }
+
+    async fn replica(
+        &self,
+        name: &str,
+        replicas: usize,
+    ) -> Result<Arc<dyn crate::replica::ReplicaStore>> {
+        let bucket = self.stream_name(name);
+        Ok(Arc::new(
+            crate::replica::NatsReplica::open(&self.inner.js, &bucket, replicas).await?,
         ))
     }
 
@@ -689,7 +723,7 @@ impl Bus for NatsBus {
             max_bytes: limit(spec.max_bytes),
             duplicate_window: spec.duplicate_window,
             storage: stream::StorageType::File,
-            num_replicas: spec.replicas.max(1),
+            num_replicas: spec.replicas.max(self.inner.replicas).max(1),
             ..Default::default()
         };
         let probe = dead_letter_subject("probe");
@@ -725,34 +759,18 @@ impl Bus for NatsBus {
     async fn publish_durable(&self, subject: &str, mut msg: Outgoing) -> Result<PublishAck> {
         validate_publish(subject)?;
         crate::observe::outgoing(subject, &mut msg);
-        let publish = jetstream::message::PublishMessage::build()
-            .payload(msg.payload)
-            .headers(to_header_map(&msg.headers));
-        // Handing it to the client is bounded here; the acknowledgement by
-        // JetStream's own timeout.
-        let pending = bounded(
-            &format!("durable publish on {subject}"),
-            self.inner.send_timeout,
-            async {
-                self.inner
-                    .js
-                    .send_publish(self.full(subject), publish)
-                    .await
-                    .map_err(|e| publish_error(subject, e))
-            },
-        )
-        .await?;
-        let ack = pending.await.map_err(|e| publish_error(subject, e))?;
-        let stream = ack
-            .stream
-            .strip_prefix(&format!("{}_", self.inner.stream_prefix))
-            .unwrap_or(&ack.stream)
-            .to_string();
-        Ok(PublishAck {
-            stream,
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
+        // On a cluster an acknowledgement lost to a node's death is common:
+        // with an id the message can be sent again (crate::durable).
+        if self.inner.replicas > 1 && msg.headers.get(MSG_ID).is_none() {
+            msg.headers.insert(MSG_ID, crate::durable::fresh_id());
+        }
+        let has_id = msg.headers.get(MSG_ID).is_some();
+        let headers = to_header_map(&msg.headers);
+        let payload = msg.payload;
+        crate::durable::with_retries(subject, has_id, crate::durable::RETRY_FOR, || {
+            self.publish_once(subject, headers.clone(), payload.clone())
         })
+        .await
     }
 
     async fn consumer(&self, stream: &str, spec: &ConsumerSpec) -> Result<Consumer> {
@@ -796,6 +814,7 @@ impl Bus for NatsBus {
             send_timeout: self.inner.send_timeout,
             prefix: self.inner.prefix.clone(),
             prefetch: spec.prefetch,
+            confirm_acks: self.inner.replicas > 1,
             stream: tokio::sync::Mutex::new(None),
         };
         Ok(Consumer::new(
@@ -838,6 +857,72 @@ fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
         && have.num_replicas.max(1) == want.num_replicas.max(1)
 }
 
+impl NatsBus {
+    /// One attempt at a durable publish (see [`crate::durable::Attempt`]).
+    async fn publish_once(
+        &self,
+        subject: &str,
+        headers: async_nats::HeaderMap,
+        payload: bytes::Bytes,
+    ) -> crate::durable::Attempt {
+        use crate::durable::{Attempt, leader_away};
+        use jetstream::context::PublishErrorKind as K;
+        let publish = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .headers(headers);
+        // Handing it to the client is bounded here (a send that timed out
+        // never left); the acknowledgement by JetStream's own timeout.
+        let sent = bounded(
+            &format!("durable publish on {subject}"),
+            self.inner.send_timeout,
+            async {
+                self.inner
+                    .js
+                    .send_publish(self.full(subject), publish)
+                    .await
+                    .map_err(|e| publish_error(subject, e))
+            },
+        )
+        .await;
+        let pending = match sent {
+            Ok(p) => p,
+            Err(e) => return Attempt::NotStored(e),
+        };
+        match pending.await {
+            Ok(ack) => {
+                let stream = ack
+                    .stream
+                    .strip_prefix(&format!("{}_", self.inner.stream_prefix))
+                    .unwrap_or(&ack.stream)
+                    .to_string();
+                Attempt::Stored(PublishAck {
+                    stream,
+                    sequence: ack.sequence,
+                    duplicate: ack.duplicate,
+                })
+            }
+            // Nobody answered: no stream stores the subject, or the stream's
+            // leader is being elected. The stream list tells which.
+            Err(e) if e.kind() == K::StreamNotFound => {
+                use jetstream::context::GetStreamByNameErrorKind as G;
+                match self.inner.js.stream_by_subject(self.full(subject)).await {
+                    Err(l) if l.kind() == G::NotFound => {
+                        Attempt::Failed(BusError::NoStream(subject.to_string()))
+                    }
+                    _ => Attempt::NotStored(BusError::Transport(format!(
+                        "durable publish on {subject}: no stream leader answered (is one being elected?)"
+                    ))),
+                }
+            }
+            Err(e) if matches!(e.kind(), K::TimedOut | K::BrokenPipe) => {
+                Attempt::MaybeStored(publish_error(subject, e))
+            }
+            Err(e) if leader_away(&e.to_string()) => Attempt::NotStored(publish_error(subject, e)),
+            Err(e) => Attempt::Failed(publish_error(subject, e)),
+        }
+    }
+}
+
 fn publish_error(subject: &str, e: jetstream::context::PublishError) -> BusError {
     match e.kind() {
         jetstream::context::PublishErrorKind::StreamNotFound => {
@@ -855,6 +940,10 @@ struct NatsConsumer {
     send_timeout: Duration,
     prefix: String,
     prefetch: usize,
+    /// Whether an `Ack` waits for the server's confirmation (and is sent
+    /// again without one): on a cluster, where an acknowledgement sent to a
+    /// dying node is lost and the task would be delivered again.
+    confirm_acks: bool,
     /// One pull subscription, refilled by the client as it drains: no new inbox
     /// and pull request per fetch.
     stream: tokio::sync::Mutex<Option<pull::Stream>>,
@@ -869,12 +958,24 @@ impl NatsConsumer {
                 info.stream_sequence,
             )
         };
+        let confirm = self
+            .confirm_acks
+            .then(|| {
+                m.reply
+                    .as_ref()
+                    .map(|r| (self.client.clone(), r.to_string()))
+            })
+            .flatten();
         let (msg, acker) = m.split();
         Ok(RawDelivery {
             message: convert(&self.prefix, msg),
             delivered,
             stream_seq,
-            acker: Box::new(NatsAcker(acker, self.send_timeout)),
+            acker: Box::new(NatsAcker {
+                acker,
+                timeout: self.send_timeout,
+                confirm,
+            }),
         })
     }
 
@@ -973,8 +1074,11 @@ impl RawConsumer for NatsConsumer {
                 self.consumer
                     .stream()
                     .max_messages_per_batch(self.prefetch)
-                    .expires(Duration::from_secs(10))
-                    .heartbeat(Duration::from_secs(5))
+                    // A pull request lost with a node (or a consumer leader
+                    // that moved) shows as missed heartbeats within ~2 s: the
+                    // subscription is then reopened on the new leader.
+                    .expires(Duration::from_secs(5))
+                    .heartbeat(Duration::from_secs(1))
                     .messages()
                     .await
                     .map_err(BusError::transport)?,
@@ -1008,19 +1112,51 @@ impl RawConsumer for NatsConsumer {
     }
 }
 
-struct NatsAcker(jetstream::message::Acker, Duration);
+struct NatsAcker {
+    acker: jetstream::message::Acker,
+    /// Bounds a settle.
+    timeout: Duration,
+    /// The connection and the message's reply subject, when an `Ack` is
+    /// confirmed ([`NatsConsumer::confirm_acks`]).
+    confirm: Option<(async_nats::Client, String)>,
+}
+
+/// Tries of a confirmed acknowledgement, each waiting this long for the answer.
+const CONFIRM_TRIES: u32 = 4;
+const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 
 #[async_trait]
 impl Acker for NatsAcker {
     async fn settle(&self, how: Settle) -> Result<()> {
+        if let (Settle::Ack, Some((client, reply))) = (&how, &self.confirm) {
+            // The consumer's leader answers an acknowledgement that has a
+            // reply subject once it has taken it; the connection's shared
+            // inbox carries the answer (no subscription per message).
+            let mut last = String::new();
+            for _ in 0..CONFIRM_TRIES {
+                let req = async_nats::Request::new()
+                    .payload(bytes::Bytes::from_static(b"+ACK"))
+                    .timeout(Some(CONFIRM_WAIT));
+                match client.send_request(reply.clone(), req).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => {
+                        last = e.to_string();
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            return Err(BusError::Transport(format!(
+                "acknowledging a message: no confirmation after {CONFIRM_TRIES} tries ({last}); it will be delivered again"
+            )));
+        }
         let kind = match how {
             Settle::Ack => jetstream::AckKind::Ack,
             Settle::Nak(delay) => jetstream::AckKind::Nak(delay),
             Settle::InProgress => jetstream::AckKind::Progress,
             Settle::Term => jetstream::AckKind::Term,
         };
-        bounded("an acknowledgement", self.1, async {
-            self.0.ack_with(kind).await.map_err(BusError::transport)
+        bounded("an acknowledgement", self.timeout, async {
+            self.acker.ack_with(kind).await.map_err(BusError::transport)
         })
         .await
     }

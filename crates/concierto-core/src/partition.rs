@@ -8,12 +8,18 @@
 pub const MAX_PARTITIONS: u32 = 64;
 
 /// The partition of `run_id` among `partitions` (0 when `partitions` ≤ 1).
+/// A retry (`<run>~retry<N>`, made by the orchestrator owning `<run>`) hashes
+/// as its run, so it lives where the run it retries does.
 pub fn of(run_id: &str, partitions: u32) -> u32 {
     if partitions <= 1 {
         return 0;
     }
+    let base = match run_id.rsplit_once("~retry") {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base,
+        _ => run_id,
+    };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in run_id.as_bytes() {
+    for b in base.as_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -32,6 +38,8 @@ mod tests {
         assert_eq!(of("", 8), (0xcbf2_9ce4_8422_2325u64 % 8) as u32);
         let a = of("daily@2026-01-01T00:00:00Z", 8);
         assert_eq!(a, of("daily@2026-01-01T00:00:00Z", 8));
+        assert_eq!(of("daily@x~retry2", 8), of("daily@x", 8));
+        assert_eq!(of("daily@x~retry", 64), of("daily@x~retry", 64));
         let mut counts = [0u32; 8];
         for i in 0..8000 {
             counts[of(&format!("bench@{i}"), 8) as usize] += 1;

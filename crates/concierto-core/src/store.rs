@@ -281,6 +281,45 @@ impl SledStore {
         self.held().bytes
     }
 
+    /// The names of the trees that hold data (sled's own default tree left
+    /// out), written or held: what a copy of the whole store walks.
+    pub fn tree_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: std::collections::BTreeSet<String> = self
+            .db()
+            .map_err(err)?
+            .tree_names()
+            .into_iter()
+            .filter_map(|n| String::from_utf8(n.to_vec()).ok())
+            .filter(|n| n != "__sled__default")
+            .collect();
+        let h = self.held();
+        for map in [&h.flushing, &h.current] {
+            names.extend(map.keys().map(|(t, _)| t.clone()));
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Removes every tree and every held change, durably: the store is empty
+    /// afterwards (a store replaced by another copy of its state).
+    pub fn clear(&self) -> Result<(), StoreError> {
+        let db = self.db().map_err(err)?;
+        for name in db.tree_names() {
+            if name.as_ref() == b"__sled__default" {
+                db.clear().map_err(err)?;
+            } else {
+                db.drop_tree(&name).map_err(err)?;
+            }
+        }
+        {
+            let mut h = self.held();
+            h.current.clear();
+            h.flushing.clear();
+            h.bytes = 0;
+        }
+        db.flush().map_err(err)?;
+        Ok(())
+    }
+
     /// Drops the failed sled handle and opens the folder again.
     fn reopen(&self) -> Result<(), StoreError> {
         let Some(dir) = &self.inner.dir else {
@@ -574,6 +613,24 @@ mod tests {
             s.scan_prefix("runs", b"r/").unwrap(),
             vec![(b"r/2".to_vec(), b"b".to_vec())]
         );
+    }
+
+    #[test]
+    fn trees_are_listed_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.put("runs", b"a", b"1").unwrap();
+        s.put("gates", b"b", b"2").unwrap();
+        s.flush().unwrap();
+        s.put("held", b"c", b"3").unwrap();
+        assert_eq!(s.tree_names().unwrap(), ["gates", "held", "runs"]);
+        s.clear().unwrap();
+        assert!(s.tree_names().unwrap().is_empty());
+        assert_eq!(s.get("runs", b"a").unwrap(), None);
+        assert_eq!(s.get("held", b"c").unwrap(), None);
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.get("gates", b"b").unwrap(), None, "cleared durably");
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! | `GET /dead-letters`, `GET /dead-letters/{seq}`, `POST /dead-letters/{seq}/replay` | dead letters by subject prefix, paged; one decoded; replayed (admins) |
 //! | `GET /feedback` | the feedback inbox with first-response times against the SLA |
 //! | `GET /library` | the content library: gallery, search, collections, upload |
-//! | `ANY /library/api/{*path}` | proxied to `http://{server.library_addr}/api/{path}` |
+//! | `ANY /library/api/{*path}` | proxied to `{server.library_url}/api/{path}` (default `http://{server.library_addr}`) |
 //! | `GET /events` | server-sent events: `run`, `gate`, `metric`, `heartbeat`; 429 over 4 streams per session or 256 in all |
 //! | `GET /assets/dashboard.css`, `/assets/dashboard.js` | the embedded style and script |
 //!
@@ -140,7 +140,8 @@ pub enum DashboardError {
 /// Settings of the dashboard.
 #[derive(Debug, Clone)]
 pub struct DashboardOptions {
-    /// Base URL of the content library's JSON API (`http://{server.library_addr}`).
+    /// Base URL of the content library's JSON API (`server.library_url`:
+    /// where this process reaches the library, by default `http://` + `server.library_addr`).
     pub library_url: String,
     /// Longest wait for a service's answer on the bus.
     pub request_timeout: Duration,
@@ -195,11 +196,11 @@ impl Default for DashboardOptions {
 }
 
 impl DashboardOptions {
-    /// From the studio's `server` section (`server.library_addr`,
+    /// From the studio's `server` section (`server.library_url`,
     /// `server.dashboard_secure_cookies`).
     pub fn from_studio(studio: &Studio) -> Self {
         DashboardOptions {
-            library_url: format!("http://{}", studio.server.library_addr),
+            library_url: studio.server.library_url.clone(),
             secure_cookies: studio.server.dashboard_secure_cookies,
             ..Default::default()
         }
@@ -475,7 +476,7 @@ pub async fn serve_with(
                 &was.dashboard_addr,
                 &now.dashboard_addr,
             );
-            restart.check("server.library_addr", &was.library_addr, &now.library_addr);
+            restart.check("server.library_url", &was.library_url, &now.library_url);
             restart.check(
                 "server.dashboard_secure_cookies",
                 &was.dashboard_secure_cookies.to_string(),
@@ -493,6 +494,14 @@ pub async fn serve_with(
     let extra = extra.layer(axum::middleware::from_fn(security::headers));
     let app = router(state.clone()).merge(extra);
     tokio::spawn(async move {
+        // TCP_NODELAY: a small page or JSON answer goes out at once, not
+        // after Nagle's algorithm and the browser's delayed ACK.
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+                }
+            });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 stop.stopped().await;

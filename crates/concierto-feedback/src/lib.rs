@@ -549,7 +549,7 @@ pub async fn start(
     let app = router(state.clone());
     let mut server = tokio::spawn(async move {
         axum::serve(
-            listener,
+            concierto_telemetry::server::no_delay(listener),
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { shutdown.stopped().await })

@@ -4,7 +4,7 @@
 //! carries out the [`Effects`] (publishes tasks and events): a step is stored
 //! before its task is published.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use concierto_core::subjects;
 use concierto_proto::v1;
 
 use crate::gates::{GateEvent, GateRecord, GateStatus};
-use crate::queue::{Class, Queued, WorkQueue};
+use crate::queue::{Class, Queued, RoleId, WorkQueue};
 use crate::run::{AuxKind, RunRecord, RunState, StepRecord, StepState};
 
 pub(crate) const RUNS: &str = "runs";
@@ -31,6 +31,12 @@ pub struct Limits {
     pub default_role_limit: usize,
     /// Per-role limits.
     pub role_limits: HashMap<String, usize>,
+    /// Roles whose studio entry sets `replicas`: their live capacity is
+    /// capped by their entry in `role_limits` (see `capacity.rs`).
+    pub capped_roles: HashSet<String>,
+    /// A worker not heard from for this long lapses, until two heartbeats
+    /// show its spacing (then three of its intervals).
+    pub heartbeat_lapse: Duration,
     /// Normal work older than this is served with urgent work.
     pub aging: Duration,
     /// First retry delay; doubles each attempt.
@@ -48,6 +54,7 @@ impl Limits {
     pub fn for_studio(studio: &Studio) -> Limits {
         Limits {
             role_limits: role_limits(studio),
+            capped_roles: capped_roles(studio),
             retention: studio.server.retention,
             ..Limits::default()
         }
@@ -68,12 +75,25 @@ fn role_limits(studio: &Studio) -> HashMap<String, usize> {
         .collect()
 }
 
+/// The roles whose `replicas` the studio sets.
+fn capped_roles(studio: &Studio) -> HashSet<String> {
+    studio
+        .agents
+        .roles
+        .iter()
+        .filter(|(_, settings)| settings.replicas.is_some())
+        .map(|(role, _)| role.clone())
+        .collect()
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_in_flight: 256,
             default_role_limit: 32,
             role_limits: HashMap::new(),
+            capped_roles: HashSet::new(),
+            heartbeat_lapse: crate::capacity::DEFAULT_LAPSE,
             aging: Duration::from_secs(300),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
@@ -168,7 +188,13 @@ pub struct Engine {
     pub(crate) live: HashMap<String, RunRecord>,
     queue: WorkQueue,
     in_flight: usize,
-    per_role: HashMap<String, usize>,
+    /// Tasks in flight per role, by the queue's role id.
+    per_role: Vec<usize>,
+    /// Each role's in-flight limit now, by the queue's role id (static, or
+    /// from live capacity: see `capacity.rs`); rebuilt when either changes.
+    pub(crate) role_limit: Vec<usize>,
+    /// Live workers per role, from their heartbeats.
+    pub(crate) capacity: crate::capacity::Capacity,
     /// Outputs waiting for their batched loop's next review: `(loop, due ms)`
     /// to `(run, step)` in the order collected.
     pub(crate) pending_batches: BTreeMap<(String, i64), Vec<(String, String)>>,
@@ -347,7 +373,9 @@ impl Engine {
             live: HashMap::new(),
             queue: WorkQueue::new(aging),
             in_flight: 0,
-            per_role: HashMap::new(),
+            per_role: Vec::new(),
+            role_limit: Vec::new(),
+            capacity: crate::capacity::Capacity::default(),
             pending_batches: BTreeMap::new(),
             open_gates: BTreeMap::new(),
             contexts: BTreeMap::new(),
@@ -367,7 +395,9 @@ impl Engine {
     /// Per-role limits and the retention from a changed studio (other limits stay).
     pub(crate) fn set_role_limits(&mut self, studio: &Studio) {
         self.limits.role_limits = role_limits(studio);
+        self.limits.capped_roles = capped_roles(studio);
         self.limits.retention = studio.server.retention;
+        self.refresh_role_limits();
     }
 
     pub(crate) fn store_handle(&self) -> &Arc<dyn KvStore> {
@@ -486,8 +516,8 @@ impl Engine {
                         since: now,
                     }),
                     StepState::Dispatched => {
-                        self.in_flight += 1;
-                        *self.per_role.entry(s.role.clone()).or_insert(0) += 1;
+                        let role = self.queue.role_id(&s.role);
+                        self.count_dispatch(role);
                         fx.tasks.push(self.task_for(&run, s));
                         note_trace(&mut fx.traces, &run);
                     }
@@ -817,16 +847,14 @@ impl Engine {
         now: DateTime<Utc>,
         fx: &mut Effects,
     ) -> Result<(), StoreError> {
-        while self.in_flight < self.limits.max_in_flight {
-            let per_role = &self.per_role;
-            let limits = &self.limits;
-            let Some(q) = self.queue.pop(now, |role| {
-                per_role.get(role).copied().unwrap_or(0)
-                    < limits
-                        .role_limits
-                        .get(role)
-                        .copied()
-                        .unwrap_or(limits.default_role_limit)
+        while self.in_flight < self.limits.max_in_flight && !self.queue.is_empty() {
+            if self.role_limit.len() < self.queue.roles() {
+                self.refresh_role_limits();
+            }
+            let (per_role, limit) = (&self.per_role, &self.role_limit);
+            let Some((q, role_id)) = self.queue.pop_by_id(now, |r| {
+                per_role.get(r.index()).copied().unwrap_or(0)
+                    < limit.get(r.index()).copied().unwrap_or(0)
             }) else {
                 break;
             };
@@ -867,8 +895,7 @@ impl Engine {
                     t
                 })
             };
-            self.in_flight += 1;
-            *self.per_role.entry(role.clone()).or_insert(0) += 1;
+            self.count_dispatch(role_id);
             tracing::debug!(run = %run.run_id, step = %q.step_id, %role, attempt, "step dispatched");
             fx.events
                 .push(run.event(Some(&q.step_id), format!("dispatched to {role}"), ms(now)));
@@ -881,10 +908,37 @@ impl Engine {
         Ok(())
     }
 
+    fn count_dispatch(&mut self, role: RoleId) {
+        self.in_flight += 1;
+        if self.per_role.len() <= role.index() {
+            self.per_role.resize(role.index() + 1, 0);
+        }
+        self.per_role[role.index()] += 1;
+    }
+
     pub(crate) fn release(&mut self, role: &str) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(n) = self.per_role.get_mut(role) {
+        if let Some(id) = self.queue.known_role(role)
+            && let Some(n) = self.per_role.get_mut(id.index())
+        {
             *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Rebuilds every known role's limit (see `capacity.rs`).
+    pub(crate) fn refresh_role_limits(&mut self) {
+        let roles = self.queue.roles();
+        let limits: Vec<usize> = (0..roles)
+            .map(|i| {
+                let name = self
+                    .queue
+                    .role_name(RoleId(u32::try_from(i).unwrap_or(u32::MAX)));
+                self.role_limit_of(name)
+            })
+            .collect();
+        self.role_limit = limits;
+        if self.per_role.len() < roles {
+            self.per_role.resize(roles, 0);
         }
     }
 
@@ -1079,6 +1133,7 @@ impl Engine {
         self.close_due_batches(now, &mut fx)?;
         self.tick_gates(now, &mut fx)?;
         self.resume_paused(now, &mut fx)?;
+        self.expire_workers(now);
         self.dispatch(now, &mut fx)?;
         self.prune(now)?;
         Ok(fx)

@@ -75,34 +75,13 @@ impl Engine {
         traceparent: String,
         now: DateTime<Utc>,
     ) -> Result<Effects, StoreError> {
-        if fb.feedback_id.is_empty() {
-            tracing::warn!("feedback without an id ignored");
-            return Ok(Effects::default());
+        match feedback_start(fb, now) {
+            Some(start) => self.start_run_traced(start, traceparent, now),
+            None => {
+                tracing::warn!("feedback without an id ignored");
+                Ok(Effects::default())
+            }
         }
-        let received = fb
-            .received_at
-            .as_ref()
-            .map(|t| {
-                t.seconds
-                    .saturating_mul(1000)
-                    .saturating_add(i64::from(t.nanos / 1_000_000))
-            })
-            .unwrap_or_else(|| ms(now));
-        let start = v1::StartRun {
-            run_id: run_id(&fb.feedback_id),
-            workflow: FEEDBACK_WORKFLOW.to_string(),
-            trigger: format!("feedback:{}", channel_name(fb.channel)),
-            fire_time: fb.received_at,
-            priority: v1::Priority::Feedback as i32,
-            params: [(RECEIVED_AT_MS.to_string(), received.to_string())].into(),
-            requested_by: format!("feedback:{}", fb.author),
-            cause: Some(v1::start_run::Cause::Feedback(v1::RoutedFeedback {
-                feedback: Some(fb),
-                ..Default::default()
-            })),
-            ..Default::default()
-        };
-        self.start_run_traced(start, traceparent, now)
     }
 
     /// After `categorise`: the specialists' steps; after the first response:
@@ -206,6 +185,39 @@ impl Engine {
                 Goal::Improvement(_) => None,
             })
     }
+}
+
+/// The run start that processes `fb` (run `feedback:<id>` of the workflow
+/// `human-feedback`); `None` for feedback without an id. In a partitioned
+/// studio the router of partition 0 publishes it to the run's partition.
+pub(crate) fn feedback_start(fb: v1::Feedback, now: DateTime<Utc>) -> Option<v1::StartRun> {
+    if fb.feedback_id.is_empty() {
+        return None;
+    }
+    let received = fb
+        .received_at
+        .as_ref()
+        .map(|t| {
+            t.seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(t.nanos / 1_000_000))
+        })
+        .unwrap_or_else(|| ms(now));
+    let start = v1::StartRun {
+        run_id: run_id(&fb.feedback_id),
+        workflow: FEEDBACK_WORKFLOW.to_string(),
+        trigger: format!("feedback:{}", channel_name(fb.channel)),
+        fire_time: fb.received_at,
+        priority: v1::Priority::Feedback as i32,
+        params: [(RECEIVED_AT_MS.to_string(), received.to_string())].into(),
+        requested_by: format!("feedback:{}", fb.author),
+        cause: Some(v1::start_run::Cause::Feedback(v1::RoutedFeedback {
+            feedback: Some(fb),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    Some(start)
 }
 
 fn channel_name(c: i32) -> &'static str {

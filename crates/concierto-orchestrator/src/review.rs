@@ -198,17 +198,30 @@ impl Engine {
                     }
                 }
                 tracing::debug!(run = %run.run_id, step = %r.step_id, %role, worker = %r.worker_id, "step succeeded");
-                fx.events.push(run.event(
-                    Some(&r.step_id),
-                    format!("done by {}", r.worker_id),
-                    ms(now),
-                ));
-                if let Some(l) = later {
-                    self.review_later(run, &r.step_id, &l, now, fx)?;
-                }
+                let done = format!("done by {}", r.worker_id);
                 match review {
-                    Some(l) => self.begin_round(run, &r.step_id, &l, 1, now, fx),
-                    None => self.complete_step(run, &r.step_id, now, fx)?,
+                    Some(l) => {
+                        // The event carries IN_REVIEW: the step was announced
+                        // DISPATCHED once, when it was.
+                        fx.events.push(run.event(Some(&r.step_id), done, ms(now)));
+                        self.begin_round(run, &r.step_id, &l, 1, now, fx);
+                    }
+                    None => {
+                        if let Some(l) = later {
+                            self.review_later(run, &r.step_id, &l, now, fx)?;
+                        }
+                        // One event for the step's new state, saying who did it
+                        // (not a second one while it still reads DISPATCHED).
+                        let before = fx.events.len();
+                        self.complete_step(run, &r.step_id, now, fx)?;
+                        match fx.events[before..]
+                            .iter_mut()
+                            .find(|e| e.step_id == r.step_id && e.message == "succeeded")
+                        {
+                            Some(ev) => ev.message = done,
+                            None => fx.events.push(run.event(Some(&r.step_id), done, ms(now))),
+                        }
+                    }
                 }
             }
             Some(a) if a.kind == AuxKind::Review => {

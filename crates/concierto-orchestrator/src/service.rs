@@ -21,6 +21,7 @@ use tracing::Instrument as _;
 
 use crate::engine::{Effects, Engine, EngineError, Limits};
 use crate::gates::DecisionKind;
+use crate::replica::Replication;
 
 /// Why the orchestrator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -437,6 +438,52 @@ async fn settle(deliveries: Vec<Delivery>, ok: bool) {
     }
 }
 
+/// Which partition an orchestrator owns (DESIGN.md section 3, "partitioned
+/// orchestrators") and where its state is written through.
+#[derive(Clone)]
+pub struct PartitionSetup {
+    /// The partition, `0..partitions`.
+    pub k: u32,
+    /// `server.partitions`; 1: unpartitioned (subjects `run.start`,
+    /// `result.>`, the plain query subjects, consumers `orchestrator`).
+    pub partitions: u32,
+    /// The store's write-through to the partition's bucket, if any.
+    pub replication: Option<Replication>,
+}
+
+impl PartitionSetup {
+    /// One partition, nothing written through: the orchestrator as before partitions.
+    pub fn single() -> Self {
+        PartitionSetup {
+            k: 0,
+            partitions: 1,
+            replication: None,
+        }
+    }
+
+    fn partitioned(&self) -> bool {
+        self.partitions > 1
+    }
+
+    /// The durable name of this partition's consumer of `what`.
+    fn durable(&self, what: &str) -> String {
+        if self.partitioned() {
+            format!("orchestrator-p{}-{what}", self.k)
+        } else {
+            "orchestrator".to_string()
+        }
+    }
+
+    /// The subject this partition answers `subject` on.
+    fn query_subject(&self, subject: &str) -> String {
+        if self.partitioned() {
+            subjects::orchestrator_partition(self.k, subject)
+        } else {
+            subject.to_string()
+        }
+    }
+}
+
 /// Starts the orchestrator. Must run inside an actix `System`.
 pub async fn start(
     studio: Arc<Studio>,
@@ -445,25 +492,59 @@ pub async fn start(
     clock: SharedClock,
     opts: OrchestratorOptions,
 ) -> Result<ServiceHandle, OrchestratorError> {
+    start_partition(studio, bus, store, clock, opts, PartitionSetup::single()).await
+}
+
+/// Starts the orchestrator of one partition: its consumers
+/// (`run_start_partition`, `results_partition`, contexts; feedback only when
+/// unpartitioned: in a partitioned studio the router of partition 0 turns
+/// feedback into run starts), its query subjects and its committer, which
+/// writes the store through to the partition's bucket after each flush.
+/// Must run inside an actix `System`.
+pub async fn start_partition(
+    studio: Arc<Studio>,
+    bus: Arc<dyn Bus>,
+    store: Arc<dyn KvStore>,
+    clock: SharedClock,
+    opts: OrchestratorOptions,
+    part: PartitionSetup,
+) -> Result<ServiceHandle, OrchestratorError> {
     ensure_standard_streams(bus.as_ref(), &opts.streams).await?;
-    let consumer = |filter: &str| {
-        let mut spec = ConsumerSpec::new("orchestrator", filter);
+    let consumer = |what: &str, filter: &str| {
+        let mut spec = ConsumerSpec::new(part.durable(what), filter);
         spec.ack_wait = opts.ack_wait;
         spec.max_deliver = 10;
         // The orchestrator drains what it pulls at once: let the bus pull ahead.
         spec.prefetch = opts.batch * 2;
         spec
     };
-    let runs = bus.consumer("RUNS", &consumer(subjects::RUN_START)).await?;
+    let (k, p) = (part.k, part.partitions);
+    let runs = bus
+        .consumer(
+            "RUNS",
+            &consumer("runs", &subjects::run_start_partition(k, p)),
+        )
+        .await?;
     let results = bus
-        .consumer("RESULTS", &consumer(subjects::RESULTS))
+        .consumer(
+            "RESULTS",
+            &consumer("results", &subjects::results_partition(k, p)),
+        )
         .await?;
-    let feedback = bus
-        .consumer("FEEDBACK", &consumer(subjects::FEEDBACK_IN))
+    let feedback = if part.partitioned() {
+        None
+    } else {
+        Some(
+            bus.consumer("FEEDBACK", &consumer("feedback", subjects::FEEDBACK_IN))
+                .await?,
+        )
+    };
+    let contexts = bus
+        .consumer("EVENTS", &consumer("contexts", subjects::CONTEXT))
         .await?;
-    let contexts = bus.consumer("EVENTS", &consumer(subjects::CONTEXT)).await?;
 
-    let engine = Engine::new(studio, store.clone(), opts.limits.clone());
+    let mut engine = Engine::new(studio, store.clone(), opts.limits.clone());
+    engine.set_partition(k, p);
     let addr = Orchestrator {
         engine,
         store: store.clone(),
@@ -479,6 +560,7 @@ pub async fn start(
     let (committer, committed) = mpsc::channel::<Pending>(1024);
     let (flusher, publisher) = spawn_committer(
         store.clone(),
+        part.replication.clone(),
         bus.clone(),
         committed,
         writable.clone(),
@@ -512,16 +594,6 @@ pub async fn start(
             &opts,
         ),
         spawn_intake(
-            "feedback",
-            feedback,
-            Input::Feedback,
-            addr.clone(),
-            committer.clone(),
-            signal.clone(),
-            writable.clone(),
-            &opts,
-        ),
-        spawn_intake(
             "contexts",
             contexts,
             Input::Context,
@@ -532,6 +604,18 @@ pub async fn start(
             &opts,
         ),
     ];
+    if let Some(feedback) = feedback {
+        tasks.push(spawn_intake(
+            "feedback",
+            feedback,
+            Input::Feedback,
+            addr.clone(),
+            committer.clone(),
+            signal.clone(),
+            writable.clone(),
+            &opts,
+        ));
+    }
     // Timeouts and retries.
     {
         let (addr, mut signal, committer) = (addr.clone(), signal.clone(), committer.clone());
@@ -547,6 +631,15 @@ pub async fn start(
             }
         }));
     }
+    tasks.push(
+        spawn_heartbeats(
+            bus.as_ref(),
+            addr.clone(),
+            committer.clone(),
+            signal.clone(),
+        )
+        .await?,
+    );
     // Deliverables left in the outbox (a crash between a commit and its publish).
     tasks.push(crate::deliverables::spawn_resender(
         bus.clone(),
@@ -555,7 +648,12 @@ pub async fn start(
         signal.clone(),
     ));
     // Queries.
-    let queries = tokio::spawn(serve_queries(addr.clone(), bus.clone(), committer.clone()));
+    let queries = tokio::spawn(serve_queries(
+        addr.clone(),
+        bus.clone(),
+        committer.clone(),
+        part.clone(),
+    ));
 
     tokio::spawn(async move {
         let mut signal: StopSignal = control.signal.clone();
@@ -583,6 +681,59 @@ pub async fn start(
         control.finished(result);
     });
     Ok(handle)
+}
+
+/// A worker's heartbeat (`agent.heartbeat.<role>.<worker>`): the live
+/// capacity behind each role's in-flight limit (see `capacity.rs`).
+struct Heartbeat(v1::AgentHeartbeat);
+
+impl actix::Message for Heartbeat {
+    type Result = Result<Effects, StoreError>;
+}
+
+impl Handler<Heartbeat> for Orchestrator {
+    type Result = Result<Effects, StoreError>;
+
+    fn handle(&mut self, msg: Heartbeat, _: &mut Context<Self>) -> Self::Result {
+        let now = self.clock.now();
+        self.engine.apply_heartbeat(&msg.0, now)
+    }
+}
+
+/// Hears every worker's heartbeats (core NATS: a lost one only delays a
+/// change of capacity) and hands them to the actor; what a rise in capacity
+/// dispatches goes through the committer like any other effect.
+async fn spawn_heartbeats(
+    bus: &dyn Bus,
+    addr: Addr<Orchestrator>,
+    committer: mpsc::Sender<Pending>,
+    mut signal: StopSignal,
+) -> Result<tokio::task::JoinHandle<()>, OrchestratorError> {
+    let mut beats = bus
+        .subscribe_proto::<v1::AgentHeartbeat>(subjects::HEARTBEATS)
+        .await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let beat = tokio::select! {
+                _ = signal.stopped() => break,
+                beat = beats.next() => beat,
+            };
+            let Some((hb, _)) = beat else { break };
+            match addr.send(Heartbeat(hb)).await {
+                Ok(Ok(fx)) if fx.tasks.is_empty() && fx.events.is_empty() => {}
+                Ok(Ok(fx)) => {
+                    let _ = committer.send(Pending::new(fx, Vec::new())).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "applying a heartbeat failed; the next one applies it");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "orchestrator actor unavailable for a heartbeat");
+                    break;
+                }
+            }
+        }
+    }))
 }
 
 struct StopActor;
@@ -655,6 +806,7 @@ async fn keep_alive(group: &[Pending]) {
 /// (delivered again after `ack_wait`) and its effects dropped.
 async fn flush_until_durable(
     store: &Arc<dyn KvStore>,
+    replication: Option<&Replication>,
     rx: &mut mpsc::Receiver<Pending>,
     group: &mut Vec<Pending>,
     writable: &Writable,
@@ -665,7 +817,14 @@ async fn flush_until_durable(
     let mut kept_alive = tokio::time::Instant::now();
     let mut failures = 0u64;
     loop {
-        match flush(store).await {
+        let durable = match flush(store).await {
+            Ok(()) => match replication {
+                Some(r) => r.write_through().await,
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        match durable {
             Ok(()) => {
                 if failures > 0 {
                     writable.set(true);
@@ -718,6 +877,7 @@ async fn flush_until_durable(
 /// never published before the flush that covers its writes.
 fn spawn_committer(
     store: Arc<dyn KvStore>,
+    replication: Option<Replication>,
     bus: Arc<dyn Bus>,
     mut rx: mpsc::Receiver<Pending>,
     writable: Writable,
@@ -735,7 +895,16 @@ fn spawn_committer(
                     Err(_) => break,
                 }
             }
-            if !flush_until_durable(&store, &mut rx, &mut group, &writable, &signal, ack_wait).await
+            if !flush_until_durable(
+                &store,
+                replication.as_ref(),
+                &mut rx,
+                &mut group,
+                &writable,
+                &signal,
+                ack_wait,
+            )
+            .await
             {
                 continue;
             }
@@ -929,12 +1098,12 @@ fn error_reply(e: &EngineError) -> concierto_bus::Outgoing {
 /// Forwards the requests of one subject, as queries, to `tx`.
 async fn forward<M: concierto_bus::ProtoMessage>(
     bus: &Arc<dyn Bus>,
-    subject: &'static str,
+    subject: String,
     wrap: fn(M, &concierto_bus::Message) -> Query,
     tx: mpsc::Sender<(Query, String)>,
 ) -> Result<tokio::task::JoinHandle<()>, concierto_bus::BusError> {
     let mut sub = bus
-        .queue_subscribe_proto::<M>(subject, "orchestrator")
+        .queue_subscribe_proto::<M>(&subject, "orchestrator")
         .await?;
     Ok(tokio::spawn(async move {
         while let Some((q, m)) = sub.next().await {
@@ -965,33 +1134,35 @@ async fn serve_queries(
     addr: Addr<Orchestrator>,
     bus: Arc<dyn Bus>,
     committer: mpsc::Sender<Pending>,
+    part: PartitionSetup,
 ) {
+    let on = |subject: &str| part.query_subject(subject);
     let (tx, mut rx) = mpsc::channel::<(Query, String)>(256);
     let subs = futures::future::try_join_all([
         forward(
             &bus,
-            subjects::ORCHESTRATOR_GET_RUN,
+            on(subjects::ORCHESTRATOR_GET_RUN),
             |q, _| Query::Get(q),
             tx.clone(),
         )
         .boxed(),
         forward(
             &bus,
-            subjects::ORCHESTRATOR_LIST_RUNS,
+            on(subjects::ORCHESTRATOR_LIST_RUNS),
             |q, _| Query::List(q),
             tx.clone(),
         )
         .boxed(),
         forward(
             &bus,
-            subjects::ORCHESTRATOR_CANCEL_RUN,
+            on(subjects::ORCHESTRATOR_CANCEL_RUN),
             |q, _| Query::Cancel(q),
             tx.clone(),
         )
         .boxed(),
         forward(
             &bus,
-            subjects::ORCHESTRATOR_RETRY_RUN,
+            on(subjects::ORCHESTRATOR_RETRY_RUN),
             |q, m| {
                 let who = m
                     .headers
@@ -1005,28 +1176,28 @@ async fn serve_queries(
         .boxed(),
         forward(
             &bus,
-            subjects::ORCHESTRATOR_LIST_GATES,
+            on(subjects::ORCHESTRATOR_LIST_GATES),
             |q, _| Query::ListGates(q),
             tx.clone(),
         )
         .boxed(),
         forward(
             &bus,
-            subjects::ORCHESTRATOR_SPEND,
+            on(subjects::ORCHESTRATOR_SPEND),
             |q, _| Query::Spend(q),
             tx.clone(),
         )
         .boxed(),
         forward(
             &bus,
-            subjects::ORCHESTRATOR_GET_GATE,
+            on(subjects::ORCHESTRATOR_GET_GATE),
             |q, _| Query::GetGate(q),
             tx.clone(),
         )
         .boxed(),
         forward(
             &bus,
-            subjects::ORCHESTRATOR_DECIDE_GATE,
+            on(subjects::ORCHESTRATOR_DECIDE_GATE),
             |q, m| {
                 let who = m
                     .headers
@@ -1042,7 +1213,7 @@ async fn serve_queries(
     .await;
     drop(tx);
     let forwarders = match subs {
-        Ok(f) => f,
+        Ok(f) => AbortOnDrop(f),
         Err(e) => {
             tracing::error!(error = %e, "cannot serve run and gate queries");
             return;
@@ -1075,7 +1246,18 @@ async fn serve_queries(
             tracing::warn!(error = %e, "answering a query failed");
         }
     }
-    for f in forwarders {
-        f.abort();
+    drop(forwarders);
+}
+
+/// Aborts the tasks when dropped: the forwarders (and their subscriptions)
+/// end with `serve_queries` even when it is aborted, so that a stopped
+/// orchestrator leaves no member in the queue group to swallow requests.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            f.abort();
+        }
     }
 }

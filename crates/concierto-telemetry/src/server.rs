@@ -134,6 +134,23 @@ impl MetricsServer {
     }
 }
 
+/// An HTTP listener whose accepted connections have `TCP_NODELAY` set.
+pub type NoDelayListener =
+    axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;
+
+/// Sets `TCP_NODELAY` on each connection `listener` accepts, for
+/// `axum::serve`: a small answer goes out at once instead of waiting on
+/// Nagle's algorithm and the peer's delayed ACK (up to 40 ms a request).
+pub fn no_delay(listener: tokio::net::TcpListener) -> NoDelayListener {
+    use axum::serve::ListenerExt as _;
+    fn tap(tcp: &mut tokio::net::TcpStream) {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+        }
+    }
+    listener.tap_io(tap as fn(&mut tokio::net::TcpStream))
+}
+
 /// Serves [`router`] on `addr` (e.g. `server.metrics_addr`).
 pub async fn serve(addr: &str, readiness: Readiness) -> Result<MetricsServer, TelemetryError> {
     let listen_err = |source| TelemetryError::Listen {
@@ -147,7 +164,7 @@ pub async fn serve(addr: &str, readiness: Readiness) -> Result<MetricsServer, Te
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(readiness);
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
+        let served = axum::serve(no_delay(listener), app)
             .with_graceful_shutdown(async move {
                 let _ = stopped.await;
             })

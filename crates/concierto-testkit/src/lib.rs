@@ -2,13 +2,17 @@
 //!
 //! [`NatsServer`] starts a real `nats-server` with JetStream on a free port, its
 //! store in a temporary directory, waits until it accepts clients, and kills it
-//! and removes the store when dropped.
+//! and removes the store when dropped. [`NatsCluster`] starts three of them
+//! routed to each other, for tests of a node's death.
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod cluster;
+pub use cluster::{CLUSTER_SIZE, NatsCluster};
 
 /// Why a server could not be started.
 #[derive(Debug, thiserror::Error)]

@@ -11,11 +11,16 @@
 //!   `CONCIERTO_TOKEN`, `CONCIERTO_CA`).
 //! - `agents ls [FILE]`: a studio's roles and how they run; `token new`: a token
 //!   for a person and its `token_sha256` line.
+//! - `bench`: workflows per second, latency and the NATS floors, measured on
+//!   one nats-server with the services as separate processes.
+//! - `deploy compose|k8s FILE`: deployment files with a service per agent role.
 //! - `completions SHELL`: a completion script for bash, zsh, fish, powershell
 //!   or elvish.
 
 mod admin_cmds;
+mod bench;
 mod client;
+mod deploy;
 mod dlq_cmds;
 mod first_run;
 mod leased;
@@ -221,6 +226,17 @@ enum Command {
         )]
         file: PathBuf,
     },
+    /// Measure the studio: raw NATS floors, then workflows per second for
+    /// each `--sizes` (started at once over the admin API), then one workflow's
+    /// latency; the services run as separate processes of this binary on a
+    /// generated three-step no-op studio. Prints a table, or JSON with `--json`.
+    Bench(bench::BenchArgs),
+    /// Deployment files for a studio: `deploy compose FILE` or `deploy k8s
+    /// FILE` (one service / Deployment per agent role, with its autoscaler).
+    Deploy {
+        #[command(subcommand)]
+        cmd: deploy::DeployCmd,
+    },
     /// Print a shell completion script: `concierto completions bash >
     /// ~/.local/share/bash-completion/completions/concierto` (zsh: a file
     /// `_concierto` on `$fpath`; fish: `~/.config/fish/completions/concierto.fish`).
@@ -331,6 +347,11 @@ fn main() -> ExitCode {
         Command::Studio { conn, cmd } => client_command(studio_cmds::studio(&conn, cmd)),
         Command::Agents { cmd } => finish(local_cmds::agents(cmd)),
         Command::Token { cmd } => finish(local_cmds::token(cmd)),
+        Command::Deploy { cmd } => finish(deploy::deploy(cmd)),
+        Command::Bench(args) => {
+            init_logs("warn", false);
+            run(async move { bench::bench(args).await })
+        }
         Command::Mcp { nats, file } => run(async move { services::mcp(&file, nats).await }),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics when its writer fails

@@ -137,6 +137,19 @@ impl Reloader {
             }
             return Err(problems);
         };
+        let running = self.live.get().server.partitions;
+        if studio.server.partitions != running {
+            let problem = format!(
+                "server.partitions cannot change while the studio runs ({running} → {}): every run id would move to another partition. Stop every orchestrator, then start them with the new count on an empty bus (another subject prefix); the running studio is kept",
+                studio.server.partitions
+            );
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.refused != version {
+                st.refused = version;
+                tracing::error!(reason, "{problem}");
+            }
+            return Err(vec![problem]);
+        }
         // Under the lock: two takes at once (the file, the bus) hand their
         // studios over in the order they record their versions, so the
         // version said to run is the one the services have.
@@ -442,5 +455,33 @@ mod tests {
         assert!(until(|| reloader.version() == changes::version(&changed)).await);
         assert!(!Arc::ptr_eq(&live.get(), &studio));
         handle.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_changed_partition_count_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/studio");
+        copy_dir(&example, dir.path());
+        let file = dir.path().join("concierto.yaml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let studio = Arc::new(config::load_with_env(&file, Vec::new()).unwrap());
+        assert_eq!(studio.server.partitions, 1);
+        let bus: Arc<dyn Bus> = Arc::new(EmbeddedBus::new("reload-test."));
+        let reloader = Reloader::new(&file, LiveStudio::new(studio), bus);
+        let changed = match text.find("\nserver:\n") {
+            Some(i) => format!(
+                "{}\nserver:\n  partitions: 4\n{}",
+                &text[..i],
+                &text[i + 9..]
+            ),
+            None => format!("{text}\nserver:\n  partitions: 4\n"),
+        };
+        let problems = reloader.take(changed, "test").await.unwrap_err();
+        assert!(
+            problems.len() == 1
+                && problems[0]
+                    .contains("server.partitions cannot change while the studio runs (1 → 4)"),
+            "{problems:?}"
+        );
     }
 }

@@ -236,6 +236,33 @@ async fn start_service(
     data_dir: &Path,
     clock: &SharedClock,
 ) -> anyhow::Result<ServiceHandle> {
+    if name == "orchestrator" {
+        // Partitions, each under its own lease, written through to the bus
+        // (concierto_orchestrator::partitions); one partition keeps the
+        // single lease `orchestrator`.
+        let studio = live.get();
+        let mut popts = concierto_orchestrator::PartitionOptions::new(
+            studio.server.partitions,
+            crate::leased::holder_id(),
+            data_dir,
+        );
+        popts.write_through = !bus.in_process();
+        let opts = concierto_orchestrator::OrchestratorOptions {
+            ack_wait: studio.server.bus.ack_wait,
+            streams: stream_limits(&studio),
+            limits: concierto_orchestrator::Limits::for_studio(&studio),
+            studio_file: Some(file.to_path_buf()),
+            ..Default::default()
+        };
+        return Ok(concierto_orchestrator::start_partitions(
+            studio,
+            bus.clone(),
+            clock.clone(),
+            opts,
+            popts,
+        )
+        .await?);
+    }
     let Some(service) = crate::leased::LEASED.iter().copied().find(|s| *s == name) else {
         return start_unleased(name, &live.get(), file, bus, data_dir, clock).await;
     };
@@ -539,7 +566,7 @@ async fn serve_library(
     });
     let mut stop = control.signal.clone();
     tokio::spawn(async move {
-        let served = axum::serve(listener, router)
+        let served = axum::serve(concierto_telemetry::server::no_delay(listener), router)
             .with_graceful_shutdown(async move { stop.stopped().await })
             .await;
         control.finished(served.map_err(|e| format!("content library API: {e}")));
@@ -997,6 +1024,8 @@ pub fn nats_options(
         // `_INBOX.<user>` for a user (NatsBus::connect): the only inboxes its
         // NATS permissions let it read (deploy/nats/nats.conf).
         inbox_prefix: None,
+        // Every stream and bucket this process creates (leases, dead letters).
+        replicas: studio.server.bus.replicas,
     })
 }
 

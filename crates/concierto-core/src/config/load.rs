@@ -209,10 +209,16 @@ fn build(w: &mut Walker<'_>, tree: &Value, file: &Path, base_dir: &Path) -> Stud
     );
     let mut triggers = Vec::new();
     for section in ["triggers", "demo_triggers"] {
+        let v = root.get(section);
+        // `demo_triggers: off` (a deploy sets CONCIERTO__DEMO_TRIGGERS=off):
+        // the example's demo triggers stay in the file but never fire.
+        if section == "demo_triggers" && demo_off(v) {
+            continue;
+        }
         triggers.extend(triggers_section(
             w,
             section,
-            root.get(section),
+            v,
             studio.timezone,
             &workflows,
             &mut paths,
@@ -294,6 +300,39 @@ fn flag(w: &mut Walker<'_>, m: &Map<String, Value>, key: &str, path: &str, defau
     }
 }
 
+/// `demo_triggers: off` (or `false`): the section is left out.
+fn demo_off(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => !b,
+        Some(Value::String(s)) => matches!(s.trim(), "off" | "false"),
+        _ => false,
+    }
+}
+
+/// `server.library_url`: where peers reach the content library, or the
+/// default derived from `library_addr` (an all-interfaces bind address is
+/// reached on loopback in the same host).
+fn library_url(w: &mut Walker<'_>, m: &Map<String, Value>, library_addr: &str) -> String {
+    if let Some(url) = w.opt_string(m, "library_url", "server") {
+        let url = url.trim().trim_end_matches('/').to_string();
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        if host.is_some_and(|h| !h.is_empty() && !h.contains('/')) {
+            return url;
+        }
+        w.error(
+            "server.library_url",
+            format!("{url:?} is not an http:// or https:// base URL such as http://ingest:8081 (where other services reach the content library)"),
+        );
+    }
+    match library_addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() && a.is_ipv4() => format!("http://127.0.0.1:{}", a.port()),
+        Ok(a) if a.ip().is_unspecified() => format!("http://[::1]:{}", a.port()),
+        _ => format!("http://{library_addr}"),
+    }
+}
+
 fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> ServerSection {
     let p = "server";
     let mut out = ServerSection {
@@ -303,6 +342,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
         grpc_addr: "127.0.0.1:50051".into(),
         http_addr: "127.0.0.1:8080".into(),
         library_addr: "127.0.0.1:8081".into(),
+        library_url: String::new(),
         library_public: false,
         dashboard_addr: "127.0.0.1:8082".into(),
         dashboard_secure_cookies: false,
@@ -338,6 +378,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             "grpc_addr",
             "http_addr",
             "library_addr",
+            "library_url",
             "library_public",
             "dashboard_addr",
             "dashboard_secure_cookies",
@@ -524,6 +565,7 @@ fn server_section(w: &mut Walker<'_>, v: Option<&Value>, base_dir: &Path) -> Ser
             *slot = s;
         }
     }
+    out.library_url = library_url(w, m, &out.library_addr);
     out.library_public = flag(w, m, "library_public", p, false);
     out.dashboard_secure_cookies = flag(w, m, "dashboard_secure_cookies", p, false);
     if let Some(s) = w.opt_string(m, "otlp_endpoint", p) {

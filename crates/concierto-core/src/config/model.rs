@@ -67,6 +67,12 @@ pub struct ServerSection {
     pub http_addr: String,
     /// The content library's JSON API, served by the ingest service (default `127.0.0.1:8081`).
     pub library_addr: String,
+    /// Where other services (the dashboard's library proxy) reach the content
+    /// library: `server.library_url`, default `http://` + `library_addr` with
+    /// an all-interfaces address (`0.0.0.0`, `[::]`) read as loopback. Set it
+    /// when the library runs in another process or container
+    /// (`http://ingest:8081`): the bind address is no peer address there.
+    pub library_url: String,
     /// The content library's reads (browse, search, blobs, exports) need no
     /// token (`library_public`, default false: every route needs a reviewer's).
     pub library_public: bool,

@@ -1,0 +1,688 @@
+//! Queries in a partitioned studio: every orchestrator process (holding
+//! partitions or not) answers the plain subjects (`orchestrator.runs.get`,
+//! ...) in the queue group `orchestrator-router` by asking the partitions'
+//! owners on `orchestrator.p<k>.*` and merging their answers.
+//!
+//! - A run (GetRun, CancelRun, RetryRun): its partition by hash first; an id
+//!   that is not found there exactly (a short id) is asked of every
+//!   partition, and one match must stand out. A change (cancel, retry) is
+//!   sent, with the exact id, to the partition holding the run only.
+//! - A gate (GetGate, DecideGate): asked of every partition the same way.
+//! - ListRuns: every partition's page, merged newest first by (created, run
+//!   id); the page token holds each partition's cursor (opaque to callers).
+//! - ListGates: partition after partition (each partition's own order).
+//! - Spend: summed over partitions.
+//!
+//! A partition nobody owns right now makes the answer an error that names it
+//! (`unavailable: partitions 3,5 have no orchestrator`): nothing is silently
+//! left out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use concierto_bus::{Bus, BusError, Message, Outgoing, ProtoMessage, decode, encode};
+use concierto_core::partition;
+use concierto_core::subjects;
+use concierto_proto::v1;
+
+/// How long one partition may take to answer.
+const PARTITION_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Requests routed at once; more wait.
+const CONCURRENCY: usize = 64;
+
+/// What one partition said.
+enum Said<R> {
+    Ok(R),
+    /// Its error header (`code: message`).
+    Err(String),
+    /// Nobody answered.
+    Unavailable,
+}
+
+#[derive(Clone)]
+struct Router {
+    bus: Arc<dyn Bus>,
+    partitions: u32,
+}
+
+/// Starts answering the plain query subjects; the task ends when aborted.
+pub(crate) async fn start(
+    bus: Arc<dyn Bus>,
+    partitions: u32,
+) -> Result<tokio::task::JoinHandle<()>, BusError> {
+    let all = [
+        subjects::ORCHESTRATOR_GET_RUN,
+        subjects::ORCHESTRATOR_LIST_RUNS,
+        subjects::ORCHESTRATOR_CANCEL_RUN,
+        subjects::ORCHESTRATOR_RETRY_RUN,
+        subjects::ORCHESTRATOR_LIST_GATES,
+        subjects::ORCHESTRATOR_GET_GATE,
+        subjects::ORCHESTRATOR_DECIDE_GATE,
+        subjects::ORCHESTRATOR_SPEND,
+    ];
+    let mut subs = Vec::new();
+    for s in all {
+        subs.push(bus.queue_subscribe(s, "orchestrator-router").await?);
+    }
+    let router = Router { bus, partitions };
+    Ok(tokio::spawn(async move {
+        let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+        let mut merged = futures::stream::select_all(subs);
+        while let Some(m) = futures::StreamExt::next(&mut merged).await {
+            let Some(reply) = m.reply.clone() else {
+                continue;
+            };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let router = router.clone();
+            tokio::spawn(async move {
+                let out = router.answer(&m).await;
+                if let Err(e) = router.bus.respond(&reply, out).await {
+                    tracing::warn!(error = %e, "answering a routed query failed");
+                }
+                drop(permit);
+            });
+        }
+    }))
+}
+
+fn error(text: impl Into<String>) -> Outgoing {
+    Outgoing::new(Vec::new()).header(subjects::ERROR_HEADER, text.into())
+}
+
+fn unavailable(parts: &[u32]) -> String {
+    let list: Vec<String> = parts.iter().map(u32::to_string).collect();
+    if parts.len() == 1 {
+        format!(
+            "unavailable: partition {} has no orchestrator right now",
+            list[0]
+        )
+    } else {
+        format!(
+            "unavailable: partitions {} have no orchestrator right now",
+            list.join(",")
+        )
+    }
+}
+
+fn ms_of(t: &Option<prost_types::Timestamp>) -> i64 {
+    t.as_ref().map_or(0, |t| {
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos) / 1_000_000)
+    })
+}
+
+impl Router {
+    /// Asks partition `k` the query `subject` with `q` (and the original's headers).
+    async fn ask<Q: ProtoMessage, R: ProtoMessage>(
+        &self,
+        k: u32,
+        subject: &str,
+        q: &Q,
+        original: &Message,
+    ) -> Said<R> {
+        let mut out = encode(q);
+        for (name, v) in original.headers.iter() {
+            if name != concierto_bus::MSG_ID {
+                out = out.header(name, v);
+            }
+        }
+        let to = subjects::orchestrator_partition(k, subject);
+        match self.bus.request(&to, out, PARTITION_TIMEOUT).await {
+            Ok(m) => match m.headers.get(subjects::ERROR_HEADER) {
+                Some(e) => Said::Err(e.to_string()),
+                None => match decode::<R>(&m) {
+                    Ok(r) => Said::Ok(r),
+                    Err(e) => Said::Err(format!("internal: partition {k} answered {e}")),
+                },
+            },
+            Err(e) => {
+                tracing::debug!(partition = k, error = %e, "a partition did not answer");
+                Said::Unavailable
+            }
+        }
+    }
+
+    /// Asks every partition.
+    async fn ask_all<Q: ProtoMessage, R: ProtoMessage>(
+        &self,
+        subject: &str,
+        q: &Q,
+        original: &Message,
+    ) -> Vec<Said<R>> {
+        futures::future::join_all((0..self.partitions).map(|k| self.ask(k, subject, q, original)))
+            .await
+    }
+
+    async fn answer(&self, m: &Message) -> Outgoing {
+        let result = match m.subject.as_str() {
+            subjects::ORCHESTRATOR_GET_RUN => match decode::<v1::GetRunRequest>(m) {
+                Ok(q) => self
+                    .resolve_run(&q.run_id, m)
+                    .await
+                    .map(|(_, run)| encode(&v1::GetRunResponse { run: Some(run) })),
+                Err(e) => Err(format!("invalid_argument: {e}")),
+            },
+            subjects::ORCHESTRATOR_CANCEL_RUN => match decode::<v1::CancelRunRequest>(m) {
+                Ok(mut q) => match self.resolve_run(&q.run_id, m).await {
+                    Ok((k, run)) => {
+                        q.run_id = run.run_id;
+                        self.forward::<_, v1::CancelRunResponse>(k, m, &q).await
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(format!("invalid_argument: {e}")),
+            },
+            subjects::ORCHESTRATOR_RETRY_RUN => match decode::<v1::RetryRunRequest>(m) {
+                Ok(mut q) => match self.resolve_run(&q.run_id, m).await {
+                    Ok((k, run)) => {
+                        q.run_id = run.run_id;
+                        self.forward::<_, v1::RetryRunResponse>(k, m, &q).await
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(format!("invalid_argument: {e}")),
+            },
+            subjects::ORCHESTRATOR_GET_GATE => match decode::<v1::GetGateRequest>(m) {
+                Ok(q) => self
+                    .resolve_gate(&q.gate_id, m)
+                    .await
+                    .map(|(_, gate)| encode(&v1::GetGateResponse { gate: Some(gate) })),
+                Err(e) => Err(format!("invalid_argument: {e}")),
+            },
+            subjects::ORCHESTRATOR_DECIDE_GATE => match decode::<v1::DecideGateRequest>(m) {
+                Ok(mut q) => match self.resolve_gate(&q.gate_id, m).await {
+                    Ok((k, gate)) => {
+                        q.gate_id = gate.request.map(|r| r.gate_id).unwrap_or_default();
+                        self.forward::<_, v1::DecideGateResponse>(k, m, &q).await
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(format!("invalid_argument: {e}")),
+            },
+            subjects::ORCHESTRATOR_LIST_RUNS => match decode::<v1::ListRunsRequest>(m) {
+                Ok(q) => self.list_runs(q, m).await.map(|r| encode(&r)),
+                Err(e) => Err(format!("invalid_argument: {e}")),
+            },
+            subjects::ORCHESTRATOR_LIST_GATES => match decode::<v1::ListGatesRequest>(m) {
+                Ok(q) => self.list_gates(q, m).await.map(|r| encode(&r)),
+                Err(e) => Err(format!("invalid_argument: {e}")),
+            },
+            subjects::ORCHESTRATOR_SPEND => match decode::<v1::GetSpendRequest>(m) {
+                Ok(q) => self.spend(q, m).await.map(|r| encode(&r)),
+                Err(e) => Err(format!("invalid_argument: {e}")),
+            },
+            other => Err(format!("unimplemented: {other} is not routed")),
+        };
+        result.unwrap_or_else(error)
+    }
+
+    /// Sends `q` to partition `k` and passes its answer on.
+    async fn forward<Q: ProtoMessage, R: ProtoMessage>(
+        &self,
+        k: u32,
+        original: &Message,
+        q: &Q,
+    ) -> Result<Outgoing, String> {
+        match self.ask::<Q, R>(k, &original.subject, q, original).await {
+            Said::Ok(r) => Ok(encode(&r)),
+            Said::Err(e) => Err(e),
+            Said::Unavailable => Err(unavailable(&[k])),
+        }
+    }
+
+    /// The run `given` names (an id or a unique prefix) and its partition.
+    async fn resolve_run(&self, given: &str, m: &Message) -> Result<(u32, v1::Run), String> {
+        let q = v1::GetRunRequest {
+            run_id: given.to_string(),
+        };
+        let home = partition::of(given, self.partitions);
+        if let Said::Ok(v1::GetRunResponse { run: Some(run) }) = self
+            .ask::<_, v1::GetRunResponse>(home, subjects::ORCHESTRATOR_GET_RUN, &q, m)
+            .await
+            && run.run_id == given
+        {
+            return Ok((home, run));
+        }
+        let said = self
+            .ask_all::<_, v1::GetRunResponse>(subjects::ORCHESTRATOR_GET_RUN, &q, m)
+            .await;
+        let found = one_of(
+            said,
+            |r: v1::GetRunResponse| r.run,
+            |r| r.run_id.clone(),
+            given,
+        )?;
+        Ok(found)
+    }
+
+    /// The gate `given` names (an id, a unique prefix, or its run) and its partition.
+    async fn resolve_gate(&self, given: &str, m: &Message) -> Result<(u32, v1::Gate), String> {
+        let q = v1::GetGateRequest {
+            gate_id: given.to_string(),
+        };
+        let said = self
+            .ask_all::<_, v1::GetGateResponse>(subjects::ORCHESTRATOR_GET_GATE, &q, m)
+            .await;
+        one_of(
+            said,
+            |r: v1::GetGateResponse| r.gate,
+            |g| {
+                g.request
+                    .as_ref()
+                    .map(|r| r.gate_id.clone())
+                    .unwrap_or_default()
+            },
+            given,
+        )
+    }
+
+    async fn list_runs(
+        &self,
+        q: v1::ListRunsRequest,
+        m: &Message,
+    ) -> Result<v1::ListRunsResponse, String> {
+        let p = self.partitions as usize;
+        let mut cursors = decode_cursors(&q.page_token, p)?;
+        let size = crate::engine::page_size(q.page_size);
+        let asks = (0..self.partitions).map(|k| {
+            let cursor = cursors[k as usize].clone();
+            let mut q = q.clone();
+            q.page_size = size as u32;
+            async move {
+                match cursor {
+                    Cursor::Done => None,
+                    Cursor::Start => Some(
+                        self.ask::<_, v1::ListRunsResponse>(
+                            k,
+                            subjects::ORCHESTRATOR_LIST_RUNS,
+                            &q,
+                            m,
+                        )
+                        .await,
+                    ),
+                    Cursor::At(t) => {
+                        q.page_token = t;
+                        Some(
+                            self.ask::<_, v1::ListRunsResponse>(
+                                k,
+                                subjects::ORCHESTRATOR_LIST_RUNS,
+                                &q,
+                                m,
+                            )
+                            .await,
+                        )
+                    }
+                }
+            }
+        });
+        let said = futures::future::join_all(asks).await;
+        let mut pages: Vec<Option<v1::ListRunsResponse>> = Vec::with_capacity(p);
+        let mut missing = Vec::new();
+        for (k, s) in said.into_iter().enumerate() {
+            match s {
+                None => pages.push(None),
+                Some(Said::Ok(r)) => pages.push(Some(r)),
+                Some(Said::Err(e)) => return Err(e),
+                Some(Said::Unavailable) => {
+                    missing.push(k as u32);
+                    pages.push(None);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(unavailable(&missing));
+        }
+        // No run older than a partition's frontier (the last row it read,
+        // with more to come) can be given yet: that partition may hold newer.
+        let frontier = pages
+            .iter()
+            .flatten()
+            .filter(|r| !r.next_page_token.is_empty())
+            .filter_map(|r| token_key(&r.next_page_token))
+            .max();
+        let mut all: Vec<(Vec<u8>, usize, usize)> = Vec::new();
+        for (k, page) in pages.iter().enumerate() {
+            if let Some(page) = page {
+                for (i, run) in page.runs.iter().enumerate() {
+                    all.push((
+                        crate::history::index_key(ms_of(&run.created_at), &run.run_id),
+                        k,
+                        i,
+                    ));
+                }
+            }
+        }
+        all.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut taken = vec![0usize; p];
+        let mut last: Vec<Option<Vec<u8>>> = vec![None; p];
+        let mut out = Vec::new();
+        for (key, k, i) in all {
+            if out.len() == size || frontier.as_ref().is_some_and(|f| key < *f) {
+                break;
+            }
+            if let Some(Some(page)) = pages.get(k)
+                && let Some(run) = page.runs.get(i)
+            {
+                out.push(run.clone());
+                taken[k] += 1;
+                last[k] = Some(key);
+            }
+        }
+        for k in 0..p {
+            let Some(page) = &pages[k] else {
+                continue;
+            };
+            cursors[k] = if taken[k] == page.runs.len() {
+                if page.next_page_token.is_empty() {
+                    Cursor::Done
+                } else {
+                    Cursor::At(page.next_page_token.clone())
+                }
+            } else if let Some(key) = &last[k] {
+                Cursor::At(format!("c{}", crate::history::hex(key)))
+            } else {
+                cursors[k].clone()
+            };
+        }
+        let next_page_token = if cursors.iter().all(|c| *c == Cursor::Done) {
+            String::new()
+        } else {
+            encode_cursors(&cursors)
+        };
+        Ok(v1::ListRunsResponse {
+            runs: out,
+            next_page_token,
+        })
+    }
+
+    /// Gates partition after partition: the token is `g<k>:<that partition's token>`.
+    async fn list_gates(
+        &self,
+        mut q: v1::ListGatesRequest,
+        m: &Message,
+    ) -> Result<v1::ListGatesResponse, String> {
+        if !q.run_id.is_empty() {
+            // One run's gates: its partition.
+            let (k, run) = self.resolve_run(&q.run_id, m).await?;
+            q.run_id = run.run_id;
+            return match self
+                .ask::<_, v1::ListGatesResponse>(k, subjects::ORCHESTRATOR_LIST_GATES, &q, m)
+                .await
+            {
+                Said::Ok(r) => Ok(r),
+                Said::Err(e) => Err(e),
+                Said::Unavailable => Err(unavailable(&[k])),
+            };
+        }
+        let (mut k, mut token) = if q.page_token.is_empty() {
+            (0u32, String::new())
+        } else {
+            let bad = || {
+                "invalid_argument: page_token is not one this server gave (ask again without it)"
+                    .to_string()
+            };
+            let rest = q.page_token.strip_prefix('g').ok_or_else(bad)?;
+            let (k, t) = rest.split_once(':').ok_or_else(bad)?;
+            let k: u32 = k.parse().map_err(|_| bad())?;
+            if k >= self.partitions {
+                return Err(bad());
+            }
+            (k, t.to_string())
+        };
+        let size = crate::engine::page_size(q.page_size);
+        let mut gates = Vec::new();
+        loop {
+            let mut ask = q.clone();
+            ask.page_token = token.clone();
+            ask.page_size = (size - gates.len()) as u32;
+            let page = match self
+                .ask::<_, v1::ListGatesResponse>(k, subjects::ORCHESTRATOR_LIST_GATES, &ask, m)
+                .await
+            {
+                Said::Ok(r) => r,
+                Said::Err(e) => return Err(e),
+                Said::Unavailable => return Err(unavailable(&[k])),
+            };
+            gates.extend(page.gates);
+            if !page.next_page_token.is_empty() {
+                return Ok(v1::ListGatesResponse {
+                    gates,
+                    next_page_token: format!("g{k}:{}", page.next_page_token),
+                });
+            }
+            k += 1;
+            token.clear();
+            if k == self.partitions {
+                return Ok(v1::ListGatesResponse {
+                    gates,
+                    next_page_token: String::new(),
+                });
+            }
+            if gates.len() >= size {
+                return Ok(v1::ListGatesResponse {
+                    gates,
+                    next_page_token: format!("g{k}:"),
+                });
+            }
+        }
+    }
+
+    /// Spend summed over partitions (each holds the spend of its runs).
+    async fn spend(
+        &self,
+        q: v1::GetSpendRequest,
+        m: &Message,
+    ) -> Result<v1::GetSpendResponse, String> {
+        let said = self
+            .ask_all::<_, v1::GetSpendResponse>(subjects::ORCHESTRATOR_SPEND, &q, m)
+            .await;
+        let mut days: BTreeMap<String, v1::DaySpend> = BTreeMap::new();
+        let mut per_day = 0.0;
+        let mut missing = Vec::new();
+        for (k, s) in said.into_iter().enumerate() {
+            match s {
+                Said::Ok(r) => {
+                    per_day += r.per_day_usd;
+                    for d in r.days {
+                        let e = days.entry(d.day.clone()).or_insert_with(|| v1::DaySpend {
+                            day: d.day.clone(),
+                            ..Default::default()
+                        });
+                        e.total_usd += d.total_usd;
+                        for (role, v) in d.by_role {
+                            *e.by_role.entry(role).or_default() += v;
+                        }
+                        for (w, v) in d.by_workflow {
+                            *e.by_workflow.entry(w).or_default() += v;
+                        }
+                    }
+                }
+                Said::Err(e) => return Err(e),
+                Said::Unavailable => missing.push(k as u32),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(unavailable(&missing));
+        }
+        Ok(v1::GetSpendResponse {
+            days: days.into_values().rev().collect(),
+            // Each partition enforces its share of the day budget: together, the studio's.
+            per_day_usd: per_day,
+        })
+    }
+}
+
+/// The one item the partitions' answers name: an exact id wins; several
+/// matches are ambiguous; a partition that did not answer makes it unknown.
+fn one_of<R, T>(
+    said: Vec<Said<R>>,
+    item: impl Fn(R) -> Option<T>,
+    id: impl Fn(&T) -> String,
+    given: &str,
+) -> Result<(u32, T), String> {
+    let mut found: Vec<(u32, T)> = Vec::new();
+    let mut missing = Vec::new();
+    let mut not_found = None;
+    for (k, s) in said.into_iter().enumerate() {
+        match s {
+            Said::Ok(r) => {
+                if let Some(t) = item(r) {
+                    found.push((k as u32, t));
+                }
+            }
+            Said::Err(e) if e.starts_with("not_found") => not_found = Some(e),
+            Said::Err(e) => return Err(e),
+            Said::Unavailable => missing.push(k as u32),
+        }
+    }
+    if let Some(i) = found.iter().position(|(_, t)| id(t) == given) {
+        return Ok(found.swap_remove(i));
+    }
+    if !missing.is_empty() {
+        return Err(unavailable(&missing));
+    }
+    match found.len() {
+        0 => Err(not_found.unwrap_or_else(|| format!("not_found: {given} not found"))),
+        1 => Ok(found.remove(0)),
+        _ => {
+            let names: Vec<String> = found.iter().take(4).map(|(_, t)| id(t)).collect();
+            Err(format!(
+                "invalid_argument: {given} is ambiguous: it starts {} (give more of the id)",
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+/// Where one partition's listing is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cursor {
+    Start,
+    At(String),
+    Done,
+}
+
+/// `m<P>:` then each partition's cursor, `.`-separated: `_` start, `d` done,
+/// else the partition's own token (`c<hex>`).
+fn encode_cursors(cursors: &[Cursor]) -> String {
+    let parts: Vec<&str> = cursors
+        .iter()
+        .map(|c| match c {
+            Cursor::Start => "_",
+            Cursor::Done => "d",
+            Cursor::At(t) => t.as_str(),
+        })
+        .collect();
+    format!("m{}:{}", cursors.len(), parts.join("."))
+}
+
+fn decode_cursors(token: &str, p: usize) -> Result<Vec<Cursor>, String> {
+    if token.is_empty() {
+        return Ok(vec![Cursor::Start; p]);
+    }
+    let bad = || {
+        "invalid_argument: page_token is not one this server gave (ask again without it)"
+            .to_string()
+    };
+    if token.len() > 64 * 4200 {
+        return Err(bad());
+    }
+    let rest = token.strip_prefix('m').ok_or_else(bad)?;
+    let (n, list) = rest.split_once(':').ok_or_else(bad)?;
+    if n.parse::<usize>().ok() != Some(p) {
+        return Err(
+            "invalid_argument: page_token was given with another partition count (ask again without it)"
+                .into(),
+        );
+    }
+    let out: Vec<Cursor> = list
+        .split('.')
+        .map(|c| match c {
+            "_" => Ok(Cursor::Start),
+            "d" => Ok(Cursor::Done),
+            t if t.starts_with('c') && token_key(t).is_some() => Ok(Cursor::At(t.to_string())),
+            _ => Err(bad()),
+        })
+        .collect::<Result<_, _>>()?;
+    if out.len() != p {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// The index key a partition's page token names.
+fn token_key(token: &str) -> Option<Vec<u8>> {
+    crate::history::unhex(token.strip_prefix('c')?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_strangers() {
+        let c = vec![
+            Cursor::Start,
+            Cursor::Done,
+            Cursor::At(format!(
+                "c{}",
+                crate::history::hex(b"\0\0\0\0\0\0\0\x01run")
+            )),
+        ];
+        let t = encode_cursors(&c);
+        assert_eq!(decode_cursors(&t, 3).unwrap(), c);
+        assert!(
+            decode_cursors(&t, 4)
+                .unwrap_err()
+                .contains("partition count")
+        );
+        assert!(decode_cursors("c00", 3).is_err());
+        assert!(decode_cursors("m3:_.d.zz", 3).is_err());
+        assert!(decode_cursors("m3:_.d", 3).is_err());
+    }
+
+    #[test]
+    fn an_exact_id_wins_and_several_matches_are_ambiguous() {
+        let said = |ids: &[&str]| -> Vec<Said<String>> {
+            ids.iter()
+                .map(|i| {
+                    if i.is_empty() {
+                        Said::Err("not_found: no".into())
+                    } else {
+                        Said::Ok(i.to_string())
+                    }
+                })
+                .collect()
+        };
+        let pick = |s, given| one_of(s, Some, |t: &String| t.clone(), given);
+        assert_eq!(
+            pick(said(&["ab", "", "abc"]), "ab").unwrap(),
+            (0, "ab".into())
+        );
+        assert_eq!(
+            pick(said(&["", "", "abc"]), "a").unwrap(),
+            (2, "abc".into())
+        );
+        let e = pick(said(&["abd", "", "abc"]), "ab").unwrap_err();
+        assert!(
+            e.starts_with("invalid_argument:") && e.contains("abd"),
+            "{e}"
+        );
+        assert!(
+            pick(said(&["", ""]), "x")
+                .unwrap_err()
+                .starts_with("not_found")
+        );
+        let e = pick(
+            vec![Said::Unavailable, Said::Err("not_found: x".into())],
+            "x",
+        )
+        .unwrap_err();
+        assert_eq!(e, "unavailable: partition 0 has no orchestrator right now");
+    }
+}
