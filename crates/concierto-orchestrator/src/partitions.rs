@@ -314,11 +314,15 @@ async fn run_partition(env: Arc<Env>, k: u32, mut signal: StopSignal) {
                 _ = tokio::time::sleep(env.popts.lease.ttl / 3) => {}
             }
         }
+        let mut said: Option<String> = None;
         let acquired = tokio::select! {
             _ = signal.stopped() => return,
             l = lease::acquire(env.leases.clone(), &name, &env.popts.holder, env.popts.lease, |who| {
-                if let Holder::Held(h) = who {
-                    tracing::debug!(partition = k, holder = %h, "partition held by another orchestrator");
+                if let Holder::Held(h) = who
+                    && said.as_deref() != Some(h.as_str())
+                {
+                    tracing::info!(partition = k, holder = %h, "standby: the partition is held by another orchestrator; this instance takes it when it is free");
+                    said = Some(h.clone());
                 }
             }) => l,
             _ = at_share(&env.shared, &mut changed) => continue,
