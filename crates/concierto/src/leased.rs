@@ -1,6 +1,7 @@
 //! Services of which only one instance may be active per studio (the
-//! orchestrator, scheduler, tracker, ingester and publisher: two would split or repeat
-//! the work): each runs under a lease on the bus (`concierto_bus::lease`).
+//! scheduler, tracker, ingester and publisher: two would split or repeat the
+//! work): each runs under a lease on the bus (`concierto_bus::lease`). The
+//! orchestrator leases its partitions itself (`concierto_orchestrator::partitions`).
 //! A process that does not get the lease waits as a standby, says so in its
 //! log and on `/readyz` (503), and starts the service the moment the lease is
 //! its own; a holder that loses its lease stops the service at once and goes
@@ -18,13 +19,7 @@ use concierto_core::config::Studio;
 use concierto_core::service::{ServiceHandle, StopSignal, StudioHook};
 
 /// The services that run under a lease.
-pub const LEASED: &[&str] = &[
-    "orchestrator",
-    "scheduler",
-    "tracker",
-    "ingest",
-    "publisher",
-];
+pub const LEASED: &[&str] = &["scheduler", "tracker", "ingest", "publisher"];
 
 /// This process's holder id: host name and process id.
 pub(crate) fn holder_id() -> String {

@@ -264,11 +264,10 @@ async fn start_service(
         .await?);
     }
     let Some(service) = crate::leased::LEASED.iter().copied().find(|s| *s == name) else {
-        return start_unleased(name, &live.get(), file, bus, data_dir, clock).await;
+        return start_unleased(name, &live.get(), bus, data_dir, clock).await;
     };
-    let (live, file, bus2, data_dir, clock) = (
+    let (live, bus2, data_dir, clock) = (
         live.clone(),
-        file.to_path_buf(),
         bus.clone(),
         data_dir.to_path_buf(),
         clock.clone(),
@@ -276,14 +275,9 @@ async fn start_service(
     crate::leased::leased(bus, service, Default::default(), move || {
         // The studio as it is when the lease is taken (a standby may start
         // after changes).
-        let (studio, file, bus, data_dir, clock) = (
-            live.get(),
-            file.clone(),
-            bus2.clone(),
-            data_dir.clone(),
-            clock.clone(),
-        );
-        async move { start_unleased(service, &studio, &file, &bus, &data_dir, &clock).await }
+        let (studio, bus, data_dir, clock) =
+            (live.get(), bus2.clone(), data_dir.clone(), clock.clone());
+        async move { start_unleased(service, &studio, &bus, &data_dir, &clock).await }
     })
     .await
 }
@@ -291,30 +285,11 @@ async fn start_service(
 async fn start_unleased(
     name: &str,
     studio: &Arc<Studio>,
-    file: &Path,
     bus: &Arc<dyn Bus>,
     data_dir: &Path,
     clock: &SharedClock,
 ) -> anyhow::Result<ServiceHandle> {
     match name {
-        "orchestrator" => {
-            let store = open_store(data_dir, name)?;
-            let opts = concierto_orchestrator::OrchestratorOptions {
-                ack_wait: studio.server.bus.ack_wait,
-                streams: stream_limits(studio),
-                limits: concierto_orchestrator::Limits::for_studio(studio),
-                studio_file: Some(file.to_path_buf()),
-                ..Default::default()
-            };
-            Ok(concierto_orchestrator::start(
-                studio.clone(),
-                bus.clone(),
-                store,
-                clock.clone(),
-                opts,
-            )
-            .await?)
-        }
         "scheduler" => {
             let store = open_store(data_dir, name)?;
             let opts = concierto_scheduler::SchedulerOptions {
