@@ -8,7 +8,10 @@
 //!
 //! Runs are counted from the `EVENTS` stream through a durable consumer (not
 //! a core subscription, which would miss what was published while its node
-//! was down); task executions from the workers' `task started` debug lines.
+//! was down); a run event is published without waiting for the stream's
+//! ack, so one published as the node dies can be dropped: the runs whose end
+//! was not seen are then asked for through the orchestrators' GetRun. Task
+//! executions are counted from the workers' `task started` debug lines.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,9 +28,11 @@ const RUNS: usize = 1_000;
 const PARTITIONS: u32 = 8;
 const ORCHESTRATORS: usize = 3;
 /// From an orchestrator's SIGKILL to every partition it held being held by
-/// another process. The partition lease's ttl is 3 s (a contender waits one
-/// ttl without renewal, polling every ttl/6).
-const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
+/// another process: issue 17's goal. The partition lease's ttl is 4 s; the
+/// dead process renewed last at most ttl/4 before it died, every survivor
+/// has watched each lease's revision all along (polling every ttl/12), so
+/// its leases are taken 3-4.4 s after the kill.
+const TAKEOVER_BOUND: Duration = Duration::from_secs(5);
 const ROLES: [&str; 2] = ["performance-benchmarker", "test-results-analyzer"];
 
 fn write_studio(dir: &Path) -> PathBuf {
@@ -142,8 +147,10 @@ async fn record_events(
 }
 
 /// The warnings and errors every process logged (the last 30 each), for a
-/// failure message.
+/// failure message; every log whole in `$CONCIERTO_E2E_LOGS/cluster.log`
+/// when that is set.
 fn trouble(sb: &Sandbox) -> String {
+    save_logs(sb);
     sb.logs()
         .split("----- ")
         .map(|part| {
@@ -157,6 +164,14 @@ fn trouble(sb: &Sandbox) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Every log whole in `$CONCIERTO_E2E_LOGS/cluster.log`, when that is set.
+fn save_logs(sb: &Sandbox) {
+    if let Some(dir) = std::env::var_os("CONCIERTO_E2E_LOGS") {
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(Path::new(&dir).join("cluster.log"), sb.logs());
+    }
 }
 
 /// `task started` lines per (task id, attempt) in a worker's log.
@@ -174,7 +189,6 @@ fn task_starts(log: &str, into: &mut BTreeMap<(String, String), u32>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 17 is open: partition takeover after an orchestrator and a NATS node die is not yet within the bound on every run (measured 3.9-12.3 s); run with --run-ignored only"]
 async fn a_cluster_studio_loses_and_repeats_nothing_when_an_orchestrator_and_a_node_die() {
     let test_started = Instant::now();
     let mut sb = Sandbox::on_cluster(&[]);
@@ -233,7 +247,10 @@ async fn a_cluster_studio_loses_and_repeats_nothing_when_an_orchestrator_and_a_n
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("partitions held by {owners} orchestrator processes before the runs");
+    eprintln!(
+        "partitions held by {owners} orchestrator processes before the runs: {:?}",
+        holders(&leases).await.unwrap_or_default()
+    );
 
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let recorder = record_events(&client, seen.clone()).await;
@@ -315,12 +332,48 @@ async fn a_cluster_studio_loses_and_repeats_nothing_when_an_orchestrator_and_a_n
         .await
         .expect("every run start published in time")
         .expect("every run start published");
+    // Run events are published without waiting for the stream's ack (a
+    // node's death can drop some): a run whose terminal event is not seen
+    // is asked for (GetRun, through any orchestrator) once the events stall.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while done() < RUNS {
+    let mut confirmed: HashSet<String> = HashSet::new();
+    let mut last = (done(), Instant::now());
+    loop {
+        let seen_now = done();
+        if seen_now + confirmed.len() >= RUNS {
+            let s = seen.lock().unwrap();
+            if (0..RUNS).all(|i| {
+                let id = format!("cl-{i:04}");
+                s.succeeded.contains_key(&id) || confirmed.contains(&id)
+            }) {
+                break;
+            }
+        }
+        if seen_now != last.0 {
+            last = (seen_now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(5) {
+            let missing: Vec<String> = {
+                let s = seen.lock().unwrap();
+                (0..RUNS)
+                    .map(|i| format!("cl-{i:04}"))
+                    .filter(|id| !s.succeeded.contains_key(id) && !confirmed.contains(id))
+                    .collect()
+            };
+            for id in missing {
+                if let Some(run) = concierto_e2e::get_run(&client, &id).await
+                    && run.state == v1::RunState::Succeeded as i32
+                {
+                    confirmed.insert(id);
+                }
+            }
+            last.1 = Instant::now();
+        }
         assert!(
             Instant::now() < deadline,
-            "{} of {RUNS} runs succeeded after 120 s; warnings and errors:\n{}",
+            "{} of {RUNS} runs succeeded after 120 s ({} by their events, {} asked for); warnings and errors:\n{}",
+            done() + confirmed.len(),
             done(),
+            confirmed.len(),
             trouble(&sb)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -331,6 +384,7 @@ async fn a_cluster_studio_loses_and_repeats_nothing_when_an_orchestrator_and_a_n
     tokio::time::sleep(Duration::from_secs(2)).await;
     recorder.abort();
 
+    save_logs(&sb);
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     let mut starts = BTreeMap::new();
     for id in ["a", "b"] {
@@ -341,15 +395,17 @@ async fn a_cluster_studio_loses_and_repeats_nothing_when_an_orchestrator_and_a_n
     eprintln!(
         "{RUNS} runs over {PARTITIONS} partitions, {ORCHESTRATORS} orchestrators, 3 NATS nodes: \
          all succeeded {all_done:?} after the first start; node {node} killed at {runs_at_node_kill} \
-         runs done, the rest done {after_node:?} later; {} task executions, {} repeated; \
-         takeover {takeover:?}; whole test {:?}",
+         runs done, the rest done {after_node:?} later ({} terminal events dropped, the runs \
+         asked for); {} task executions, {} repeated; takeover {takeover:?}; whole test {:?}",
+        confirmed.len(),
         starts.len(),
         repeated.len(),
         test_started.elapsed()
     );
     assert!(seen.failed.is_empty(), "failed runs: {:?}", seen.failed);
     let want: HashSet<String> = (0..RUNS).map(|i| format!("cl-{i:04}")).collect();
-    let have: HashSet<String> = seen.succeeded.keys().cloned().collect();
+    let mut have: HashSet<String> = seen.succeeded.keys().cloned().collect();
+    have.extend(confirmed.iter().cloned());
     assert_eq!(have, want, "every run succeeded, none foreign");
     assert!(twice.is_empty(), "runs that succeeded twice: {twice:?}");
     assert_eq!(

@@ -53,6 +53,10 @@ pub enum BusError {
     /// replica value another version wrote).
     #[error("{0}")]
     Invalid(String),
+    /// A conditional write found the data changed under it: another writer
+    /// (a replica written by a process that no longer owns it, say).
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 impl BusError {

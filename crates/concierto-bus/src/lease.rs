@@ -6,16 +6,25 @@
 //! No clock is shared: a contender takes a lease over only after watching its
 //! revision stay the same for a whole `ttl` on its own clock, with a
 //! compare-and-set on that revision (so two contenders cannot both win), and a
-//! holder that has not renewed within two thirds of `ttl` on *its* clock
-//! considers the lease lost and stops. The holder's deadline therefore always
-//! comes before any contender's. A holder that stops cleanly releases the
-//! lease (an empty value), which a contender takes at once.
+//! holder considers the lease lost, and stops, 5/6 of a `ttl` after it *sent*
+//! its last successful renewal (which the bucket stored, and a contender
+//! first saw, no earlier than it was sent). The holder's deadline therefore
+//! always comes a sixth of a ttl before any contender's, whatever the
+//! latencies. A failed renewal is tried again at once (every ttl/20), so a
+//! bucket that is away for a leader election of up to about half a ttl costs
+//! nothing. A holder that stops cleanly releases the lease (an empty value),
+//! which a contender takes at once.
+//!
+//! A contender can keep its sight of each revision in a shared
+//! [`RevisionLog`] (and a watcher can fill it in the background): one that
+//! starts contending late then takes a lease that was not renewed for a ttl
+//! at once instead of watching a whole ttl more.
 //!
 //! ```text
 //!  contender: get ──▶ none ──▶ create ──────────────────┐
 //!              │                                          ▼
 //!              └─▶ revision unchanged for ttl ──▶ update(rev) ──▶ holder
-//!  holder: update(rev) every ttl/3 ── fails or no success for 2/3 ttl ──▶ lost
+//!  holder: update(rev) every ttl/4 ── no success sent within 5/6 ttl ──▶ lost
 //! ```
 
 use std::collections::HashMap;
@@ -46,7 +55,7 @@ pub struct LeaseOptions {
 }
 
 impl Default for LeaseOptions {
-    /// A 6 s lease: a standby takes over within about 7 s of the holder's death.
+    /// A 6 s lease: a standby takes over within about 6.5 s of the holder's death.
     fn default() -> Self {
         LeaseOptions {
             ttl: Duration::from_secs(6),
@@ -56,14 +65,78 @@ impl Default for LeaseOptions {
 
 impl LeaseOptions {
     fn renew_every(&self) -> Duration {
-        self.ttl / 3
+        self.ttl / 4
     }
-    fn poll_every(&self) -> Duration {
-        (self.ttl / 6).max(Duration::from_millis(50))
+    /// After a failed renewal.
+    fn retry_every(&self) -> Duration {
+        (self.ttl / 20).max(Duration::from_millis(20))
     }
-    /// A holder without a successful renewal for this long stops.
+    /// How often a contender looks.
+    pub fn poll_every(&self) -> Duration {
+        (self.ttl / 12).max(Duration::from_millis(50))
+    }
+    /// A holder stops this long after sending its last successful renewal.
     fn self_fence(&self) -> Duration {
-        self.ttl * 2 / 3
+        self.ttl * 5 / 6
+    }
+}
+
+/// When each lease's revision was first seen, by one process: shared by its
+/// contenders (and a background watcher) so that a revision's age counts
+/// from its first sighting, whoever saw it.
+#[derive(Debug, Default)]
+pub struct RevisionLog {
+    seen: Mutex<HashMap<String, (u64, tokio::time::Instant)>>,
+}
+
+impl RevisionLog {
+    /// Notes that `name` is at `revision` now; returns when this revision
+    /// was first seen.
+    pub fn note(&self, name: &str, revision: u64) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut seen = match self.seen.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        match seen.get(name) {
+            Some((r, since)) if *r == revision => *since,
+            _ => {
+                seen.insert(name.to_string(), (revision, now));
+                now
+            }
+        }
+    }
+
+    /// How long `name` has been at the revision last noted (`None`: never
+    /// noted).
+    pub fn unchanged_for(&self, name: &str) -> Option<Duration> {
+        let seen = match self.seen.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        seen.get(name).map(|(_, since)| since.elapsed())
+    }
+
+    /// Reads every lease in `names` every `every` until dropped, noting
+    /// their revisions (a transport error is skipped).
+    pub fn watch(
+        self: &Arc<Self>,
+        store: Arc<dyn LeaseStore>,
+        names: Vec<String>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let log = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                for name in &names {
+                    if let Ok(Some((_, rev))) = store.get(name).await {
+                        let Some(log) = log.upgrade() else { return };
+                        log.note(name, rev);
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
     }
 }
 
@@ -81,6 +154,7 @@ pub enum Holder {
 pub struct Lease {
     name: String,
     lost: watch::Receiver<bool>,
+    valid_until: watch::Receiver<Option<tokio::time::Instant>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     renewer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -95,6 +169,13 @@ impl Lease {
     /// failed for too long).
     pub fn is_lost(&self) -> bool {
         *self.lost.borrow()
+    }
+
+    /// Until when this holder may act on the lease: 5/6 of a ttl after it
+    /// sent its last successful renewal (`None` once lost or released).
+    /// Work that must not outlive the lease ends by then.
+    pub fn validity(&self) -> watch::Receiver<Option<tokio::time::Instant>> {
+        self.valid_until.clone()
     }
 
     /// Waits until the lease is lost.
@@ -135,11 +216,23 @@ pub async fn acquire(
     name: &str,
     holder: &str,
     opts: LeaseOptions,
+    waiting: impl FnMut(&Holder) + Send,
+) -> Result<Lease> {
+    let log = RevisionLog::default();
+    acquire_noting(store, name, holder, opts, &log, waiting).await
+}
+
+/// [`acquire`], with each revision's age counted from its first sighting in
+/// `log` (by this call, an earlier one, or a [`RevisionLog::watch`]).
+pub async fn acquire_noting(
+    store: Arc<dyn LeaseStore>,
+    name: &str,
+    holder: &str,
+    opts: LeaseOptions,
+    log: &RevisionLog,
     mut waiting: impl FnMut(&Holder) + Send,
 ) -> Result<Lease> {
     let me = holder.as_bytes().to_vec();
-    // (revision, since) of the entry as last seen.
-    let mut seen: Option<(u64, tokio::time::Instant)> = None;
     let mut told: Option<Holder> = None;
     let mut reached = false;
     loop {
@@ -155,6 +248,8 @@ pub async fn acquire(
                 continue;
             }
         };
+        // What takes the lease is sent no earlier than this.
+        let sent = tokio::time::Instant::now();
         let taken = match current {
             None => store.create(name, me.clone()).await,
             Some((value, rev)) if value.is_empty() || value == me => {
@@ -166,25 +261,20 @@ pub async fn acquire(
                     waiting(&who);
                     told = Some(who);
                 }
-                let now = tokio::time::Instant::now();
-                match seen {
-                    Some((r, since)) if r == rev && now.duration_since(since) >= opts.ttl => {
-                        tracing::warn!(
-                            lease = name,
-                            "the lease was not renewed for its ttl; taking it over"
-                        );
-                        store.update(name, me.clone(), rev).await
-                    }
-                    Some((r, _)) if r == rev => Ok(None),
-                    _ => {
-                        seen = Some((rev, now));
-                        Ok(None)
-                    }
+                let since = log.note(name, rev);
+                if since.elapsed() >= opts.ttl {
+                    tracing::warn!(
+                        lease = name,
+                        "the lease was not renewed for its ttl; taking it over"
+                    );
+                    store.update(name, me.clone(), rev).await
+                } else {
+                    Ok(None)
                 }
             }
         };
         match taken {
-            Ok(Some(rev)) => return Ok(start_renewing(store, name, me, rev, opts)),
+            Ok(Some(rev)) => return Ok(start_renewing(store, name, me, rev, sent, opts)),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(lease = name, error = %e, "taking the lease failed; trying again")
@@ -199,51 +289,68 @@ fn start_renewing(
     name: &str,
     me: Vec<u8>,
     rev: u64,
+    taken: tokio::time::Instant,
     opts: LeaseOptions,
 ) -> Lease {
     let (lost_tx, lost) = watch::channel(false);
+    let (valid_tx, valid_until) = watch::channel(Some(taken + opts.self_fence()));
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let key = name.to_string();
     let renewer = tokio::spawn(async move {
         let mut rev = rev;
-        let mut renewed = tokio::time::Instant::now();
+        // When the last successful renewal was sent.
+        let mut renewed = taken;
+        let mut wait = opts.renew_every();
+        let lost = |why: &str| {
+            tracing::error!(lease = %key, "{why}");
+            valid_tx.send_replace(None);
+            let _ = lost_tx.send(true);
+        };
         loop {
+            let deadline = renewed + opts.self_fence();
             tokio::select! {
                 _ = &mut stopped => {
+                    valid_tx.send_replace(None);
                     // Released: an empty value lets a standby take it at once.
                     if let Err(e) = store.update(&key, Vec::new(), rev).await {
                         tracing::debug!(lease = %key, error = %e, "releasing the lease failed; it lapses after its ttl");
                     }
                     return;
                 }
-                _ = tokio::time::sleep(opts.renew_every()) => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    lost("the lease could not be renewed in time; giving it up");
+                    return;
+                }
+                _ = tokio::time::sleep(wait) => {}
             }
-            let attempt =
-                tokio::time::timeout(opts.renew_every(), store.update(&key, me.clone(), rev)).await;
+            let sent = tokio::time::Instant::now();
+            let attempt = tokio::time::timeout_at(
+                deadline.max(sent + opts.retry_every()),
+                store.update(&key, me.clone(), rev),
+            )
+            .await;
             match attempt {
                 Ok(Ok(Some(next))) => {
                     rev = next;
-                    renewed = tokio::time::Instant::now();
+                    renewed = sent;
+                    valid_tx.send_replace(Some(sent + opts.self_fence()));
+                    wait = opts.renew_every();
                     continue;
                 }
                 Ok(Ok(None)) => {
-                    tracing::error!(lease = %key, "the lease was taken by another holder");
-                    let _ = lost_tx.send(true);
+                    lost("the lease was taken by another holder");
                     return;
                 }
                 Ok(Err(e)) => tracing::warn!(lease = %key, error = %e, "renewing the lease failed"),
                 Err(_) => tracing::warn!(lease = %key, "renewing the lease timed out"),
             }
-            if renewed.elapsed() >= opts.self_fence() {
-                tracing::error!(lease = %key, "the lease could not be renewed in time; giving it up");
-                let _ = lost_tx.send(true);
-                return;
-            }
+            wait = opts.retry_every();
         }
     });
     Lease {
         name: name.to_string(),
         lost,
+        valid_until,
         stop: Some(stop),
         renewer: Some(renewer),
     }

@@ -10,6 +10,13 @@
 //! once with an ephemeral ordered consumer (last message per key), never one
 //! `get` per key.
 //!
+//! A writer that owns a replica for a while (an orchestrator holding a
+//! partition's lease) writes with `put_many_after(entries, Some(seq))`: the
+//! first message expects the stream's last sequence to be `seq` (what the
+//! writer loaded or last wrote), each later one expects the writer's
+//! previous message id, so a process that lost the replica lands nothing
+//! once its successor has written.
+//!
 //! ```text
 //!  put_many([(key, Some(v)) | (key, None)]) ──▶ $KV.<bucket>.<key>   (≤ 1,024 in flight)
 //!  load_all() ◀── ordered consumer, deliver last per subject, until pending = 0
@@ -38,7 +45,16 @@ pub type ReplicaEntry = (String, Option<Vec<u8>>);
 pub trait ReplicaStore: Send + Sync {
     /// Writes every entry (concurrently, every acknowledgement awaited) and
     /// returns the bucket's sequence after them. Keys must pass [`valid_key`].
-    async fn put_many(&self, entries: Vec<ReplicaEntry>) -> Result<u64>;
+    async fn put_many(&self, entries: Vec<ReplicaEntry>) -> Result<u64> {
+        self.put_many_after(entries, None).await
+    }
+    /// [`put_many`](Self::put_many), fenced: with `after`, each write lands
+    /// only if the bucket's sequence is still the one the writes before it
+    /// left (the first: `after`), so nothing lands once another writer has
+    /// written; the first write that finds another sequence fails with
+    /// [`BusError::Conflict`]. A failed call may have written some entries:
+    /// the bucket's sequence is then unknown to the caller.
+    async fn put_many_after(&self, entries: Vec<ReplicaEntry>, after: Option<u64>) -> Result<u64>;
     /// Every key and value, in no particular order.
     async fn load_all(&self) -> Result<Vec<(String, Vec<u8>)>>;
     /// The bucket's sequence now: it changes with every write, 0 when the
@@ -96,9 +112,16 @@ impl MemoryReplica {
 
 #[async_trait]
 impl ReplicaStore for MemoryReplica {
-    async fn put_many(&self, entries: Vec<ReplicaEntry>) -> Result<u64> {
+    async fn put_many_after(&self, entries: Vec<ReplicaEntry>, after: Option<u64>) -> Result<u64> {
         check_keys(&entries)?;
-        Ok(self.with(|(map, seq)| {
+        self.with(|(map, seq)| {
+            if let Some(after) = after
+                && *seq != after
+            {
+                return Err(BusError::Conflict(format!(
+                    "the replica is at sequence {seq}, this writer expected {after}"
+                )));
+            }
             for (k, v) in entries {
                 *seq += 1;
                 match v {
@@ -106,8 +129,8 @@ impl ReplicaStore for MemoryReplica {
                     None => map.remove(&k),
                 };
             }
-            *seq
-        }))
+            Ok(*seq)
+        })
     }
 
     async fn load_all(&self) -> Result<Vec<(String, Vec<u8>)>> {
@@ -170,6 +193,20 @@ pub(crate) struct NatsReplica {
     /// the chunks of a replaced value are deleted.
     split: Mutex<HashMap<String, Head>>,
     nonces: AtomicU64,
+    /// This writer's id (random) and count of messages sent: message ids.
+    writer: u64,
+    sent: AtomicU64,
+}
+
+/// What the next write of a fenced [`ReplicaStore::put_many_after`] expects
+/// to find last in the bucket's stream. A sequence alone would not do for
+/// writes in flight together: after `n` foreign messages, the `n`-th of a
+/// batch expecting `after + n` would land. A chain of message ids does: once
+/// a link is missing, no later write finds its predecessor.
+enum Fence {
+    Off,
+    AfterSeq(u64),
+    AfterId(String),
 }
 
 impl NatsReplica {
@@ -187,6 +224,9 @@ impl NatsReplica {
             allow_rollup: true,
             deny_delete: true,
             allow_direct: true,
+            // Every write has a message id (the fence's chain): the server
+            // keeps them for dedup only this long.
+            duplicate_window: std::time::Duration::from_secs(2),
             storage: stream::StorageType::File,
             num_replicas: replicas.max(1),
             ..Default::default()
@@ -205,6 +245,8 @@ impl NatsReplica {
             subject_prefix: format!("$KV.{bucket}."),
             split: Mutex::new(HashMap::new()),
             nonces: AtomicU64::new(seed),
+            writer: seed.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
+            sent: AtomicU64::new(0),
         })
     }
 
@@ -217,7 +259,15 @@ impl NatsReplica {
 
     /// Publishes every `(key, value)` (`None`: a delete marker), at most
     /// [`MAX_IN_FLIGHT`] at once, and returns the highest sequence stored.
-    async fn publish_all(&self, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<u64> {
+    /// Every publish has a message id of this writer's; with a fence, each
+    /// expects the stream's last message to be the one before it (the
+    /// first of a call: the sequence `after`), so once one finds another
+    /// writer's message there, none after it lands either (see [`Fence`]).
+    async fn publish_all(
+        &self,
+        writes: Vec<(String, Option<Vec<u8>>)>,
+        fence: &mut Fence,
+    ) -> Result<u64> {
         use futures::StreamExt as _;
         let mut last = 0u64;
         let mut in_flight = futures::stream::FuturesUnordered::new();
@@ -228,7 +278,7 @@ impl NatsReplica {
                 last = last.max(done?);
             }
             let subject = format!("{}{key}", self.subject_prefix);
-            let msg = match value {
+            let mut msg = match value {
                 Some(v) => {
                     async_nats::jetstream::message::PublishMessage::build().payload(v.into())
                 }
@@ -240,6 +290,20 @@ impl NatsReplica {
                         .headers(headers)
                 }
             };
+            let id = format!(
+                "{:x}-{}",
+                self.writer,
+                self.sent.fetch_add(1, Ordering::Relaxed)
+            );
+            msg = match fence {
+                Fence::Off => msg,
+                Fence::AfterSeq(seq) => msg.expected_last_sequence(*seq),
+                Fence::AfterId(prev) => msg.expected_last_message_id(prev.as_str()),
+            };
+            if !matches!(fence, Fence::Off) {
+                *fence = Fence::AfterId(id.clone());
+            }
+            msg = msg.message_id(id);
             let pending = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
                 self.js.send_publish(subject, msg),
@@ -252,10 +316,19 @@ impl NatsReplica {
             })?
             .map_err(|e| BusError::Transport(format!("replica write of {key}: {e}")))?;
             in_flight.push(async move {
-                pending
-                    .await
-                    .map(|ack| ack.sequence)
-                    .map_err(|e| BusError::Transport(format!("replica write of {key}: {e}")))
+                pending.await.map(|ack| ack.sequence).map_err(|e| {
+                    use async_nats::jetstream::context::PublishErrorKind;
+                    if matches!(
+                        e.kind(),
+                        PublishErrorKind::WrongLastSequence | PublishErrorKind::WrongLastMessageId
+                    ) {
+                        BusError::Conflict(format!(
+                            "replica write of {key}: another writer wrote to the bucket"
+                        ))
+                    } else {
+                        BusError::Transport(format!("replica write of {key}: {e}"))
+                    }
+                })
             });
         }
         while let Some(done) = in_flight.next().await {
@@ -267,7 +340,11 @@ impl NatsReplica {
 
 #[async_trait]
 impl ReplicaStore for NatsReplica {
-    async fn put_many(&self, entries: Vec<ReplicaEntry>) -> Result<u64> {
+    async fn put_many_after(&self, entries: Vec<ReplicaEntry>, after: Option<u64>) -> Result<u64> {
+        let mut fence = match after {
+            Some(seq) => Fence::AfterSeq(seq),
+            None => Fence::Off,
+        };
         check_keys(&entries)?;
         // Stage 1: plain values, deletes and the chunks of split values.
         let mut first = Vec::with_capacity(entries.len());
@@ -305,14 +382,14 @@ impl ReplicaStore for NatsReplica {
                 }
             }
         }
-        let mut last = self.publish_all(first).await?;
+        let mut last = self.publish_all(first, &mut fence).await?;
         // Stage 2: the heads of split values, once their chunks are stored.
         if !heads.is_empty() {
             let writes = heads
                 .iter()
                 .map(|(k, h)| (k.clone(), Some(h.encode())))
                 .collect();
-            last = last.max(self.publish_all(writes).await?);
+            last = last.max(self.publish_all(writes, &mut fence).await?);
         }
         // Stage 3: what the new values replaced.
         {
@@ -329,9 +406,13 @@ impl ReplicaStore for NatsReplica {
             .flat_map(|h| (0..h.chunks).map(|i| (h.chunk_key(i), None)))
             .collect();
         if !stale.is_empty() {
-            last = last.max(self.publish_all(stale).await?);
+            last = last.max(self.publish_all(stale, &mut fence).await?);
         }
-        Ok(last)
+        // Fenced and nothing written: where it was.
+        Ok(match (after, &fence) {
+            (Some(seq), Fence::AfterSeq(_)) => seq,
+            _ => last,
+        })
     }
 
     async fn load_all(&self) -> Result<Vec<(String, Vec<u8>)>> {

@@ -84,3 +84,77 @@ async fn a_replica_keeps_many_keys_and_large_values() {
         .to_string();
     assert!(err.contains("not valid"), "{err}");
 }
+
+/// The write-through fence: a writer that expects the bucket at the sequence
+/// it last left writes on; once another writer has written, its writes
+/// (pipelined, split values too) land nowhere and say conflict.
+#[tokio::test]
+async fn a_fenced_writer_writes_nothing_once_another_has_written() {
+    let nats = NatsServer::start().expect("nats-server");
+    let old_owner = connect(&nats).await;
+    let new_owner = connect(&nats).await;
+    let a = old_owner.replica("ORCH_P1", 1).await.expect("bucket");
+    let b = new_owner.replica("ORCH_P1", 1).await.expect("bucket");
+
+    let at = a
+        .put_many_after(
+            (0..100)
+                .map(|i| (format!("runs.x{i:02x}"), Some(vec![1u8])))
+                .collect(),
+            Some(0),
+        )
+        .await
+        .expect("the first writer writes from 0");
+    assert_eq!(at, 100);
+    assert_eq!(
+        a.put_many_after(Vec::new(), Some(at)).await.unwrap(),
+        at,
+        "nothing to write keeps the sequence"
+    );
+
+    // The new owner takes over at the sequence it loaded and writes.
+    let loaded = b.last_seq().await.unwrap();
+    assert_eq!(loaded, at);
+    let now = b
+        .put_many_after(vec![("runs.x00".into(), Some(vec![2u8]))], Some(loaded))
+        .await
+        .expect("the new owner writes");
+    assert_eq!(now, at + 1);
+
+    // The old owner, still expecting `at`, lands nothing: small values, a
+    // split value, a delete.
+    let big = vec![7u8; 2_000_000];
+    let err = a
+        .put_many_after(
+            vec![
+                ("runs.x01".into(), Some(vec![3u8])),
+                ("runs.xbig".into(), Some(big)),
+                ("runs.x02".into(), None),
+            ],
+            Some(at),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, concierto_bus::BusError::Conflict(_)), "{err}");
+    assert_eq!(b.last_seq().await.unwrap(), now, "nothing landed");
+    assert_eq!(b.get("runs.x00").await.unwrap(), Some(vec![2u8]));
+    assert_eq!(b.get("runs.x01").await.unwrap(), Some(vec![1u8]));
+    assert_eq!(b.get("runs.xbig").await.unwrap(), None);
+
+    // The embedded bus's replica fences the same way.
+    let mem = concierto_bus::replica::MemoryReplica::default();
+    use concierto_bus::ReplicaStore as _;
+    let s = mem
+        .put_many_after(vec![("k.x01".into(), Some(vec![1]))], Some(0))
+        .await
+        .unwrap();
+    // Another writer.
+    mem.put_many(vec![("k.x02".into(), Some(vec![2]))])
+        .await
+        .unwrap();
+    let err = mem
+        .put_many_after(vec![("k.x01".into(), Some(vec![9]))], Some(s))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, concierto_bus::BusError::Conflict(_)), "{err}");
+}

@@ -26,9 +26,41 @@ pub fn of(run_id: &str, partitions: u32) -> u32 {
     (h % u64::from(partitions)) as u32
 }
 
+/// An id made from `base` that hashes to partition `k`: `base` itself when
+/// it does, else `base~p<n>` for the smallest `n` that does. For runs an
+/// orchestrator makes itself (review batches), so they live, and are looked
+/// up, in the partition that made them. Gives `base` back when
+/// `partitions` ≤ 1 or `k` is not a partition.
+pub fn id_in(base: &str, k: u32, partitions: u32) -> String {
+    if partitions <= 1 || k >= partitions || of(base, partitions) == k {
+        return base.to_string();
+    }
+    // Each try lands in `k` with probability 1/P: 64 × P tries miss with
+    // probability about e^-64.
+    for n in 0..u64::from(partitions) * 64 {
+        let id = format!("{base}~p{n}");
+        if of(&id, partitions) == k {
+            return id;
+        }
+    }
+    base.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_made_for_a_partition_land_in_it() {
+        for p in [2, 8, 64] {
+            for k in 0..p {
+                let id = id_in("review-batch:loop@2026-01-01T00:00:00.000Z", k, p);
+                assert_eq!(of(&id, p), k, "{id}");
+            }
+        }
+        assert_eq!(id_in("x", 0, 1), "x");
+        assert_eq!(id_in("x", 9, 8), "x");
+    }
 
     #[test]
     fn stable_and_spread() {

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use concierto_bus::lease::{self, Holder, Lease, LeaseOptions, LeaseStore};
+use concierto_bus::lease::{self, Holder, Lease, LeaseOptions, LeaseStore, RevisionLog};
 use concierto_bus::{Bus, ReplicaStore};
 use concierto_core::clock::SharedClock;
 use concierto_core::config::Studio;
@@ -52,8 +52,9 @@ pub struct PartitionOptions {
     /// The data folder: partition k lives in `<data>/orchestrator-p<k>`
     /// (`<data>/orchestrator` with one partition).
     pub data_dir: PathBuf,
-    /// The partition leases' timing: 3 s by default with several partitions
-    /// (a partition is taken over within about 5 s), 6 s with one (as before).
+    /// The partition leases' timing: 4 s by default with several partitions
+    /// (a dead process's partitions are held again within 3-4.5 s), 6 s with
+    /// one (as before).
     pub lease: LeaseOptions,
     /// Write each partition's store through to its bucket (a NATS bus); off
     /// on the embedded bus, where no other process could take over.
@@ -68,11 +69,20 @@ impl PartitionOptions {
             partitions,
             holder: holder.into(),
             data_dir: data_dir.into(),
-            // 6 s for every partition count: a holder fences itself after 4 s
-            // without a renewal, longer than a NATS cluster's leader election
-            // after a node dies (about 2.5 s measured on loopback), which with
-            // 3 s leases took every partition from every holder at once.
-            lease: LeaseOptions::default(),
+            // A holder renews every ttl/4, tries a failed renewal again
+            // every ttl/20 and fences itself 5/6 of a ttl after sending its
+            // last good one: with 4 s it rides out a lease-bucket leader
+            // election of up to about 2.3 s (about 2.5 s measured on
+            // loopback after a node dies); past that the partition stops and
+            // is taken again (by this process or another) once the bucket
+            // answers, nothing lost.
+            lease: if partitions > 1 {
+                LeaseOptions {
+                    ttl: Duration::from_secs(4),
+                }
+            } else {
+                LeaseOptions::default()
+            },
             write_through: true,
         }
     }
@@ -194,10 +204,29 @@ pub async fn start_partitions(
     concierto_bus::ensure_standard_streams(bus.as_ref(), &opts.streams).await?;
     let leases = bus.leases().await?;
     if popts.write_through {
-        let p0 = bus.replica(&bucket_name(0), opts.streams.replicas).await?;
-        crate::replica::check_partitions(&p0, p)
-            .await
-            .map_err(|e| OrchestratorError::Store(StoreError::from_message(e)))?;
+        // A cluster still electing its leaders (all processes started at
+        // once) answers late: asked again for up to a minute; a different
+        // partition count is fatal at once.
+        let mut backoff = Duration::from_millis(250);
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let checked = match bus.replica(&bucket_name(0), opts.streams.replicas).await {
+                Ok(p0) => crate::replica::check_partitions(&p0, p).await,
+                Err(e) => Err(Err(format!("opening partition 0's bucket: {e}"))),
+            };
+            match checked {
+                Ok(()) => break,
+                Err(Ok(fatal)) => {
+                    return Err(OrchestratorError::Store(StoreError::from_message(fatal)));
+                }
+                Err(Err(e)) if tokio::time::Instant::now() + backoff < give_up => {
+                    tracing::warn!(error = %e, "the partition count cannot be checked yet; trying again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(Err(e)) => return Err(OrchestratorError::Store(StoreError::from_message(e))),
+            }
+        }
     }
     let (changed, _) = watch::channel(());
     let shared = Arc::new(Shared {
@@ -239,12 +268,19 @@ pub async fn start_partitions(
     } else {
         None
     };
+    // Every partition lease's revision, watched from the start: a process
+    // whose share grows (another died) takes a lease that went unrenewed
+    // for a ttl at once, not a ttl after it starts looking.
+    let log = Arc::new(RevisionLog::default());
+    let names = (0..p).map(|k| popts.lease_name(k)).collect();
+    let watcher = log.watch(leases.clone(), names, popts.lease.poll_every());
     let env = Arc::new(Env {
         bus,
         clock,
         opts,
         popts,
         leases,
+        log,
         shared: shared.clone(),
     });
     for k in 0..p {
@@ -264,6 +300,7 @@ pub async fn start_partitions(
         if let Some(r) = router {
             r.abort();
         }
+        watcher.abort();
         concierto_core::health::clear(HEALTH);
         control.finished(result);
     });
@@ -276,6 +313,7 @@ struct Env {
     opts: OrchestratorOptions,
     popts: PartitionOptions,
     leases: Arc<dyn LeaseStore>,
+    log: Arc<RevisionLog>,
     shared: Arc<Shared>,
 }
 
@@ -306,18 +344,18 @@ async fn run_partition(env: Arc<Env>, k: u32, mut signal: StopSignal) {
     let mut retry = Duration::from_secs(1);
     let mut changed = env.shared.changed.subscribe();
     loop {
-        // Only under this process's share.
-        while env.shared.held().len() >= env.shared.share() {
+        // Only under this process's share (or for an orphan).
+        while !may_contend(&env, &name) {
             tokio::select! {
                 _ = signal.stopped() => return,
                 _ = changed.changed() => {}
-                _ = tokio::time::sleep(env.popts.lease.ttl / 3) => {}
+                _ = tokio::time::sleep(env.popts.lease.poll_every()) => {}
             }
         }
         let mut said: Option<String> = None;
         let acquired = tokio::select! {
             _ = signal.stopped() => return,
-            l = lease::acquire(env.leases.clone(), &name, &env.popts.holder, env.popts.lease, |who| {
+            l = lease::acquire_noting(env.leases.clone(), &name, &env.popts.holder, env.popts.lease, &env.log, |who| {
                 if let Holder::Held(h) = who
                     && said.as_deref() != Some(h.as_str())
                 {
@@ -325,7 +363,7 @@ async fn run_partition(env: Arc<Env>, k: u32, mut signal: StopSignal) {
                     said = Some(h.clone());
                 }
             }) => l,
-            _ = at_share(&env.shared, &mut changed) => continue,
+            _ = no_longer_contending(&env, &name, &mut changed) => continue,
         };
         let lease = match acquired {
             Ok(l) => l,
@@ -340,40 +378,52 @@ async fn run_partition(env: Arc<Env>, k: u32, mut signal: StopSignal) {
         };
         tracing::info!(partition = k, holder = %env.popts.holder, "partition lease taken");
         env.shared.set_held(k, true);
-        let running = match start_one(&env, k).await {
-            Ok(r) => {
-                retry = Duration::from_secs(1);
-                r
+        let mut lease = lease;
+        let outcome = loop {
+            let running = match start_one(&env, k, &lease).await {
+                Ok(r) => {
+                    retry = Duration::from_secs(1);
+                    r
+                }
+                Err(e) => {
+                    tracing::error!(partition = k, error = %e, ?retry, "the partition did not start; releasing its lease and trying again");
+                    break Outcome::Failed;
+                }
+            };
+            if let Some(hook) = running.service.studio_hook() {
+                env.shared
+                    .hooks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(k, hook);
             }
-            Err(e) => {
-                tracing::error!(partition = k, error = %e, ?retry, "the partition did not start; releasing its lease and trying again");
-                env.shared.set_held(k, false);
-                lease.release().await;
+            let outcome = hold(&env, k, &mut lease, running, &mut signal).await;
+            env.shared
+                .hooks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&k);
+            match outcome {
+                // Still held: synced again from the bucket and started anew.
+                Outcome::Resync if !lease.is_lost() => {}
+                Outcome::Resync => break Outcome::Lost,
+                other => break other,
+            }
+        };
+        if !matches!(outcome, Outcome::Lost) {
+            lease.release().await;
+        }
+        env.shared.set_held(k, false);
+        match outcome {
+            Outcome::Stopped => return,
+            Outcome::Lost | Outcome::Resync => {}
+            Outcome::Failed => {
                 tokio::select! {
                     _ = signal.stopped() => return,
                     _ = tokio::time::sleep(retry) => {}
                 }
                 retry = (retry * 2).min(Duration::from_secs(30));
-                continue;
             }
-        };
-        if let Some(hook) = running.service.studio_hook() {
-            env.shared
-                .hooks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(k, hook);
-        }
-        let outcome = hold(&env, k, lease, running, &mut signal).await;
-        env.shared
-            .hooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&k);
-        env.shared.set_held(k, false);
-        match outcome {
-            Outcome::Stopped => return,
-            Outcome::Lost => {}
             Outcome::HandedBack => {
                 // Let another process take it before contending again.
                 tokio::select! {
@@ -389,14 +439,20 @@ enum Outcome {
     Stopped,
     Lost,
     HandedBack,
+    /// The partition's bucket was written by another writer: stopped, to be
+    /// synced again while the lease is held.
+    Resync,
+    /// It did not start.
+    Failed,
 }
 
-/// Runs partition `k` until the process stops, the lease is lost, or this
-/// process holds more than its share and `k` is its highest partition.
+/// Runs partition `k` until the process stops, the lease is lost, its
+/// bucket is found written by another writer, or this process holds more
+/// than its share and `k` is its highest partition. Releases nothing.
 async fn hold(
     env: &Env,
     k: u32,
-    mut lease: Lease,
+    lease: &mut Lease,
     running: Running,
     signal: &mut StopSignal,
 ) -> Outcome {
@@ -409,10 +465,17 @@ async fn hold(
             }
         }
     };
+    let broken = async {
+        match &running.replication {
+            Some(r) => r.broken().await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         _ = signal.stopped() => Outcome::Stopped,
         _ = lease.lost() => Outcome::Lost,
         _ = over_share => Outcome::HandedBack,
+        _ = broken => Outcome::Resync,
     };
     match outcome {
         Outcome::Lost => {
@@ -423,25 +486,20 @@ async fn hold(
             if let Some(r) = &running.replication {
                 r.fence();
             }
-            running.stop().await;
         }
-        Outcome::Stopped | Outcome::HandedBack => {
-            if matches!(outcome, Outcome::HandedBack) {
-                tracing::info!(
-                    partition = k,
-                    "this orchestrator holds more than its share: handing the partition back"
-                );
-            }
-            running.stop().await;
-            lease.release().await;
-        }
+        Outcome::HandedBack => tracing::info!(
+            partition = k,
+            "this orchestrator holds more than its share: handing the partition back"
+        ),
+        _ => {}
     }
+    running.stop().await;
     outcome
 }
 
 /// Opens partition `k`'s store, brings it in line with its bucket, and starts
 /// its orchestrator (and, for partition 0 of several, the router).
-async fn start_one(env: &Env, k: u32) -> Result<Running, String> {
+async fn start_one(env: &Env, k: u32, lease: &Lease) -> Result<Running, String> {
     let p = env.popts.partitions;
     let dir = env.popts.dir(k);
     let opened = {
@@ -460,7 +518,8 @@ async fn start_one(env: &Env, k: u32) -> Result<Running, String> {
             .replica(&bucket_name(k), env.opts.streams.replicas)
             .await
             .map_err(|e| format!("opening the partition's bucket: {e}"))?;
-        match crate::replica::sync(&opened, &bucket).await? {
+        let (synced, at) = crate::replica::sync(&opened, &bucket).await?;
+        match synced {
             Synced::Loaded(n) => {
                 tracing::info!(
                     partition = k,
@@ -477,7 +536,7 @@ async fn start_one(env: &Env, k: u32) -> Result<Running, String> {
             Synced::Empty => {}
         }
         let store = Arc::new(ReplicatedStore::new(opened));
-        let replication = Replication::new(store.clone(), bucket);
+        let replication = Replication::new(store.clone(), bucket, at).bounded_by(lease.validity());
         (store, Some(replication))
     } else {
         (Arc::new(opened), None)
@@ -517,16 +576,29 @@ async fn start_one(env: &Env, k: u32) -> Result<Running, String> {
 }
 
 /// Resolves once this process holds its share.
-async fn at_share(shared: &Shared, changed: &mut watch::Receiver<()>) {
+async fn no_longer_contending(env: &Env, name: &str, changed: &mut watch::Receiver<()>) {
     loop {
-        if shared.held().len() >= shared.share() {
+        if !may_contend(env, name) {
             return;
         }
         tokio::select! {
             _ = changed.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(env.popts.lease.poll_every()) => {}
         }
     }
+}
+
+/// Whether this process contends for the lease `name`: while it holds less
+/// than its share, or for an orphan, a lease nobody renewed or took for two
+/// ttls (the processes that could have did not count themselves short:
+/// their view of who is alive lags). Holding more than its share, a
+/// process hands its highest partition back a ttl later.
+fn may_contend(env: &Env, name: &str) -> bool {
+    env.shared.held().len() < env.shared.share()
+        || env
+            .log
+            .unchanged_for(name)
+            .is_some_and(|d| d >= env.popts.lease.ttl * 2)
 }
 
 /// Keeps a membership slot and counts the live ones (see the module doc).
@@ -572,7 +644,8 @@ async fn membership(
                 continue;
             }
             if value == popts.holder.as_bytes() {
-                live += 1;
+                // This process (counted once below): a slot it held before
+                // a lost renewal lapses like any other.
                 continue;
             }
             let since = match seen.get(&i) {
@@ -582,22 +655,23 @@ async fn membership(
                     now
                 }
             };
-            // A live process renews every ttl/3: a slot unchanged for half a
-            // ttl is taken for dead, so the survivors' share grows (and they
-            // start contending for its partitions) a ttl/2 sooner. Taking a
-            // partition still waits for its own lease to lapse.
+            // A live process renews every ttl/4: a slot unchanged for half a
+            // ttl is taken for dead, so the survivors' share grows before
+            // the dead process's partition leases lapse (a ttl); the
+            // revision log has watched those all along, so they are taken
+            // the moment they lapse.
             if now.duration_since(since) <= ttl / 2 {
                 live += 1;
             }
         }
-        let live = live.max(1);
+        let live = live + 1;
         if shared.live.swap(live, Ordering::SeqCst) != live {
             tracing::info!(live, share = shared.share(), "orchestrator processes seen");
             let _ = shared.changed.send(());
         }
         tokio::select! {
             _ = signal.stopped() => break,
-            _ = tokio::time::sleep(ttl / 3) => {}
+            _ = tokio::time::sleep(ttl / 6) => {}
         }
     }
     if let Some(l) = mine {

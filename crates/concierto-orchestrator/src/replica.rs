@@ -11,7 +11,9 @@
 //! ```
 //!
 //! A bucket key is `<tree>.x<hex of the key>`; the tree [`LOCAL`] (the
-//! sequence last written through) stays local. Keys under `_meta.` are the
+//! sequence last written through) stays local, and so does the runs' time
+//! index (`runs_by_time`), which `Engine::recover` rebuilds from the runs
+//! after a takeover: half the writes of a step need not cross the bus. Keys under `_meta.` are the
 //! bucket's own (partition 0 keeps the studio's partition count there).
 
 use std::collections::BTreeMap;
@@ -28,6 +30,14 @@ pub const LOCAL: &str = "replica_local";
 const SEQ: &[u8] = b"seq";
 /// The key of partition 0's bucket holding the studio's partition count.
 pub const PARTITIONS_KEY: &str = "_meta.partitions";
+/// Trees never written through: [`LOCAL`], and the runs' time index (derived
+/// from the runs, rebuilt by `Engine::recover`).
+const LOCAL_TREES: [&str; 2] = [LOCAL, crate::history::RUNS_BY_TIME];
+
+fn written_through(tree: &str) -> bool {
+    !LOCAL_TREES.contains(&tree)
+}
+
 /// Entries per write while loading or seeding a bucket.
 const LOAD_BATCH: usize = 10_000;
 
@@ -56,15 +66,13 @@ impl ReplicatedStore {
         }
     }
 
-    fn note(&self, tree: &str, ops: &[Op]) {
-        if tree == LOCAL {
-            return;
-        }
+    /// Notes `ops` (a copy of what was applied to `tree`) in the journal.
+    fn note(&self, tree: &str, ops: Vec<Op>) {
         let mut j = self.journal();
         for op in ops {
             match op {
-                Op::Put(k, v) => j.insert((tree.to_string(), k.clone()), Some(v.clone())),
-                Op::Delete(k) => j.insert((tree.to_string(), k.clone()), None),
+                Op::Put(k, v) => j.insert((tree.to_string(), k), Some(v)),
+                Op::Delete(k) => j.insert((tree.to_string(), k), None),
             };
         }
     }
@@ -107,8 +115,12 @@ impl KvStore for ReplicatedStore {
     }
 
     fn apply(&self, tree: &str, ops: Vec<Op>) -> Result<(), StoreError> {
-        self.inner.apply(tree, ops.clone())?;
-        self.note(tree, &ops);
+        if !written_through(tree) {
+            return self.inner.apply(tree, ops);
+        }
+        let noted = ops.clone();
+        self.inner.apply(tree, ops)?;
+        self.note(tree, noted);
         Ok(())
     }
 
@@ -123,11 +135,12 @@ impl KvStore for ReplicatedStore {
     fn apply_trees(&self, batches: Vec<(&str, Vec<Op>)>) -> Result<(), StoreError> {
         let noted: Vec<(String, Vec<Op>)> = batches
             .iter()
+            .filter(|(t, _)| written_through(t))
             .map(|(t, ops)| (t.to_string(), ops.clone()))
             .collect();
         self.inner.apply_trees(batches)?;
         for (t, ops) in noted {
-            self.note(&t, &ops);
+            self.note(&t, ops);
         }
         Ok(())
     }
@@ -204,24 +217,51 @@ fn store_entry(bucket_key: &str, value: Vec<u8>) -> Option<(&str, Vec<u8>, Vec<u
     Some((tree, key, body))
 }
 
-/// A partition's store and the bucket it is written through to. The runtime
-/// fences it the moment the partition's lease is lost: nothing more is
-/// written through.
+/// A partition's store and the bucket it is written through to.
+///
+/// Two fences keep a process that lost the partition from writing over its
+/// new owner: the runtime fences it the moment the lease is lost (and every
+/// write must end before the lease's validity does), and every write is
+/// conditional on the bucket's sequence being the one this process last
+/// left (`put_many_after`), so a write that lands late, after another
+/// process wrote, lands nowhere. A write that failed part-way leaves the
+/// sequence unknown: if the bucket moved, the replication is *broken* and
+/// the partition must be synced again before it goes on ([`Self::broken`]).
 #[derive(Clone)]
 pub struct Replication {
     store: Arc<ReplicatedStore>,
     bucket: Arc<dyn ReplicaStore>,
     fenced: Arc<AtomicBool>,
+    /// The bucket's sequence as this process last left it, and whether a
+    /// failed write may have moved it since.
+    at: Arc<Mutex<(u64, bool)>>,
+    broken: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Until when the partition's lease lets this process write.
+    valid_until: Option<tokio::sync::watch::Receiver<Option<tokio::time::Instant>>>,
 }
 
 impl Replication {
-    /// `store` written through to `bucket`.
-    pub fn new(store: Arc<ReplicatedStore>, bucket: Arc<dyn ReplicaStore>) -> Self {
+    /// `store` written through to `bucket`, which is at sequence `at` (what
+    /// [`sync`] returned).
+    pub fn new(store: Arc<ReplicatedStore>, bucket: Arc<dyn ReplicaStore>, at: u64) -> Self {
         Replication {
             store,
             bucket,
             fenced: Arc::new(AtomicBool::new(false)),
+            at: Arc::new(Mutex::new((at, false))),
+            broken: Arc::new(tokio::sync::watch::channel(false).0),
+            valid_until: None,
         }
+    }
+
+    /// Every write ends before the instant `valid_until` holds (the lease's
+    /// validity; `None`: lost).
+    pub fn bounded_by(
+        mut self,
+        valid_until: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+    ) -> Self {
+        self.valid_until = Some(valid_until);
+        self
     }
 
     /// From now on nothing is written through (the lease is lost: another
@@ -230,14 +270,56 @@ impl Replication {
         self.fenced.store(true, Ordering::SeqCst);
     }
 
+    /// Resolves once another writer is found to have written to the bucket
+    /// (or a failed write left it moved): the partition's local store no
+    /// longer matches it, and nothing more is written through.
+    pub async fn broken(&self) {
+        let mut rx = self.broken.subscribe();
+        let _ = rx.wait_for(|b| *b).await;
+    }
+
+    fn break_off(&self, why: &str) {
+        tracing::error!(error = %why, "the partition's bucket was written by another writer: this partition stops and syncs again");
+        self.fence();
+        self.broken.send_replace(true);
+    }
+
+    fn at(&self) -> std::sync::MutexGuard<'_, (u64, bool)> {
+        match self.at.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        }
+    }
+
     /// Writes every change noted since the last call to the bucket and
     /// records the bucket's sequence locally. On failure the changes wait
     /// for the next call.
     pub async fn write_through(&self) -> Result<(), String> {
+        const LOST: &str =
+            "the partition's lease is lost: its state is not written through any more";
         if self.fenced.load(Ordering::SeqCst) {
-            return Err(
-                "the partition's lease is lost: its state is not written through any more".into(),
-            );
+            return Err(LOST.into());
+        }
+        let deadline = match &self.valid_until {
+            Some(v) => match *v.borrow() {
+                Some(d) if d > tokio::time::Instant::now() => Some(d),
+                _ => return Err(LOST.into()),
+            },
+            None => None,
+        };
+        let (at, unsure) = *self.at();
+        if unsure {
+            // A write failed part-way: go on only if nothing of it landed.
+            let now = bounded(deadline, self.bucket.last_seq())
+                .await?
+                .map_err(|e| format!("reading the partition's bucket: {e}"))?;
+            if now != at {
+                let why =
+                    format!("the bucket is at sequence {now}, this partition left it at {at}");
+                self.break_off(&why);
+                return Err(why);
+            }
+            self.at().1 = false;
         }
         let taken = self.store.take();
         if taken.is_empty() {
@@ -247,8 +329,12 @@ impl Replication {
             .iter()
             .map(|((t, k), v)| (bucket_key(t, k), v.as_ref().map(|v| bucket_value(k, v))))
             .collect();
-        match self.bucket.put_many(entries).await {
+        let written = bounded(deadline, self.bucket.put_many_after(entries, Some(at)))
+            .await
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match written {
             Ok(seq) => {
+                *self.at() = (seq, false);
                 if let Err(e) = self.store.record_seq(seq) {
                     tracing::warn!(error = %e, "recording the replicated sequence failed; the next takeover reloads");
                 }
@@ -256,9 +342,23 @@ impl Replication {
             }
             Err(e) => {
                 self.store.merge_back(taken);
+                self.at().1 = true;
                 Err(format!("writing the state through to the bus: {e}"))
             }
         }
+    }
+}
+
+/// `f` cut off at `deadline` (if any).
+async fn bounded<T>(
+    deadline: Option<tokio::time::Instant>,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, f)
+            .await
+            .map_err(|_| "the partition's lease ran out during a write to its bucket".to_string()),
+        None => Ok(f.await),
     }
 }
 
@@ -278,7 +378,11 @@ pub enum Synced {
 /// Makes the local store `sled` agree with `bucket` before a partition
 /// starts: the bucket is the truth, unless it is empty while the local store
 /// is not (a store from before write-through), which is then written to it.
-pub async fn sync(sled: &SledStore, bucket: &Arc<dyn ReplicaStore>) -> Result<Synced, String> {
+/// Also returns the bucket's sequence the local store now matches.
+pub async fn sync(
+    sled: &SledStore,
+    bucket: &Arc<dyn ReplicaStore>,
+) -> Result<(Synced, u64), String> {
     let bucket_seq = bucket
         .last_seq()
         .await
@@ -299,7 +403,7 @@ pub async fn sync(sled: &SledStore, bucket: &Arc<dyn ReplicaStore>) -> Result<Sy
             }
         }
         if entries.is_empty() {
-            return Ok(Synced::Empty);
+            return Ok((Synced::Empty, 0));
         }
         let n = entries.len();
         let mut seq = 0;
@@ -311,10 +415,10 @@ pub async fn sync(sled: &SledStore, bucket: &Arc<dyn ReplicaStore>) -> Result<Sy
         }
         local.record_seq(seq).map_err(|e| e.to_string())?;
         flush(sled).await?;
-        return Ok(Synced::Seeded(n));
+        return Ok((Synced::Seeded(n), seq));
     }
     if recorded == bucket_seq {
-        return Ok(Synced::Kept);
+        return Ok((Synced::Kept, bucket_seq));
     }
     let all = bucket
         .load_all()
@@ -354,7 +458,7 @@ pub async fn sync(sled: &SledStore, bucket: &Arc<dyn ReplicaStore>) -> Result<Sy
     .map_err(|e| format!("loading the local store: {e}"))?;
     local.record_seq(bucket_seq).map_err(|e| e.to_string())?;
     flush(sled).await?;
-    Ok(Synced::Loaded(n))
+    Ok((Synced::Loaded(n), bucket_seq))
 }
 
 async fn flush(sled: &SledStore) -> Result<(), String> {
@@ -383,23 +487,25 @@ fn chunks<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
 /// Checks (and on first use records) the studio's partition count in
 /// partition 0's bucket: a studio whose state was written with another
 /// count would send runs to partitions that do not hold them.
+/// Errs with `Ok(why)` when the counts differ (fatal), `Err(why)` when the
+/// bus could not be asked (worth trying again).
 pub async fn check_partitions(
     bucket: &Arc<dyn ReplicaStore>,
     partitions: u32,
-) -> Result<(), String> {
+) -> Result<(), Result<String, String>> {
     let stored = bucket
         .get(PARTITIONS_KEY)
         .await
-        .map_err(|e| format!("reading the partition count on the bus: {e}"))?;
+        .map_err(|e| Err(format!("reading the partition count on the bus: {e}")))?;
     match stored {
         Some(v) => {
             let was = String::from_utf8_lossy(&v).trim().to_string();
             if was == partitions.to_string() {
                 Ok(())
             } else {
-                Err(format!(
+                Err(Ok(format!(
                     "server.partitions is {partitions} but the orchestrator state on the bus was written with {was} partition(s): runs would be looked for in the wrong partitions. Set server.partitions back to {was}, or start this studio on an empty bus (another subject prefix)"
-                ))
+                )))
             }
         }
         None => bucket
@@ -409,7 +515,7 @@ pub async fn check_partitions(
             )])
             .await
             .map(|_| ())
-            .map_err(|e| format!("recording the partition count on the bus: {e}")),
+            .map_err(|e| Err(format!("recording the partition count on the bus: {e}"))),
     }
 }
 
@@ -458,20 +564,21 @@ mod tests {
         // A store from before write-through seeds the empty bucket.
         let old = SledStore::temporary().unwrap();
         old.put("runs", b"r1", b"one").unwrap();
-        assert_eq!(sync(&old, &bucket).await.unwrap(), Synced::Seeded(1));
-        assert_eq!(sync(&old, &bucket).await.unwrap(), Synced::Kept);
+        assert_eq!(sync(&old, &bucket).await.unwrap().0, Synced::Seeded(1));
+        assert_eq!(sync(&old, &bucket).await.unwrap().0, Synced::Kept);
         // Written through from a store, loaded into an empty one.
         let store = Arc::new(ReplicatedStore::new(old.clone()));
-        let r = Replication::new(store.clone(), bucket.clone());
+        let at = bucket.last_seq().await.unwrap();
+        let r = Replication::new(store.clone(), bucket.clone(), at);
         store.put("runs", b"r2", b"two").unwrap();
         store
             .apply("runs", vec![Op::Delete(b"r1".to_vec())])
             .unwrap();
         r.write_through().await.unwrap();
-        assert_eq!(sync(&old, &bucket).await.unwrap(), Synced::Kept);
+        assert_eq!(sync(&old, &bucket).await.unwrap().0, Synced::Kept);
         let fresh = SledStore::temporary().unwrap();
         fresh.put("stale", b"x", b"gone after the load").unwrap();
-        assert_eq!(sync(&fresh, &bucket).await.unwrap(), Synced::Loaded(1));
+        assert_eq!(sync(&fresh, &bucket).await.unwrap().0, Synced::Loaded(1));
         assert_eq!(fresh.get("runs", b"r2").unwrap(), Some(b"two".to_vec()));
         assert_eq!(fresh.get("runs", b"r1").unwrap(), None);
         assert_eq!(fresh.get("stale", b"x").unwrap(), None);
@@ -482,11 +589,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn another_writer_breaks_the_replication() {
+        let bucket: Arc<dyn ReplicaStore> = Arc::new(concierto_bus::MemoryReplica::default());
+        let store = Arc::new(ReplicatedStore::new(SledStore::temporary().unwrap()));
+        let r = Replication::new(store.clone(), bucket.clone(), 0);
+        store.put("runs", b"r1", b"one").unwrap();
+        r.write_through().await.unwrap();
+        // A process that lost the partition writes late.
+        bucket
+            .put_many(vec![(bucket_key("runs", b"r9"), Some(b"stale".to_vec()))])
+            .await
+            .unwrap();
+        store.put("runs", b"r2", b"two").unwrap();
+        let e = r.write_through().await.unwrap_err();
+        assert!(e.contains("conflict"), "{e}");
+        // Unsure whether it landed: the next try finds the bucket moved.
+        let e = r.write_through().await.unwrap_err();
+        assert!(e.contains("left it at 1"), "{e}");
+        tokio::time::timeout(std::time::Duration::from_secs(1), r.broken())
+            .await
+            .expect("broken");
+        assert!(r.write_through().await.is_err(), "fenced for good");
+        assert_eq!(bucket.get(&bucket_key("runs", b"r2")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_failed_without_landing_goes_on() {
+        let bucket: Arc<dyn ReplicaStore> = Arc::new(concierto_bus::MemoryReplica::default());
+        let store = Arc::new(ReplicatedStore::new(SledStore::temporary().unwrap()));
+        let r = Replication::new(store.clone(), bucket.clone(), 0);
+        // A key the bucket refuses fails the write before anything lands.
+        store.put("runs", b"r1", b"one").unwrap();
+        store.put("bad tree", b"x", b"y").unwrap();
+        assert!(r.write_through().await.is_err());
+        // The bad entry dropped from the journal (the good one rewritten).
+        let _ = store.take();
+        store.put("runs", b"r1", b"one").unwrap();
+        r.write_through().await.unwrap();
+        assert_eq!(
+            bucket.get(&bucket_key("runs", b"r1")).await.unwrap(),
+            Some(b"one".to_vec())
+        );
+    }
+
+    #[tokio::test]
     async fn the_partition_count_is_recorded_and_checked() {
         let bucket: Arc<dyn ReplicaStore> = Arc::new(concierto_bus::MemoryReplica::default());
         check_partitions(&bucket, 4).await.unwrap();
         check_partitions(&bucket, 4).await.unwrap();
-        let e = check_partitions(&bucket, 2).await.unwrap_err();
+        let e = check_partitions(&bucket, 2).await.unwrap_err().unwrap();
         assert!(
             e.contains("server.partitions is 2") && e.contains("with 4"),
             "{e}"

@@ -667,6 +667,9 @@ impl Engine {
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                     .unwrap_or_else(|| due_ms.to_string())
             );
+            // Several partitions: an id of this partition's (one batch per
+            // loop and due time in each, looked up where it lives).
+            let id = concierto_core::partition::id_in(&id, self.partition.0, self.partition.1);
             let mut items = Vec::new();
             let mut subjects: Vec<RunRecord> = Vec::new();
             for (run_id, step_id) in members {

@@ -802,8 +802,8 @@ async fn keep_alive(group: &[Pending]) {
 /// held (their `ack_wait` restarted, never nak'd, so they do not count toward
 /// `max_deliver`), the store is reopened and flushed again with backoff, and
 /// `/readyz` says not ready until it heals. False only when a stop came while
-/// the store still failed: the group's deliveries are then left unsettled
-/// (delivered again after `ack_wait`) and its effects dropped.
+/// the store still failed: the group's effects are then dropped and its
+/// deliveries handed back (nak'd) by the caller.
 async fn flush_until_durable(
     store: &Arc<dyn KvStore>,
     replication: Option<&Replication>,
@@ -817,12 +817,15 @@ async fn flush_until_durable(
     let mut kept_alive = tokio::time::Instant::now();
     let mut failures = 0u64;
     loop {
-        let durable = match flush(store).await {
-            Ok(()) => match replication {
-                Some(r) => r.write_through().await,
-                None => Ok(()),
-            },
-            Err(e) => Err(e),
+        // The flush and the write-through run together (one disk sync and
+        // one bus round trip at once, not one after the other); the group
+        // goes on only once both are done.
+        let durable = match replication {
+            Some(r) => {
+                let (flushed, written) = tokio::join!(flush(store), r.write_through());
+                flushed.and(written)
+            }
+            None => flush(store).await,
         };
         match durable {
             Ok(()) => {
@@ -852,7 +855,7 @@ async fn flush_until_durable(
                     tracing::error!(
                         error = %e,
                         held,
-                        "stopping while the store fails: held messages are delivered again after ack_wait"
+                        "stopping while the store fails: held messages are handed back"
                     );
                     return false;
                 }
@@ -906,6 +909,12 @@ fn spawn_committer(
             )
             .await
             {
+                // Stopping with the group not durable: its effects are
+                // dropped and its messages handed back at once (to the
+                // process that takes the partition, or this one restarted).
+                for p in group {
+                    settle(p.deliveries, false).await;
+                }
                 continue;
             }
             if flushed_tx.send(group).await.is_err() {
@@ -1066,10 +1075,10 @@ async fn apply(
             tracing::error!(error = %why, waiting = inputs.len(), "store read failed; holding the messages and retrying");
         }
         if signal.is_stopped() && failures > 3 {
-            // Unsettled: delivered again after ack_wait, to whoever runs next.
-            tracing::error!(error = %why, "stopping while the store fails: held messages are delivered again after ack_wait");
+            // Handed back: delivered again to whoever runs next.
+            tracing::error!(error = %why, "stopping while the store fails: held messages are handed back");
             concierto_core::health::clear(STORE_READ_HEALTH);
-            drop(deliveries);
+            settle(deliveries, false).await;
             return;
         }
         tokio::time::sleep(backoff).await;
