@@ -440,7 +440,7 @@ fn log_event(event: async_nats::Event) {
 /// `fut`, or a transport error naming `what` once `after` has passed: NATS is
 /// unreachable and the client is holding it until it reconnects.
 async fn bounded<T>(
-    what: &str,
+    what: impl std::fmt::Display,
     after: Duration,
     fut: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
@@ -449,6 +449,16 @@ async fn bounded<T>(
         Err(_) => Err(BusError::Transport(format!(
             "{what}: NATS did not take it within {after:?} (is the server reachable?)"
         ))),
+    }
+}
+
+/// `<what> on <subject>`, for [`bounded`]: written out only when it is shown
+/// (not once per message).
+struct On<'a>(&'static str, &'a str);
+
+impl std::fmt::Display for On<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} on {}", self.0, self.1)
     }
 }
 
@@ -591,7 +601,7 @@ impl Bus for NatsBus {
         let full = self.full(subject);
         let client = &self.inner.client;
         bounded(
-            &format!("publish on {subject}"),
+            On("publish", subject),
             self.inner.send_timeout,
             async move {
                 let result = if msg.headers.is_empty() {
@@ -873,7 +883,7 @@ impl NatsBus {
         // Handing it to the client is bounded here (a send that timed out
         // never left); the acknowledgement by JetStream's own timeout.
         let sent = bounded(
-            &format!("durable publish on {subject}"),
+            On("durable publish", subject),
             self.inner.send_timeout,
             async {
                 self.inner
@@ -1028,8 +1038,10 @@ impl NatsConsumer {
         }
     }
 
-    /// Pulls exactly what is asked for: what is there now; else waits for one
-    /// (a pull of one returns as soon as it arrives), then takes what else is there.
+    /// Pulls at most what is asked for: what is there now; else waits for one
+    /// (a pull of one returns as soon as it arrives) and hands it out at once:
+    /// the caller starts on it a round trip sooner, and its next fetch takes
+    /// what else arrived meanwhile.
     async fn fetch_exact(&self, max: usize, wait: Duration) -> Result<Vec<RawDelivery>> {
         let mut out = Vec::new();
         self.take_now(max, &mut out).await?;
@@ -1046,9 +1058,6 @@ impl NatsConsumer {
             .map_err(BusError::transport)?;
         while let Some(m) = batch.next().await {
             out.push(self.raw(m.map_err(BusError::transport)?)?);
-        }
-        if !out.is_empty() && max > 1 {
-            self.take_now(max - 1, &mut out).await?;
         }
         Ok(out)
     }
@@ -1109,6 +1118,34 @@ impl RawConsumer for NatsConsumer {
             }
         }
         Ok(out)
+    }
+}
+
+/// A consumer let go (its service stopping, a partition moving to another
+/// process) hands back what its pull subscription holds but nobody took:
+/// delivered again at once, not after `ack_wait`.
+impl Drop for NatsConsumer {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.stream.get_mut().take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let mut handed_back = 0usize;
+            while let Some(Some(Ok(m))) = futures::FutureExt::now_or_never(stream.next()) {
+                if m.ack_with(jetstream::AckKind::Nak(None)).await.is_ok() {
+                    handed_back += 1;
+                }
+            }
+            if handed_back > 0 {
+                tracing::debug!(
+                    handed_back,
+                    "a consumer let go handed back what it had pulled"
+                );
+            }
+        });
     }
 }
 

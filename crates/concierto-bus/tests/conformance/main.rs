@@ -76,6 +76,7 @@ conformance!(
     term_dead_letters_with_the_reason,
     standard_streams_are_declared_idempotently_with_limits,
     a_prefetching_handle_delivers_each_message_once_and_redelivers_the_unacked,
+    a_prefetching_handle_let_go_hands_back_what_it_pulled,
     a_deliver_new_consumer_skips_what_was_stored_before_it_and_keeps_its_place,
     stored_dead_letters_are_listed_in_order_and_deleted_one_by_one,
     a_lease_has_one_holder_and_passes_on_when_released,

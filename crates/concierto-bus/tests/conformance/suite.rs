@@ -651,6 +651,51 @@ pub async fn a_prefetching_handle_delivers_each_message_once_and_redelivers_the_
     assert_eq!(again[0].1.delivered, 2);
 }
 
+/// A prefetching handle that is let go (a partition moving to another
+/// process) hands back what it pulled but never handed out: the next handle
+/// on the durable gets it at once, not after `ack_wait` (30 s here).
+pub async fn a_prefetching_handle_let_go_hands_back_what_it_pulled(h: &impl Harness) {
+    let bus = h.bus().await;
+    bus.ensure_stream(&tasks_stream()).await.unwrap();
+    let mut spec = consumer("orchestrator");
+    spec.ack_wait = Duration::from_secs(30);
+    spec.max_deliver = 0;
+    spec.prefetch = 16;
+    let n = 20;
+    for i in 0..n {
+        let id = format!("t{i}");
+        bus.publish_durable_proto("task.orchestrator", &task(&id), &id)
+            .await
+            .unwrap();
+    }
+    let first = bus.consumer("TASKS", &spec).await.unwrap();
+    let got = first.fetch_proto::<Task>(1, WAIT).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let mut seen: HashSet<String> = HashSet::new();
+    for (t, d) in got {
+        seen.insert(t.task_id);
+        d.ack().await.unwrap();
+    }
+    drop(first);
+    let next = bus.consumer("TASKS", &spec).await.unwrap();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < n && tokio::time::Instant::now() < until {
+        for (t, d) in next
+            .fetch_proto::<Task>(8, Duration::from_millis(500))
+            .await
+            .unwrap()
+        {
+            seen.insert(t.task_id);
+            d.ack().await.unwrap();
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        n,
+        "what the first handle pulled came back before its ack_wait"
+    );
+}
+
 pub async fn a_deliver_new_consumer_skips_what_was_stored_before_it_and_keeps_its_place(
     h: &impl Harness,
 ) {
