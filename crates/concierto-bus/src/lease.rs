@@ -71,9 +71,9 @@ impl LeaseOptions {
     fn retry_every(&self) -> Duration {
         (self.ttl / 20).max(Duration::from_millis(20))
     }
-    /// How often a contender looks.
+    /// How often a contender looks (a read of one key: cheap).
     pub fn poll_every(&self) -> Duration {
-        (self.ttl / 12).max(Duration::from_millis(50))
+        (self.ttl / 20).max(Duration::from_millis(50))
     }
     /// A holder stops this long after sending its last successful renewal.
     fn self_fence(&self) -> Duration {

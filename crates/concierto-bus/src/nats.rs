@@ -1133,6 +1133,12 @@ impl Drop for NatsConsumer {
             return;
         };
         rt.spawn(async move {
+            // What the open pull request has on the wire lands in the
+            // subscription's buffer meanwhile; then the buffer is handed
+            // back once, without waiting for more (waiting would take back
+            // the nak'd messages and hand them back again, each time
+            // counting toward `max_deliver`).
+            tokio::time::sleep(Duration::from_millis(100)).await;
             let mut handed_back = 0usize;
             while let Some(Some(Ok(m))) = futures::FutureExt::now_or_never(stream.next()) {
                 if m.ack_with(jetstream::AckKind::Nak(None)).await.is_ok() {

@@ -108,6 +108,13 @@ struct Inner {
     held: std::sync::Mutex<Held>,
 }
 
+/// How [`SledStore::apply`] hands its ops to sled: one key alone, or a batch
+/// (atomic in sled's log).
+enum Write {
+    One(Option<(sled::IVec, Option<sled::IVec>)>),
+    Batch(sled::Batch),
+}
+
 /// A held change: the new value, or `None` for a removal.
 type Change = Option<Vec<u8>>;
 
@@ -392,15 +399,30 @@ impl KvStore for SledStore {
                 held.bytes / (1024 * 1024)
             )));
         }
-        let mut batch = sled::Batch::default();
+        // One change goes in as a plain insert or remove: sled 0.34 writes
+        // (and syncs) its log buffer twice for every batch, whatever its size
+        // (`pin_log`), which made each store write cost two disk writes.
+        let mut write = if ops.len() == 1 {
+            Write::One(None)
+        } else {
+            Write::Batch(sled::Batch::default())
+        };
         for op in ops {
             let (key, value) = match op {
                 Op::Put(k, v) => (k, Some(v)),
                 Op::Delete(k) => (k, None),
             };
-            match &value {
-                Some(v) => batch.insert(key.as_slice(), v.as_slice()),
-                None => batch.remove(key.as_slice()),
+            match &mut write {
+                Write::One(one) => {
+                    *one = Some((
+                        sled::IVec::from(key.as_slice()),
+                        value.as_deref().map(sled::IVec::from),
+                    ));
+                }
+                Write::Batch(batch) => match &value {
+                    Some(v) => batch.insert(key.as_slice(), v.as_slice()),
+                    None => batch.remove(key.as_slice()),
+                },
             }
             held.bytes += key.len() + value.as_ref().map_or(0, Vec::len) + tree.len();
             held.current.insert((tree.to_string(), key), value);
@@ -412,7 +434,12 @@ impl KvStore for SledStore {
         let written = self
             .db()
             .and_then(|db| db.open_tree(tree))
-            .and_then(|t| t.apply_batch(batch));
+            .and_then(|t| match write {
+                Write::One(Some((k, Some(v)))) => t.insert(k, v).map(|_| ()),
+                Write::One(Some((k, None))) => t.remove(k).map(|_| ()),
+                Write::One(None) => Ok(()),
+                Write::Batch(batch) => t.apply_batch(batch),
+            });
         if let Err(e) = written {
             held.fail(&e);
             return Ok(());

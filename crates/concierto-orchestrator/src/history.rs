@@ -154,7 +154,13 @@ fn decode_token(token: &str) -> Option<Vec<u8>> {
 
 /// `bytes` as lower-case hex (page tokens).
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// Bytes from hex written by [`hex`]; `None` for anything else (or too long).

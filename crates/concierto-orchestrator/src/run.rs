@@ -7,6 +7,16 @@ use concierto_core::config::ContextItem;
 use concierto_proto::v1;
 use serde::{Deserialize, Serialize};
 
+/// Whether a field holds its default: such fields (all `#[serde(default)]`)
+/// are left out of the stored JSON, which is read back the same.
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
 /// State of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunState {
@@ -137,45 +147,45 @@ pub struct StepRecord {
     /// Latency of the last attempt, ms.
     pub latency_ms: u64,
     /// Input (prompt) tokens of the last attempt.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub input_tokens: u64,
     /// Output tokens of the last attempt.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub output_tokens: u64,
     /// Cost of the last attempt in US dollars (0 without configured prices).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cost_usd: f64,
     /// Tool calls of the last attempt.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallRecord>,
     /// First dispatch (unix ms), 0 before.
     pub started_ms: i64,
     /// Final state reached (unix ms), 0 before.
     pub finished_ms: i64,
     /// The agent_to_agent loop that reviews its output, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<String>,
     /// Review rounds so far, oldest first.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rounds: Vec<ReviewRound>,
     /// When it waits for a batched loop: when that batch is reviewed (unix ms).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub batch_due_ms: i64,
     /// The batch run reviewing it, once the batch is under way.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub batch_run: String,
     /// The quality-gate round of its output: 1 when first gated, +1 per change request.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub gate_round: u32,
     /// Set on the steps a review loop adds (reviews, revisions, batch reviews).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aux: Option<Aux>,
     /// The data its tasks ask the worker to fetch (the step's `context:`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context: Vec<ContextItem>,
     /// Set on a step a retry kept as it was: the run whose output it carries
     /// (shown as the label `kept-from:<run>`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kept_from: String,
 }
 
@@ -388,35 +398,35 @@ pub struct RunRecord {
     /// Sequence of the last event published.
     pub event_seq: u64,
     /// True once a step failed for good and the failure step runs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub failing: bool,
     /// Steps review loops added (reviews and revisions), in the order added.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aux: Vec<StepRecord>,
     /// Set on a batch run: the outputs it reviews.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<BatchInfo>,
     /// W3C `traceparent` of the run's trace (the orchestrator's span for its
     /// start): every task of the run, published now or after a restart,
     /// continues it. Empty when spans are not exported.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub traceparent: String,
     /// What its steps cost so far, every attempt (US dollars).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub spent_usd: f64,
     /// The same per role.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub spent_by_role: BTreeMap<String, f64>,
     /// Why it waits for a day budget (empty: it does not).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub paused: String,
     /// The roles its workflow steps may be dispatched to (its trigger's
     /// `agents`), when it was started by a trigger that lists some; steps of
     /// other roles are skipped. `None`: every step runs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agents: Option<Vec<String>>,
     /// The run this one retries (`RetryRun`), empty otherwise.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub retry_of: String,
 }
 

@@ -326,10 +326,12 @@ async fn flush(store: &Arc<dyn KvStore>) -> Result<(), String> {
     }
 }
 
-/// The health key `/readyz` shows while the orchestrator's store fails.
+/// The health key `/readyz` shows while the orchestrator's store fails
+/// (`orchestrator.p<k>.store` for partition k of several).
 const STORE_HEALTH: &str = "orchestrator.store";
 
-/// The health key while inputs wait because the store cannot be read.
+/// The health key while inputs wait because the store cannot be read
+/// (`orchestrator.p<k>.store.read`).
 const STORE_READ_HEALTH: &str = "orchestrator.store.read";
 
 /// Publishes tasks (durably) and events. False if a task could not be published:
@@ -556,7 +558,7 @@ pub async fn start_partition(
     let to_actor = addr.clone();
     let handle = handle.on_studio_change(move |studio| to_actor.do_send(SetStudio(studio)));
     let signal = control.signal.clone();
-    let writable = Writable::default();
+    let writable = Writable::new(&part);
     let (committer, committed) = mpsc::channel::<Pending>(1024);
     let (flusher, publisher) = spawn_committer(
         store.clone(),
@@ -618,7 +620,12 @@ pub async fn start_partition(
     }
     // Timeouts and retries.
     {
-        let (addr, mut signal, committer) = (addr.clone(), signal.clone(), committer.clone());
+        let (addr, mut signal, committer, writable) = (
+            addr.clone(),
+            signal.clone(),
+            committer.clone(),
+            writable.clone(),
+        );
         let every = opts.tick;
         tasks.push(tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
@@ -626,7 +633,7 @@ pub async fn start_partition(
             loop {
                 tokio::select! {
                     _ = signal.stopped() => break,
-                    _ = interval.tick() => apply(&addr, &committer, vec![Input::Tick], Vec::new(), &signal).await,
+                    _ = interval.tick() => apply(&addr, &committer, vec![Input::Tick], Vec::new(), &signal, &writable).await,
                 }
             }
         }));
@@ -769,21 +776,43 @@ impl Pending {
 
 /// False while the store fails: the intake stops fetching (what it holds
 /// waits, kept from redelivery, instead of counting toward `max_deliver`).
+/// Also names the partition's store health keys: each partition of a
+/// process reports (and clears) its own.
 #[derive(Clone)]
-struct Writable(Arc<std::sync::atomic::AtomicBool>);
-
-impl Default for Writable {
-    fn default() -> Self {
-        Writable(Arc::new(std::sync::atomic::AtomicBool::new(true)))
-    }
-}
+struct Writable(Arc<std::sync::atomic::AtomicBool>, Arc<(String, String)>);
 
 impl Writable {
+    fn new(part: &PartitionSetup) -> Self {
+        let keys = if part.partitioned() {
+            (
+                STORE_HEALTH.replacen("orchestrator.", &format!("orchestrator.p{}.", part.k), 1),
+                STORE_READ_HEALTH.replacen(
+                    "orchestrator.",
+                    &format!("orchestrator.p{}.", part.k),
+                    1,
+                ),
+            )
+        } else {
+            (STORE_HEALTH.to_string(), STORE_READ_HEALTH.to_string())
+        };
+        Writable(
+            Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            Arc::new(keys),
+        )
+    }
     fn get(&self) -> bool {
         self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
     fn set(&self, v: bool) {
         self.0.store(v, std::sync::atomic::Ordering::SeqCst);
+    }
+    /// The key while the store fails.
+    fn store_key(&self) -> &str {
+        &self.1.0
+    }
+    /// The key while the store cannot be read.
+    fn read_key(&self) -> &str {
+        &self.1.1
     }
 }
 
@@ -831,7 +860,7 @@ async fn flush_until_durable(
             Ok(()) => {
                 if failures > 0 {
                     writable.set(true);
-                    concierto_core::health::clear(STORE_HEALTH);
+                    concierto_core::health::clear(writable.store_key());
                     tracing::info!(
                         failures,
                         held = group.len(),
@@ -845,7 +874,7 @@ async fn flush_until_durable(
                 writable.set(false);
                 let held: usize = group.iter().map(|p| p.deliveries.len()).sum();
                 concierto_core::health::set_unready(
-                    STORE_HEALTH,
+                    writable.store_key(),
                     format!("the orchestrator's store fails ({e}); {held} messages held"),
                 );
                 if failures == 1 {
@@ -984,7 +1013,7 @@ fn spawn_intake<M: concierto_bus::ProtoMessage>(
                 spans.push(span);
                 deliveries.push(d);
             }
-            apply(&addr, &committer, inputs, deliveries, &signal).await;
+            apply(&addr, &committer, inputs, deliveries, &signal, &writable).await;
             // The spans cover each message's handling up to its batch applied.
             drop(spans);
         }
@@ -1040,6 +1069,7 @@ async fn apply(
     inputs: Vec<Input>,
     deliveries: Vec<Delivery>,
     signal: &StopSignal,
+    writable: &Writable,
 ) {
     let mut fx = Effects::default();
     let mut inputs = inputs;
@@ -1057,7 +1087,7 @@ async fn apply(
         fx.extend(applied.fx);
         if applied.left.is_empty() {
             if failures > 0 {
-                concierto_core::health::clear(STORE_READ_HEALTH);
+                concierto_core::health::clear(writable.read_key());
             }
             break;
         }
@@ -1068,7 +1098,7 @@ async fn apply(
             .map(|e| e.to_string())
             .unwrap_or_else(|| "the store cannot be read".into());
         concierto_core::health::set_unready(
-            STORE_READ_HEALTH,
+            writable.read_key(),
             format!("{} messages wait for the store: {why}", inputs.len()),
         );
         if failures == 1 {
@@ -1077,7 +1107,7 @@ async fn apply(
         if signal.is_stopped() && failures > 3 {
             // Handed back: delivered again to whoever runs next.
             tracing::error!(error = %why, "stopping while the store fails: held messages are handed back");
-            concierto_core::health::clear(STORE_READ_HEALTH);
+            concierto_core::health::clear(writable.read_key());
             settle(deliveries, false).await;
             return;
         }

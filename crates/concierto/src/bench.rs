@@ -520,6 +520,8 @@ impl Ctx<'_> {
         };
         for i in 0..self.args.latency_runs {
             let id = format!("{prefix}{i}");
+            // Counted before the call: a run may end before its StartRun answer arrives.
+            let before = self.tracker.count(&prefix);
             let t0 = Instant::now();
             if let Err(e) = start(&mut s.client, &id).await {
                 s.stop().await;
@@ -527,7 +529,6 @@ impl Ctx<'_> {
             }
             out.start_run_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
             let deadline = t0 + self.args.timeout;
-            let before = self.tracker.count(&prefix);
             let client = s.client.clone();
             let c = match self
                 .tracker
