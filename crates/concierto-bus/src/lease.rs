@@ -424,19 +424,7 @@ impl NatsLeases {
         bucket: &str,
         replicas: usize,
     ) -> Result<Self> {
-        use async_nats::jetstream::stream;
-        let config = stream::Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            discard: stream::DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            storage: stream::StorageType::File,
-            num_replicas: replicas.max(1),
-            ..Default::default()
-        };
+        let config = crate::replica::kv_stream(bucket, replicas);
         js.get_or_create_stream(config)
             .await
             .map_err(|e| BusError::Transport(format!("lease bucket {bucket}: {e}")))?;

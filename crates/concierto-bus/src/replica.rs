@@ -209,27 +209,35 @@ enum Fence {
     AfterId(String),
 }
 
+/// The stream of a KV bucket as NATS 2.9 needs it made by hand (history 1,
+/// file storage, `replicas` copies): leases and replicas alike.
+pub(crate) fn kv_stream(bucket: &str, replicas: usize) -> async_nats::jetstream::stream::Config {
+    use async_nats::jetstream::stream;
+    stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        storage: stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    }
+}
+
 impl NatsReplica {
     pub(crate) async fn open(
         js: &async_nats::jetstream::Context,
         bucket: &str,
         replicas: usize,
     ) -> Result<Self> {
-        use async_nats::jetstream::stream;
-        let config = stream::Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            discard: stream::DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
+        let config = async_nats::jetstream::stream::Config {
             // Every write has a message id (the fence's chain): the server
             // keeps them for dedup only this long.
             duplicate_window: std::time::Duration::from_secs(2),
-            storage: stream::StorageType::File,
-            num_replicas: replicas.max(1),
-            ..Default::default()
+            ..kv_stream(bucket, replicas)
         };
         js.get_or_create_stream(config)
             .await
