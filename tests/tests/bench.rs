@@ -1,8 +1,9 @@
 //! `concierto bench`, end to end and small: the built binary starts its own
 //! nats-server and the studio's services as processes, runs 50 workflows at
-//! once and 10 one after the other, and prints every figure as JSON. Checks
-//! that every figure is there and positive and that all 50 workflows
-//! succeeded; never how fast (the figures are measurements, not assertions).
+//! once (two rounds, each after 20 not counted) and 10 one after the other,
+//! and prints every figure as JSON. Checks that every figure is there and
+//! positive and that all 50 workflows succeeded; never how fast (the figures
+//! are measurements, not assertions).
 
 use std::process::Command;
 
@@ -34,6 +35,10 @@ fn bench_reports_every_figure_and_all_50_workflows_succeed() {
         "50",
         "--latency-runs",
         "10",
+        "--rounds",
+        "2",
+        "--warm-up",
+        "20",
         "--floor-requests",
         "2000",
         "--floor-messages",
@@ -81,6 +86,17 @@ fn bench_reports_every_figure_and_all_50_workflows_succeed() {
     ] {
         positive(&v, &format!("throughput.0.{figure}"));
     }
+    // Two rounds, each one's rate kept; the median is one of them.
+    let rounds = v["throughput"][0]["workflows_per_s_rounds"]
+        .as_array()
+        .expect("the rates of every round");
+    assert_eq!(rounds.len(), 2, "{v:#}");
+    assert!(
+        rounds.iter().all(|r| r.as_f64().is_some_and(|r| r > 0.0)),
+        "{v:#}"
+    );
+    assert_eq!(v["setup"]["rounds"], 2, "{v:#}");
+    assert_eq!(v["setup"]["warm_up_workflows"], 20, "{v:#}");
     // The admin API's share can round to zero clock ticks over 50 calls.
     let admin = &v["throughput"][0]["admin_cpu_ms_per_workflow"];
     assert!(admin.as_f64().is_some_and(|ms| ms >= 0.0), "{v:#}");

@@ -211,6 +211,9 @@ pub struct Engine {
     /// The partition this engine owns and the studio's partition count
     /// (`server.partitions`); `(0, 1)` unpartitioned.
     pub(crate) partition: (u32, u32),
+    /// Per live run, what its time-index row last written shows (see
+    /// [`index_signature`]): the row is written again only when that changes.
+    indexed: std::cell::RefCell<HashMap<String, u64>>,
 }
 
 /// Most items one list page holds (a page must fit in one bus message).
@@ -227,6 +230,17 @@ pub(crate) fn page_size(asked: u32) -> usize {
 }
 
 /// The start of `text` for a list view, marked when cut.
+/// What of a run's time-index row can change after its start: its state and
+/// its error (workflow, trigger, requester and params are set at the start).
+/// The row's last-change time is thus the time of the last such change; for
+/// an ended run, when it ended (which retention goes by).
+fn index_signature(run: &RunRecord) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::hash::DefaultHasher::new();
+    (run.proto_state() as i32, run.state.is_final(), &run.error).hash(&mut h);
+    h.finish()
+}
+
 pub(crate) fn preview(text: &str) -> String {
     match text.char_indices().nth(PREVIEW_CHARS) {
         None => text.to_string(),
@@ -383,6 +397,7 @@ impl Engine {
             spend: BTreeMap::new(),
             prune: crate::history::PruneState::default(),
             partition: (0, 1),
+            indexed: std::cell::RefCell::new(HashMap::new()),
         }
     }
 
@@ -471,12 +486,23 @@ impl Engine {
         let mut body = Vec::with_capacity(4096);
         serde_json::to_writer(&mut body, run)
             .map_err(|e| StoreError::from_message(format!("encoding run {}: {e}", run.run_id)))?;
-        // The run and its time index row together (see `history.rs`).
-        let (key, row) = crate::history::index_row(run)?;
-        self.store.apply_trees(vec![
-            (RUNS, vec![Op::Put(run.run_id.as_bytes().to_vec(), body)]),
-            (crate::history::RUNS_BY_TIME, vec![Op::Put(key, row)]),
-        ])
+        let mut trees = vec![(RUNS, vec![Op::Put(run.run_id.as_bytes().to_vec(), body)])];
+        // Its time index row (see `history.rs`) with it, unless the row would
+        // show what it already shows: a step's progress does not change it.
+        let signature = index_signature(run);
+        let unchanged = self.indexed.borrow().get(&run.run_id) == Some(&signature);
+        if !unchanged {
+            let (key, row) = crate::history::index_row(run)?;
+            trees.push((crate::history::RUNS_BY_TIME, vec![Op::Put(key, row)]));
+        }
+        self.store.apply_trees(trees)?;
+        let mut indexed = self.indexed.borrow_mut();
+        if run.state.is_final() {
+            indexed.remove(&run.run_id);
+        } else if !unchanged {
+            indexed.insert(run.run_id.clone(), signature);
+        }
+        Ok(())
     }
 
     pub(crate) fn load_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -906,7 +932,14 @@ impl Engine {
                 fx.tasks.push(task);
                 note_trace(&mut fx.traces, &run);
             }
-            self.finish_or_keep(run, now, fx)?;
+            // A dispatch is not written to the store: it halves the writes of
+            // every step. After a restart or a takeover the step is found
+            // queued with the attempt before and dispatched again under the
+            // same task id (deduplicated on the bus, `duplicate_window`); a
+            // result of that attempt meanwhile is taken as the dispatched
+            // attempt's (`apply_result`).
+            run.updated_ms = ms(now);
+            self.live.insert(run.run_id.clone(), run);
         }
         Ok(())
     }
@@ -1030,6 +1063,30 @@ impl Engine {
             tracing::debug!(run = %r.run_id, step = %r.step_id, "result for a run that is not live ignored");
             return Ok(fx);
         };
+        // A dispatch is not written (see `dispatch`): after a restart or a
+        // takeover the step waits queued at the attempt before, and the
+        // result of the attempt that was dispatched is its own.
+        let unwritten = r.attempt >= 1
+            && run.step(&r.step_id).is_some_and(|s| {
+                s.state == StepState::Queued && s.attempt.checked_add(1) == Some(r.attempt)
+            });
+        if unwritten {
+            let role = run
+                .step(&r.step_id)
+                .map(|s| s.role.clone())
+                .unwrap_or_default();
+            let role_id = self.queue.role_id(&role);
+            if let Some(s) = run.step_mut(&r.step_id) {
+                s.state = StepState::Dispatched;
+                s.attempt = r.attempt;
+                if s.started_ms == 0 {
+                    s.started_ms = ms(now);
+                }
+            }
+            // Its queue entry is skipped when it comes up (no longer queued).
+            self.count_dispatch(role_id);
+            tracing::info!(run = %r.run_id, step = %r.step_id, attempt = r.attempt, "result of a dispatch made before a restart taken");
+        }
         let matches = run
             .step(&r.step_id)
             .is_some_and(|s| s.state == StepState::Dispatched && s.attempt == r.attempt);

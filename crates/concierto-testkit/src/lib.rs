@@ -102,6 +102,11 @@ impl NatsServer {
         self.port
     }
 
+    /// Its process id while it runs (`None` once killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The JetStream store directory.
     pub fn store_dir(&self) -> &Path {
         self.dir.path()

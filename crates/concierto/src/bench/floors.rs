@@ -170,8 +170,18 @@ async fn jetstream(
             let Some(m) = next else {
                 bail!("the floor's consumer ended after {read} of {messages} messages");
             };
-            m.map_err(|e| anyhow::anyhow!("the floor's consumer failed: {e}"))?
-                .ack()
+            let m = match m {
+                Ok(m) => m,
+                // Not fatal: the pull goes on (a busy machine can miss one).
+                Err(e)
+                    if e.kind()
+                        == jetstream::consumer::pull::MessagesErrorKind::MissingHeartbeat =>
+                {
+                    continue;
+                }
+                Err(e) => bail!("the floor's consumer failed: {e}"),
+            };
+            m.ack()
                 .await
                 .map_err(|e| anyhow::anyhow!("the floor's consumer could not ack: {e}"))?;
             read += 1;

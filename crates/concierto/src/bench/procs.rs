@@ -61,8 +61,7 @@ impl Proc {
     /// Its CPU time so far (user + system) in clock ticks; `None` once it is
     /// gone or where `/proc` cannot be read.
     pub fn cpu_ticks(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        cpu_ticks_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+        cpu_ticks_of_pid(self.child.as_ref()?.id())
     }
 
     /// `Some(why)` when it has exited.
@@ -118,6 +117,11 @@ impl Drop for Proc {
 
 /// utime + stime of a `/proc/<pid>/stat` line: fields 14 and 15, counted
 /// after the command name (in parentheses, which may itself hold spaces).
+/// The CPU time so far of process `pid` (user + system) in clock ticks.
+pub fn cpu_ticks_of_pid(pid: u32) -> Option<u64> {
+    cpu_ticks_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 pub fn cpu_ticks_of(stat: &str) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();

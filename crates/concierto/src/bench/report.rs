@@ -50,6 +50,8 @@ pub(super) fn to_json(
             "agent_replicas": args.agent_replicas.max(1),
             "agent_in_flight": args.agent_in_flight.max(1),
             "start_in_flight": args.in_flight.max(1),
+            "rounds": args.rounds.max(1),
+            "warm_up_workflows": args.warm_up,
             "store": "a fresh data folder and fresh service processes per size; one nats-server throughout",
             "clk_tck": setup.clk_tck,
             "clk_tck_source": setup.clk_source,
@@ -71,9 +73,12 @@ pub(super) fn to_json(
             "workflows_per_s": round(rate(t.succeeded, Duration::from_secs_f64(t.seconds)), 1),
             "steps_per_s": round(rate(t.succeeded * STEPS.len(), Duration::from_secs_f64(t.seconds)), 1),
             "start_calls_per_s": round(t.start_calls_per_s, 1),
+            "workflows_per_s_rounds": t.round_rates.iter().map(|r| round(*r, 1)).collect::<Vec<_>>(),
             "orchestrator_cpu_ms_per_workflow": cpu(t, "orchestrator"),
             "admin_cpu_ms_per_workflow": cpu(t, "admin"),
             "agents_cpu_ms_per_workflow": cpu(t, "agents"),
+            "nats_server_cpu_ms_per_workflow": t.cpu_ms_per_workflow.get("nats").map(|v| round(*v, 4)),
+            "bench_client_cpu_ms_per_workflow": cpu(t, "bench"),
         })).collect::<Vec<_>>(),
         "latency": {
             "runs": lat.runs,
@@ -140,12 +145,15 @@ pub(super) fn table(
     );
     let _ = writeln!(
         w,
-        "\nThroughput ({}-step workflows started at once)",
-        STEPS.len()
+        "\nThroughput ({}-step workflows started at once, after {} not measured; \
+         the median of {} rounds)",
+        STEPS.len(),
+        args.warm_up,
+        args.rounds.max(1)
     );
     let _ = writeln!(
         w,
-        "  {:>9} {:>9} {:>8} {:>12} {:>10} {:>12} {:>14} {:>10} {:>10}",
+        "  {:>9} {:>9} {:>8} {:>12} {:>10} {:>12} {:>14} {:>9} {:>9} {:>9} {:>9}  {}",
         "workflows",
         "succeeded",
         "seconds",
@@ -154,14 +162,17 @@ pub(super) fn table(
         "StartRun/s",
         "orch CPU ms/wf",
         "admin ms",
-        "agents ms"
+        "agents ms",
+        "nats ms",
+        "bench ms",
+        "every round (workflows/s)"
     );
     for t in sizes {
         let took = Duration::from_secs_f64(t.seconds);
         let cpu = |k| t.cpu_ms_per_workflow.get(k).copied().unwrap_or(0.0);
         let _ = writeln!(
             w,
-            "  {:>9} {:>9} {:>8.2} {:>12.1} {:>10.1} {:>12.1} {:>14.3} {:>10.3} {:>10.3}",
+            "  {:>9} {:>9} {:>8.2} {:>12.1} {:>10.1} {:>12.1} {:>14.3} {:>9.3} {:>9.3} {:>9} {:>9.3}  {}",
             t.workflows,
             t.succeeded,
             t.seconds,
@@ -171,8 +182,22 @@ pub(super) fn table(
             cpu("orchestrator"),
             cpu("admin"),
             cpu("agents"),
+            t.cpu_ms_per_workflow
+                .get("nats")
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.3}")),
+            cpu("bench"),
+            t.round_rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(" "),
         );
     }
+    let _ = writeln!(
+        w,
+        "  (CPU ms per workflow of each process kind; nats: the nats-server, when the bench \
+         started it; bench: this process, its StartRun calls and event tally)"
+    );
     let _ = writeln!(
         w,
         "\nLatency ({} workflows one after the other{})",
