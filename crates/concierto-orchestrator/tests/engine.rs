@@ -443,6 +443,61 @@ fn after_a_restart_open_steps_are_published_again_and_results_still_apply_once()
 }
 
 #[test]
+fn a_result_of_a_dispatch_made_before_a_restart_applies_once_while_the_step_waits_queued() {
+    // A dispatch is not written: after the restart the step is queued again
+    // at the attempt before, and here no room lets it out. The result of the
+    // attempt dispatched before still finishes it, once.
+    let dir = tempfile::tempdir().unwrap();
+    let task = {
+        let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let mut e = engine(store.clone(), limits());
+        let task = one(&e
+            .start_run(
+                start("r1", "system-improvement", v1::Priority::Normal),
+                t(0),
+            )
+            .unwrap());
+        store.flush().unwrap();
+        task
+    };
+    assert_eq!(task.attempt, 1);
+    let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let full = Limits {
+        max_in_flight: 0,
+        ..limits()
+    };
+    let mut e = Engine::new(studio(), store, full);
+    assert!(
+        e.recover(t(5)).unwrap().tasks.is_empty(),
+        "no room: nothing out"
+    );
+    assert_eq!(e.queued(), 1);
+    assert_eq!(
+        e.get("r1").unwrap().unwrap().steps[0].state(),
+        v1::StepState::Queued
+    );
+    e.apply_result(ok(&task, "once"), t(6)).unwrap();
+    let run = e.get("r1").unwrap().unwrap();
+    assert_eq!(run.steps[0].state(), v1::StepState::Succeeded);
+    assert_eq!(run.steps[0].output, "once");
+    assert_eq!(run.steps[0].attempt, 1);
+    assert_eq!(e.in_flight(), 0, "taken and released");
+    // The same result again, and a result of an attempt never made: ignored.
+    e.apply_result(ok(&task, "twice"), t(7)).unwrap();
+    let mut later = ok(&task, "later");
+    later.attempt = 3;
+    later.step_id = run.steps[1].step_id.clone();
+    e.apply_result(later, t(8)).unwrap();
+    let run = e.get("r1").unwrap().unwrap();
+    assert_eq!(run.steps[0].output, "once");
+    assert_eq!(
+        run.steps[1].state(),
+        v1::StepState::Queued,
+        "still waits for room"
+    );
+}
+
+#[test]
 fn list_pages_newest_first_with_filters() {
     let store: Arc<dyn KvStore> = Arc::new(SledStore::temporary().unwrap());
     let mut e = engine(store, limits());
