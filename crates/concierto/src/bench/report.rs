@@ -153,7 +153,7 @@ pub(super) fn table(
     );
     let _ = writeln!(
         w,
-        "  {:>9} {:>9} {:>8} {:>12} {:>10} {:>12} {:>14} {:>9} {:>9} {:>9} {:>9}  {}",
+        "  {:>9} {:>9} {:>8} {:>12} {:>10} {:>12} {:>14} {:>9} {:>9} {:>9} {:>9}  every round (workflows/s)",
         "workflows",
         "succeeded",
         "seconds",
@@ -165,7 +165,6 @@ pub(super) fn table(
         "agents ms",
         "nats ms",
         "bench ms",
-        "every round (workflows/s)"
     );
     for t in sizes {
         let took = Duration::from_secs_f64(t.seconds);
