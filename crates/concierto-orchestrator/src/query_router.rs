@@ -10,7 +10,9 @@
 //! - A gate (GetGate, DecideGate): asked of every partition the same way.
 //! - ListRuns: every partition's page, merged newest first by (created, run
 //!   id); the page token holds each partition's cursor (opaque to callers).
-//! - ListGates: partition after partition (each partition's own order).
+//! - ListGates: every partition's page merged in the one gate order (open
+//!   ones first, due soonest first, then the others newest first), the page
+//!   token holding each partition's cursor as for ListRuns.
 //! - Spend: summed over partitions.
 //!
 //! A partition nobody owns right now makes the answer an error that names it
@@ -400,7 +402,9 @@ impl Router {
         })
     }
 
-    /// Gates partition after partition: the token is `g<k>:<that partition's token>`.
+    /// Gates of every partition merged in one order (open ones first, due
+    /// soonest first, then the others newest first), the page token holding
+    /// each partition's cursor like ListRuns'.
     async fn list_gates(
         &self,
         mut q: v1::ListGatesRequest,
@@ -419,57 +423,48 @@ impl Router {
                 Said::Unavailable => Err(unavailable(&[k])),
             };
         }
-        let (mut k, mut token) = if q.page_token.is_empty() {
-            (0u32, String::new())
-        } else {
-            let bad = || {
-                "invalid_argument: page_token is not one this server gave (ask again without it)"
-                    .to_string()
-            };
-            let rest = q.page_token.strip_prefix('g').ok_or_else(bad)?;
-            let (k, t) = rest.split_once(':').ok_or_else(bad)?;
-            let k: u32 = k.parse().map_err(|_| bad())?;
-            if k >= self.partitions {
-                return Err(bad());
-            }
-            (k, t.to_string())
-        };
+        let p = self.partitions as usize;
+        let cursors = decode_cursors(&q.page_token, p)?;
         let size = crate::engine::page_size(q.page_size);
-        let mut gates = Vec::new();
-        loop {
-            let mut ask = q.clone();
-            ask.page_token = token.clone();
-            ask.page_size = (size - gates.len()) as u32;
-            let page = match self
-                .ask::<_, v1::ListGatesResponse>(k, subjects::ORCHESTRATOR_LIST_GATES, &ask, m)
-                .await
-            {
-                Said::Ok(r) => r,
-                Said::Err(e) => return Err(e),
-                Said::Unavailable => return Err(unavailable(&[k])),
-            };
-            gates.extend(page.gates);
-            if !page.next_page_token.is_empty() {
-                return Ok(v1::ListGatesResponse {
-                    gates,
-                    next_page_token: format!("g{k}:{}", page.next_page_token),
-                });
+        let asks = (0..self.partitions).map(|k| {
+            let cursor = cursors[k as usize].clone();
+            let mut q = q.clone();
+            q.page_size = size as u32;
+            async move {
+                q.page_token = match cursor {
+                    Cursor::Done => return None,
+                    Cursor::Start => String::new(),
+                    Cursor::At(t) => t,
+                };
+                Some(
+                    self.ask::<_, v1::ListGatesResponse>(
+                        k,
+                        subjects::ORCHESTRATOR_LIST_GATES,
+                        &q,
+                        m,
+                    )
+                    .await,
+                )
             }
-            k += 1;
-            token.clear();
-            if k == self.partitions {
-                return Ok(v1::ListGatesResponse {
-                    gates,
-                    next_page_token: String::new(),
-                });
-            }
-            if gates.len() >= size {
-                return Ok(v1::ListGatesResponse {
-                    gates,
-                    next_page_token: format!("g{k}:"),
-                });
+        });
+        let said = futures::future::join_all(asks).await;
+        let mut pages: Vec<Option<v1::ListGatesResponse>> = Vec::with_capacity(p);
+        let mut missing = Vec::new();
+        for (k, s) in said.into_iter().enumerate() {
+            match s {
+                None => pages.push(None),
+                Some(Said::Ok(r)) => pages.push(Some(r)),
+                Some(Said::Err(e)) => return Err(e),
+                Some(Said::Unavailable) => {
+                    missing.push(k as u32);
+                    pages.push(None);
+                }
             }
         }
+        if !missing.is_empty() {
+            return Err(unavailable(&missing));
+        }
+        Ok(merge_gate_pages(pages, cursors, size))
     }
 
     /// Spend summed over partitions (each holds the spend of its runs).
@@ -559,6 +554,141 @@ fn one_of<R, T>(
     }
 }
 
+/// Where a gate stands in ListGates' order (see `gate_index.rs`): the open
+/// ones first by due time then id, then the others newest first by opening
+/// time then id; the same keys as the partitions' page tokens (`o<hex>`,
+/// `c<hex>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GateAt {
+    Open(Vec<u8>),
+    Closed(Vec<u8>),
+}
+
+impl Ord for GateAt {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (self, other) {
+            (GateAt::Open(a), GateAt::Open(b)) => a.cmp(b),
+            (GateAt::Closed(a), GateAt::Closed(b)) => b.cmp(a),
+            (GateAt::Open(_), GateAt::Closed(_)) => std::cmp::Ordering::Less,
+            (GateAt::Closed(_), GateAt::Open(_)) => std::cmp::Ordering::Greater,
+        }
+    }
+}
+
+impl PartialOrd for GateAt {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl GateAt {
+    fn of(g: &v1::Gate) -> GateAt {
+        let (id, open) = match &g.request {
+            Some(r) => (r.gate_id.as_bytes(), g.state == v1::GateState::Open as i32),
+            None => (&b""[..], g.state == v1::GateState::Open as i32),
+        };
+        let opened = g.request.as_ref().map_or(0, |r| ms_of(&r.opened_at));
+        let due = g.request.as_ref().map_or(0, |r| ms_of(&r.due_at));
+        if open {
+            let mut k = due.to_be_bytes().to_vec();
+            k.extend_from_slice(id);
+            GateAt::Open(k)
+        } else {
+            let mut k = u64::try_from(opened.max(0))
+                .unwrap_or(0)
+                .to_be_bytes()
+                .to_vec();
+            k.extend_from_slice(id);
+            GateAt::Closed(k)
+        }
+    }
+
+    /// A partition's page token as a place in the order.
+    fn of_token(token: &str) -> Option<GateAt> {
+        let hex = token.get(1..)?;
+        match token.as_bytes().first() {
+            Some(b'o') => crate::history::unhex(hex).map(GateAt::Open),
+            Some(b'c') => crate::history::unhex(hex).map(GateAt::Closed),
+            _ => None,
+        }
+    }
+
+    /// The partition's page token that goes on after this place.
+    fn token(&self) -> String {
+        match self {
+            GateAt::Open(k) => format!("o{}", crate::history::hex(k)),
+            GateAt::Closed(k) => format!("c{}", crate::history::hex(k)),
+        }
+    }
+}
+
+/// One page of gates from every partition's page, in the one order: none
+/// past the *frontier* (the earliest place where a partition with more to
+/// give stopped: it may hold gates before what the others gave); each
+/// partition's cursor then goes on after the last of its gates given.
+fn merge_gate_pages(
+    pages: Vec<Option<v1::ListGatesResponse>>,
+    mut cursors: Vec<Cursor>,
+    size: usize,
+) -> v1::ListGatesResponse {
+    let frontier = pages
+        .iter()
+        .flatten()
+        .filter(|r| !r.next_page_token.is_empty())
+        .filter_map(|r| GateAt::of_token(&r.next_page_token))
+        .min();
+    let mut all: Vec<(GateAt, usize, usize)> = Vec::new();
+    for (k, page) in pages.iter().enumerate() {
+        if let Some(page) = page {
+            for (i, g) in page.gates.iter().enumerate() {
+                all.push((GateAt::of(g), k, i));
+            }
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let p = pages.len();
+    let mut taken = vec![0usize; p];
+    let mut last: Vec<Option<GateAt>> = vec![None; p];
+    let mut out = Vec::new();
+    for (at, k, i) in all {
+        if out.len() == size || frontier.as_ref().is_some_and(|f| at > *f) {
+            break;
+        }
+        if let Some(Some(page)) = pages.get(k)
+            && let Some(g) = page.gates.get(i)
+        {
+            out.push(g.clone());
+            taken[k] += 1;
+            last[k] = Some(at);
+        }
+    }
+    for k in 0..p.min(cursors.len()) {
+        let Some(page) = &pages[k] else {
+            continue;
+        };
+        cursors[k] = if taken[k] == page.gates.len() {
+            if page.next_page_token.is_empty() {
+                Cursor::Done
+            } else {
+                Cursor::At(page.next_page_token.clone())
+            }
+        } else if let Some(at) = &last[k] {
+            Cursor::At(at.token())
+        } else {
+            cursors[k].clone()
+        };
+    }
+    let next_page_token = if cursors.iter().all(|c| *c == Cursor::Done) {
+        String::new()
+    } else {
+        encode_cursors(&cursors)
+    };
+    v1::ListGatesResponse {
+        gates: out,
+        next_page_token,
+    }
+}
+
 /// Where one partition's listing is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Cursor {
@@ -605,7 +735,12 @@ fn decode_cursors(token: &str, p: usize) -> Result<Vec<Cursor>, String> {
         .map(|c| match c {
             "_" => Ok(Cursor::Start),
             "d" => Ok(Cursor::Done),
-            t if t.starts_with('c') && token_key(t).is_some() => Ok(Cursor::At(t.to_string())),
+            // `c<hex>` (runs, closed gates) or `o<hex>` (open gates).
+            t if (t.starts_with('c') || t.starts_with('o'))
+                && crate::history::unhex(&t[1..]).is_some() =>
+            {
+                Ok(Cursor::At(t.to_string()))
+            }
             _ => Err(bad()),
         })
         .collect::<Result<_, _>>()?;
@@ -623,6 +758,115 @@ fn token_key(token: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gate(id: &str, open: bool, opened_ms: i64, due_ms: i64) -> v1::Gate {
+        let ts = |ms: i64| {
+            Some(prost_types::Timestamp {
+                seconds: ms / 1000,
+                nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap(),
+            })
+        };
+        v1::Gate {
+            request: Some(v1::GateRequest {
+                gate_id: id.into(),
+                opened_at: ts(opened_ms),
+                due_at: ts(due_ms),
+                ..Default::default()
+            }),
+            state: if open {
+                v1::GateState::Open
+            } else {
+                v1::GateState::Approved
+            } as i32,
+            ..Default::default()
+        }
+    }
+
+    /// A partition as the engine pages its gates: its own order, the token
+    /// naming the last gate given.
+    fn partition_page(gates: &[v1::Gate], token: &str, size: usize) -> v1::ListGatesResponse {
+        let mut sorted: Vec<&v1::Gate> = gates.iter().collect();
+        sorted.sort_by_key(|g| GateAt::of(g));
+        let after = GateAt::of_token(token);
+        let rest: Vec<&v1::Gate> = sorted
+            .into_iter()
+            .filter(|g| after.as_ref().is_none_or(|a| GateAt::of(g) > *a))
+            .collect();
+        let page: Vec<v1::Gate> = rest.iter().take(size).map(|g| (*g).clone()).collect();
+        let next = if rest.len() > page.len() {
+            page.last()
+                .map(|g| GateAt::of(g).token())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        v1::ListGatesResponse {
+            gates: page,
+            next_page_token: next,
+        }
+    }
+
+    #[test]
+    fn gates_of_every_partition_come_in_one_order_each_once_across_pages() {
+        // Three partitions, open and decided gates interleaved in time.
+        let parts: Vec<Vec<v1::Gate>> = (0..3)
+            .map(|k| {
+                (0..7)
+                    .map(|i| {
+                        let n = i * 3 + k;
+                        gate(
+                            &format!("g{n:02}"),
+                            n % 3 != 1,
+                            1_000 + n * 10,
+                            90_000 - n * 7,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut want: Vec<v1::Gate> = parts.iter().flatten().cloned().collect();
+        want.sort_by_key(GateAt::of);
+        for size in [1, 2, 3, 5, 50] {
+            let mut got = Vec::new();
+            let mut token = String::new();
+            for _ in 0..100 {
+                let cursors = decode_cursors(&token, 3).unwrap();
+                let pages = cursors
+                    .iter()
+                    .enumerate()
+                    .map(|(k, c)| match c {
+                        Cursor::Done => None,
+                        Cursor::Start => Some(partition_page(&parts[k], "", size)),
+                        Cursor::At(t) => Some(partition_page(&parts[k], t, size)),
+                    })
+                    .collect();
+                let page = merge_gate_pages(pages, cursors, size);
+                assert!(page.gates.len() <= size);
+                got.extend(page.gates);
+                token = page.next_page_token;
+                if token.is_empty() {
+                    break;
+                }
+            }
+            let ids = |v: &[v1::Gate]| -> Vec<String> {
+                v.iter()
+                    .map(|g| g.request.as_ref().unwrap().gate_id.clone())
+                    .collect()
+            };
+            assert_eq!(ids(&got), ids(&want), "page size {size}");
+        }
+        // Open ones first (due soonest first), then the rest newest first.
+        let first_closed = want
+            .iter()
+            .position(|g| g.state != v1::GateState::Open as i32)
+            .unwrap();
+        assert!(
+            want[first_closed..]
+                .iter()
+                .all(|g| g.state != v1::GateState::Open as i32)
+        );
+        assert!(first_closed > 0);
+    }
 
     #[test]
     fn cursors_round_trip_and_refuse_strangers() {
