@@ -149,6 +149,50 @@ impl Router {
         }
     }
 
+    /// The next page of every partition whose cursor is not done (`None` for
+    /// those), asked at once with `query(its page token)`; an error when a
+    /// partition errs or nobody owns it.
+    async fn pages<Q: ProtoMessage, R: ProtoMessage>(
+        &self,
+        subject: &str,
+        cursors: &[Cursor],
+        m: &Message,
+        query: impl Fn(String) -> Q,
+    ) -> Result<Vec<Option<R>>, String> {
+        let asks = cursors.iter().enumerate().map(|(k, cursor)| {
+            let token = match cursor {
+                Cursor::Done => None,
+                Cursor::Start => Some(String::new()),
+                Cursor::At(t) => Some(t.clone()),
+            };
+            let q = token.map(&query);
+            async move {
+                match q {
+                    None => None,
+                    Some(q) => Some(self.ask::<_, R>(k as u32, subject, &q, m).await),
+                }
+            }
+        });
+        let said = futures::future::join_all(asks).await;
+        let mut pages = Vec::with_capacity(cursors.len());
+        let mut missing = Vec::new();
+        for (k, s) in said.into_iter().enumerate() {
+            match s {
+                None => pages.push(None),
+                Some(Said::Ok(r)) => pages.push(Some(r)),
+                Some(Said::Err(e)) => return Err(e),
+                Some(Said::Unavailable) => {
+                    missing.push(k as u32);
+                    pages.push(None);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(unavailable(&missing));
+        }
+        Ok(pages)
+    }
+
     /// Asks every partition.
     async fn ask_all<Q: ProtoMessage, R: ProtoMessage>(
         &self,
@@ -291,54 +335,14 @@ impl Router {
         let p = self.partitions as usize;
         let mut cursors = decode_cursors(&q.page_token, p)?;
         let size = crate::engine::page_size(q.page_size);
-        let asks = (0..self.partitions).map(|k| {
-            let cursor = cursors[k as usize].clone();
-            let mut q = q.clone();
-            q.page_size = size as u32;
-            async move {
-                match cursor {
-                    Cursor::Done => None,
-                    Cursor::Start => Some(
-                        self.ask::<_, v1::ListRunsResponse>(
-                            k,
-                            subjects::ORCHESTRATOR_LIST_RUNS,
-                            &q,
-                            m,
-                        )
-                        .await,
-                    ),
-                    Cursor::At(t) => {
-                        q.page_token = t;
-                        Some(
-                            self.ask::<_, v1::ListRunsResponse>(
-                                k,
-                                subjects::ORCHESTRATOR_LIST_RUNS,
-                                &q,
-                                m,
-                            )
-                            .await,
-                        )
-                    }
-                }
-            }
-        });
-        let said = futures::future::join_all(asks).await;
-        let mut pages: Vec<Option<v1::ListRunsResponse>> = Vec::with_capacity(p);
-        let mut missing = Vec::new();
-        for (k, s) in said.into_iter().enumerate() {
-            match s {
-                None => pages.push(None),
-                Some(Said::Ok(r)) => pages.push(Some(r)),
-                Some(Said::Err(e)) => return Err(e),
-                Some(Said::Unavailable) => {
-                    missing.push(k as u32);
-                    pages.push(None);
-                }
-            }
-        }
-        if !missing.is_empty() {
-            return Err(unavailable(&missing));
-        }
+        let pages: Vec<Option<v1::ListRunsResponse>> = self
+            .pages(subjects::ORCHESTRATOR_LIST_RUNS, &cursors, m, |token| {
+                let mut q = q.clone();
+                q.page_size = size as u32;
+                q.page_token = token;
+                q
+            })
+            .await?;
         // No run older than a partition's frontier (the last row it read,
         // with more to come) can be given yet: that partition may hold newer.
         let frontier = pages
@@ -423,47 +427,16 @@ impl Router {
                 Said::Unavailable => Err(unavailable(&[k])),
             };
         }
-        let p = self.partitions as usize;
-        let cursors = decode_cursors(&q.page_token, p)?;
+        let cursors = decode_cursors(&q.page_token, self.partitions as usize)?;
         let size = crate::engine::page_size(q.page_size);
-        let asks = (0..self.partitions).map(|k| {
-            let cursor = cursors[k as usize].clone();
-            let mut q = q.clone();
-            q.page_size = size as u32;
-            async move {
-                q.page_token = match cursor {
-                    Cursor::Done => return None,
-                    Cursor::Start => String::new(),
-                    Cursor::At(t) => t,
-                };
-                Some(
-                    self.ask::<_, v1::ListGatesResponse>(
-                        k,
-                        subjects::ORCHESTRATOR_LIST_GATES,
-                        &q,
-                        m,
-                    )
-                    .await,
-                )
-            }
-        });
-        let said = futures::future::join_all(asks).await;
-        let mut pages: Vec<Option<v1::ListGatesResponse>> = Vec::with_capacity(p);
-        let mut missing = Vec::new();
-        for (k, s) in said.into_iter().enumerate() {
-            match s {
-                None => pages.push(None),
-                Some(Said::Ok(r)) => pages.push(Some(r)),
-                Some(Said::Err(e)) => return Err(e),
-                Some(Said::Unavailable) => {
-                    missing.push(k as u32);
-                    pages.push(None);
-                }
-            }
-        }
-        if !missing.is_empty() {
-            return Err(unavailable(&missing));
-        }
+        let pages = self
+            .pages(subjects::ORCHESTRATOR_LIST_GATES, &cursors, m, |token| {
+                let mut q = q.clone();
+                q.page_size = size as u32;
+                q.page_token = token;
+                q
+            })
+            .await?;
         Ok(merge_gate_pages(pages, cursors, size))
     }
 

@@ -407,21 +407,25 @@ fn global_limit_bounds_tasks_in_flight() {
     assert_eq!(e.queued(), 7);
 }
 
+/// Starts run `r1` on a store in `dir`, flushed, and gives its first task;
+/// the engine is dropped (a restart follows).
+fn started_in(dir: &std::path::Path) -> v1::Task {
+    let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir).unwrap());
+    let mut e = engine(store.clone(), limits());
+    let task = one(&e
+        .start_run(
+            start("r1", "system-improvement", v1::Priority::Normal),
+            t(0),
+        )
+        .unwrap());
+    store.flush().unwrap();
+    task
+}
+
 #[test]
 fn after_a_restart_open_steps_are_published_again_and_results_still_apply_once() {
     let dir = tempfile::tempdir().unwrap();
-    let task = {
-        let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).unwrap());
-        let mut e = engine(store.clone(), limits());
-        let task = one(&e
-            .start_run(
-                start("r1", "system-improvement", v1::Priority::Normal),
-                t(0),
-            )
-            .unwrap());
-        store.flush().unwrap();
-        task
-    };
+    let task = started_in(dir.path());
     let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).unwrap());
     let mut e = Engine::new(studio(), store, limits());
     let fx = e.recover(t(5)).unwrap();
@@ -448,18 +452,7 @@ fn a_result_of_a_dispatch_made_before_a_restart_applies_once_while_the_step_wait
     // at the attempt before, and here no room lets it out. The result of the
     // attempt dispatched before still finishes it, once.
     let dir = tempfile::tempdir().unwrap();
-    let task = {
-        let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).unwrap());
-        let mut e = engine(store.clone(), limits());
-        let task = one(&e
-            .start_run(
-                start("r1", "system-improvement", v1::Priority::Normal),
-                t(0),
-            )
-            .unwrap());
-        store.flush().unwrap();
-        task
-    };
+    let task = started_in(dir.path());
     assert_eq!(task.attempt, 1);
     let store: Arc<dyn KvStore> = Arc::new(SledStore::open(dir.path()).unwrap());
     let full = Limits {

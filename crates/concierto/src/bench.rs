@@ -482,16 +482,8 @@ impl Ctx<'_> {
         // clock starts (at 500 runs they were a fifth of the time measured).
         let prefix = self.prefix(&format!("warm{phase}b"));
         let warm_up = self.args.warm_up;
-        let mut calls = futures::stream::iter(0..warm_up)
-            .map(|i| {
-                let (mut client, id) = (client.clone(), format!("{prefix}{i}"));
-                async move { start(&mut client, &id).await }
-            })
-            .buffer_unordered(self.args.in_flight.max(1));
-        while let Some(r) = calls.next().await {
-            if let Err(e) = r {
-                bail!("a warm-up StartRun call failed: {e}{}", services.logs());
-            }
+        if let Err(e) = start_many(&client, &prefix, warm_up, self.args.in_flight).await {
+            bail!("a warm-up StartRun call failed: {e}{}", services.logs());
         }
         match self
             .tracker
@@ -567,17 +559,9 @@ impl Ctx<'_> {
         let before = self.cpu(&s);
         let t0 = Instant::now();
         let client = s.client.clone();
-        let mut calls = futures::stream::iter(0..n)
-            .map(|i| {
-                let (mut client, id) = (client.clone(), format!("{prefix}{i}"));
-                async move { start(&mut client, &id).await }
-            })
-            .buffer_unordered(self.args.in_flight.max(1));
-        while let Some(r) = calls.next().await {
-            if let Err(e) = r {
-                s.stop().await;
-                bail!("a StartRun call failed: {e}");
-            }
+        if let Err(e) = start_many(&client, &prefix, n, self.args.in_flight).await {
+            s.stop().await;
+            bail!("a StartRun call failed: {e}");
         }
         let started = t0.elapsed();
         let deadline = t0 + self.args.timeout;
@@ -700,6 +684,26 @@ impl Services {
 }
 
 /// One StartRun of the bench's workflow, `builtin.noop` for every step.
+/// Starts runs `<prefix>0` .. `<prefix><n-1>`, `in_flight` calls at once;
+/// the first error stops it.
+async fn start_many(
+    client: &AdminClient,
+    prefix: &str,
+    n: usize,
+    in_flight: usize,
+) -> Result<(), tonic::Status> {
+    let mut calls = futures::stream::iter(0..n)
+        .map(|i| {
+            let (mut client, id) = (client.clone(), format!("{prefix}{i}"));
+            async move { start(&mut client, &id).await }
+        })
+        .buffer_unordered(in_flight.max(1));
+    while let Some(r) = calls.next().await {
+        r?;
+    }
+    Ok(())
+}
+
 async fn start(client: &mut AdminClient, id: &str) -> Result<(), tonic::Status> {
     client
         .start_run(v1::StartRunRequest {
