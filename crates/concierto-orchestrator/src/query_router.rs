@@ -333,7 +333,7 @@ impl Router {
         m: &Message,
     ) -> Result<v1::ListRunsResponse, String> {
         let p = self.partitions as usize;
-        let mut cursors = decode_cursors(&q.page_token, p)?;
+        let cursors = decode_cursors(&q.page_token, p)?;
         let size = crate::engine::page_size(q.page_size);
         let pages: Vec<Option<v1::ListRunsResponse>> = self
             .pages(subjects::ORCHESTRATOR_LIST_RUNS, &cursors, m, |token| {
@@ -343,65 +343,26 @@ impl Router {
                 q
             })
             .await?;
-        // No run older than a partition's frontier (the last row it read,
-        // with more to come) can be given yet: that partition may hold newer.
-        let frontier = pages
-            .iter()
-            .flatten()
-            .filter(|r| !r.next_page_token.is_empty())
-            .filter_map(|r| token_key(&r.next_page_token))
-            .max();
-        let mut all: Vec<(Vec<u8>, usize, usize)> = Vec::new();
-        for (k, page) in pages.iter().enumerate() {
-            if let Some(page) = page {
-                for (i, run) in page.runs.iter().enumerate() {
-                    all.push((
-                        crate::history::index_key(ms_of(&run.created_at), &run.run_id),
-                        k,
-                        i,
-                    ));
-                }
-            }
-        }
-        all.sort_by(|a, b| b.0.cmp(&a.0));
-        let mut taken = vec![0usize; p];
-        let mut last: Vec<Option<Vec<u8>>> = vec![None; p];
-        let mut out = Vec::new();
-        for (key, k, i) in all {
-            if out.len() == size || frontier.as_ref().is_some_and(|f| key < *f) {
-                break;
-            }
-            if let Some(Some(page)) = pages.get(k)
-                && let Some(run) = page.runs.get(i)
-            {
-                out.push(run.clone());
-                taken[k] += 1;
-                last[k] = Some(key);
-            }
-        }
-        for k in 0..p {
-            let Some(page) = &pages[k] else {
-                continue;
-            };
-            cursors[k] = if taken[k] == page.runs.len() {
-                if page.next_page_token.is_empty() {
-                    Cursor::Done
-                } else {
-                    Cursor::At(page.next_page_token.clone())
-                }
-            } else if let Some(key) = &last[k] {
-                Cursor::At(format!("c{}", crate::history::hex(key)))
-            } else {
-                cursors[k].clone()
-            };
-        }
-        let next_page_token = if cursors.iter().all(|c| *c == Cursor::Done) {
-            String::new()
-        } else {
-            encode_cursors(&cursors)
-        };
+        // Newest first: the index key reversed. A partition's token names
+        // the last index row it read.
+        let (runs, next_page_token) = merge_pages(
+            pages
+                .into_iter()
+                .map(|r| r.map(|r| (r.runs, r.next_page_token)))
+                .collect(),
+            cursors,
+            size,
+            |run| {
+                std::cmp::Reverse(crate::history::index_key(
+                    ms_of(&run.created_at),
+                    &run.run_id,
+                ))
+            },
+            |token| token_key(token).map(std::cmp::Reverse),
+            |key| format!("c{}", crate::history::hex(&key.0)),
+        );
         Ok(v1::ListRunsResponse {
-            runs: out,
+            runs,
             next_page_token,
         })
     }
@@ -429,7 +390,7 @@ impl Router {
         }
         let cursors = decode_cursors(&q.page_token, self.partitions as usize)?;
         let size = crate::engine::page_size(q.page_size);
-        let pages = self
+        let pages: Vec<Option<v1::ListGatesResponse>> = self
             .pages(subjects::ORCHESTRATOR_LIST_GATES, &cursors, m, |token| {
                 let mut q = q.clone();
                 q.page_size = size as u32;
@@ -437,7 +398,21 @@ impl Router {
                 q
             })
             .await?;
-        Ok(merge_gate_pages(pages, cursors, size))
+        let (gates, next_page_token) = merge_pages(
+            pages
+                .into_iter()
+                .map(|r| r.map(|r| (r.gates, r.next_page_token)))
+                .collect(),
+            cursors,
+            size,
+            GateAt::of,
+            GateAt::of_token,
+            GateAt::token,
+        );
+        Ok(v1::ListGatesResponse {
+            gates,
+            next_page_token,
+        })
     }
 
     /// Spend summed over partitions (each holds the spend of its runs).
@@ -595,71 +570,72 @@ impl GateAt {
     }
 }
 
-/// One page of gates from every partition's page, in the one order: none
-/// past the *frontier* (the earliest place where a partition with more to
-/// give stopped: it may hold gates before what the others gave); each
-/// partition's cursor then goes on after the last of its gates given.
-fn merge_gate_pages(
-    pages: Vec<Option<v1::ListGatesResponse>>,
+/// One page from every partition's page (its items and its next token), in
+/// the one order `key` gives: none past the *frontier* (the earliest place
+/// where a partition with more to give stopped, as its token names it: it
+/// may hold items before what the others gave); each partition's cursor then
+/// goes on after the last of its items given (`token` of its key), or to its
+/// own next token when all its page was given. Gives the items and the page
+/// token (empty when every partition is done).
+fn merge_pages<T: Clone, K: Ord>(
+    pages: Vec<Option<(Vec<T>, String)>>,
     mut cursors: Vec<Cursor>,
     size: usize,
-) -> v1::ListGatesResponse {
+    key: impl Fn(&T) -> K,
+    at_token: impl Fn(&str) -> Option<K>,
+    token: impl Fn(&K) -> String,
+) -> (Vec<T>, String) {
     let frontier = pages
         .iter()
         .flatten()
-        .filter(|r| !r.next_page_token.is_empty())
-        .filter_map(|r| GateAt::of_token(&r.next_page_token))
+        .filter(|(_, next)| !next.is_empty())
+        .filter_map(|(_, next)| at_token(next))
         .min();
-    let mut all: Vec<(GateAt, usize, usize)> = Vec::new();
+    let mut all: Vec<(K, usize, usize)> = Vec::new();
     for (k, page) in pages.iter().enumerate() {
-        if let Some(page) = page {
-            for (i, g) in page.gates.iter().enumerate() {
-                all.push((GateAt::of(g), k, i));
+        if let Some((items, _)) = page {
+            for (i, item) in items.iter().enumerate() {
+                all.push((key(item), k, i));
             }
         }
     }
     all.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     let p = pages.len();
     let mut taken = vec![0usize; p];
-    let mut last: Vec<Option<GateAt>> = vec![None; p];
+    let mut last: Vec<Option<K>> = (0..p).map(|_| None).collect();
     let mut out = Vec::new();
     for (at, k, i) in all {
         if out.len() == size || frontier.as_ref().is_some_and(|f| at > *f) {
             break;
         }
-        if let Some(Some(page)) = pages.get(k)
-            && let Some(g) = page.gates.get(i)
+        if let Some(Some((items, _))) = pages.get(k)
+            && let Some(item) = items.get(i)
         {
-            out.push(g.clone());
+            out.push(item.clone());
             taken[k] += 1;
             last[k] = Some(at);
         }
     }
-    for k in 0..p.min(cursors.len()) {
-        let Some(page) = &pages[k] else {
+    for (k, page) in pages.iter().enumerate() {
+        let (Some((items, next)), Some(cursor)) = (page, cursors.get_mut(k)) else {
             continue;
         };
-        cursors[k] = if taken[k] == page.gates.len() {
-            if page.next_page_token.is_empty() {
+        if taken[k] == items.len() {
+            *cursor = if next.is_empty() {
                 Cursor::Done
             } else {
-                Cursor::At(page.next_page_token.clone())
-            }
+                Cursor::At(next.clone())
+            };
         } else if let Some(at) = &last[k] {
-            Cursor::At(at.token())
-        } else {
-            cursors[k].clone()
-        };
+            *cursor = Cursor::At(token(at));
+        }
     }
     let next_page_token = if cursors.iter().all(|c| *c == Cursor::Done) {
         String::new()
     } else {
         encode_cursors(&cursors)
     };
-    v1::ListGatesResponse {
-        gates: out,
-        next_page_token,
-    }
+    (out, next_page_token)
 }
 
 /// Where one partition's listing is.
@@ -804,7 +780,7 @@ mod tests {
             let mut token = String::new();
             for _ in 0..100 {
                 let cursors = decode_cursors(&token, 3).unwrap();
-                let pages = cursors
+                let pages: Vec<Option<v1::ListGatesResponse>> = cursors
                     .iter()
                     .enumerate()
                     .map(|(k, c)| match c {
@@ -813,10 +789,21 @@ mod tests {
                         Cursor::At(t) => Some(partition_page(&parts[k], t, size)),
                     })
                     .collect();
-                let page = merge_gate_pages(pages, cursors, size);
-                assert!(page.gates.len() <= size);
-                got.extend(page.gates);
-                token = page.next_page_token;
+                let pages = pages
+                    .into_iter()
+                    .map(|r| r.map(|r| (r.gates, r.next_page_token)))
+                    .collect();
+                let (gates, next) = merge_pages(
+                    pages,
+                    cursors,
+                    size,
+                    GateAt::of,
+                    GateAt::of_token,
+                    GateAt::token,
+                );
+                assert!(gates.len() <= size);
+                got.extend(gates);
+                token = next;
                 if token.is_empty() {
                     break;
                 }
