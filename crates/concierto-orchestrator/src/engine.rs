@@ -127,6 +127,11 @@ pub struct Effects {
     /// Runs that failed with no `on_failure` path, for `event.run.failed`
     /// (durably, message id = run id).
     pub run_failed: Vec<v1::RunFailed>,
+    /// Where in `events` the "queued" event of each step these effects
+    /// queued is: a step dispatched by the same input has that event replaced
+    /// by its "dispatched" one (one event, not two, for a step that never
+    /// waited).
+    queued_at: Vec<usize>,
 }
 
 impl Effects {
@@ -134,6 +139,9 @@ impl Effects {
     pub fn extend(&mut self, other: Effects) {
         self.tasks.extend(other.tasks);
         self.traces.extend(other.traces);
+        let base = self.events.len();
+        self.queued_at
+            .extend(other.queued_at.into_iter().map(|i| base + i));
         self.events.extend(other.events);
         self.gates.extend(other.gates);
         self.metrics.extend(other.metrics);
@@ -141,6 +149,36 @@ impl Effects {
         self.budgets.extend(other.budgets);
         self.studio.extend(other.studio);
         self.run_failed.extend(other.run_failed);
+    }
+
+    /// Adds `ev`, the "queued" event of a step.
+    fn push_queued(&mut self, ev: v1::RunEvent) {
+        self.queued_at.push(self.events.len());
+        self.events.push(ev);
+    }
+
+    /// Adds `ev`, the "dispatched" event of a step. When these effects hold
+    /// the step's "queued" event, `ev` takes its place and its sequence
+    /// number (returns true: the run's event count goes back by one).
+    fn push_dispatched(&mut self, mut ev: v1::RunEvent) -> bool {
+        let found = self.queued_at.iter().position(|&i| {
+            self.events
+                .get(i)
+                .is_some_and(|q| q.run_id == ev.run_id && q.step_id == ev.step_id)
+        });
+        match found.map(|k| self.queued_at.swap_remove(k)) {
+            Some(i) => {
+                if let Some(q) = self.events.get_mut(i) {
+                    ev.seq = q.seq;
+                    *q = ev;
+                }
+                true
+            }
+            None => {
+                self.events.push(ev);
+                false
+            }
+        }
     }
 }
 
@@ -743,7 +781,7 @@ impl Engine {
             since: now,
         });
         tracing::debug!(run = %run.run_id, step = %step_id, role = %s.role, "step queued");
-        fx.events.push(run.event(Some(step_id), "queued", ms(now)));
+        fx.push_queued(run.event(Some(step_id), "queued", ms(now)));
     }
 
     /// Stores `run`; keeps it live unless final. A batch run that just ended
@@ -926,8 +964,10 @@ impl Engine {
             };
             self.count_dispatch(role_id);
             tracing::debug!(run = %run.run_id, step = %q.step_id, %role, attempt, "step dispatched");
-            fx.events
-                .push(run.event(Some(&q.step_id), format!("dispatched to {role}"), ms(now)));
+            let ev = run.event(Some(&q.step_id), format!("dispatched to {role}"), ms(now));
+            if fx.push_dispatched(ev) {
+                run.event_seq -= 1;
+            }
             if let Some(task) = task {
                 fx.tasks.push(task);
                 note_trace(&mut fx.traces, &run);
