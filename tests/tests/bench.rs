@@ -81,6 +81,7 @@ fn bench_reports_every_figure_and_all_50_workflows_succeed() {
         "workflows_per_s",
         "steps_per_s",
         "start_calls_per_s",
+        "first_workflow_end_ms",
         "orchestrator_cpu_ms_per_workflow",
         "agents_cpu_ms_per_workflow",
     ] {

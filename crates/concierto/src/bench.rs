@@ -7,7 +7,8 @@
 //!   1. floors: async-nats alone (request/reply, JetStream publish + consume)
 //!   2. per size N, a fresh data folder and fresh processes of this binary:
 //!        serve orchestrator │ serve admin │ agent --role bench-noop
-//!      1 run, then --warm-up (200) at once to warm them up, not measured
+//!      1 run, then --warm-up (1,000) at once to warm them up, not measured,
+//!      then a wait (≤ 5 s) until they and the nats-server are idle
 //!   (sizes interleaved, --rounds times; each size's median round reported)
 //!      N × StartRun over the admin gRPC API (--in-flight at once)
 //!      ─▶ `run.event.>` on the bus: each run's terminal event, once per run id
@@ -57,6 +58,10 @@ const STALL: Duration = Duration::from_secs(10);
 const READY: Duration = Duration::from_secs(90);
 /// How long a service may take to stop.
 const STOP: Duration = Duration::from_secs(15);
+/// Longest wait for the services to go idle after the warm-up.
+const QUIET_WITHIN: Duration = Duration::from_secs(5);
+/// How often the services' CPU is read while waiting for them to go idle.
+const QUIET_STEP: Duration = Duration::from_millis(100);
 /// The most workflows (or round trips, messages) one measurement does:
 /// bounds what the bench keeps in memory per size.
 const MAX_SIZE: usize = 1_000_000;
@@ -73,15 +78,20 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "500,2000,10000,20000")]
     pub sizes: Vec<usize>,
     /// Workflows run on the fresh services of every measurement before it
-    /// starts, not counted (after one run that shows them all up).
-    #[arg(long, default_value_t = 200)]
+    /// starts, not counted (after one run that shows them all up). A fresh
+    /// process's first workflows cost more (its allocator's first pages,
+    /// its store's first segments): after 200, the orchestrator's CPU per
+    /// workflow at N = 500 was 25–40 % above its figure at 20,000; after
+    /// 1,000, 0–45 % (one run each way of the day).
+    #[arg(long, default_value_t = 1000)]
     pub warm_up: usize,
     /// Rounds of the throughput measurement: every size once per round,
     /// sizes interleaved; each size's median round is reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     pub rounds: usize,
-    /// Workflows run one after the other for the latency figures.
-    #[arg(long, default_value_t = 200)]
+    /// Workflows run one after the other for the latency figures (p99 of
+    /// 1,000 is the 10th slowest, not the 2nd of 200).
+    #[arg(long, default_value_t = 1000)]
     pub latency_runs: usize,
     /// StartRun calls in flight at once.
     #[arg(long, default_value_t = 64)]
@@ -118,6 +128,8 @@ struct Throughput {
     failed: usize,
     seconds: f64,
     start_calls_per_s: f64,
+    /// From the first StartRun call to the first workflow's end.
+    first_end_ms: f64,
     cpu_ms_per_workflow: HashMap<&'static str, f64>,
     /// Workflows/s of every round of this size, in the order measured
     /// (this record is the median one).
@@ -490,13 +502,44 @@ impl Ctx<'_> {
             .wait(&prefix, warm_up, deadline, &client, || services.alive())
             .await
         {
-            Ok(c) if c.succeeded >= warm_up => Ok(services),
+            Ok(c) if c.succeeded >= warm_up => {
+                self.quiet(&services).await;
+                Ok(services)
+            }
             Ok(c) => bail!(
                 "{} of the bench's {warm_up} warm-up runs did not succeed{}",
                 warm_up.saturating_sub(c.succeeded),
                 services.logs()
             ),
             Err(e) => bail!("{e:#}{}", services.logs()),
+        }
+    }
+
+    /// Waits (at most [`QUIET_WITHIN`]) until the services and the
+    /// nats-server are idle: what the warm-up left to do (acknowledgements,
+    /// the store's background flush, the write-through) is then not counted
+    /// in the measurement that follows.
+    async fn quiet(&self, s: &Services) {
+        let busy = |a: &HashMap<&'static str, u64>, b: &HashMap<&'static str, u64>| -> u64 {
+            b.iter()
+                .filter(|(kind, _)| **kind != "bench")
+                .map(|(kind, t)| t.saturating_sub(a.get(kind).copied().unwrap_or(*t)))
+                .sum()
+        };
+        let deadline = Instant::now() + QUIET_WITHIN;
+        let mut last = self.cpu(s);
+        let mut idle = 0;
+        while idle < 2 && Instant::now() < deadline {
+            tokio::time::sleep(QUIET_STEP).await;
+            let now = self.cpu(s);
+            // Idle: at most 10 ms of CPU, all processes together, in a step.
+            let quiet = (self.clk_tck / 100).max(1);
+            idle = if busy(&last, &now) <= quiet {
+                idle + 1
+            } else {
+                0
+            };
+            last = now;
         }
     }
 
@@ -594,6 +637,9 @@ impl Ctx<'_> {
             failed: n - count.succeeded,
             seconds: elapsed.as_secs_f64(),
             start_calls_per_s: rate(n, started),
+            first_end_ms: count
+                .first
+                .map_or(0.0, |f| f.duration_since(t0).as_secs_f64() * 1000.0),
             cpu_ms_per_workflow,
             round_rates: Vec::new(),
         })
@@ -725,6 +771,8 @@ async fn start(client: &mut AdminClient, id: &str) -> Result<(), tonic::Status> 
 struct Count {
     succeeded: usize,
     failed: usize,
+    /// When the first of them was seen.
+    first: Option<Instant>,
     /// When the latest of them was seen.
     last: Option<Instant>,
 }
@@ -758,6 +806,7 @@ impl TrackerState {
         } else {
             c.failed += 1;
         }
+        c.first.get_or_insert(at);
         c.last = Some(at);
         true
     }

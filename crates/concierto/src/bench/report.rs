@@ -73,6 +73,7 @@ pub(super) fn to_json(
             "workflows_per_s": round(rate(t.succeeded, Duration::from_secs_f64(t.seconds)), 1),
             "steps_per_s": round(rate(t.succeeded * STEPS.len(), Duration::from_secs_f64(t.seconds)), 1),
             "start_calls_per_s": round(t.start_calls_per_s, 1),
+            "first_workflow_end_ms": round(t.first_end_ms, 2),
             "workflows_per_s_rounds": t.round_rates.iter().map(|r| round(*r, 1)).collect::<Vec<_>>(),
             "orchestrator_cpu_ms_per_workflow": cpu(t, "orchestrator"),
             "admin_cpu_ms_per_workflow": cpu(t, "admin"),
@@ -153,13 +154,14 @@ pub(super) fn table(
     );
     let _ = writeln!(
         w,
-        "  {:>9} {:>9} {:>8} {:>12} {:>10} {:>12} {:>14} {:>9} {:>9} {:>9} {:>9}  every round (workflows/s)",
+        "  {:>9} {:>9} {:>8} {:>12} {:>10} {:>12} {:>9} {:>14} {:>9} {:>9} {:>9} {:>9}  every round (workflows/s)",
         "workflows",
         "succeeded",
         "seconds",
         "workflows/s",
         "steps/s",
         "StartRun/s",
+        "1st end",
         "orch CPU ms/wf",
         "admin ms",
         "agents ms",
@@ -171,13 +173,14 @@ pub(super) fn table(
         let cpu = |k| t.cpu_ms_per_workflow.get(k).copied().unwrap_or(0.0);
         let _ = writeln!(
             w,
-            "  {:>9} {:>9} {:>8.2} {:>12.1} {:>10.1} {:>12.1} {:>14.3} {:>9.3} {:>9.3} {:>9} {:>9.3}  {}",
+            "  {:>9} {:>9} {:>8.2} {:>12.1} {:>10.1} {:>12.1} {:>9.1} {:>14.3} {:>9.3} {:>9.3} {:>9} {:>9.3}  {}",
             t.workflows,
             t.succeeded,
             t.seconds,
             rate(t.succeeded, took),
             rate(t.succeeded * STEPS.len(), took),
             t.start_calls_per_s,
+            t.first_end_ms,
             cpu("orchestrator"),
             cpu("admin"),
             cpu("agents"),
@@ -195,7 +198,8 @@ pub(super) fn table(
     let _ = writeln!(
         w,
         "  (CPU ms per workflow of each process kind; nats: the nats-server, when the bench \
-         started it; bench: this process, its StartRun calls and event tally)"
+         started it; bench: this process, its StartRun calls and event tally; 1st end: ms from the \
+         first StartRun call to the first workflow's end)"
     );
     let _ = writeln!(
         w,
