@@ -526,14 +526,14 @@ impl Ctx<'_> {
                 .map(|(kind, t)| t.saturating_sub(a.get(kind).copied().unwrap_or(*t)))
                 .sum()
         };
+        // Idle: at most 10 ms of CPU, all processes together, in a step.
+        let quiet = (self.clk_tck / 100).max(1);
         let deadline = Instant::now() + QUIET_WITHIN;
         let mut last = self.cpu(s);
         let mut idle = 0;
         while idle < 2 && Instant::now() < deadline {
             tokio::time::sleep(QUIET_STEP).await;
             let now = self.cpu(s);
-            // Idle: at most 10 ms of CPU, all processes together, in a step.
-            let quiet = (self.clk_tck / 100).max(1);
             idle = if busy(&last, &now) <= quiet {
                 idle + 1
             } else {
